@@ -1,0 +1,152 @@
+"""The graph IR both directions share: a thin facade over the ONNX project's ``onnx-ir``.
+
+Why onnx-ir: it is maintained by the ONNX project, memory-maps external data instead of copying
+it, keeps tensors as numpy-compatible views of the protobuf bytes, and has safe graph-edit
+primitives (use lists are maintained for us). This module pins down the few operations the
+converters need so that the rest of the code never depends on onnx-ir's wider surface.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from .errors import ModelLoadError
+from .model_io import PathLike, as_model_proto, save_onnx
+
+log = logging.getLogger(__name__)
+
+Model = ir.Model
+Graph = ir.Graph
+Node = ir.Node
+Value = ir.Value
+Function = ir.Function
+DataType = ir.DataType
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def from_proto(proto: onnx.ModelProto, *, file: str = "") -> ir.Model:
+    """Wrap a ModelProto; tensors keep pointing at the proto's bytes (no copy)."""
+    try:
+        return ir.from_proto(proto)
+    except Exception as exc:  # onnx-ir raises many types on malformed protos
+        raise ModelLoadError(f"malformed ONNX graph ({' '.join(str(exc).split())[:300]})", file=file or None) from exc
+
+
+def load(model: "onnx.ModelProto | PathLike") -> tuple[ir.Model, str]:
+    """Load (safely) from a path or wrap a proto; returns the IR model and a label for errors."""
+    proto, label = as_model_proto(model)
+    return from_proto(proto, file=label), label
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    return ir.to_proto(model)
+
+
+def save(model: "ir.Model | onnx.ModelProto", path: PathLike) -> None:
+    """Atomic save; external data is used automatically past protobuf's 2 GB limit."""
+    proto = model if isinstance(model, onnx.ModelProto) else ir.to_proto(model)
+    save_onnx(proto, path)
+
+
+def opset_version(model: "ir.Model | ir.Graph", domain: str = "") -> int:
+    """The model's opset for ``domain`` ('' and 'ai.onnx' are the same domain)."""
+    imports = model.opset_imports
+    for key in ((domain,) if domain not in DEFAULT_DOMAINS else DEFAULT_DOMAINS):
+        if key in imports:
+            return int(imports[key])
+    return 1 if domain not in DEFAULT_DOMAINS else 1
+
+
+def infer_shapes(proto: onnx.ModelProto, *, data_prop: bool = True) -> onnx.ModelProto:
+    """Run onnx's own shape inference; on failure return the model unchanged (shapes stay unknown)."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=data_prop)
+    except Exception as exc:  # inference is best effort: conversion does not need it
+        log.debug("shape inference failed: %s", exc)
+        return proto
+
+
+def attributes(node: ir.Node) -> dict[str, Any]:
+    """Attributes as plain Python values: ints, floats, str, lists, numpy arrays, ir.Graph."""
+    out: dict[str, Any] = {}
+    for name, attr in node.attributes.items():
+        out[name] = attribute_value(attr)
+    return out
+
+
+def attribute_value(attr: Any) -> Any:
+    value = attr.value
+    kind = attr.type
+    if kind == ir.AttributeType.STRING:
+        return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+    if kind == ir.AttributeType.TENSOR:
+        return tensor_to_numpy(value)
+    if kind == ir.AttributeType.TENSORS:
+        return [tensor_to_numpy(v) for v in value]
+    if kind in (ir.AttributeType.INTS, ir.AttributeType.FLOATS, ir.AttributeType.STRINGS):
+        return list(value)
+    return value
+
+
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A numpy view of an IR tensor (no copy where the bytes allow)."""
+    return np.asarray(tensor.numpy())
+
+
+def constant_array(value: Optional[ir.Value]) -> Optional[np.ndarray]:
+    """The numpy value of an initializer/constant value, or None when it is computed at run time."""
+    if value is None or value.const_value is None:
+        return None
+    return tensor_to_numpy(value.const_value)
+
+
+def static_shape(value: Optional[ir.Value]) -> Optional[tuple[Optional[int], ...]]:
+    """Known shape of a value: ints for static dims, None for symbolic ones; None if rank unknown."""
+    if value is None or value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+def topological_nodes(graph: "ir.Graph | ir.Function") -> Iterator[ir.Node]:
+    """Nodes in an order where producers come before consumers (sorts the graph in place)."""
+    graph.sort()
+    yield from graph
+
+
+# --- graph edits -----------------------------------------------------------------------------
+def replace_uses(old: ir.Value, new: ir.Value) -> None:
+    """Point every consumer (and graph output) of ``old`` at ``new``."""
+    ir.convenience.replace_all_uses_with(old, new)
+    graph = old.graph
+    if graph is not None and old.is_graph_output():
+        for i, out in enumerate(graph.outputs):
+            if out is old:
+                graph.outputs[i] = new
+
+
+def remove_node(node: ir.Node) -> None:
+    """Remove a node whose outputs are no longer used."""
+    assert node.graph is not None
+    node.graph.remove(node, safe=True)
+
+
+def insert_nodes(anchor: ir.Node, nodes: Sequence[ir.Node], *, before: bool = True) -> None:
+    assert anchor.graph is not None
+    if before:
+        anchor.graph.insert_before(anchor, nodes)
+    else:
+        anchor.graph.insert_after(anchor, nodes)
+
+
+def rename_value(value: ir.Value, name: str) -> None:
+    value.name = name
+
+
+def all_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
+    """Every node including those inside subgraphs (If/Loop/Scan bodies)."""
+    return graph.all_nodes()

@@ -1,0 +1,151 @@
+"""Reading and writing ONNX files safely.
+
+Loading never follows an external-data ``location`` outside the model's folder (absolute
+paths, ``..`` and symlinks out are refused; the class of onnx's 2024 path-traversal CVEs), and
+turns every parse failure into a :class:`ModelLoadError` naming the file. Saving is atomic and
+switches to external data for models over protobuf's 2 GB limit.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Union
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .atomic import atomic_path
+from .errors import ModelLoadError, SecurityError
+
+PathLike = Union[str, "os.PathLike[str]"]
+PROTOBUF_LIMIT = 2**31 - 1
+# Leave headroom: the serialized model is bigger than the sum of its tensors.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _iter_tensors(sub)
+
+
+def external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(tensor name, location) for every tensor stored outside the model file."""
+    found = []
+    for tensor in _iter_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            found.append((tensor.name, loc))
+    for func in model.functions:
+        for node in func.node:
+            for attr in node.attribute:
+                if attr.HasField("t") and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                    loc = next((e.value for e in attr.t.external_data if e.key == "location"), "")
+                    found.append((attr.t.name, loc))
+    return found
+
+
+def check_external_data(model: onnx.ModelProto, base_dir: PathLike, file: str = "") -> None:
+    """Refuse external-data locations that leave ``base_dir`` or do not exist."""
+    base = Path(base_dir).resolve()
+    for name, loc in external_locations(model):
+        where = f"tensor {name!r}: external data location {loc!r}"
+        if not loc:
+            raise SecurityError(f"{where} is empty", file=file)
+        if os.path.isabs(loc) or loc.startswith(("/", "\\")) or ":" in Path(loc).parts[0]:
+            raise SecurityError(f"{where} is an absolute path; refused", file=file)
+        if any(part == ".." for part in Path(loc.replace("\\", "/")).parts):
+            raise SecurityError(f"{where} goes up out of the model folder; refused", file=file)
+        resolved = (base / loc).resolve()
+        if base != resolved and base not in resolved.parents:
+            raise SecurityError(f"{where} resolves outside the model folder (symlink?); refused", file=file)
+        if not resolved.is_file():
+            raise ModelLoadError(f"{where} does not exist", file=file)
+
+
+def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file with clear errors and safe external data."""
+    p = Path(path)
+    file = str(path)
+    if not p.exists():
+        raise ModelLoadError("no such file", file=file)
+    if not p.is_file():
+        raise ModelLoadError("not a regular file", file=file)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, ValueError, TypeError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"not a valid ONNX model ({' '.join(str(exc).split()) or type(exc).__name__})", file=file) from exc
+    except RecursionError as exc:
+        raise ModelLoadError("not a valid ONNX model (nesting too deep)", file=file) from exc
+    if not model.HasField("graph"):
+        raise ModelLoadError("not a valid ONNX model (no graph)", file=file)
+    check_external_data(model, p.parent, file)
+    if load_external_data and external_locations(model):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read external data ({exc})", file=file) from exc
+    return model
+
+
+def as_model_proto(model: "onnx.ModelProto | PathLike") -> tuple[onnx.ModelProto, str]:
+    """Accept a ModelProto or a path; return the proto and a label for error messages."""
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<model>"
+    return load_onnx(model), str(model)
+
+
+def save_onnx(model: onnx.ModelProto, path: PathLike, *, external_data: "bool | None" = None) -> Path:
+    """Save atomically; use a side file ``<name>.data`` when the model exceeds protobuf's limit.
+
+    ``external_data=None`` decides by size. The data file is written before the model file, and
+    both appear only when both are complete.
+    """
+    target = Path(path)
+    if external_data is None:
+        external_data = model.ByteSize() > EXTERNAL_DATA_THRESHOLD if _cheap_size_ok(model) else True
+    if not external_data:
+        with atomic_path(target) as tmp:
+            onnx.save_model(model, str(tmp))
+        return target
+    data_name = target.name + ".data"
+    data_target = target.parent / data_name
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    onnx.external_data_helper.convert_model_to_external_data(
+        work, all_tensors_to_one_file=True, location=data_name, size_threshold=1024
+    )
+    with atomic_path(data_target) as tmp_data, atomic_path(target) as tmp_model:
+        # onnx writes external data next to the model file under `location`; write into a
+        # staging folder, then move.
+        staging = tmp_model.parent / (tmp_model.name + ".d")
+        staging.mkdir()
+        try:
+            onnx.save_model(work, str(staging / target.name))
+            os.replace(staging / target.name, tmp_model)
+            os.replace(staging / data_name, tmp_data)
+        finally:
+            for leftover in staging.glob("*"):
+                leftover.unlink()
+            staging.rmdir()
+    return target
+
+
+def _cheap_size_ok(model: onnx.ModelProto) -> bool:
+    """True when ByteSize() is safe to call (it overflows past 2 GB in some protobuf builds)."""
+    total = 0
+    for t in model.graph.initializer:
+        total += len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.int64_data) + 4 * len(t.int32_data)
+        if total > EXTERNAL_DATA_THRESHOLD:
+            return False
+    return True

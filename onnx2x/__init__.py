@@ -1,0 +1,1 @@
+"""ONNX -> framework converters (first target: PyTorch, in ``onnx2x.torch``)."""

@@ -1,0 +1,399 @@
+"""Build a ``torch.fx.GraphModule`` straight from an ONNX graph (no tracing).
+
+Every ONNX value maps to a *handle*: an ``fx.Node`` when it is computed at run time, a
+``torch.Tensor`` when it is known at conversion time (initializers, Constant outputs and anything
+computed only from those), a Python list for ONNX sequences, or ``None`` for an omitted
+optional input. Converters emit code through :class:`NodeContext`; a call whose arguments are
+all known runs immediately, so static shape arithmetic is folded at conversion time for free and
+never reaches the forward pass.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import onnx_ir as ir
+import torch
+import torch.fx as fx
+
+from common import ir as cir
+from common.errors import ConversionError, ConversionFailure, UnsupportedOpError
+
+from . import registry
+from .dtypes import torch_dtype
+from .naming import sanitize
+
+log = logging.getLogger(__name__)
+
+Handle = Union[fx.Node, torch.Tensor, list, None]
+_REQUIRED = object()
+
+
+def is_dynamic(obj: Any) -> bool:
+    """True when ``obj`` (or anything inside it) is computed at run time."""
+    if isinstance(obj, fx.Node):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(is_dynamic(o) for o in obj)
+    if isinstance(obj, dict):
+        return any(is_dynamic(o) for o in obj.values())
+    return False
+
+
+def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
+    """Tensor sharing memory with ``arr`` where possible (weights are not copied twice)."""
+    arr = np.asarray(arr)
+    if arr.dtype == object or arr.dtype.kind in "SUO":
+        raise ConversionFailure("string tensors have no PyTorch equivalent")
+    if not arr.flags.writeable or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr).copy() if not arr.flags.writeable else np.ascontiguousarray(arr)
+    try:
+        return torch.from_numpy(arr)
+    except TypeError as exc:
+        raise ConversionFailure(f"dtype {arr.dtype} has no PyTorch equivalent") from exc
+
+
+class GraphBuilder:
+    """Converts one ONNX graph (the model's, or an If/Loop/Scan body) into a GraphModule."""
+
+    def __init__(
+        self,
+        opsets: dict[str, int],
+        *,
+        file: str = "",
+        parent: Optional["GraphBuilder"] = None,
+        value_shapes: Optional[dict[str, tuple]] = None,
+    ) -> None:
+        self.opsets = dict(opsets)
+        self.file = file
+        self.parent = parent
+        self.root = torch.nn.Module()
+        self.graph = fx.Graph()
+        self.env: dict[ir.Value, Handle] = {}
+        self.captures: list[tuple[ir.Value, Handle]] = []  # outer values a subgraph reads
+        self._attr_cache: dict[int, fx.Node] = {}
+        self._keepalive: list[torch.Tensor] = []
+        self.param_names: dict[str, str] = {}  # module attribute -> ONNX initializer name
+        self.value_to_fx: dict[str, str] = {}  # ONNX tensor name -> fx node name
+        self._initializer_of: dict[int, str] = {}
+        self._submodule_count = 0
+        self.input_names: list[str] = []
+        self.output_names: list[str] = []
+
+    # --- values --------------------------------------------------------------------------------
+    def lookup(self, value: ir.Value) -> Handle:
+        if value in self.env:
+            return self.env[value]
+        if self.parent is not None:
+            outer = self.parent.lookup(value)
+            if not is_dynamic(outer):
+                self.env[value] = outer
+                return outer
+            ph = self._capture_placeholder(value)
+            self.captures.append((value, outer))
+            self.env[value] = ph
+            return ph
+        raise ConversionFailure(f"value {value.name!r} is used before it is defined", file=self.file or None)
+
+    def _capture_placeholder(self, value: ir.Value) -> fx.Node:
+        first_real = next((n for n in self.graph.nodes if n.op != "placeholder"), None)
+        if first_real is None:
+            node = self.graph.placeholder(sanitize(value.name, "captured"))
+        else:
+            with self.graph.inserting_before(first_real):
+                node = self.graph.placeholder(sanitize(value.name, "captured"))
+        node.meta["onnx_name"] = value.name
+        return node
+
+    def add_placeholder(self, value: ir.Value) -> fx.Node:
+        node = self.graph.placeholder(sanitize(value.name, "input"))
+        node.meta["onnx_name"] = value.name
+        self.value_to_fx[value.name] = node.name
+        self.env[value] = node
+        self.input_names.append(value.name)
+        return node
+
+    def add_initializer(self, value: ir.Value) -> None:
+        arr = cir.constant_array(value)
+        if arr is None:
+            raise ConversionFailure(f"initializer {value.name!r} has no data", file=self.file or None)
+        tensor = numpy_to_torch(arr)
+        self._initializer_of[id(tensor)] = value.name
+        self._keepalive.append(tensor)
+        self.env[value] = tensor
+
+    def materialize(self, tensor: torch.Tensor, hint: str = "const") -> fx.Node:
+        """A ``get_attr`` node for a known tensor (parameter if it is an initializer of float type)."""
+        key = id(tensor)
+        if key in self._attr_cache:
+            return self._attr_cache[key]
+        onnx_name = self._initializer_of.get(key)
+        base = sanitize(onnx_name or hint, "const")
+        name = base
+        i = 1
+        while hasattr(self.root, name) or name in self.root._modules:
+            i += 1
+            name = f"{base}_{i}"
+        if onnx_name is not None and tensor.dtype.is_floating_point:
+            self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+        else:
+            self.root.register_buffer(name, tensor)
+        self.param_names[name] = onnx_name or hint
+        node = self.graph.get_attr(name)
+        self._attr_cache[key] = node
+        self._keepalive.append(tensor)
+        return node
+
+    def lift(self, obj: Any, hint: str) -> Any:
+        """Replace known tensors inside call arguments by get_attr nodes."""
+        if isinstance(obj, torch.Tensor):
+            return self.materialize(obj, hint)
+        if isinstance(obj, list):
+            return [self.lift(o, hint) for o in obj]
+        if isinstance(obj, tuple):
+            return tuple(self.lift(o, hint) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self.lift(v, hint) for k, v in obj.items()}
+        return obj
+
+    def add_submodule(self, module: torch.nn.Module, hint: str) -> str:
+        self._submodule_count += 1
+        name = f"{sanitize(hint, 'sub')}_{self._submodule_count}"
+        self.root.add_module(name, module)
+        return name
+
+    # --- conversion ----------------------------------------------------------------------------
+    def convert_graph(self, graph: ir.Graph, *, formal_inputs: bool = True) -> None:
+        """Convert ``graph``'s inputs, initializers and nodes into this builder's fx graph."""
+        for value in graph.initializers.values():
+            self.add_initializer(value)
+        if formal_inputs:
+            for value in graph.inputs:
+                if value in self.env:  # an input with a default initializer: treated as constant
+                    continue
+                self.add_placeholder(value)
+        for node in cir.topological_nodes(graph):
+            self.convert_node(node)
+
+    def convert_node(self, node: ir.Node) -> None:
+        domain = node.domain or ""
+        opset = self.opsets.get(domain if domain not in ("ai.onnx",) else "", None)
+        if opset is None:
+            opset = self.opsets.get("ai.onnx", 1) if domain in ("", "ai.onnx") else 1
+        label = node.name or (node.outputs[0].name if node.outputs else "")
+        try:
+            conv = registry.lookup(node.op_type, opset, domain=domain, node_name=label)
+            ctx = NodeContext(self, node, opset, conv.foldable)
+            before = len(self.graph.nodes)
+            result = conv.fn(ctx)
+            self._bind_outputs(node, result, before)
+        except ConversionError as exc:
+            exc.with_context(file=self.file or None, node=label, op_type=node.op_type)
+            raise
+        except Exception as exc:
+            raise ConversionFailure(
+                f"conversion failed: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}",
+                file=self.file or None, node=label, op_type=node.op_type,
+            ) from exc
+
+    def _bind_outputs(self, node: ir.Node, result: Any, nodes_before: int) -> None:
+        if isinstance(result, tuple):
+            results = list(result)
+        elif isinstance(result, list) and len(node.outputs) > 1:
+            results = result
+        else:
+            results = [result]
+        fresh = set(list(self.graph.nodes)[nodes_before:]) if len(self.graph.nodes) > nodes_before else set()
+        for j, value in enumerate(node.outputs):
+            handle = results[j] if j < len(results) else None
+            if not value.name:
+                continue
+            self.env[value] = handle
+            if isinstance(handle, fx.Node):
+                if handle in fresh and "onnx_name" not in handle.meta:
+                    handle._rename(sanitize(value.name))
+                    handle.meta["onnx_name"] = value.name
+                self.value_to_fx[value.name] = handle.name
+
+    def finish(self, outputs: Sequence[ir.Value], *, as_tuple: Optional[bool] = None) -> fx.GraphModule:
+        """Emit the output node and build the GraphModule (single output unwrapped by default)."""
+        handles = []
+        for value in outputs:
+            self.output_names.append(value.name)
+            handles.append(self.lift(self.lookup(value), value.name))
+        if as_tuple is None:
+            as_tuple = len(handles) != 1
+        self.graph.output(tuple(handles) if as_tuple else handles[0])
+        self.graph.eliminate_dead_code()
+        self._drop_unused_attrs()
+        gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedModel")
+        gm.onnx_input_names = list(self.input_names)
+        gm.onnx_output_names = list(self.output_names)
+        gm.onnx_param_names = dict(self.param_names)
+        live = {n.name for n in self.graph.nodes}
+        gm.onnx_value_to_fx = {k: v for k, v in self.value_to_fx.items() if v in live}
+        return gm
+
+    def _drop_unused_attrs(self) -> None:
+        used = {n.target for n in self.graph.nodes if n.op in ("get_attr", "call_module")}
+        for name in list(self.root._parameters):
+            if name not in used:
+                del self.root._parameters[name]
+                self.param_names.pop(name, None)
+        for name in list(self.root._buffers):
+            if name not in used:
+                del self.root._buffers[name]
+                self.param_names.pop(name, None)
+
+
+class NodeContext:
+    """What a converter sees of one ONNX node, and how it emits PyTorch code."""
+
+    def __init__(self, builder: GraphBuilder, node: ir.Node, opset: int, foldable: bool = True) -> None:
+        self.builder = builder
+        self.node = node
+        self.opset = opset
+        self.op_type = node.op_type
+        self.domain = node.domain or ""
+        self.name = node.name or (node.outputs[0].name if node.outputs else node.op_type)
+        self.fold = foldable
+        self._attrs = cir.attributes(node)
+
+    # --- attributes ----------------------------------------------------------------------------
+    def attr(self, name: str, default: Any = _REQUIRED) -> Any:
+        if name in self._attrs:
+            return self._attrs[name]
+        if default is _REQUIRED:
+            raise ConversionFailure(f"required attribute {name!r} is missing")
+        return default
+
+    def has_attr(self, name: str) -> bool:
+        return name in self._attrs
+
+    # --- inputs --------------------------------------------------------------------------------
+    @property
+    def num_inputs(self) -> int:
+        return len(self.node.inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.node.outputs)
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.node.inputs) and self.node.inputs[i] is not None and bool(self.node.inputs[i].name)
+
+    def input(self, i: int) -> Handle:
+        """Handle of input ``i`` (None when omitted)."""
+        if not self.has_input(i):
+            return None
+        return self.builder.lookup(self.node.inputs[i])
+
+    @property
+    def inputs(self) -> list[Handle]:
+        return [self.input(i) for i in range(self.num_inputs)]
+
+    def const(self, i: int) -> Optional[np.ndarray]:
+        """Input ``i`` as numpy when it is known at conversion time, else None."""
+        h = self.input(i)
+        if isinstance(h, torch.Tensor):
+            return h.detach().cpu().numpy() if h.dtype != torch.bfloat16 else h.float().numpy()
+        return None
+
+    def const_ints(self, i: int) -> Optional[list[int]]:
+        arr = self.const(i)
+        return None if arr is None else [int(v) for v in np.asarray(arr).reshape(-1)]
+
+    def is_const(self, i: int) -> bool:
+        return isinstance(self.input(i), torch.Tensor)
+
+    def shape(self, i: int) -> Optional[tuple[Optional[int], ...]]:
+        """Known shape of input ``i``: ints, None for dynamic dims; None if the rank is unknown."""
+        h = self.input(i)
+        if isinstance(h, torch.Tensor):
+            return tuple(h.shape)
+        if not self.has_input(i):
+            return None
+        return cir.static_shape(self.node.inputs[i])
+
+    def rank(self, i: int) -> Optional[int]:
+        s = self.shape(i)
+        return None if s is None else len(s)
+
+    def dtype(self, i: int) -> Optional[torch.dtype]:
+        h = self.input(i)
+        if isinstance(h, torch.Tensor):
+            return h.dtype
+        if not self.has_input(i):
+            return None
+        v = self.node.inputs[i]
+        return None if v.dtype is None else torch_dtype(v.dtype.value)
+
+    def output_shape(self, j: int = 0) -> Optional[tuple[Optional[int], ...]]:
+        return cir.static_shape(self.node.outputs[j]) if j < len(self.node.outputs) else None
+
+    def output_dtype(self, j: int = 0) -> Optional[torch.dtype]:
+        if j >= len(self.node.outputs) or self.node.outputs[j].dtype is None:
+            return None
+        return torch_dtype(self.node.outputs[j].dtype.value)
+
+    # --- emitting code -------------------------------------------------------------------------
+    def call(self, target: Callable, *args: Any, **kwargs: Any) -> Handle:
+        """``target(*args, **kwargs)``: computed now when every argument is known, else emitted."""
+        if self.fold and not is_dynamic(args) and not is_dynamic(kwargs):
+            try:
+                return target(*args, **kwargs)
+            except Exception as exc:
+                raise ConversionFailure(f"{getattr(target, '__name__', target)} failed on constant inputs: {' '.join(str(exc).split())[:300]}") from exc
+        hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
+        return self.builder.graph.call_function(
+            target, self.builder.lift(tuple(args), hint), self.builder.lift(dict(kwargs), hint)
+        )
+
+    def method(self, name: str, obj: Any, *args: Any, **kwargs: Any) -> Handle:
+        """``obj.name(*args, **kwargs)`` (folded when everything is known)."""
+        if self.fold and not is_dynamic((obj, args, kwargs)):
+            return getattr(obj, name)(*args, **kwargs)
+        hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
+        return self.builder.graph.call_method(
+            name, self.builder.lift((obj,) + tuple(args), hint), self.builder.lift(dict(kwargs), hint)
+        )
+
+    def getitem(self, obj: Any, index: Any) -> Handle:
+        return self.call(operator.getitem, obj, index)
+
+    def module(self, module: torch.nn.Module, *args: Any, hint: str = "sub") -> Handle:
+        """Add ``module`` as a submodule and call it."""
+        target = self.builder.add_submodule(module, hint)
+        return self.builder.graph.call_module(target, self.builder.lift(tuple(args), hint))
+
+    def fail(self, message: str) -> ConversionFailure:
+        """An error naming this node; ``raise ctx.fail('...')``."""
+        return ConversionFailure(message, node=self.name, op_type=self.op_type)
+
+    def unsupported(self, detail: str) -> UnsupportedOpError:
+        return UnsupportedOpError(self.op_type, self.opset, self.name, domain=self.domain, detail=detail)
+
+    # --- subgraphs -----------------------------------------------------------------------------
+    def subgraph_module(self, graph: ir.Graph, *, as_tuple: bool = True) -> tuple[fx.GraphModule, list[Handle]]:
+        """Convert a body graph to its own GraphModule.
+
+        Returns the module (forward takes the body's formal inputs followed by the captured outer
+        values) and the handles of those captured values, to pass at the call site.
+        """
+        sub = GraphBuilder(self.builder.opsets, file=self.builder.file, parent=self.builder)
+        sub.convert_graph(graph)
+        gm = sub.finish(list(graph.outputs), as_tuple=as_tuple)
+        return gm, [outer for _, outer in sub.captures]
+
+    def inline_subgraph(self, graph: ir.Graph, inputs: Sequence[Handle] = ()) -> list[Handle]:
+        """Convert a body graph straight into the current graph (for branches known statically)."""
+        b = self.builder
+        for value, handle in zip(graph.inputs, inputs):
+            b.env[value] = handle
+        for value in graph.initializers.values():
+            b.add_initializer(value)
+        for node in cir.topological_nodes(graph):
+            b.convert_node(node)
+        return [b.lookup(v) for v in graph.outputs]
