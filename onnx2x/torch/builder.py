@@ -28,6 +28,7 @@ from .naming import sanitize
 log = logging.getLogger(__name__)
 
 Handle = Union[fx.Node, torch.Tensor, list, None]
+_RUNTIME_PREFIX = __name__.rsplit(".", 1)[0] + ".runtime."
 _REQUIRED = object()
 
 
@@ -42,6 +43,15 @@ def is_dynamic(obj: Any) -> bool:
     return False
 
 
+_ML_DTYPES_AS_TORCH = {  # numpy (ml_dtypes) name -> (same-width integer view, torch dtype)
+    "bfloat16": (np.int16, torch.bfloat16),
+    "float8_e4m3fn": (np.uint8, torch.float8_e4m3fn),
+    "float8_e4m3fnuz": (np.uint8, torch.float8_e4m3fnuz),
+    "float8_e5m2": (np.uint8, torch.float8_e5m2),
+    "float8_e5m2fnuz": (np.uint8, torch.float8_e5m2fnuz),
+}
+
+
 def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
     """Tensor sharing memory with ``arr`` where possible (weights are not copied twice)."""
     arr = np.asarray(arr)
@@ -49,6 +59,9 @@ def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
         raise ConversionFailure("string tensors have no PyTorch equivalent")
     if not arr.flags.writeable or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr).copy() if not arr.flags.writeable else np.ascontiguousarray(arr)
+    ml_dtype = _ML_DTYPES_AS_TORCH.get(arr.dtype.name)
+    if ml_dtype is not None:  # ml_dtypes arrays (bfloat16, float8): reinterpret the bits
+        return torch.from_numpy(arr.view(ml_dtype[0])).view(ml_dtype[1])
     try:
         return torch.from_numpy(arr)
     except TypeError as exc:
@@ -347,9 +360,14 @@ class NodeContext:
             except Exception as exc:
                 raise ConversionFailure(f"{getattr(target, '__name__', target)} failed on constant inputs: {' '.join(str(exc).split())[:300]}") from exc
         hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
-        return self.builder.graph.call_function(
+        node = self.builder.graph.call_function(
             target, self.builder.lift(tuple(args), hint), self.builder.lift(dict(kwargs), hint)
         )
+        if getattr(target, "__module__", "").startswith(_RUNTIME_PREFIX):
+            # Runtime helpers stay leaf calls when the module is re-traced with fx.symbolic_trace
+            # (fx emits ``wrap("name")`` for them); they may branch on shapes, which fx cannot trace.
+            node.meta["is_wrapped"] = True
+        return node
 
     def method(self, name: str, obj: Any, *args: Any, **kwargs: Any) -> Handle:
         """``obj.name(*args, **kwargs)`` (folded when everything is known)."""

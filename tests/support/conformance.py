@@ -60,8 +60,16 @@ def node_cases() -> list[Case]:
     cases = []
     for tc in raw:
         cases.append(Case(tc.name, "node", (lambda m=tc.model: m),
-                          (lambda d=tc.data_sets: [(list(i), list(o)) for i, o in d])))
+                          (lambda d=tc.data_sets: [([_case_value(v) for v in i], [_case_value(v) for v in o])
+                                                   for i, o in d])))
     return cases
+
+
+def _case_value(value: Any) -> Any:
+    """Node cases store some values (bfloat16, float8, 4-bit types) as TensorProto: make them numpy."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    return value
 
 
 def _read_proto_value(path: str) -> Any:
@@ -209,8 +217,11 @@ def to_torch(obj: Any) -> Any:
     if isinstance(obj, list):
         return [to_torch(o) for o in obj]
     arr = np.asarray(obj)
-    if arr.dtype == object or arr.dtype.kind in "SU":
-        raise TypeError("string tensors are not supported by PyTorch")
+    if arr.dtype == object or arr.dtype.kind in "SU":  # strings travel as numpy object arrays of str
+        flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(arr.shape)
     name = str(arr.dtype)
     if name == "bfloat16":
         return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
@@ -219,6 +230,13 @@ def to_torch(obj: Any) -> Any:
     if name in special:
         return torch.from_numpy(arr.view(np.uint8).copy()).view(special[name])
     return torch.from_numpy(np.array(arr, copy=True))
+
+
+def _as_str_array(arr: np.ndarray) -> np.ndarray:
+    flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(arr.shape)
 
 
 def compare_value(expected: Any, actual: Any, rtol: float, atol: float, where: str = "output") -> Optional[str]:
@@ -237,6 +255,8 @@ def compare_value(expected: Any, actual: Any, rtol: float, atol: float, where: s
         return None
     exp = np.asarray(expected)
     act = np.asarray(actual)
+    if exp.dtype.kind in "OSU" or act.dtype.kind in "OSU":  # string tensors: compare as str
+        exp, act = _as_str_array(exp), _as_str_array(act)
     if exp.shape != act.shape:
         return f"{where}: shape {act.shape} != expected {exp.shape}"
     if exp.dtype != act.dtype:

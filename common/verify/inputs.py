@@ -1,0 +1,427 @@
+"""Inputs for verification runs: seeded random data that makes sense, or the user's own.
+
+Random data is reproducible (``seed``) and respects what each input is for: integer inputs that
+index something (Gather, GatherElements, OneHot, MXNet Embedding/take) stay in range, inputs of
+ops that want probabilities (Bernoulli) lie in [0, 1], inputs of Log/Sqrt are positive, booleans
+are booleans, and everything else is uniform in [-1, 1] (the scale of a normalised image).
+
+User data: ``.npy`` (one input) or ``.npz`` (inputs by name), loaded without pickle; an image
+file for a 4-D image input, decoded by MXNet's ``mx.image.imdecode`` (no PIL or OpenCV is
+needed; without MXNet a clear error says to pass ``.npy``/``.npz`` instead), resized to the
+input's height and width, put in the requested channel order and normalised as
+``(pixel - mean) / std``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+
+from ..errors import ModelLoadError, ShapeError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+Dim = Union[int, str, None]
+
+
+@dataclass
+class InputSpec:
+    """What a model input expects. ``low``/``high`` bound random values (``high`` exclusive for ints)."""
+
+    name: str
+    shape: Optional[tuple[Dim, ...]]
+    dtype: str = "float32"
+    low: Optional[float] = None
+    high: Optional[float] = None
+    why: str = ""  # where the range comes from, e.g. "indices of Gather 'emb' (axis size 10)"
+    integral: bool = False  # whole numbers in a float input (MXNet's Embedding takes float indices)
+
+    def concrete_shape(self) -> tuple[int, ...]:
+        if self.shape is None:
+            raise ShapeError(f"input {self.name!r} has unknown rank; give its shape with "
+                             f"--input-shape {self.name}:D1,D2,...")
+        if any(not isinstance(d, int) or d < 0 for d in self.shape):
+            shown = ",".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in self.shape)
+            raise ShapeError(f"input {self.name!r} has shape ({shown}) with unknown dimensions; give them with "
+                             f"--input-shape {self.name}:" + ",".join(
+                                 str(d) if isinstance(d, int) and d >= 0 else "N" for d in self.shape))
+        return tuple(int(d) for d in self.shape)
+
+
+@dataclass
+class ImageOptions:
+    """How an image file becomes a 4-D input tensor."""
+
+    layout: str = "NCHW"  # or "NHWC"
+    channel_order: str = "RGB"  # or "BGR"
+    mean: Sequence[float] = (0.0, 0.0, 0.0)  # per channel, in channel_order, on 0..255 pixels
+    std: Sequence[float] = (1.0, 1.0, 1.0)
+
+
+@dataclass
+class PreparedInputs:
+    """Input arrays by name, and where each came from ('random seed 0', 'file x.npz', 'image y.jpg')."""
+
+    arrays: dict[str, np.ndarray]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"name": n, "shape": list(a.shape), "dtype": a.dtype.name, "source": self.sources.get(n, "")}
+                for n, a in self.arrays.items()]
+
+
+# --- specs from models ----------------------------------------------------------------------
+def specs_from_onnx(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> list[InputSpec]:
+    """One spec per graph input (initializers excluded), with ranges read from the consumers."""
+    from .. import ir as cir
+
+    input_shapes = dict(input_shapes or {})
+    inits = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    unknown = [n for n in input_shapes if n not in names]
+    if unknown:
+        raise ShapeError(f"--input-shape names {', '.join(map(repr, unknown))}, not an input of the model "
+                         f"(inputs: {', '.join(names)})")
+    inferred = cir.infer_shapes(model, data_prop=False)
+    graph = cir.from_proto(inferred).graph
+    specs = []
+    for value in graph.inputs:
+        if value.name not in names:
+            continue
+        dtype = "float32"
+        if value.dtype is not None:
+            dtype = _onnx_dtype_name(value.dtype)
+        shape: Optional[tuple[Dim, ...]] = None
+        if value.shape is not None:
+            shape = tuple(d if isinstance(d, int) else (str(d) if d is not None else None) for d in value.shape)
+        if value.name in input_shapes:
+            shape = tuple(int(d) for d in input_shapes[value.name])
+        spec = InputSpec(value.name, shape, dtype)
+        _range_from_onnx_consumers(spec, value)
+        specs.append(spec)
+    return specs
+
+
+def _onnx_dtype_name(dtype: Any) -> str:
+    try:
+        return np.dtype(dtype.numpy()).name if dtype.name != "BFLOAT16" else "bfloat16"
+    except Exception:
+        return "float32"
+
+
+def _range_from_onnx_consumers(spec: InputSpec, value: Any) -> None:
+    from .. import ir as cir
+
+    is_int = spec.dtype.startswith(("int", "uint"))
+    for node, index in value.uses():
+        op = node.op_type
+        attrs = cir.attributes(node)
+        if is_int and op in ("Gather", "GatherElements", "ScatterElements", "Scatter") and index == 1:
+            axis = int(attrs.get("axis", 0))
+            _bound_by_dim(spec, node.inputs[0], axis, f"indices of {op} {node.name!r}")
+            return
+        if is_int and op == "GatherND" and index == 1:
+            _bound_by_dim(spec, node.inputs[0], 0, f"indices of GatherND {node.name!r}")
+            return
+        if is_int and op == "OneHot" and index == 0:
+            depth = cir.constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+            if depth is not None:
+                spec.low, spec.high, spec.why = 0, int(np.asarray(depth).reshape(-1)[0]), "indices of OneHot"
+                return
+        if not is_int and op == "Bernoulli" and index == 0:
+            spec.low, spec.high, spec.why = 0.0, 1.0, "probabilities of Bernoulli"
+            return
+        if not is_int and op in ("Log", "Sqrt", "Reciprocal") and index == 0:
+            spec.low, spec.high, spec.why = 0.01, 1.0, f"positive input of {op}"
+            return
+
+
+def _bound_by_dim(spec: InputSpec, data: Any, axis: int, why: str) -> None:
+    shape = None if data is None or data.shape is None else list(data.shape)
+    if shape and -len(shape) <= axis < len(shape) and isinstance(shape[axis], int) and shape[axis] > 0:
+        spec.low, spec.high, spec.why = 0, shape[axis], f"{why} (axis size {shape[axis]})"
+    else:
+        spec.low, spec.high, spec.why = 0, 1, f"{why} (axis size unknown: index 0)"
+
+
+_MX_DTYPES = {0: "float32", 1: "float64", 2: "float16", 3: "uint8", 4: "int32", 5: "int8", 6: "int64", 7: "bool"}
+
+
+def specs_from_mxnet_json(
+    symbol_json: "str | PathLike | Mapping[str, Any]",
+    param_names: Sequence[str] = (),
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+) -> list[InputSpec]:
+    """Specs for an MXNet symbol's data inputs (variables that are neither parameters nor labels).
+
+    Reads the JSON only (no MXNet import). ``param_names`` are the keys of the params file
+    without their ``arg:``/``aux:`` prefix; without them, names ending like MXNet parameters
+    (``_weight``, ``_bias``, ``_gamma``, ...) count as parameters.
+    """
+    graph = _mx_graph(symbol_json)
+    nodes = graph["nodes"]
+    params = set(param_names)
+    input_shapes = dict(input_shapes or {})
+    used_as = _mx_variable_uses(nodes)
+    specs = []
+    for i, node in enumerate(nodes):
+        if node.get("op") != "null":
+            continue
+        name = node["name"]
+        if name in params or (not params and is_mxnet_param_name(name)):
+            continue
+        if any(op in _MX_LABEL_OPS and slot > 0 for op, slot, _ in used_as.get(i, [])):
+            continue  # a training label, not an inference input
+        attrs = node.get("attrs") or node.get("attr") or node.get("param") or {}
+        shape: Optional[tuple[Dim, ...]] = None
+        if "__shape__" in attrs:
+            try:
+                shape = tuple(d if d > 0 else None for d in json.loads(attrs["__shape__"].replace("(", "[")
+                                                                         .replace(")", "]").replace(",]", "]")))
+            except (ValueError, TypeError):
+                shape = None
+        if name in input_shapes:
+            shape = tuple(int(d) for d in input_shapes[name])
+        dtype = _MX_DTYPES.get(int(attrs.get("__dtype__", 0)), "float32")
+        spec = InputSpec(name, shape, dtype)
+        for op, slot, op_attrs in used_as.get(i, []):
+            if op == "Embedding" and slot == 0 and "input_dim" in op_attrs:
+                spec.low, spec.high, spec.why = 0, int(op_attrs["input_dim"]), "indices of Embedding"
+                spec.integral = True
+        specs.append(spec)
+    unknown = [n for n in input_shapes if n not in {s.name for s in specs}]
+    if unknown:
+        raise ShapeError(f"--input-shape names {', '.join(map(repr, unknown))}, not an input of the model "
+                         f"(inputs: {', '.join(s.name for s in specs)})")
+    return specs
+
+
+_MX_LABEL_OPS = {"SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput", "MAERegressionOutput",
+                 "SVMOutput"}
+_MX_PARAM_SUFFIXES = ("_weight", "_bias", "_gamma", "_beta", "_moving_mean", "_moving_var", "_running_mean",
+                      "_running_var", "_alpha")
+
+
+def is_mxnet_param_name(name: str) -> bool:
+    return name.endswith(_MX_PARAM_SUFFIXES)
+
+
+def _mx_graph(symbol_json: "str | PathLike | Mapping[str, Any]") -> Mapping[str, Any]:
+    if isinstance(symbol_json, Mapping):
+        return symbol_json
+    text = str(symbol_json)
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read symbol file ({exc.strerror or exc})", file=str(path)) from exc
+    try:
+        graph = json.loads(text)
+    except ValueError as exc:
+        raise ModelLoadError(f"not an MXNet symbol file (invalid JSON: {exc})",
+                             file=None if text.lstrip().startswith("{") else str(symbol_json)) from exc
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
+        raise ModelLoadError("not an MXNet symbol file (no 'nodes' list)")
+    return graph
+
+
+def _mx_variable_uses(nodes: list[Mapping[str, Any]]) -> dict[int, list[tuple[str, int, Mapping[str, Any]]]]:
+    uses: dict[int, list[tuple[str, int, Mapping[str, Any]]]] = {}
+    for node in nodes:
+        if node.get("op") == "null":
+            continue
+        attrs = node.get("attrs") or node.get("attr") or node.get("param") or {}
+        for slot, entry in enumerate(node.get("inputs", [])):
+            uses.setdefault(int(entry[0]), []).append((node["op"], slot, attrs))
+    return uses
+
+
+# --- random data ----------------------------------------------------------------------------
+def random_inputs(specs: Sequence[InputSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Reproducible random arrays for ``specs`` (same seed, same arrays)."""
+    rng = np.random.default_rng(seed)
+    return {spec.name: random_array(spec, rng) for spec in specs}
+
+
+def random_array(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
+    shape = spec.concrete_shape()
+    dtype = spec.dtype
+    integral = spec.integral
+    if dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype.startswith(("int", "uint")) or integral:
+        low = int(spec.low) if spec.low is not None else 0
+        high = int(spec.high) if spec.high is not None else 10
+        values = rng.integers(low, max(high, low + 1), size=shape)
+        return values.astype(dtype)
+    low = -1.0 if spec.low is None else float(spec.low)
+    high = 1.0 if spec.high is None else float(spec.high)
+    values = rng.uniform(low, high, size=shape)
+    if dtype == "bfloat16":
+        from .compare import BFLOAT16
+
+        return values.astype(np.float32).astype(BFLOAT16)
+    return values.astype(dtype)
+
+
+# --- user data ------------------------------------------------------------------------------
+def load_array_file(path: PathLike) -> "np.ndarray | dict[str, np.ndarray]":
+    """A ``.npy`` array or the arrays of a ``.npz``, never unpickling anything."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError("no such file", file=str(path))
+    try:
+        data = np.load(str(p), allow_pickle=False)
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot read array file ({' '.join(str(exc).split())[:200]}); object arrays are "
+                             "refused", file=str(path)) from exc
+    except OSError as exc:
+        raise ModelLoadError(f"not a .npy/.npz file ({exc})", file=str(path)) from exc
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            return {k: data[k] for k in data.files}
+    return data
+
+
+def load_image(path: PathLike, shape: Sequence[int], options: Optional[ImageOptions] = None) -> np.ndarray:
+    """An image file as a float32 4-D input of ``shape`` (decoded with MXNet when it is installed)."""
+    options = options or ImageOptions()
+    if len(shape) != 4:
+        raise ShapeError(f"an image can only feed a 4-D input; this input has shape {tuple(shape)}")
+    layout = options.layout.upper()
+    if layout not in ("NCHW", "NHWC"):
+        raise ShapeError(f"image layout must be NCHW or NHWC, not {options.layout!r}")
+    n, c, h, w = (shape[0], shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
+    if c not in (1, 3):
+        raise ShapeError(f"an image input needs 1 or 3 channels; shape {tuple(shape)} in {layout} has {c}")
+    order = options.channel_order.upper()
+    if order not in ("RGB", "BGR"):
+        raise ShapeError(f"channel order must be RGB or BGR, not {options.channel_order!r}")
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError("no such file", file=str(path))
+    try:
+        from mx2onnx_patches.mxnet_import import MXNetMissingError, import_mxnet
+
+        mx = import_mxnet()
+    except (ImportError, MXNetMissingError) as exc:
+        raise ModelLoadError("reading image files needs MXNet (mx.image.imdecode), which is not installed; "
+                             "pass the input as .npy or .npz instead", file=str(path)) from exc
+    try:
+        img = mx.image.imdecode(p.read_bytes(), flag=1 if c == 3 else 0, to_rgb=True)
+        img = mx.image.imresize(img, int(w), int(h))
+        pixels = img.asnumpy().astype(np.float32)  # H, W, C in RGB (or H, W, 1)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot decode image ({' '.join(str(exc).split())[:200]})", file=str(path)) from exc
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if c == 3 and order == "BGR":
+        pixels = pixels[:, :, ::-1]
+    mean = np.asarray(_per_channel(options.mean, c, "mean"), dtype=np.float32)
+    std = np.asarray(_per_channel(options.std, c, "std"), dtype=np.float32)
+    if np.any(std == 0):
+        raise ShapeError("--std values must be non-zero")
+    pixels = (pixels - mean) / std
+    if layout == "NCHW":
+        pixels = pixels.transpose(2, 0, 1)
+    batch = np.repeat(pixels[None], int(n), axis=0)
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str) -> list[float]:
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise ShapeError(f"--{what} needs 1 or {channels} values, got {len(values)}")
+    return values
+
+
+def _check_against_spec(spec: InputSpec, array: np.ndarray, source: str) -> np.ndarray:
+    if spec.shape is not None:
+        ok = len(spec.shape) == array.ndim and all(
+            not isinstance(d, int) or d < 0 or d == s for d, s in zip(spec.shape, array.shape))
+        if not ok:
+            shown = ",".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in spec.shape)
+            raise ShapeError(f"input {spec.name!r} from {source} has shape {tuple(array.shape)}; the model expects ({shown})")
+    if array.dtype.name != spec.dtype:
+        if spec.dtype == "bfloat16" or not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+            raise ShapeError(f"input {spec.name!r} from {source} has dtype {array.dtype}; the model expects {spec.dtype}")
+        log.info("input %s from %s: %s cast to %s", spec.name, source, array.dtype, spec.dtype)
+        array = array.astype(spec.dtype)
+    return array
+
+
+def prepare_inputs(
+    specs: Sequence[InputSpec],
+    sources: Sequence[str] = (),
+    *,
+    seed: int = 0,
+    image: Optional[ImageOptions] = None,
+) -> PreparedInputs:
+    """Inputs from ``sources`` (``[NAME=]FILE`` items), random for the rest.
+
+    ``FILE.npz`` gives inputs by their names; ``NAME=FILE.npy`` one input (``NAME=`` may be left
+    out when the model has one input); ``NAME=IMAGE`` an image (``NAME=`` may be left out: the
+    first 4-D input takes it).
+    """
+    by_name = {s.name: s for s in specs}
+    arrays: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}
+    for item in sources:
+        name, sep, file = item.partition("=")
+        if not sep or os.path.exists(item):
+            name, file = "", item
+        if name and name not in by_name:
+            raise ShapeError(f"--input {item!r}: {name!r} is not an input of the model (inputs: {', '.join(by_name)})")
+        suffix = Path(file).suffix.lower()
+        if suffix == ".npz":
+            loaded = load_array_file(file)
+            assert isinstance(loaded, dict)
+            picked = {k: v for k, v in loaded.items() if (k == name if name else k in by_name)}
+            if not picked:
+                raise ShapeError(f"--input {item!r}: the archive holds {', '.join(loaded) or 'nothing'}, "
+                                 f"none of the model inputs ({', '.join(by_name)})")
+            for k, v in picked.items():
+                arrays[k] = _check_against_spec(by_name[k], v, file)
+                origin[k] = f"file {file}"
+        elif suffix == ".npy":
+            target = name or _only_input(specs, item)
+            loaded = load_array_file(file)
+            arrays[target] = _check_against_spec(by_name[target], np.asarray(loaded), file)
+            origin[target] = f"file {file}"
+        elif suffix in IMAGE_SUFFIXES:
+            target = name or next((s.name for s in specs if s.shape is not None and len(s.shape) == 4), "")
+            if not target:
+                raise ShapeError(f"--input {item!r}: the model has no 4-D input for an image")
+            shape = by_name[target].concrete_shape()
+            arrays[target] = _check_against_spec(by_name[target], load_image(file, shape, image), file)
+            origin[target] = f"image {file}"
+        else:
+            raise ModelLoadError(f"unknown input file type {suffix or '(none)'!r}: use .npy, .npz or an image "
+                                 f"({', '.join(IMAGE_SUFFIXES)})", file=file)
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:  # the model's order
+        if spec.name in arrays:
+            out[spec.name] = arrays[spec.name]
+        else:
+            out[spec.name] = random_array(spec, rng)
+            origin[spec.name] = f"random (seed {seed}" + (f", {spec.why}" if spec.why else "") + ")"
+    return PreparedInputs(out, origin)
+
+
+def _only_input(specs: Sequence[InputSpec], item: str) -> str:
+    if len(specs) != 1:
+        raise ShapeError(f"--input {item!r}: the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}); "
+                         f"write NAME={item}")
+    return specs[0].name

@@ -1,0 +1,23 @@
+"""Import MXNet safely: numpy aliases first, and one clear line when the extra is missing."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from common.errors import ConversionError
+
+from .numpy_compat import restore_numpy_aliases
+
+INSTALL_HINT = 'MXNet is not installed; install the extra: pip install -c constraints.txt -e ".[mxnet]"'
+
+
+class MXNetMissingError(ConversionError):
+    """The optional MXNet dependency is not installed."""
+
+
+def import_mxnet() -> ModuleType:
+    restore_numpy_aliases()
+    try:
+        import mxnet  # noqa: F401
+    except ImportError as exc:
+        raise MXNetMissingError(INSTALL_HINT) from exc
+    return mxnet

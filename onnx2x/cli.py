@@ -1,0 +1,201 @@
+"""``onnx2x``: convert an ONNX model to PyTorch source + weights, checked against onnxruntime.
+
+Exit codes: 0 done, 1 internal error (a bug: rerun with --debug and report it), 2 bad input
+(unreadable model, bad --input-shape), 3 unsupported op or outputs that differ from onnxruntime.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from common.cli import add_common_flags, parse_shapes, run_cli, setup_logging
+
+log = logging.getLogger("onnx2x")
+
+_TORCH_EXAMPLES = """\
+output files (for -o out/resnet.pt):
+  out/resnet.pt   the weights: a state_dict, read with torch.load(path, weights_only=True)
+  out/resnet.py   the network as plain PyTorch source; needs only torch, not onnx2x:
+                    import sys; sys.path.insert(0, "out")
+                    from resnet import load
+                    net = load()          # reads out/resnet.pt beside it
+  Both files appear together or not at all.
+
+examples:
+  onnx2x torch resnet50.onnx -o resnet50.pt
+  onnx2x torch bert.onnx --input-shape input_ids:1,128 --input-shape attention_mask:1,128
+  onnx2x torch model.onnx --no-simplify --no-verify -o out/model.pt
+  onnx2x torch model.onnx --simplify-path model.sim.onnx --debug
+
+exit codes: 0 ok, 1 internal error, 2 bad input, 3 unsupported op or outputs differ
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onnx2x",
+        description="Convert ONNX models to other frameworks (today: PyTorch).",
+        epilog="Run 'onnx2x torch --help' for the options of a conversion.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "torch",
+        help="convert an ONNX model to a PyTorch module (source + weights)",
+        description="Convert an ONNX model to a PyTorch nn.Module written as plain source plus a "
+                    "weights file, then check it against onnxruntime on seeded random inputs.",
+        epilog=_TORCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to convert (external data is read from "
+                   "its folder)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="weights path; the source is written beside it with the suffix .py "
+                        "(default: MODEL.pt next to MODEL.onnx). Example: -o out/net.pt writes "
+                        "out/net.pt and out/net.py")
+    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS", default=[],
+                   help="fix the shape of input NAME, repeatable; symbolic dimensions you do not fix "
+                        "stay dynamic in the module. Example: --input-shape data:1,3,224,224")
+    p.add_argument("--no-simplify", action="store_true",
+                   help="convert the model as it is, without running onnx-simplifier first "
+                        "(simplifying folds constants and removes dead code; it is skipped with a "
+                        "warning whenever it fails)")
+    p.add_argument("--simplify-path", metavar="P",
+                   help="also save the ONNX model that was actually converted (simplified, shapes "
+                        "inferred) to P, to inspect it. Example: --simplify-path model.sim.onnx")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the check against onnxruntime (by default the saved module and "
+                        "onnxruntime run on the same seeded random inputs; a mismatch writes "
+                        "nothing and exits 3; a model onnxruntime cannot load is converted with a "
+                        "warning)")
+    p.add_argument("--rtol", type=float, default=None, metavar="R",
+                   help="relative tolerance of the check (default 1e-3). Example: --rtol 1e-2")
+    p.add_argument("--atol", type=float, default=None, metavar="A",
+                   help="absolute tolerance of the check (default 1e-4). Example: --atol 1e-3")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the random check inputs (default 0)")
+    add_common_flags(p)
+    p.set_defaults(handler=cmd_torch)
+
+    q = sub.add_parser(
+        "info",
+        help="print a summary of an ONNX model (inputs, outputs, opsets, ops)",
+        description="Print what a conversion needs to know about an ONNX model: inputs and "
+                    "outputs with shapes, opsets, op counts, and ops without a PyTorch converter.",
+        epilog="example:\n  onnx2x info resnet50.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to describe")
+    add_common_flags(q)
+    q.set_defaults(handler=cmd_info)
+    return parser
+
+
+def default_output(model_path: str) -> Path:
+    p = Path(model_path)
+    return p.with_suffix(".pt") if p.suffix else p.with_name(p.name + ".pt")
+
+
+def cmd_torch(args: argparse.Namespace) -> int:
+    from common.atomic import atomic_files
+    from common.model_io import load_onnx, save_onnx
+
+    from .torch import artifact
+    from .torch.convert import _fix_input_shapes, convert_prepared, prepare
+    from .torch.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_module
+
+    shapes = parse_shapes(args.input_shape)
+    label = str(args.model)
+    original = load_onnx(args.model)
+    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
+    gm = convert_prepared(proto, label)
+    if args.simplify_path:
+        save_onnx(proto, args.simplify_path)
+        log.info("wrote the converted ONNX model to %s", args.simplify_path)
+    reference = None
+    if not args.no_verify:
+        reference = _fix_input_shapes(original, shapes, label) if shapes else original
+    del original
+    weights, source = artifact.artifact_paths(args.output or default_output(args.model))
+    verdict = "not verified (--no-verify)"
+    with atomic_files([weights, source]) as (w_tmp, s_tmp):
+        artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
+        if reference is not None:
+            saved = artifact.load(s_tmp)  # check what the user gets: the written files
+            result = check_module(
+                saved, reference, input_shapes=shapes, seed=args.seed,
+                rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+                atol=DEFAULT_ATOL if args.atol is None else args.atol,
+                label=label, debug_gm=gm if args.debug else None, debug_proto=proto if args.debug else None,
+            )
+            verdict = (f"verification skipped: {result.reason}" if result.skipped else
+                       f"matches onnxruntime (max abs diff {result.max_abs_diff:.3g})")
+    if not args.quiet:
+        print(f"wrote {weights} and {source}; {verdict}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Summary of a model: ``common.summary`` when present, else a short built-in one."""
+    try:
+        from common import summary
+    except ImportError:
+        summary = None
+    if summary is not None and hasattr(summary, "summarize"):
+        print(summary.summarize(args.model))
+        return 0
+    print(_basic_summary(args.model))
+    return 0
+
+
+def _basic_summary(path: str) -> str:
+    from collections import Counter
+
+    from common.model_io import load_onnx
+    from common.errors import UnsupportedOpError
+
+    from .torch import registry
+
+    proto = load_onnx(path, load_external_data=False)
+    inits = {t.name for t in proto.graph.initializer}
+
+    def shape_of(v: "object") -> str:
+        dims = v.type.tensor_type.shape.dim  # type: ignore[attr-defined]
+        return "[" + ", ".join(d.dim_param or str(d.dim_value) if (d.dim_param or d.HasField("dim_value")) else "?"
+                               for d in dims) + "]"
+
+    opsets = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
+    lines = [f"{path}: IR version {proto.ir_version}, opsets "
+             + ", ".join(f"{d} {v}" for d, v in sorted(opsets.items()))]
+    for v in proto.graph.input:
+        if v.name not in inits:
+            lines.append(f"  input  {v.name} {shape_of(v)}")
+    for v in proto.graph.output:
+        lines.append(f"  output {v.name} {shape_of(v)}")
+    counts = Counter((n.domain or "", n.op_type) for n in proto.graph.node)
+    lines.append(f"  {sum(counts.values())} nodes, {len(inits)} initializers")
+    missing = []
+    for (domain, op), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"    {op:24s} {n}")
+        try:
+            registry.lookup(op, opsets.get(domain or "ai.onnx", 1), domain=domain)
+        except UnsupportedOpError:
+            missing.append(op)
+    if missing:
+        lines.append("  no PyTorch converter for: " + ", ".join(missing))
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args)
+    return run_cli(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

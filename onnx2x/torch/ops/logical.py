@@ -1,0 +1,77 @@
+"""Comparison, boolean and bitwise element-wise ops, and Where.
+
+Comparisons always return bool; unsigned 16/32/64-bit inputs (which torch cannot compare) go
+through the dtype-dispatching helpers of ``runtime/elementwise.py``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..builder import Handle, NodeContext
+from ..registry import converter
+from ..runtime import elementwise as rt
+from .arithmetic import binary_inputs, plain_dtype
+
+_COMPARISONS = {
+    "Equal": ("eq", torch.eq),
+    "Less": ("lt", torch.lt),
+    "LessOrEqual": ("le", torch.le),
+    "Greater": ("gt", torch.gt),
+    "GreaterOrEqual": ("ge", torch.ge),
+}
+
+
+def _reject_strings(ctx: NodeContext) -> None:
+    for i in range(ctx.num_inputs):
+        if ctx.has_input(i) and ctx.node.inputs[i].dtype is not None and ctx.node.inputs[i].dtype.name == "STRING":
+            raise ctx.unsupported("string tensors have no PyTorch equivalent")
+
+
+@converter(tuple(_COMPARISONS), since=1)
+def compare(ctx: NodeContext) -> Handle:
+    """Element-wise comparison with numpy broadcasting; the result is bool."""
+    _reject_strings(ctx)
+    op, fn = _COMPARISONS[ctx.op_type]
+    a, b = binary_inputs(ctx)
+    if plain_dtype(ctx.dtype(0)):
+        return ctx.call(fn, a, b)
+    return ctx.call(rt.compare, op, a, b)
+
+
+_LOGICAL = {"And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor}
+
+
+@converter(tuple(_LOGICAL), since=1)
+def logical(ctx: NodeContext) -> Handle:
+    a, b = binary_inputs(ctx)
+    return ctx.call(_LOGICAL[ctx.op_type], a, b)
+
+
+@converter("Not", since=1)
+def logical_not(ctx: NodeContext) -> Handle:
+    return ctx.call(torch.logical_not, ctx.input(0))
+
+
+_BITWISE = {"BitwiseAnd": torch.bitwise_and, "BitwiseOr": torch.bitwise_or, "BitwiseXor": torch.bitwise_xor}
+
+
+@converter(tuple(_BITWISE), since=18)
+def bitwise(ctx: NodeContext) -> Handle:
+    """torch's bitwise and/or/xor kernels cover every integer dtype, the unsigned ones included."""
+    return ctx.call(_BITWISE[ctx.op_type], ctx.input(0), ctx.input(1))
+
+
+@converter("BitwiseNot", since=18)
+def bitwise_not(ctx: NodeContext) -> Handle:
+    if plain_dtype(ctx.dtype(0)):
+        return ctx.call(torch.bitwise_not, ctx.input(0))
+    return ctx.call(rt.bitwise_not, ctx.input(0))
+
+
+@converter("Where", since=9)
+def where(ctx: NodeContext) -> Handle:
+    """Select from X where the condition holds, else from Y (all three broadcast)."""
+    _reject_strings(ctx)
+    if plain_dtype(ctx.dtype(1)):
+        return ctx.call(torch.where, ctx.input(0), ctx.input(1), ctx.input(2))
+    return ctx.call(rt.where, ctx.input(0), ctx.input(1), ctx.input(2))

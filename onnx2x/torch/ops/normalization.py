@@ -1,0 +1,106 @@
+"""BatchNormalization, InstanceNormalization, LayerNormalization, RMSNormalization,
+GroupNormalization, LpNormalization, MeanVarianceNormalization and LRN."""
+from __future__ import annotations
+
+import logging
+
+from ..registry import converter
+from ..runtime import normalization as rt
+
+log = logging.getLogger(__name__)
+
+
+def _wanted(ctx, j: int) -> bool:
+    return j < ctx.num_outputs and bool(ctx.node.outputs[j].name)
+
+
+def _bn_args(ctx):
+    return [ctx.input(i) for i in range(5)]
+
+
+def _bn_training(ctx, momentum: float):
+    res = ctx.call(rt.batch_norm_training, *_bn_args(ctx), float(ctx.attr("epsilon", 1e-5)), momentum)
+    return tuple(ctx.getitem(res, k) for k in range(5))
+
+
+@converter("BatchNormalization", since=1)
+def batch_norm_legacy(ctx):
+    """Opsets 1-13: inference unless the node asks for the running/saved statistics outputs.
+
+    Old models (opset < 7) carry ``is_test``/``spatial``/``consumed_inputs``; ``spatial=0`` models
+    have [C, D1, ...] statistics, which the runtime helper broadcasts as they are.
+    """
+    momentum = float(ctx.attr("momentum", 0.9))
+    training = any(_wanted(ctx, j) for j in range(1, ctx.num_outputs))
+    if ctx.opset < 7 and ctx.attr("is_test", 0):
+        training = False
+    if not training:
+        return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), float(ctx.attr("epsilon", 1e-5)))
+    return _bn_training(ctx, momentum)
+
+
+@converter("BatchNormalization", since=14)
+def batch_norm(ctx):
+    """Opset 14+: ``training_mode`` selects batch statistics and the running-stat outputs."""
+    if not ctx.attr("training_mode", 0):
+        return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), float(ctx.attr("epsilon", 1e-5)))
+    y, rmean, rvar, _, _ = _bn_training(ctx, float(ctx.attr("momentum", 0.9)))
+    return y, rmean, rvar
+
+
+@converter("InstanceNormalization", since=1)
+def instance_norm(ctx):
+    return ctx.call(rt.instance_norm, ctx.input(0), ctx.input(1), ctx.input(2), float(ctx.attr("epsilon", 1e-5)))
+
+
+@converter("LayerNormalization", since=17)
+def layer_norm(ctx):
+    axis = int(ctx.attr("axis", -1))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    stash32 = int(ctx.attr("stash_type", 1)) == 1
+    if not (_wanted(ctx, 1) or _wanted(ctx, 2)):
+        return ctx.call(rt.layer_norm_y, ctx.input(0), ctx.input(1), ctx.input(2), axis, eps, stash32)
+    res = ctx.call(rt.layer_norm, ctx.input(0), ctx.input(1), ctx.input(2), axis, eps, stash32,
+                   ctx.output_dtype(1) or ctx.output_dtype(2))
+    return tuple(ctx.getitem(res, k) for k in range(3))
+
+
+@converter("RMSNormalization", since=23)
+def rms_norm(ctx):
+    return ctx.call(rt.rms_norm, ctx.input(0), ctx.input(1), int(ctx.attr("axis", -1)),
+                    float(ctx.attr("epsilon", 1e-5)), int(ctx.attr("stash_type", 1)) == 1)
+
+
+@converter("GroupNormalization", since=18)
+def group_norm_18(ctx):
+    """Opset 18: scale and bias have one value per group."""
+    return ctx.call(rt.group_norm, ctx.input(0), ctx.input(1), ctx.input(2), int(ctx.attr("num_groups")),
+                    float(ctx.attr("epsilon", 1e-5)), True, False)
+
+
+@converter("GroupNormalization", since=21)
+def group_norm_21(ctx):
+    """Opset 21: scale and bias have one value per channel; statistics in ``stash_type``."""
+    return ctx.call(rt.group_norm, ctx.input(0), ctx.input(1), ctx.input(2), int(ctx.attr("num_groups")),
+                    float(ctx.attr("epsilon", 1e-5)), False, int(ctx.attr("stash_type", 1)) == 1)
+
+
+@converter("LpNormalization", since=1)
+def lp_norm(ctx):
+    p = int(ctx.attr("p", 2))
+    if p not in (1, 2):
+        raise ctx.unsupported(f"p={p} (ONNX allows only 1 and 2)")
+    return ctx.call(rt.lp_norm, ctx.input(0), int(ctx.attr("axis", -1)), p)
+
+
+@converter("MeanVarianceNormalization", since=9)
+def mean_variance_norm(ctx):
+    axes = [int(a) for a in ctx.attr("axes", [0, 2, 3])]
+    return ctx.call(rt.mean_variance_norm, ctx.input(0), axes)
+
+
+@converter("LRN", since=1)
+def lrn(ctx):
+    """ONNX ``bias`` is torch's ``k``; ``alpha`` is divided by ``size`` as in torch."""
+    return ctx.call(rt.lrn, ctx.input(0), int(ctx.attr("size")), float(ctx.attr("alpha", 1e-4)),
+                    float(ctx.attr("beta", 0.75)), float(ctx.attr("bias", 1.0)))

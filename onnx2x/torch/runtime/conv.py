@@ -1,0 +1,133 @@
+"""Convolution helpers that no single torch function covers.
+
+``pad_same`` serves ONNX ``auto_pad=SAME_*`` when the spatial input size is only known at run
+time; ``deform_conv`` and ``col2im`` implement ONNX DeformConv and Col2Im with plain tensor ops
+(torchvision is not required).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_same(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+             lower: bool, value: float = 0.0) -> torch.Tensor:
+    """Pad the trailing ``len(kernel)`` axes of ``x`` as ONNX SAME_UPPER/SAME_LOWER would."""
+    r = len(kernel)
+    spatial = x.shape[-r:]
+    pads: List[int] = []
+    for i in range(r - 1, -1, -1):
+        n = int(spatial[i])
+        s, k, d = int(strides[i]), int(kernel[i]), int(dilations[i])
+        out = -(-n // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
+        small = total // 2
+        pads += [total - small, small] if lower else [small, total - small]
+    if not any(pads):
+        return x
+    return F.pad(x, pads, "constant", value)
+
+
+def deform_conv2d(x: torch.Tensor, w: torch.Tensor, offset: torch.Tensor, bias: Optional[torch.Tensor],
+                  mask: Optional[torch.Tensor], kernel: Sequence[int], strides: Sequence[int],
+                  pads: Sequence[int], dilations: Sequence[int], groups: int,
+                  offset_groups: int) -> torch.Tensor:
+    """ONNX DeformConv (2-D): bilinear samples at offset kernel taps (zero outside), then a grouped matmul."""
+    n, c, ih, iw = x.shape
+    oc = w.shape[0]
+    kh, kw = int(kernel[0]), int(kernel[1])
+    oh, ow = offset.shape[2], offset.shape[3]
+    og = int(offset_groups)
+    dtype = x.dtype
+    off = offset.reshape(n, og, kh, kw, 2, oh, ow).to(dtype)
+    base_h = (torch.arange(oh, dtype=dtype, device=x.device) * strides[0] - pads[0]).reshape(1, 1, 1, 1, oh, 1)
+    base_w = (torch.arange(ow, dtype=dtype, device=x.device) * strides[1] - pads[1]).reshape(1, 1, 1, 1, 1, ow)
+    tap_h = (torch.arange(kh, dtype=dtype, device=x.device) * dilations[0]).reshape(1, 1, kh, 1, 1, 1)
+    tap_w = (torch.arange(kw, dtype=dtype, device=x.device) * dilations[1]).reshape(1, 1, 1, kw, 1, 1)
+    ph = base_h + tap_h + off[:, :, :, :, 0]  # (n, og, kh, kw, oh, ow)
+    pw = base_w + tap_w + off[:, :, :, :, 1]
+    cols = _bilinear_zero(x.reshape(n * og, c // og, ih, iw),
+                          ph.reshape(n * og, kh * kw * oh * ow), pw.reshape(n * og, kh * kw * oh * ow))
+    cols = cols.reshape(n, og, c // og, kh * kw, oh * ow)
+    if mask is not None:
+        cols = cols * mask.reshape(n, og, 1, kh * kw, oh * ow).to(dtype)
+    cols = cols.reshape(n, groups, c // groups * kh * kw, oh * ow)
+    wg = w.reshape(groups, oc // groups, -1).to(dtype)
+    out = torch.einsum("gok,ngkl->ngol", wg, cols).reshape(n, oc, oh, ow)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1).to(dtype)
+    return out
+
+
+def _bilinear_zero(img: torch.Tensor, ph: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+    """Sample ``img`` (b, c, h, w) at points (b, p), zero outside: (b, c, p)."""
+    b, c, h, w = img.shape
+    h0 = torch.floor(ph)
+    w0 = torch.floor(pw)
+    lh = ph - h0
+    lw = pw - w0
+    flat = img.reshape(b, c, h * w)
+    out = torch.zeros(b, c, ph.shape[1], dtype=img.dtype, device=img.device)
+    for dh, dw in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        hh = h0 + dh
+        ww = w0 + dw
+        wt = (lh if dh else 1 - lh) * (lw if dw else 1 - lw)
+        valid = (hh >= 0) & (hh <= h - 1) & (ww >= 0) & (ww <= w - 1)
+        idx = (hh.clamp(0, h - 1) * w + ww.clamp(0, w - 1)).long()
+        vals = torch.gather(flat, 2, idx.unsqueeze(1).expand(b, c, idx.shape[1]))
+        out = out + vals * (wt * valid.to(img.dtype)).unsqueeze(1)
+    return out
+
+
+def col2im(x: torch.Tensor, image_shape, block_shape, dilations: Sequence[int], pads: Sequence[int],
+           strides: Sequence[int]) -> torch.Tensor:
+    """ONNX Col2Im for any number of spatial axes (sums overlapping blocks into the image).
+
+    ``image_shape``/``block_shape`` are int lists when known at conversion time, else tensors.
+    """
+    if isinstance(image_shape, torch.Tensor):
+        image_shape = image_shape.tolist()
+    if isinstance(block_shape, torch.Tensor):
+        block_shape = block_shape.tolist()
+    image = [int(v) for v in image_shape]
+    block = [int(v) for v in block_shape]
+    r = len(image)
+    if r == 2 and list(pads[:2]) == list(pads[2:]):
+        return F.fold(x, image, block, dilation=[int(d) for d in dilations],
+                      padding=[int(p) for p in pads[:2]], stride=[int(s) for s in strides])
+    return _col2im_nd(x, image, block, dilations, pads, strides)
+
+
+def _col2im_nd(x: torch.Tensor, image: List[int], block: List[int], dilations: Sequence[int],
+               pads: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
+    r = len(image)
+    n, ck, length = x.shape
+    kprod = 1
+    for k in block:
+        kprod *= k
+    c = ck // kprod
+    padded = [image[i] + int(pads[i]) + int(pads[i + r]) for i in range(r)]
+    counts = [(padded[i] - (block[i] - 1) * int(dilations[i]) - 1) // int(strides[i]) + 1 for i in range(r)]
+    # position (in the padded image) of every (kernel tap, block) pair, as a flat index
+    flat = torch.zeros(kprod, length, dtype=torch.int64, device=x.device)
+    kstride = kprod
+    lstride = length
+    for i in range(r):
+        kstride //= block[i]
+        lstride //= counts[i]
+        tap = (torch.arange(kprod, device=x.device) // kstride) % block[i]
+        pos = (torch.arange(length, device=x.device) // lstride) % counts[i]
+        coord = tap.unsqueeze(1) * int(dilations[i]) + pos.unsqueeze(0) * int(strides[i])
+        flat = flat * padded[i] + coord
+    total = 1
+    for p in padded:
+        total *= p
+    out = torch.zeros(n, c, total, dtype=x.dtype, device=x.device)
+    src = x.reshape(n, c, kprod * length)
+    out.index_add_(2, flat.reshape(-1), src)
+    out = out.reshape([n, c] + padded)
+    for i in range(r):
+        out = out.narrow(2 + i, int(pads[i]), image[i])
+    return out

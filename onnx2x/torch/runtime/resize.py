@@ -1,0 +1,223 @@
+"""ONNX Resize / Upsample as separable gathers with per-axis weight tables.
+
+ONNX Resize is separable: every output index along a resized axis reads a few input indices
+along that axis with fixed weights. :func:`axis_table` computes those indices and weights for
+every mode (nearest with each rounding rule, linear, cubic, antialiased linear/cubic) and every
+coordinate transformation; :func:`apply_tables` applies them. When the shapes and scales are known
+at conversion time the converter computes the tables once and the forward pass only gathers and
+sums; :func:`resize` does the whole job at run time otherwise.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+# (axis, indices (out, n) int64, weights (out, n) or None for a plain gather, extrapolated mask or None)
+Table = Tuple[int, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
+# (axis, output size, scale, roi start, roi end)
+AxisPlan = Tuple[int, int, float, float, float]
+
+
+def plan(in_shape: Sequence[int], scales: Optional[Sequence[float]], sizes: Optional[Sequence[int]],
+         axes: Optional[Sequence[int]], roi: Optional[Sequence[float]], keep_aspect_ratio_policy: str,
+         tf_crop: bool) -> List[AxisPlan]:
+    """Output size, scale and roi of every axis that changes (ONNX's rules, incl. keep_aspect_ratio_policy)."""
+    rank = len(in_shape)
+    axes_l = [a + rank if a < 0 else a for a in axes] if axes else list(range(rank))
+    k = len(axes_l)
+    roi_l = list(roi) if roi is not None and len(roi) else None
+    entries: List[AxisPlan] = []
+    if sizes is not None and len(sizes):
+        scale_list = [float(sizes[i]) / float(in_shape[a]) for i, a in enumerate(axes_l)]
+        out_list = [int(v) for v in sizes]
+        if keep_aspect_ratio_policy in ("not_larger", "not_smaller"):
+            s = min(scale_list) if keep_aspect_ratio_policy == "not_larger" else max(scale_list)
+            scale_list = [s] * k
+            out_list = [int(s * float(in_shape[a]) + 0.5) for a in axes_l]
+    else:
+        if scales is None:
+            raise ValueError("Resize needs scales or sizes")
+        scale_list = [float(v) for v in scales]
+        out_list = [int(math.floor(s * float(in_shape[a]))) for s, a in zip(scale_list, axes_l)]
+    for i, a in enumerate(axes_l):
+        lo, hi = (float(roi_l[i]), float(roi_l[i + k])) if roi_l is not None else (0.0, 1.0)
+        if (math.isclose(scale_list[i], 1.0) and out_list[i] == int(in_shape[a])
+                and (not tf_crop or (math.isclose(lo, 0.0) and math.isclose(hi, 1.0)))):
+            continue
+        entries.append((a, out_list[i], scale_list[i], lo, hi))
+    return entries
+
+
+def output_shape(in_shape: Sequence[int], entries: Sequence[AxisPlan]) -> List[int]:
+    out = [int(v) for v in in_shape]
+    for a, n, _, _, _ in entries:
+        out[a] = n
+    return out
+
+
+def _source_coords(ctm: str, out_n: int, in_n: int, scale: float, lo: float, hi: float):
+    y = torch.arange(out_n, dtype=torch.float64)
+    out_w = scale * in_n  # the reference's (float) output width
+    extrap = None
+    # align_corners and tf_crop_and_resize divide by the integer output length, like onnxruntime
+    # (onnx's reference divides by scale * input length, which differs only for fractional products)
+    if ctm == "align_corners":
+        x = torch.zeros(out_n, dtype=torch.float64) if out_n == 1 else y * (in_n - 1) / (out_n - 1)
+    elif ctm == "asymmetric":
+        x = y / scale
+    elif ctm == "tf_crop_and_resize":
+        if out_n == 1:
+            x = torch.full((out_n,), (hi - lo) * (in_n - 1) / 2, dtype=torch.float64)
+        else:
+            x = y * (hi - lo) * (in_n - 1) / (out_n - 1)
+        x = x + lo * (in_n - 1)
+        extrap = (x < 0) | (x > in_n - 1)
+    elif ctm == "pytorch_half_pixel":
+        x = torch.full((out_n,), -0.5, dtype=torch.float64) if out_w == 1 else (y + 0.5) / scale - 0.5
+    elif ctm == "half_pixel":
+        x = (y + 0.5) / scale - 0.5
+    elif ctm == "half_pixel_symmetric":
+        adjustment = out_n / out_w
+        offset = in_n / 2 * (1 - adjustment)
+        x = offset + (y + 0.5) / scale - 0.5
+    else:
+        raise ValueError(f"unknown coordinate_transformation_mode {ctm!r}")
+    return x, extrap
+
+
+def _cubic(t: torch.Tensor, a: float) -> torch.Tensor:
+    t = t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def _coefficients(mode: str, ratio: torch.Tensor, scale: float, nearest_mode: str, cubic_a: float,
+                  antialias: bool) -> torch.Tensor:
+    r = ratio.unsqueeze(1)
+    if mode == "nearest":
+        whole = ratio == 1.0
+        if nearest_mode == "round_prefer_ceil":
+            right = ratio >= 0.5
+        elif nearest_mode == "floor":
+            right = torch.zeros_like(whole)
+        elif nearest_mode == "ceil":
+            right = torch.ones_like(whole)
+        else:  # round_prefer_floor
+            right = ratio > 0.5
+        right = right | whole
+        return torch.stack([(~right).to(torch.float64), right.to(torch.float64)], 1)
+    if antialias:
+        s = min(scale, 1.0)
+        if mode == "linear":
+            start = int(math.floor(-1 / s) + 1)
+            taps = torch.arange(start, 2 - start, dtype=torch.float64).unsqueeze(0)
+            c = (1 - ((taps - r) * s).abs()).clamp(0, 1)
+        else:
+            start = int(math.floor(-2 / s) + 1)
+            taps = torch.arange(start, 2 - start, dtype=torch.float64).unsqueeze(0)
+            c = _cubic(s * (taps - r), cubic_a)
+        return c / c.sum(1, keepdim=True)
+    if mode == "linear":
+        return torch.cat([1 - r, r], 1)
+    if mode == "cubic":
+        taps = torch.tensor([-1.0, 0.0, 1.0, 2.0], dtype=torch.float64).unsqueeze(0)
+        return _cubic(taps - r, cubic_a)
+    raise ValueError(f"unknown Resize mode {mode!r}")
+
+
+def axis_table(in_n: int, out_n: int, scale: float, lo: float, hi: float, mode: str, ctm: str,
+               nearest_mode: str = "round_prefer_floor", cubic_a: float = -0.75, exclude_outside: bool = False,
+               antialias: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Input indices (out_n, taps), float64 weights (None for nearest) and the extrapolation mask of one axis."""
+    x, extrap = _source_coords(ctm, out_n, in_n, scale, lo, hi)
+    x_floor = torch.floor(x)
+    ratio = torch.where(x == x_floor, torch.ones_like(x), x - x_floor)
+    coeffs = _coefficients(mode, ratio, scale, nearest_mode, cubic_a, antialias and mode != "nearest")
+    n = coeffs.shape[1]
+    pad = (n + 1) // 2
+    xp = x + pad
+    p = torch.floor(xp)
+    frac = xp - p
+    if n % 2 == 0:
+        offset = torch.where(frac == 0, torch.full_like(p, -(n // 2)), torch.full_like(p, -(n // 2) + 1))
+    else:
+        base = -((n - 1) // 2)
+        offset = torch.where(frac <= 0.5, torch.full_like(p, base), torch.full_like(p, base + 1))
+    start = (p + offset).long()
+    idx = start.unsqueeze(1) + torch.arange(n).unsqueeze(0) - pad
+    if exclude_outside:
+        inside = (idx >= 0) & (idx < in_n)
+        coeffs = torch.where(inside, coeffs, torch.zeros_like(coeffs))
+        total = coeffs.sum(1, keepdim=True)
+        coeffs = coeffs / torch.where(total == 0, torch.ones_like(total), total)
+    idx = idx.clamp(0, in_n - 1)
+    if mode == "nearest":
+        pick = coeffs.argmax(1, keepdim=True)
+        return torch.gather(idx, 1, pick), None, extrap
+    return idx, coeffs, extrap
+
+
+def build_tables(in_shape: Sequence[int], entries: Sequence[AxisPlan], mode: str, ctm: str, nearest_mode: str,
+                 cubic_a: float, exclude_outside: bool, antialias: bool,
+                 dtype: torch.dtype = torch.float32) -> List[Table]:
+    tables: List[Table] = []
+    for a, out_n, scale, lo, hi in entries:
+        idx, w, extrap = axis_table(int(in_shape[a]), out_n, scale, lo, hi, mode, ctm, nearest_mode, cubic_a,
+                                    exclude_outside, antialias)
+        if extrap is not None and not bool(extrap.any()):
+            extrap = None
+        tables.append((a, idx, None if w is None else w.to(dtype), extrap))
+    return tables
+
+
+def apply_tables(x: torch.Tensor, tables: Sequence[Table], extrapolation_value: float = 0.0) -> torch.Tensor:
+    """Resize ``x`` axis by axis: gather the taps, weight them, sum them."""
+    out_dtype = x.dtype
+    integer = not (x.dtype.is_floating_point or x.dtype.is_complex)
+    y = x
+    for axis, idx, w, extrap in tables:
+        rank = y.dim()
+        out_n, taps = idx.shape[0], idx.shape[1]
+        g = torch.index_select(y, axis, idx.reshape(-1).to(y.device))
+        if w is not None:
+            if integer and not y.dtype.is_floating_point:
+                g = g.to(torch.float32)
+            shape = list(g.shape)
+            g = g.reshape(shape[:axis] + [out_n, taps] + shape[axis + 1:])
+            wt = w.to(device=g.device, dtype=g.dtype).reshape([out_n, taps] + [1] * (rank - axis - 1))
+            y = (g * wt).sum(axis + 1)
+        else:
+            y = g
+        if extrap is not None:
+            m = extrap.to(y.device).reshape([out_n] + [1] * (rank - axis - 1))
+            y = torch.where(m, torch.full_like(y, extrapolation_value), y)
+    if integer and y.dtype != out_dtype:
+        info = torch.iinfo(out_dtype)
+        y = torch.round(y).clamp(info.min, info.max).to(out_dtype)
+    return y
+
+
+def _opt_list(t) -> Optional[list]:
+    if t is None:
+        return None
+    if isinstance(t, torch.Tensor):
+        if t.numel() == 0:
+            return None
+        return t.reshape(-1).tolist()
+    return list(t) if len(t) else None
+
+
+def resize(x: torch.Tensor, roi, scales, sizes, axes: Optional[Sequence[int]], mode: str, ctm: str,
+           nearest_mode: str, cubic_a: float, exclude_outside: bool, extrapolation_value: float,
+           keep_aspect_ratio_policy: str, antialias: bool) -> torch.Tensor:
+    """ONNX Resize with every argument taken at run time (used when they are not known earlier)."""
+    shape = [int(v) for v in x.shape]
+    sizes_l = _opt_list(sizes)
+    entries = plan(shape, None if sizes_l is not None else _opt_list(scales), sizes_l, axes,
+                   _opt_list(roi), keep_aspect_ratio_policy, ctm == "tf_crop_and_resize")
+    dtype = x.dtype if x.dtype.is_floating_point else torch.float32
+    tables = build_tables(shape, entries, mode, ctm, nearest_mode, cubic_a, exclude_outside, antialias, dtype)
+    return apply_tables(x, tables, extrapolation_value)

@@ -1,0 +1,222 @@
+"""ONNX RNN, GRU and LSTM written as explicit per-step tensor code.
+
+Written out step by step (rather than through ``torch.nn.LSTM``) so every ONNX feature keeps its
+exact meaning: gate order (LSTM ``iofc``, GRU ``zrh``), peepholes, ``clip``, ``input_forget``,
+custom activations with alpha/beta, ``linear_before_reset``, per-batch ``sequence_lens`` and both
+layouts. The input projection of all time steps is one matmul; only the recurrent part loops.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+Activation = Tuple[str, float, float]
+
+
+def _activation(spec: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
+    name, alpha, beta = spec
+    key = name.lower()
+    if key == "sigmoid":
+        return torch.sigmoid
+    if key == "tanh":
+        return torch.tanh
+    if key == "relu":
+        return torch.relu
+    if key == "affine":
+        return lambda x: alpha * x + beta
+    if key == "leakyrelu":
+        return lambda x: torch.where(x >= 0, x, alpha * x)
+    if key == "thresholdedrelu":
+        return lambda x: torch.where(x > alpha, x, torch.zeros_like(x))
+    if key == "scaledtanh":
+        return lambda x: alpha * torch.tanh(beta * x)
+    if key == "hardsigmoid":
+        return lambda x: torch.clamp(alpha * x + beta, 0.0, 1.0)
+    if key == "elu":
+        return lambda x: torch.where(x >= 0, x, alpha * (torch.exp(x) - 1))
+    if key == "softsign":
+        return lambda x: x / (1 + torch.abs(x))
+    if key == "softplus":
+        return lambda x: torch.log(1 + torch.exp(x))
+    raise ValueError(f"unsupported RNN activation {name!r}")
+
+
+def _clipper(clip: Optional[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    if clip is None:
+        return lambda x: x
+    return lambda x: torch.clamp(x, -clip, clip)
+
+
+def _prepare(x: torch.Tensor, layout: int, h0: Optional[torch.Tensor], c0: Optional[torch.Tensor]):
+    if layout == 1:  # batch-major -> time-major
+        x = x.transpose(0, 1)
+        h0 = None if h0 is None else h0.transpose(0, 1)
+        c0 = None if c0 is None else c0.transpose(0, 1)
+    return x, h0, c0
+
+
+def _finish(ys: List[torch.Tensor], hs: List[torch.Tensor], cs: List[torch.Tensor], layout: int):
+    y = torch.stack(ys, 1)  # (T, D, B, H)
+    h = torch.stack(hs, 0)  # (D, B, H)
+    c = torch.stack(cs, 0) if cs else None
+    if layout == 1:
+        y = y.permute(2, 0, 1, 3)  # (B, T, D, H)
+        h = h.transpose(0, 1)
+        c = None if c is None else c.transpose(0, 1)
+    return y, h, c
+
+
+def _directions(direction: str) -> List[bool]:
+    """Per direction: True when it runs backwards in time."""
+    if direction == "bidirectional":
+        return [False, True]
+    return [direction == "reverse"]
+
+
+def _steps(seq: int, reverse: bool) -> Sequence[int]:
+    return range(seq - 1, -1, -1) if reverse else range(seq)
+
+
+def _mask(lens: Optional[torch.Tensor], t: int) -> Optional[torch.Tensor]:
+    return None if lens is None else (lens > t).unsqueeze(1)
+
+
+def _run_cell(x: torch.Tensor, lens: Optional[torch.Tensor], reverse: bool, states: List[torch.Tensor],
+              step: Callable[[torch.Tensor, List[torch.Tensor]], List[torch.Tensor]]):
+    """Loop over time; with ``lens`` finished batch entries keep their state and output zeros."""
+    seq = x.shape[0]
+    outs: List[Optional[torch.Tensor]] = [None] * seq
+    for t in _steps(seq, reverse):
+        new = step(x[t], states)
+        m = _mask(lens, t)
+        if m is None:
+            states = new
+            outs[t] = new[0]
+        else:
+            states = [torch.where(m, n, s) for n, s in zip(new, states)]
+            outs[t] = torch.where(m, new[0], torch.zeros_like(new[0]))
+    return torch.stack(outs, 0), states
+
+
+def _lens(lens: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if lens is None else lens.to(torch.int64)
+
+
+def lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
+         seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], c0: Optional[torch.Tensor],
+         p: Optional[torch.Tensor], hidden: int, direction: str, activations: Sequence[Activation],
+         clip: Optional[float], input_forget: int, layout: int):
+    """ONNX LSTM -> (Y, Y_h, Y_c)."""
+    x, h0, c0 = _prepare(x, layout, h0, c0)
+    batch = x.shape[1]
+    lens = _lens(seq_lens)
+    cl = _clipper(clip)
+    ys, hs, cs = [], [], []
+    for d, reverse in enumerate(_directions(direction)):
+        f = _activation(activations[3 * d])
+        g = _activation(activations[3 * d + 1])
+        h_act = _activation(activations[3 * d + 2])
+        wd, rd = w[d], r[d]
+        xw = torch.matmul(x, wd.t())
+        if b is not None:
+            xw = xw + b[d, : 4 * hidden] + b[d, 4 * hidden:]
+        zeros = torch.zeros(batch, hidden, dtype=x.dtype)
+        h = zeros if h0 is None else h0[d]
+        c = zeros if c0 is None else c0[d]
+        pi = po = pf = None
+        if p is not None:
+            pi, po, pf = p[d, :hidden], p[d, hidden: 2 * hidden], p[d, 2 * hidden:]
+        rt = rd.t()
+
+        def step(xt: torch.Tensor, st: List[torch.Tensor]) -> List[torch.Tensor]:
+            h_prev, c_prev = st
+            gates = xt + torch.matmul(h_prev, rt)
+            gi, go, gf, gc = torch.split(gates, hidden, -1)
+            if pi is not None:
+                gi = gi + pi * c_prev
+                gf = gf + pf * c_prev
+            i = f(cl(gi))
+            fg = 1 - i if input_forget else f(cl(gf))
+            c_new = fg * c_prev + i * g(cl(gc))
+            if po is not None:
+                go = go + po * c_new
+            o = f(cl(go))
+            return [o * h_act(c_new), c_new]
+
+        y, (h_last, c_last) = _run_cell(xw, lens, reverse, [h, c], step)
+        ys.append(y)
+        hs.append(h_last)
+        cs.append(c_last)
+    return _finish(ys, hs, cs, layout)
+
+
+def gru(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
+        seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], hidden: int, direction: str,
+        activations: Sequence[Activation], clip: Optional[float], linear_before_reset: int, layout: int):
+    """ONNX GRU -> (Y, Y_h)."""
+    x, h0, _ = _prepare(x, layout, h0, None)
+    batch = x.shape[1]
+    lens = _lens(seq_lens)
+    cl = _clipper(clip)
+    ys, hs = [], []
+    for d, reverse in enumerate(_directions(direction)):
+        f = _activation(activations[2 * d])
+        g = _activation(activations[2 * d + 1])
+        xw = torch.matmul(x, w[d].t())
+        rd = r[d]
+        if b is not None:
+            wb, rb = b[d, : 3 * hidden], b[d, 3 * hidden:]
+        else:
+            wb = rb = torch.zeros(3 * hidden, dtype=x.dtype)
+        xw = xw + wb
+        r_zr = rd[: 2 * hidden].t()
+        r_h = rd[2 * hidden:].t()
+        rb_zr, rb_h = rb[: 2 * hidden], rb[2 * hidden:]
+        h = torch.zeros(batch, hidden, dtype=x.dtype) if h0 is None else h0[d]
+
+        def step(xt: torch.Tensor, st: List[torch.Tensor]) -> List[torch.Tensor]:
+            h_prev = st[0]
+            x_zr, x_h = xt[:, : 2 * hidden], xt[:, 2 * hidden:]
+            zr = x_zr + torch.matmul(h_prev, r_zr) + rb_zr
+            z = f(cl(zr[:, :hidden]))
+            rg = f(cl(zr[:, hidden:]))
+            if linear_before_reset:
+                hh = x_h + rg * (torch.matmul(h_prev, r_h) + rb_h)
+            else:
+                hh = x_h + torch.matmul(rg * h_prev, r_h) + rb_h
+            ht = g(cl(hh))
+            return [(1 - z) * ht + z * h_prev]
+
+        y, (h_last,) = _run_cell(xw, lens, reverse, [h], step)
+        ys.append(y)
+        hs.append(h_last)
+    y, h, _ = _finish(ys, hs, [], layout)
+    return y, h
+
+
+def rnn(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
+        seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], hidden: int, direction: str,
+        activations: Sequence[Activation], clip: Optional[float], layout: int):
+    """ONNX RNN (Elman) -> (Y, Y_h)."""
+    x, h0, _ = _prepare(x, layout, h0, None)
+    batch = x.shape[1]
+    lens = _lens(seq_lens)
+    cl = _clipper(clip)
+    ys, hs = [], []
+    for d, reverse in enumerate(_directions(direction)):
+        f = _activation(activations[d])
+        xw = torch.matmul(x, w[d].t())
+        if b is not None:
+            xw = xw + b[d, :hidden] + b[d, hidden:]
+        rt = r[d].t()
+        h = torch.zeros(batch, hidden, dtype=x.dtype) if h0 is None else h0[d]
+
+        def step(xt: torch.Tensor, st: List[torch.Tensor]) -> List[torch.Tensor]:
+            return [f(cl(xt + torch.matmul(st[0], rt)))]
+
+        y, (h_last,) = _run_cell(xw, lens, reverse, [h], step)
+        ys.append(y)
+        hs.append(h_last)
+    y, h, _ = _finish(ys, hs, [], layout)
+    return y, h

@@ -1,0 +1,165 @@
+"""``roundtrip``: convert a model through every supported form and compare each with the source.
+
+Exit status: 0 when every stage is within tolerance, 3 when a stage differs or a conversion is
+unsupported, 2 for bad input (missing file, wrong shape), 1 for an internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from common.cli import add_common_flags, parse_shapes, run_cli, setup_logging
+from common.verify.options import add_input_flags, add_tolerance_flags, image_options
+from common.verify.report import RoundTripReport
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Convert a model through every form this toolkit supports and compare each form with the source
+on the same inputs: one table with max abs error, max relative error, mse, cosine similarity,
+elements out of tolerance and the time of each stage. When a stage differs, the first node whose
+output is out of tolerance (while its inputs agree) is named.
+
+examples:
+  roundtrip demo
+  roundtrip mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,12,12 --back-to-onnx
+  roundtrip onnx model.onnx --input-shape input:1,3,224,224 --report report.md --json report.json
+"""
+
+EPILOG = "exit status: 0 every stage within tolerance; 3 a stage differs or is unsupported; 2 bad input; 1 internal error"
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, rtol: Optional[float] = None, atol: Optional[float] = None) -> None:
+    add_tolerance_flags(p, rtol=rtol, atol=atol)
+    add_input_flags(p)
+    p.add_argument("--report", metavar="FILE.md", help="also write a markdown report; e.g. --report roundtrip.md")
+    p.add_argument("--json", metavar="FILE", help="also write a machine-readable JSON report; e.g. --json roundtrip.json")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch.onnx.export flavour for the back-to-ONNX stage (default auto: dynamo, falling back "
+                        "to torchscript)")
+    p.add_argument("--no-locate", dest="locate", action="store_false",
+                   help="do not search for the first divergent node when a stage differs")
+    add_common_flags(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roundtrip", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    mx = sub.add_parser("mxnet", help="MXNet -> ONNX -> PyTorch (-> ONNX), compared with MXNet",
+                        description="MXNet (reference) -> ONNX (x2onnx, run by onnxruntime) -> PyTorch (onnx2x) "
+                                    "[-> ONNX again with torch.onnx.export]; every stage compared with MXNet.\n\n"
+                                    "example:\n  roundtrip mxnet det1-symbol.json det1-0001.params "
+                                    "--input-shape data:1,3,12,12 --back-to-onnx",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mx.add_argument("symbol", metavar="SYMBOL.json", help="MXNet symbol file, e.g. det1-symbol.json")
+    mx.add_argument("params", metavar="PARAMS", help="MXNet parameters file, e.g. det1-0001.params")
+    mx.add_argument("--input-shape", action="append", default=[], metavar="NAME:D1,D2,...",
+                    help="shape of an input (repeatable; MXNet symbols do not record them); e.g. --input-shape data:1,3,12,12")
+    mx.add_argument("--back-to-onnx", action="store_true",
+                    help="also export the PyTorch module back to ONNX with torch.onnx.export and compare it")
+    mx.add_argument("--opset", type=int, default=13, help="ONNX opset of the MXNet export (default 13); e.g. --opset 17")
+    mx.add_argument("--no-simplify", dest="simplify", action="store_false",
+                    help="skip onnx-simplifier in the conversions")
+    mx.add_argument("--save-dir", metavar="DIR", help="keep the ONNX files made on the way in DIR; e.g. --save-dir out/")
+    _add_run_flags(mx)
+    mx.set_defaults(handler=_cmd_mxnet)
+
+    ox = sub.add_parser("onnx", help="ONNX -> PyTorch -> ONNX, compared with onnxruntime",
+                        description="ONNX (reference, run by onnxruntime) -> PyTorch (onnx2x) -> ONNX again "
+                                    "(torch.onnx.export); every stage compared with onnxruntime on the source model.\n\n"
+                                    "example:\n  roundtrip onnx model.onnx --input-shape input:1,3,224,224 --json r.json",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ox.add_argument("model", metavar="MODEL.onnx", help="ONNX model file, e.g. resnet18.onnx")
+    ox.add_argument("--input-shape", action="append", default=[], metavar="NAME:D1,D2,...",
+                    help="shape for an input with symbolic dimensions (repeatable); e.g. --input-shape input:1,3,224,224")
+    ox.add_argument("--no-back-to-onnx", dest="back_to_onnx", action="store_false",
+                    help="stop after PyTorch (skip torch.onnx.export)")
+    ox.add_argument("--no-simplify", dest="simplify", action="store_false",
+                    help="skip onnx-simplifier in the conversion to PyTorch")
+    ox.add_argument("--save-dir", metavar="DIR", help="keep the re-exported ONNX file in DIR; e.g. --save-dir out/")
+    _add_run_flags(ox)
+    ox.set_defaults(handler=_cmd_onnx)
+
+    demo = sub.add_parser("demo", help="the embedded demo network: MXNet -> ONNX -> PyTorch (no files needed)",
+                          description="Build a small MXNet network in code with seeded random weights (PReLU after "
+                                      "Convolution and after FullyConnected, SliceChannel with separately consumed "
+                                      "outputs, Pooling with pooling_convention='full'), convert it MXNet -> ONNX -> "
+                                      "PyTorch and compare all forms on one input (tolerance 1e-5).\n\n"
+                                      "example:\n  roundtrip demo --back-to-onnx --report demo.md",
+                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--back-to-onnx", action="store_true",
+                      help="also export the PyTorch module back to ONNX with torch.onnx.export and compare it")
+    demo.add_argument("--save-model", metavar="DIR",
+                      help="also write demo-symbol.json and demo-0000.params to DIR, e.g. to try "
+                           "'roundtrip mxnet DIR/demo-symbol.json DIR/demo-0000.params --input-shape data:1,3,24,24'")
+    _add_run_flags(demo, rtol=1e-5, atol=1e-5)
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _finish(report: RoundTripReport, args: argparse.Namespace) -> int:
+    """Print the table (and divergent nodes), write the reports, return the exit status."""
+    if args.report:
+        report.write_markdown(args.report)
+    if args.json:
+        report.write_json(args.json)
+    if not args.quiet:
+        print(report.table())
+        for stage in report.stages:
+            if stage.locator is not None:
+                print(f"\n[{stage.name}] " + stage.locator.describe())
+    code = report.exit_code()
+    if code:
+        failed = report.first_error()
+        line = f"{failed.name}: {failed.error}" if failed is not None else report.verdict()
+        print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def _cmd_mxnet(args: argparse.Namespace) -> int:
+    from .pipeline import mxnet_roundtrip
+
+    report = mxnet_roundtrip(args.symbol, args.params, input_shapes=parse_shapes(args.input_shape),
+                             inputs=args.input, seed=args.seed, image=image_options(args),
+                             back_to_onnx=args.back_to_onnx, rtol=args.rtol, atol=args.atol, opset=args.opset,
+                             simplify=args.simplify, locate_failures=args.locate, exporter=args.exporter,
+                             save_dir=args.save_dir)
+    return _finish(report, args)
+
+
+def _cmd_onnx(args: argparse.Namespace) -> int:
+    from .pipeline import onnx_roundtrip
+
+    report = onnx_roundtrip(args.model, input_shapes=parse_shapes(args.input_shape), inputs=args.input,
+                            seed=args.seed, image=image_options(args), back_to_onnx=args.back_to_onnx,
+                            rtol=args.rtol, atol=args.atol, simplify=args.simplify, locate_failures=args.locate,
+                            exporter=args.exporter, save_dir=args.save_dir)
+    return _finish(report, args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if args.input:
+        log.warning("--input is ignored by the demo: it always uses seeded random data")
+    report = run_demo(seed=args.seed, back_to_onnx=args.back_to_onnx, rtol=args.rtol, atol=args.atol,
+                      save_model=args.save_model, exporter=args.exporter)
+    return _finish(report, args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    setup_logging(args)
+    return run_cli(args.handler, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""``onnx2x torch`` / ``onnx2x info``: outputs, verification against onnxruntime, exit codes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx2x.cli import main
+from onnx2x.torch import artifact, registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model(ir_version: int = 8, batch: "str | int" = "N") -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "fc/w")
+    b = numpy_helper.from_array(rng.standard_normal((6,)).astype(np.float32), "fc/b")
+    nodes = [
+        helper.make_node("MatMul", ["x", "fc/w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "fc/b"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Sigmoid", ["r"], ["y"], name="sig"),
+    ]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 6])], [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=ir_version)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_convert_writes_both_files_and_they_match_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = _model()
+    src = _save(model, tmp_path / "mlp.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "out" / "net.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "matches onnxruntime" in out
+    net = artifact.load(tmp_path / "out" / "net.pt")
+    x = np.random.default_rng(5).standard_normal((8, 4)).astype(np.float32)
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _ort(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_default_output_is_beside_the_model(tmp_path: Path) -> None:
+    src = _save(_model(), tmp_path / "mlp.onnx")
+    assert main(["torch", str(src), "-q"]) == 0
+    assert (tmp_path / "mlp.pt").is_file() and (tmp_path / "mlp.py").is_file()
+
+
+def test_unsupported_op_exits_3_with_one_line_and_no_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = _model()
+    model.graph.node.append(helper.make_node("NoSuchOp", ["y"], ["z"], name="weird", domain="example.custom"))
+    model.opset_import.append(helper.make_opsetid("example.custom", 1))
+    model.graph.output[0].name = "z"
+    src = _save(model, tmp_path / "bad.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "o" / "net.pt")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "weird (NoSuchOp)" in err[0], err
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
+
+def test_unreadable_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf \xff\xff")
+    assert main(["torch", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main(["torch", str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_bad_input_shape_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = _save(_model(), tmp_path / "mlp.onnx")
+    assert main(["torch", str(src), "--input-shape", "x=1,4"]) == 2
+    assert main(["torch", str(src), "--input-shape", "nope:1,4"]) == 2
+    assert "not a model input" in capsys.readouterr().err
+
+
+def _wrong_relu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the Relu converter return its input unchanged: a converter bug to be caught."""
+    real_lookup = registry.lookup
+
+    def lookup(op_type: str, opset: int, **kwargs: object) -> registry.Converter:
+        conv = real_lookup(op_type, opset, **kwargs)
+        if op_type == "Relu":
+            return registry.Converter(lambda ctx: ctx.input(0), conv.since, conv.foldable)
+        return conv
+
+    monkeypatch.setattr(registry, "lookup", lookup)
+
+
+def test_mismatch_exits_3_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _wrong_relu(monkeypatch)
+    src = _save(_model(), tmp_path / "mlp.onnx")
+    out_dir = tmp_path / "o"
+    assert main(["torch", str(src), "-o", str(out_dir / "net.pt")]) == 3
+    err = capsys.readouterr().err
+    assert "differs from onnxruntime" in err and "'y'" in err
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+    # --debug names the first ONNX value that diverges: the output of the broken Relu.
+    assert main(["torch", str(src), "-o", str(out_dir / "net.pt"), "--debug"]) == 3
+    err = capsys.readouterr().err
+    assert "first divergent value 'r', output of node relu (Relu)" in err
+    # and --no-verify writes what it converted
+    assert main(["torch", str(src), "-o", str(out_dir / "net.pt"), "--no-verify", "-q"]) == 0
+    assert (out_dir / "net.py").is_file()
+
+
+def test_model_onnxruntime_refuses_is_converted_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = _model(ir_version=99)
+    src = _save(model, tmp_path / "future.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
+    captured = capsys.readouterr()
+    assert "verification skipped" in captured.err and "onnxruntime cannot load" in captured.err
+    net = artifact.load(tmp_path / "net.pt")
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _ort(_model(), x), rtol=1e-5, atol=1e-6)  # same graph, IR 8
+
+
+def test_input_shape_and_simplify_path(tmp_path: Path) -> None:
+    src = _save(_model(), tmp_path / "mlp.onnx")
+    sim = tmp_path / "mlp.sim.onnx"
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt"), "--input-shape", "x:2,4",
+                 "--simplify-path", str(sim), "-q"]) == 0
+    converted = onnx.load(str(sim))
+    dims = [d.dim_value for d in converted.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 4]
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(_ort(converted, x), _ort(_model(), x), rtol=1e-6)
+
+
+def test_no_simplify_keeps_symbolic_batch(tmp_path: Path) -> None:
+    model = _model()
+    src = _save(model, tmp_path / "mlp.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt"), "--no-simplify", "-q"]) == 0
+    net = artifact.load(tmp_path / "net.pt")
+    x = np.random.default_rng(3).standard_normal((8, 4)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), _ort(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_info_lists_inputs_and_ops(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = _save(_model(), tmp_path / "mlp.onnx")
+    assert main(["info", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert "x" in out and "MatMul" in out and "Sigmoid" in out
+
+
+def test_help_documents_every_option() -> None:
+    proc = subprocess.run([sys.executable, "-m", "onnx2x", "torch", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for option in ("-o", "--input-shape", "--no-simplify", "--simplify-path", "--no-verify", "--debug",
+                   "example", "weights_only=True"):
+        assert option in proc.stdout, option
+    assert subprocess.run([sys.executable, "-m", "onnx2x"], cwd=REPO, capture_output=True,
+                          timeout=120).returncode == 2

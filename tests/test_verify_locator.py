@@ -1,0 +1,141 @@
+"""The locator names the node of a deliberately wrong converter, and nothing on a correct model."""
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx.reference import ReferenceEvaluator
+
+from common.verify.diagnose import diagnose_mxnet_to_onnx, diagnose_onnx_to_torch
+from common.verify.locator import locate
+from common.verify.runners import OnnxRuntimeRunner
+from tests.support.verify_models import small_cnn, small_mxnet_net, wrong_converter, wrong_translation
+
+X = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+
+
+def _prepared_and_module(model: onnx.ModelProto):
+    convert_mod = importlib.import_module("onnx2x.torch.convert")
+    prepared, label = convert_mod.prepare(model, simplify=True)
+    return prepared, convert_mod.convert_prepared(prepared, label)
+
+
+def _leaky_relu_ignoring_alpha(ctx):
+    return ctx.call(torch.nn.functional.leaky_relu, ctx.input(0), 0.01)  # wrong: alpha attribute ignored
+
+
+# --- ONNX -> PyTorch ------------------------------------------------------------------------
+def test_correct_conversion_reports_nothing():
+    prepared, gm = _prepared_and_module(small_cnn())
+    result = diagnose_onnx_to_torch(prepared, gm, {"x": X})
+    assert not result.found
+    assert result.compared >= 7
+    assert "agree" in result.describe()
+
+
+def test_wrong_torch_converter_is_named():
+    model = small_cnn(alpha=0.2)
+    with wrong_converter("LeakyRelu", _leaky_relu_ignoring_alpha):
+        prepared, gm = _prepared_and_module(model)
+    result = diagnose_onnx_to_torch(prepared, gm, {"x": X})
+    div = result.divergence
+    assert div is not None
+    assert (div.node_name, div.op_type) == ("lrelu", "LeakyRelu")
+    assert div.attributes["alpha"] == pytest.approx(0.2)
+    assert div.inputs_agree and div.inputs[0].name == "conv_out" and div.inputs[0].status == "agrees"
+    assert div.inputs[0].comparison.max_abs < 1e-5
+    # the output error is what alpha 0.01 instead of 0.2 makes on the negative conv outputs
+    conv = ReferenceEvaluator(model).run(None, {"x": X}, intermediate=True)["conv_out"]
+    (out,) = div.outputs
+    assert out.name == "lrelu_out" and not out.ok
+    assert out.max_abs == pytest.approx(0.19 * float(-conv[conv < 0].min()), rel=1e-4)
+    assert out.n_bad == pytest.approx(int(np.count_nonzero(conv < -1e-4)), abs=2)
+    text = div.describe()
+    assert "lrelu (LeakyRelu)" in text and "alpha=0.2" in text and "conv_out  agrees" in text
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_wrong_converter_is_restored_after_the_fixture():
+    prepared, gm = _prepared_and_module(small_cnn())
+    assert not diagnose_onnx_to_torch(prepared, gm, {"x": X}).found
+
+
+def test_uncompared_inputs_are_reported_as_suspects():
+    model = small_cnn()
+    ref = OnnxRuntimeRunner(model).run({"x": X}, intermediates=True).intermediates
+    cand = {k: v.copy() for k, v in ref.items()}
+    cand["conv2_out"] = cand["conv2_out"] + 0.5
+    del ref["pool_out"], cand["pool_out"]  # the conv2 input cannot be compared
+    div = locate(model, ref, cand).divergence
+    assert div.node_name == "conv2" and not div.inputs_agree
+    assert [i.status for i in div.inputs] == ["not compared", "constant"]
+    assert div.suspects == ["pool (MaxPool)"]
+    assert div.outputs[0].max_abs == pytest.approx(0.5, rel=1e-6)
+
+
+def test_scaled_tolerance_ignores_rounding_on_large_values():
+    model = small_cnn()
+    ref = OnnxRuntimeRunner(model).run({"x": X}, intermediates=True).intermediates
+    cand = {k: v.copy() for k, v in ref.items()}
+    scale = 1000.0
+    ref["conv_out"] = ref["conv_out"] * scale
+    cand["conv_out"] = ref["conv_out"] + np.float32(2e-5 * scale)  # float32 rounding at this magnitude
+    assert not locate(model, ref, cand).found
+
+
+# --- MXNet -> ONNX --------------------------------------------------------------------------
+def _sigmoid_instead_of_relu(node, **kwargs):
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset12 import get_inputs
+
+    name, inputs, _ = get_inputs(node, kwargs)
+    return [onnx.helper.make_node("Sigmoid", [inputs[0]], [name], name=name)]
+
+
+def _export(sym_path, params_path, shape):
+    from x2onnx.mxnet import export
+
+    return export(str(sym_path), str(params_path), {"data": shape}, verify=False)
+
+
+def test_mxnet_correct_export_reports_nothing(tmp_path):
+    sym_path, params_path, shape = small_mxnet_net(tmp_path)
+    model = _export(sym_path, params_path, shape)
+    data = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    result = diagnose_mxnet_to_onnx(str(sym_path), str(params_path), None, model, {"data": data})
+    assert not result.found
+    assert result.compared >= 4
+
+
+def test_wrong_mxnet_translation_is_named(tmp_path):
+    sym_path, params_path, shape = small_mxnet_net(tmp_path)
+    with wrong_translation("Activation", _sigmoid_instead_of_relu):
+        model = _export(sym_path, params_path, shape)
+    assert "Sigmoid" in {n.op_type for n in model.graph.node}
+    data = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    result = diagnose_mxnet_to_onnx(str(sym_path), str(params_path), None, model, {"data": data})
+    div = result.divergence
+    assert div is not None and div.op_type == "Sigmoid"
+    assert div.origin is not None and "relu1" in div.origin and "Activation" in div.origin
+    assert div.inputs_agree
+    # reference figures: MXNet's relu vs the sigmoid the wrong translation emitted, on conv1's output
+    from mx2onnx_patches.mxnet_import import import_mxnet
+
+    mx = import_mxnet()
+    sym = mx.sym.load(str(sym_path))
+    params = mx.nd.load(str(params_path))
+    conv1 = sym.get_internals()["conv1_output"]
+    exe = conv1.bind(mx.cpu(), {"data": mx.nd.array(data), "conv1_weight": params["arg:conv1_weight"],
+                                 "conv1_bias": params["arg:conv1_bias"]}, grad_req="null")
+    c = exe.forward()[0].asnumpy().astype(np.float64)
+    expected = np.abs(np.maximum(c, 0) - 1 / (1 + np.exp(-c))).max()
+    assert div.outputs[0].max_abs == pytest.approx(expected, rel=1e-4)
+
+
+def test_wrong_translation_is_restored_after_the_fixture(tmp_path):
+    sym_path, params_path, shape = small_mxnet_net(tmp_path)
+    model = _export(sym_path, params_path, shape)
+    assert "Sigmoid" not in {n.op_type for n in model.graph.node}

@@ -1,0 +1,143 @@
+"""MXNet -> ONNX export: MXNet's own exporter, repaired, then simplified and verified.
+
+:func:`export` loads the symbol and parameters (paths or objects), works out the inputs,
+converts with MXNet 1.9.1's translations under :mod:`mx2onnx_patches`, stamps the opset,
+simplifies with onnxsim and compares with MXNet on seeded random inputs. The returned model
+records in ``metadata_props[TENSOR_MAP_KEY]`` (JSON) which ONNX tensor holds each MXNet internal
+output (``sym.get_internals()`` names), for locating the first divergent node.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+
+import mx2onnx_patches
+from common.errors import ConversionError
+from mx2onnx_patches import graph_builder, opset_stamp
+
+from . import inputs as inputs_mod
+from . import loading, weights
+from .simplify import simplify_model
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_model
+
+log = logging.getLogger(__name__)
+
+TENSOR_MAP_KEY = "x2onnx.mxnet_tensor_map"
+PRODUCER = "x2onnx"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    model.metadata_props.add(key=key, value=value)
+
+
+def _existing_tensors(model: onnx.ModelProto) -> set[str]:
+    names = {o for n in model.graph.node for o in n.output}
+    names.update(i.name for i in model.graph.input)
+    names.update(t.name for t in model.graph.initializer)
+    return names
+
+
+def _with_batch(shapes: Mapping[str, tuple[int, ...]], batch: Optional[int]) -> dict[str, tuple[int, ...]]:
+    if batch is None:
+        return dict(shapes)
+    return {n: (batch,) + tuple(s[1:]) if s else s for n, s in shapes.items()}
+
+
+@dataclass
+class Exported:
+    """What :func:`export_report` returns: the model and what was checked."""
+
+    model: onnx.ModelProto
+    report: Optional[VerifyReport]
+    inputs: inputs_mod.InputPlan
+    labels: list[str]
+
+
+def export(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = opset_stamp.DEFAULT_OPSET,
+           dynamic_batch: bool = False, simplify: bool = True, verify: bool = True,
+           input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: float = DEFAULT_ATOL,
+           rtol: float = DEFAULT_RTOL, verify_batch: Optional[int] = None) -> onnx.ModelProto:
+    """Export an MXNet model to ONNX and return the checked ``onnx.ModelProto``.
+
+    ``symbol``: a ``-symbol.json`` path or an ``mx.sym.Symbol``. ``params``: a ``.params`` path, a
+    dict (``arg:``/``aux:`` prefixes allowed) or ``(arg_params, aux_params)``. ``input_shapes``:
+    ``{name: shape}``, or shapes in input order; inputs left out take the shape the symbol
+    declares. ``dynamic_batch`` leaves dimension 0 of every input free (``batch``).
+    ``verify`` compares with MXNet on seeded random inputs (at ``verify_batch`` if given) and
+    raises :class:`~common.errors.VerificationError` naming the first divergent node.
+    """
+    return export_report(symbol, params, input_shapes, opset=opset, dynamic_batch=dynamic_batch, simplify=simplify,
+                         verify=verify, input_dtypes=input_dtypes, seed=seed, atol=atol, rtol=rtol,
+                         verify_batch=verify_batch).model
+
+
+def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = opset_stamp.DEFAULT_OPSET,
+                  dynamic_batch: bool = False, simplify: bool = True, verify: bool = True,
+                  input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: float = DEFAULT_ATOL,
+                  rtol: float = DEFAULT_RTOL, verify_batch: Optional[int] = None) -> Exported:
+    """:func:`export`, returning the verification figures and the input plan with the model."""
+    started = time.perf_counter()
+    mx2onnx_patches.apply()
+    sym, sym_file = loading.load_symbol(symbol)
+    arg_params, aux_params, params_file = loading.load_params(params)
+    try:
+        opset = opset_stamp.validate_opset(opset)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
+    nodes = json.loads(sym.tojson())["nodes"]
+    all_params = weights.merged(arg_params, aux_params)
+    symbol_args = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
+    all_params = {k: v for k, v in all_params.items() if k in symbol_args}
+    aux_names = set(sym.list_auxiliary_states())
+    arg_params = {k: v for k, v in all_params.items() if k not in aux_names}
+    aux_params = {k: v for k, v in all_params.items() if k in aux_names}
+    weights.check_complete(nodes, set(sym.list_auxiliary_states()), all_params,
+                           params_file if params_file != "<params>" else None)
+    try:
+        plan = inputs_mod.plan_inputs(sym, nodes, all_params, input_shapes, input_dtypes)
+        dynamic = {n: (None,) + tuple(s[1:]) for n, s in plan.shapes.items() if s} if dynamic_batch else None
+        model = onnx.ModelProto()
+        model.ir_version = opset_stamp.ir_version_for(opset)
+        model.producer_name = PRODUCER
+        model.producer_version = "mxnet-1.9.1"
+        model.opset_import.add(domain="", version=opset)
+        result = graph_builder.build_graph(sym, all_params, plan.shapes, input_dtypes=plan.dtypes, opset=opset,
+                                           dynamic_input_shapes=dynamic, target=model.graph)
+    except ConversionError as exc:
+        raise exc.with_context(file=sym_file if sym_file != "<symbol>" else None)
+    log.info("converted %d MXNet nodes into %d ONNX nodes in %.2f s", len(nodes), len(model.graph.node),
+             time.perf_counter() - started)
+    if simplify:
+        model = simplify_model(model, label=sym_file)
+    present = _existing_tensors(model)
+    tensor_map = {k: v for k, v in result.tensor_map.items() if v in present}
+    _set_metadata(model, TENSOR_MAP_KEY, json.dumps(tensor_map, sort_keys=True))
+    report = None
+    if verify:
+        shapes = _with_batch(plan.shapes, verify_batch if dynamic_batch else None)
+        try:
+            report = verify_model(model, sym, arg_params, aux_params, shapes, plan.dtypes, tensor_map=tensor_map,
+                                  seed=seed, atol=atol, rtol=rtol)
+        except ConversionError as exc:
+            raise exc.with_context(file=sym_file if sym_file != "<symbol>" else None)
+        log.info("verified against MXNet: %s", report.summary())
+    log.info("export done in %.2f s", time.perf_counter() - started)
+    return Exported(model, report, plan, result.labels)
+
+
+def export_checkpoint(prefix: PathLike, epoch: int, input_shapes: Any = None, **kwargs: Any) -> onnx.ModelProto:
+    """:func:`export` for MXNet's checkpoint naming ``PREFIX-symbol.json`` + ``PREFIX-%04d.params``."""
+    sym_path, params_path = loading.checkpoint_paths(prefix, epoch)
+    return export(str(sym_path), str(params_path), input_shapes, **kwargs)

@@ -1,0 +1,114 @@
+"""Which inputs an MXNet symbol takes, with what shapes and dtypes.
+
+Inputs are the symbol's arguments that are neither parameters nor labels of a loss head.
+Shapes come from the caller (by name, or in input order), else from the ``__shape__`` MXNet
+stores for a variable declared with ``shape=``, else from MXNet's shape inference when the
+parameters determine them; otherwise one line asks for ``--input-shape``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from common.errors import ShapeError
+from mx2onnx_patches.graph_builder import label_inputs
+from mx2onnx_patches.literal_eval import parse_helper
+
+ShapeArg = Union[None, Mapping[str, Sequence[int]], Sequence[Sequence[int]], Sequence[int]]
+
+
+@dataclass
+class InputPlan:
+    names: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+    labels: list[str] = field(default_factory=list)
+
+
+def _declared(node: dict, key: str) -> Optional[str]:
+    for table in ("attrs", "attr", "param"):
+        value = (node.get(table) or {}).get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _normalise_shapes(user: ShapeArg, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    if user is None:
+        return {}
+    if isinstance(user, Mapping):
+        unknown = [n for n in user if n not in names]
+        if unknown:
+            raise ShapeError(f"--input-shape names {', '.join(repr(n) for n in unknown)}, but the network's "
+                             f"inputs are: {', '.join(names) or '(none)'}")
+        return {n: tuple(int(d) for d in s) for n, s in user.items()}
+    seq = list(user)
+    if seq and all(isinstance(d, (int, np.integer)) for d in seq):
+        seq = [seq]
+    if len(seq) != len(names):
+        raise ShapeError(f"{len(seq)} input shape(s) given for {len(names)} input(s) ({', '.join(names)})")
+    return {n: tuple(int(d) for d in s) for n, s in zip(names, seq)}
+
+
+def _inferred(sym: Any, params: Mapping[str, Any], name: str) -> Optional[tuple[int, ...]]:
+    """The input's shape if the parameters alone determine it (MXNet partial inference)."""
+    arg_names = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
+    known = {n: tuple(v.shape) for n, v in params.items() if n in arg_names}
+    try:
+        arg_shapes, _, _ = sym.infer_shape_partial(**known)
+    except Exception:  # noqa: BLE001 - inference is only a convenience here
+        return None
+    for arg, shape in zip(sym.list_arguments(), arg_shapes or []):
+        if arg == name and shape and all(d > 0 for d in shape):
+            return tuple(shape)
+    return None
+
+
+def plan_inputs(sym: Any, nodes: list[dict], params: Mapping[str, Any], user_shapes: ShapeArg = None,
+                user_dtypes: Optional[Mapping[str, Any]] = None) -> InputPlan:
+    labels = label_inputs(nodes, params)
+    names = [n for n in sym.list_inputs() if n not in params and n not in labels]
+    if not names:
+        raise ShapeError("the network has no data input (every argument is a parameter or a label)")
+    shapes = _normalise_shapes(user_shapes, names)
+    by_name = {n["name"]: n for n in nodes if n["op"] == "null"}
+    for name in names:
+        if name in shapes:
+            continue
+        declared = _declared(by_name.get(name, {}), "__shape__")
+        shape = parse_helper({"s": declared}, "s") if declared else None
+        if shape and all(int(d) > 0 for d in shape):
+            shapes[name] = tuple(int(d) for d in shape)
+            continue
+        inferred = _inferred(sym, params, name)
+        if inferred:
+            shapes[name] = inferred
+            continue
+        raise ShapeError(f"input '{name}' has no declared shape; give it with --input-shape {name}:N,C,H,W "
+                         f"(for example --input-shape {name}:1,3,224,224)")
+    for name, shape in shapes.items():
+        if any(d <= 0 for d in shape):
+            raise ShapeError(f"input '{name}': every dimension must be positive, got {','.join(map(str, shape))}")
+    dtypes = {}
+    for name, value in (user_dtypes or {}).items():
+        if name not in names:
+            raise ShapeError(f"--input-dtype names '{name}', but the network's inputs are: {', '.join(names)}")
+        try:
+            dtypes[name] = np.dtype(value)
+        except TypeError:
+            raise ShapeError(f"--input-dtype {name}:{value}: not a numpy dtype name (e.g. float32, int64)") from None
+    for name in names:
+        declared = _declared(by_name.get(name, {}), "__dtype__")
+        dtypes.setdefault(name, _mx_dtype(declared) if declared else np.dtype(np.float32))
+    return InputPlan(names=names, shapes={n: shapes[n] for n in names}, dtypes=dtypes, labels=labels)
+
+
+def _mx_dtype(code: str) -> np.dtype:
+    """MXNet's ``__dtype__`` attribute is its type flag (0 float32, 1 float64, 2 float16, ...)."""
+    flags = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32, 5: np.int8, 6: np.int64}
+    try:
+        return np.dtype(flags.get(int(code), np.float32))
+    except ValueError:
+        return np.dtype(np.float32)
