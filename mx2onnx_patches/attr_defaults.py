@@ -33,6 +33,9 @@ SENTINELS: dict[tuple[str, str], str] = {
     ("_linalg_gemm2", "axis"): "'None' means MXNet's default -2; an explicit -2 is refused",
     ("_contrib_AdaptiveAvgPooling2D", "output_size"): "'1' means MXNet's () (1x1); () does not parse",
     ("_sample_multinomial", "shape"): "'1' stands for MXNet's (); () gives an empty sample size",
+    ("_contrib_BilinearResize2D", "height"): "0 means 'use scale_height', which MXNet also prefers when given",
+    ("_contrib_BilinearResize2D", "width"): "0 means 'use scale_width', which MXNet also prefers when given",
+    ("_contrib_ROIAlign", "sample_ratio"): "0 (ONNX) and MXNet's -1 both mean adaptive sampling",
 }
 
 
@@ -165,9 +168,26 @@ def registered_translation(op_name: str, opset: int) -> Optional[Callable[..., A
     return None
 
 
+def candidate_translations(op_name: str, opset: int) -> tuple[Callable[..., Any], ...]:
+    """The translation in use plus every one it may hand the node to (replacements delegate to
+    other replacements and to MXNet's own): MXNet's default must suit all of them."""
+    from . import translations
+
+    fns: list[Callable[..., Any]] = []
+    current = registered_translation(op_name, opset)
+    if current is not None:
+        fns.append(current)
+    fns += [fn for name, since, fn in translations.registered() if name == op_name and since <= opset]
+    fns += translations.originals(op_name)
+    return tuple(dict.fromkeys(fns))
+
+
 @functools.lru_cache(maxsize=None)
-def _fills_for(op_name: str, fn: Callable[..., Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(wrong_defaults(op_name, fn).items()))
+def _fills_for(op_name: str, fns: tuple[Callable[..., Any], ...]) -> tuple[tuple[str, str], ...]:
+    wrong: dict[str, str] = {}
+    for fn in fns:
+        wrong.update(wrong_defaults(op_name, fn))
+    return tuple(sorted(wrong.items()))
 
 
 def fill_defaults(node: dict, opset: int) -> list[str]:
@@ -178,12 +198,12 @@ def fill_defaults(node: dict, opset: int) -> list[str]:
     op = node.get("op")
     if op in (None, "null"):
         return []
-    fn = registered_translation(op, opset)
-    if fn is None:
+    fns = candidate_translations(op, opset)
+    if not fns:
         return []
     attrs = node.setdefault("attrs", {})
     filled = []
-    for name, value in _fills_for(op, fn):
+    for name, value in _fills_for(op, fns):
         if name not in attrs:
             attrs[name] = value
             filled.append(name)
@@ -199,11 +219,9 @@ def audit(opset: int = 13) -> dict[str, dict[str, str]]:
     ops = sorted({op for version in MXNetGraph.registry_.values() for op in version})
     report = {}
     for op in ops:
-        fn = registered_translation(op, opset)
-        if fn is not None:
-            wrong = wrong_defaults(op, fn)
-            if wrong:
-                report[op] = wrong
+        wrong = dict(_fills_for(op, candidate_translations(op, opset)))
+        if wrong:
+            report[op] = wrong
     return report
 
 

@@ -282,6 +282,12 @@ def _batch_dims(sym: Any, params: Mapping[str, Any], static: Mapping[str, tuple[
 
 # ----------------------------------------------------------------------------- the builder
 
+def _named_dims(input_name: str, dims: Sequence[Optional[int]]) -> tuple[Any, ...]:
+    """Free dimensions get names: ``batch`` for dimension 0, ``<input>_dim<i>`` for the others."""
+    return tuple(d if d is not None else (BATCH_DIM if i == 0 else f"{input_name}_dim{i}")
+                 for i, d in enumerate(dims))
+
+
 @dataclass
 class BuildResult:
     graph: onnx.GraphProto
@@ -396,7 +402,7 @@ def build_graph(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[str, 
             mx_shapes=info.shapes, mx_dtypes=info.dtypes, mx_node_outputs=info.node_outputs)
         if is_input:
             dtype = np.dtype(input_dtypes.get(name, np.float32))
-            kwargs["in_shape"] = dynamic.get(name, static[name])
+            kwargs["in_shape"] = _named_dims(name, dynamic.get(name, static[name]))
             kwargs["in_type"] = onnx.helper.np_dtype_to_tensor_dtype(dtype)
         if verbose:
             log.info("converting %d: %s (%s)", idx, name, op)

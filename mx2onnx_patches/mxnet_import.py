@@ -1,6 +1,7 @@
 """Import MXNet safely: numpy aliases first, and one clear line when the extra is missing."""
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 from common.errors import ConversionError
@@ -15,6 +16,8 @@ class MXNetMissingError(ConversionError):
 
 
 def import_mxnet() -> ModuleType:
+    # MXNet prints "Subgraph backend MKLDNN is activated" on every bind unless told not to
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     restore_numpy_aliases()
     try:
         import mxnet  # noqa: F401

@@ -85,17 +85,23 @@ class Emitter:
             return False
         raise self.fail(f"attribute {key}={self.attrs[key]!r} is not a boolean")
 
+    def _literal(self, key: str) -> Any:
+        try:
+            return parse_literal(self.attrs[key])
+        except ValueError:
+            raise self.fail(f"attribute {key}={self.attrs[key]!r} cannot be parsed") from None
+
     def attr_int(self, key: str, default: Optional[int]) -> Optional[int]:
-        return int(parse_literal(self.attrs[key])) if self.has(key) else default
+        return int(self._literal(key)) if self.has(key) else default
 
     def attr_float(self, key: str, default: Optional[float]) -> Optional[float]:
-        return float(parse_literal(self.attrs[key])) if self.has(key) else default
+        return float(self._literal(key)) if self.has(key) else default
 
     def attr_tuple(self, key: str, default: Sequence = ()) -> tuple:
         """A tuple attribute (``(1, 2)``, ``[1,2]`` or a bare scalar); items may be ``None``."""
         if not self.has(key):
             return tuple(default)
-        return _as_tuple(parse_literal(self.attrs[key]))
+        return _as_tuple(self._literal(key))
 
     # -- names and constants -------------------------------------------------------------------
     def tmp(self, hint: str = "t") -> str:

@@ -27,11 +27,18 @@ def convert_direct_unary(node, **kwargs):
 
 @translation("round", since=12)
 def convert_round(node, **kwargs):
-    """MXNet rounds halves away from zero: sign(x) * floor(|x| + 0.5)."""
+    """MXNet rounds halves away from zero (ONNX Round goes to even): sign(x) * (floor|x| + [frac >= 0.5]).
+
+    The fraction |x| - floor|x| is exact in floating point, unlike floor(|x| + 0.5), which
+    rounds 0.49999997 up.
+    """
     e = Emitter(node, kwargs)
     x = e.inputs[0]
-    magnitude = e.op("Floor", [e.op("Add", [e.op("Abs", [x]), e.scalar(0.5)])])
-    e.op("Mul", [e.op("Sign", [x]), magnitude], e.name)
+    magnitude = e.op("Abs", [x])
+    whole = e.op("Floor", [magnitude])
+    fraction = e.op("Sub", [magnitude, whole])
+    round_up = e.op("Cast", [e.op("GreaterOrEqual", [fraction, e.scalar(0.5)])], to=e.onnx_dtype())
+    e.op("Mul", [e.op("Sign", [x]), e.op("Add", [whole, round_up])], e.name)
     return e.done()
 
 

@@ -271,8 +271,8 @@ def convert_bilinear_resize(node, **kwargs):
         sizes = e.op("Concat", [e.dims(data, 0, 2), e.ints([height, width], "hw")], axis=0)
     elif mode == "like":
         sizes = e.op("Concat", [e.dims(data, 0, 2), e.dims(e.inputs[1], 2, 4)], axis=0)
-    else:
-        sizes = e.ints(e.need_output_shape(0), "sizes")
+    else:  # the other modes derive the size by rules of their own: take it from shape inference
+        sizes = e.op("Concat", [e.dims(data, 0, 2), e.ints(e.need_output_shape(0)[2:], "hw")], axis=0)
     e.op("Resize", [data, "", "", sizes], e.name, mode="linear",
          coordinate_transformation_mode="align_corners" if align else "half_pixel")
     return e.done()
@@ -325,7 +325,7 @@ def convert_l2_normalization(node, **kwargs):
 
 @translation("GroupNorm", since=12)
 def convert_group_norm(node, **kwargs):
-    """Normalise each of ``num_groups`` channel groups; MXNet 1.x's gamma/beta hold one value per group."""
+    """Normalise each of ``num_groups`` channel groups (biased variance, as MXNet)."""
     e = Emitter(node, kwargs)
     if e.attr_bool("output_mean_var", False):
         raise e.fail("output_mean_var=True is not supported")
@@ -337,19 +337,10 @@ def convert_group_norm(node, **kwargs):
     centred = e.op("Sub", [grouped, mean])
     var = e.reduce("ReduceMean", e.op("Mul", [centred, centred]), [2], keepdims=True)
     normed = e.op("Div", [centred, e.op("Sqrt", [e.op("Add", [var, e.scalar(eps)])])])
-    gamma_value = e.weight(1)
-    per_group = gamma_value is None or gamma_value.size == groups
-    if per_group:
-        group_shape = e.ints([groups, 1], "group_shape")
-        scaled = e.op("Mul", [normed, e.op("Reshape", [gamma, group_shape])])
-        shifted = e.op("Add", [scaled, e.op("Reshape", [beta, group_shape])])
-        e.op("Reshape", [shifted, e.shape(data)], e.name)
-    else:  # one value per channel
-        rank = len(e.need_input_shape(0))
-        channel_shape = e.ints([-1] + [1] * (rank - 2), "channel_shape")
-        restored = e.op("Reshape", [normed, e.shape(data)])
-        scaled = e.op("Mul", [restored, e.op("Reshape", [gamma, channel_shape])])
-        e.op("Add", [scaled, e.op("Reshape", [beta, channel_shape])], e.name)
+    group_shape = e.ints([groups, 1], "group_shape")  # MXNet 1.x: gamma and beta have shape (num_groups,)
+    scaled = e.op("Mul", [normed, e.op("Reshape", [gamma, group_shape])])
+    shifted = e.op("Add", [scaled, e.op("Reshape", [beta, group_shape])])
+    e.op("Reshape", [shifted, e.shape(data)], e.name)
     return e.done()
 
 

@@ -36,6 +36,14 @@ _SAVED: "dict[tuple[int, str], object] | None" = None
 _MISSING = object()
 
 
+def originals(op_name: str) -> list[TranslationFn]:
+    """MXNet's own translations that the installed replacements for ``op_name`` stand in front of."""
+    if _SAVED is None:
+        return []
+    return [fn for (version, name), fn in sorted(_SAVED.items(), key=lambda kv: kv[0][0])
+            if name == op_name and fn is not _MISSING]
+
+
 def is_installed() -> bool:
     return _SAVED is not None
 

@@ -86,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a summary of an ONNX model (inputs, outputs, opsets, ops)",
         description="Print what a conversion needs to know about an ONNX model: inputs and "
                     "outputs with shapes, opsets, op counts, and ops without a PyTorch converter.",
-        epilog="example:\n  onnx2x info resnet50.onnx",
+        epilog="examples:\n  onnx2x info resnet50.onnx\n  onnx2x info resnet50.onnx --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to describe")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common_flags(q)
     q.set_defaults(handler=cmd_info)
     return parser
@@ -140,54 +141,39 @@ def cmd_torch(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Summary of a model: ``common.summary`` when present, else a short built-in one."""
-    try:
-        from common import summary
-    except ImportError:
-        summary = None
-    if summary is not None and hasattr(summary, "summarize"):
-        print(summary.summarize(args.model))
+    """``common.summary``'s view of the model, plus the ops this converter cannot handle."""
+    import json
+
+    from common.summary import format_summary, onnx_summary
+
+    summary = onnx_summary(args.model)
+    missing = unsupported_ops(summary.opsets, summary.op_histogram)
+    if args.json:
+        data = summary.to_dict()
+        data["unsupported_ops"] = missing
+        print(json.dumps(data, indent=2))
         return 0
-    print(_basic_summary(args.model))
+    print(format_summary(summary))
+    print("PyTorch converter: " + ("every op supported" if not missing else "no converter for " + ", ".join(missing)))
     return 0
 
 
-def _basic_summary(path: str) -> str:
-    from collections import Counter
-
-    from common.model_io import load_onnx
+def unsupported_ops(opsets: dict[str, int], op_histogram: dict[str, int]) -> list[str]:
+    """Op names of ``op_histogram`` (``op`` or ``domain::op``) that no converter handles at these opsets."""
     from common.errors import UnsupportedOpError
 
     from .torch import registry
 
-    proto = load_onnx(path, load_external_data=False)
-    inits = {t.name for t in proto.graph.initializer}
-
-    def shape_of(v: "object") -> str:
-        dims = v.type.tensor_type.shape.dim  # type: ignore[attr-defined]
-        return "[" + ", ".join(d.dim_param or str(d.dim_value) if (d.dim_param or d.HasField("dim_value")) else "?"
-                               for d in dims) + "]"
-
-    opsets = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
-    lines = [f"{path}: IR version {proto.ir_version}, opsets "
-             + ", ".join(f"{d} {v}" for d, v in sorted(opsets.items()))]
-    for v in proto.graph.input:
-        if v.name not in inits:
-            lines.append(f"  input  {v.name} {shape_of(v)}")
-    for v in proto.graph.output:
-        lines.append(f"  output {v.name} {shape_of(v)}")
-    counts = Counter((n.domain or "", n.op_type) for n in proto.graph.node)
-    lines.append(f"  {sum(counts.values())} nodes, {len(inits)} initializers")
     missing = []
-    for (domain, op), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        lines.append(f"    {op:24s} {n}")
+    for key in op_histogram:
+        if key.startswith("(function "):
+            key = key.split(") ", 1)[1]
+        domain, _, op = key.rpartition("::")
         try:
             registry.lookup(op, opsets.get(domain or "ai.onnx", 1), domain=domain)
         except UnsupportedOpError:
-            missing.append(op)
-    if missing:
-        lines.append("  no PyTorch converter for: " + ", ".join(missing))
-    return "\n".join(lines)
+            missing.append(key)
+    return sorted(set(missing))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

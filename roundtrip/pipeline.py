@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from common.errors import ConversionError, ConversionFailure, EXIT_UNSUPPORTED
+from common.errors import EXIT_BAD_INPUT, EXIT_UNSUPPORTED, ConversionError, ConversionFailure
 from common.model_io import PathLike, as_model_proto, save_onnx
 from common.verify.compare import compare
 from common.verify.inputs import ImageOptions, InputSpec, PreparedInputs, prepare_inputs, specs_from_mxnet_json, \
@@ -115,10 +115,12 @@ class _Recorder:
             stage.convert_seconds = time.perf_counter() - start if product is not None else None
             start = time.perf_counter()
             result = run(product)
-            stage.run_seconds = time.perf_counter() - start
+            # inference alone when the runner measured it (session creation is not run time)
+            stage.run_seconds = result.seconds or (time.perf_counter() - start)
         except ConversionError as exc:
             stage.error = _error_text(exc)
-            stage.exit_code = exc.exit_code
+            # the reference failing to run is a problem of the input (model, shapes), not of a converter
+            stage.exit_code = exc.exit_code if self.report.stages[0] is not stage else EXIT_BAD_INPUT
             self.broken = product is None  # later stages need this one's product
             return stage, product, None
         except Exception as exc:  # a converter bug: reported as a failed stage, the report still gets written
@@ -129,6 +131,7 @@ class _Recorder:
             return stage, product, None
         if self.reference is None:
             self.reference = result
+            stage.convert_seconds = None  # loading the source is not a conversion
             stage.reference_outputs = [OutputInfo(k, tuple(np.shape(v)), str(getattr(v, "dtype", "")))
                                        for k, v in result.outputs.items()]
         else:
@@ -175,12 +178,14 @@ def convert_to_torch(model: onnx.ModelProto, *, simplify: bool = True,
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """torch.onnx logs warnings about optional packages on every export; keep the terminal clean."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration",
-                                               "torch._dynamo", "torch.export", "onnxscript")]
+    """torch.onnx/torch.export log warnings (and whole tracebacks when they give up) on stderr;
+    the stage records the failure in one line, so silence them for the duration of the export."""
+    names = ["torch", "onnxscript"] + [n for n in list(logging.root.manager.loggerDict)
+                                       if n.startswith(("torch.", "onnxscript."))]
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL + 1)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

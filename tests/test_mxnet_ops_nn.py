@@ -12,7 +12,9 @@ data = mx.sym.var("data")
 # -- LRN ---------------------------------------------------------------------------------------
 
 def test_lrn_default_knorm_is_two():
-    check_export(mx.sym.LRN(data, nsize=3, name="lrn"), {"data": rand(1, 6, 4, 4, low=-3, high=3)})
+    sym = mx.sym.LRN(data, nsize=3, name="lrn")
+    assert "knorm" not in sym.tojson()
+    check_export(sym, {"data": rand(1, 6, 4, 4, low=-3, high=3)})
 
 
 def test_lrn_explicit_attributes():
@@ -23,7 +25,9 @@ def test_lrn_explicit_attributes():
 # -- FullyConnected / Embedding -----------------------------------------------------------------
 
 def test_fully_connected_flatten_default_on_4d_input():
-    model = check_export(mx.sym.FullyConnected(data, num_hidden=5, name="fc"), {"data": rand(2, 3, 4, 4)})
+    sym = mx.sym.FullyConnected(data, num_hidden=5, name="fc")
+    assert "flatten" not in sym.tojson()
+    model = check_export(sym, {"data": rand(2, 3, 4, 4)})
     assert "Gemm" in node_types(model)
 
 
@@ -65,13 +69,15 @@ def test_deconvolution_with_bias_and_adj():
     check_export(sym, {"data": rand(1, 3, 4, 5)}, atol=1e-4)
 
 
-@pytest.mark.parametrize("target", [(10, 10), (9, 11)])
-def test_deconvolution_target_shape(target):
+def test_deconvolution_target_shape():
     # MXNet's MKL-DNN kernel refuses padded target_shape deconvolutions ("could not create a
-    # descriptor"); the reference comes from MXNet's own kernel with MKL-DNN off.
-    sym = mx.sym.Deconvolution(data, kernel=(4, 4), num_filter=2, stride=(2, 2), target_shape=target,
-                               name="deconv")
-    check_export(sym, {"data": rand(1, 3, 5, 5)}, atol=1e-4, mkldnn=False)
+    # descriptor"); the reference comes from MXNet's own kernel with MKL-DNN off (one subprocess,
+    # so both shapes -- even and odd padding -- share one graph).
+    even = mx.sym.Deconvolution(data, kernel=(4, 4), num_filter=2, stride=(2, 2), target_shape=(10, 10),
+                                name="deconv_even")
+    odd = mx.sym.Deconvolution(data, kernel=(4, 4), num_filter=2, stride=(2, 2), target_shape=(9, 11),
+                               name="deconv_odd")
+    check_export(mx.sym.Group([even, odd]), {"data": rand(1, 3, 5, 5)}, atol=1e-4, mkldnn=False)
 
 
 def test_deconvolution_grouped_dilated():
@@ -236,3 +242,65 @@ def test_multibox_prior_sizes_ratios_clip_steps():
     sym = mx.sym.contrib.MultiBoxPrior(data, sizes=(0.5, 0.25, 0.1), ratios=(1, 2, 0.5), clip=True,
                                        steps=(0.2, 0.25), offsets=(0.4, 0.6), name="anchors")
     check_export(sym, {"data": rand(1, 3, 5, 4)}, atol=1e-6)
+
+
+def test_embedding_clips_out_of_range_indices_like_mxnet():
+    sym = mx.sym.Embedding(data, input_dim=4, output_dim=3, name="emb")
+    check_export(sym, {"data": np.array([[-2, 5, 1.7], [3.9, -0.5, 0]], dtype=np.float32)})
+
+
+# -- cases handed down the chain -----------------------------------------------------------------
+
+def test_batchnorm_axis_one_still_exported():
+    sym = mx.sym.BatchNorm(data, fix_gamma=False, name="bn")
+    check_export(sym, {"data": rand(2, 3, 4, 5)})
+
+
+def test_pooling_max_still_exported():
+    sym = mx.sym.Pooling(data, kernel=(2, 2), stride=(2, 2), pool_type="max", name="pool")
+    check_export(sym, {"data": rand(1, 2, 4, 6)})
+
+
+# -- newer opsets: forms that change across opsets (Reduce* axes, Split, Squeeze, Resize) -------
+
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("case", ["group_norm", "l2_spatial", "sampler", "resize", "adaptive"])
+def test_translations_valid_at_newer_opsets(case, opset):
+    if case == "group_norm":
+        sym, inputs = mx.sym.GroupNorm(data, num_groups=2, name="gn"), {"data": rand(2, 4, 3, 3)}
+    elif case == "l2_spatial":
+        sym, inputs = mx.sym.L2Normalization(data, mode="spatial", name="l2"), {"data": rand(2, 3, 4)}
+    elif case == "sampler":
+        grid = mx.sym.var("grid")
+        sym = mx.sym.BilinearSampler(data, grid, name="sampler")
+        inputs = {"data": rand(1, 2, 4, 4), "grid": rand(1, 2, 3, 3, seed=4)}
+    elif case == "resize":
+        sym = mx.sym.contrib.BilinearResize2D(data, height=5, width=7, align_corners=False, name="resize")
+        inputs = {"data": rand(1, 2, 3, 4)}
+    else:
+        sym = mx.sym.contrib.AdaptiveAvgPooling2D(data, output_size=(2, 3), name="pool")
+        inputs = {"data": rand(1, 2, 5, 7)}
+    check_export(sym, inputs, opset=opset)
+
+
+def test_static_shape_translations_keep_batch_dynamic():
+    """Translations that read export-time shapes use only non-batch dims: run at another batch size."""
+    from tests.support.mxnet_ops import mxnet_forward, onnx_forward, random_params
+    from x2onnx.mxnet import export
+
+    grid = mx.sym.GridGenerator(mx.sym.var("theta"), transform_type="affine", target_shape=(4, 4), name="grid")
+    x = mx.sym.Pooling(data, kernel=(2, 2), pool_type="sum", name="pool")
+    x = mx.sym.contrib.AdaptiveAvgPooling2D(x, output_size=(3, 2), name="adaptive")
+    x = mx.sym.contrib.BilinearResize2D(x, mode="to_even_up", align_corners=False, name="resize")
+    x = mx.sym.BilinearSampler(x, grid, name="sampler")
+    x = mx.sym.BatchNorm(x, axis=-1, fix_gamma=False, name="bn")
+    sym = mx.sym.moments(x, axes=(1, 3), name="m")  # both outputs: MXNet miscomputes a lone m[1]
+    params = random_params(sym, {"data": rand(2, 3, 7, 6), "theta": rand(2, 6)})
+    model = export(sym, {k: mx.nd.array(v) for k, v in params.items()}, {"data": (2, 3, 7, 6), "theta": (2, 6)},
+                   dynamic_batch=True, simplify=False, verify=False)
+    inputs = {"data": rand(5, 3, 7, 6, seed=8), "theta": rand(5, 6, seed=9)}
+    expected = mxnet_forward(sym, params, inputs)
+    got = onnx_forward(model, inputs)
+    assert len(got) == len(expected) == 2
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)

@@ -44,3 +44,23 @@ def test_rnn_state_output_feeding_later_nodes():
     rnn = _rnn("gru", 2, False, state_outputs=True)
     sym = mx.sym.broadcast_add(mx.sym.sum(rnn[0], axis=0), 2 * mx.sym.sum(rnn[1], axis=0), name="y")
     check_export(sym, _inputs("gru", 2, False), atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [14, 18])
+def test_rnn_valid_at_newer_opsets(opset):
+    sym = _rnn("lstm", 2, True, state_outputs=True)
+    check_export(sym, _inputs("lstm", 2, True), atol=1e-5, opset=opset)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_rnn_with_computed_parameter_vector(mode):
+    """Gluon packs the vector in the graph (``_rnn_param_concat``); blocks are then sliced in ONNX."""
+    data, state = mx.sym.var("data"), mx.sym.var("state")
+    packed = mx.sym.concat(mx.sym.var("p_first"), mx.sym.var("p_rest"), dim=0, name="packed")
+    extra = [mx.sym.var("cell")] if mode == "lstm" else []
+    sym = mx.sym.RNN(data, packed, state, *extra, state_size=HIDDEN, num_layers=2, mode=mode,
+                     bidirectional=True, name="rnn")
+    gates = 4 if mode == "lstm" else 3
+    total = sum(2 * gates * HIDDEN * (n_in + HIDDEN + 2) for n_in in (INPUT, 2 * HIDDEN))
+    params = {"p_first": rand(10, seed=5), "p_rest": rand(total - 10, seed=6)}
+    check_export(sym, _inputs(mode, 2, True), params=params, atol=1e-5)

@@ -12,7 +12,9 @@ name**, so that tensors from different frameworks can be matched one to one:
   to ONNX names with the map the MXNet exporter records in the ONNX model
   (:func:`mxnet_tensor_map`).
 
-This module never imports a converter: the caller passes what the converter made.
+This module never imports a converter: the caller passes what the converter made. A model that
+cannot be loaded or run raises :class:`~common.errors.ConversionFailure` (exit code 3: a converter
+made something unusable); missing inputs raise :class:`~common.errors.ShapeError`.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from ..errors import ConversionError, ModelLoadError, ShapeError
+from ..errors import ConversionError, ConversionFailure, ModelLoadError, ShapeError
 from .compare import to_numpy
 
 log = logging.getLogger(__name__)
@@ -111,7 +114,7 @@ class OnnxRuntimeRunner(Runner):
                     return _session_from_model(older, options, self.providers)
                 except Exception as exc2:
                     text = " ".join(str(exc2).split())
-            raise ConversionError(f"onnxruntime cannot load the model: {text[:400]}") from exc
+            raise ConversionFailure(f"onnxruntime cannot load the model: {text[:400]}") from exc
 
     def run(self, inputs: Mapping[str, Any], *, intermediates: bool = False) -> RunResult:
         self._check_inputs(inputs)
@@ -128,7 +131,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             values = session.run(names, feeds)
         except Exception as exc:
-            raise ConversionError(f"onnxruntime failed to run the model: {' '.join(str(exc).split())[:400]}") from exc
+            raise ConversionFailure(f"onnxruntime failed to run the model: {' '.join(str(exc).split())[:400]}") from exc
         seconds = time.perf_counter() - start
         got = dict(zip(names, values))
         outputs = {n: got[n] for n in self.output_names}
@@ -219,7 +222,7 @@ class TorchRunner(Runner):
         except ConversionError:
             raise
         except Exception as exc:
-            raise ConversionError(f"the PyTorch module failed to run: {type(exc).__name__}: "
+            raise ConversionFailure(f"the PyTorch module failed to run: {type(exc).__name__}: "
                                   f"{' '.join(str(exc).split())[:400]}") from exc
         seconds = time.perf_counter() - start
         values = list(result) if isinstance(result, (tuple, list)) else [result]
@@ -344,12 +347,41 @@ def _plain_mxnet_executor() -> Iterator[None]:
     old = os.environ.get(key)
     os.environ[key] = "NONE"
     try:
-        yield
+        with _native_stderr_filtered("subgraph backend is not in use"):
+            yield
     finally:
         if old is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = old
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered(drop: str) -> Iterator[None]:
+    """Capture what native code writes on file descriptor 2; pass on every line not containing ``drop``.
+
+    MXNet logs ``MXNET_SUBGRAPH_BACKEND=NONE is detected`` on every bind with no switch to
+    silence it.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if drop not in line]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 class MXNetRunner(Runner):
@@ -438,7 +470,7 @@ class MXNetRunner(Runner):
                 executor = target.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
             values = [o.asnumpy() for o in executor.forward(is_train=False)]
         except Exception as exc:
-            raise ConversionError(f"MXNet failed to run the model: {' '.join(str(exc).split())[:400]}") from exc
+            raise ConversionFailure(f"MXNet failed to run the model: {' '.join(str(exc).split())[:400]}") from exc
         seconds = time.perf_counter() - start
         got = dict(zip(names, values))
         outputs = {out: got[mx_name] for out, mx_name in zip(self.output_names, self.mx_output_names)}

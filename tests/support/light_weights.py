@@ -6,7 +6,8 @@ filling a tensor with 0.02. Constant weights make every channel identical and th
 large that the final softmax amplifies rounding noise, which hides real differences and makes
 honest float differences look like bugs. :func:`with_random_weights` replaces every such node by
 a seeded random initializer of the same name and shape, scaled so activations stay of order one
-(He scaling for Conv/Gemm weights; positive variances for BatchNormalization).
+(He scaling for Conv/Gemm weights, halved in residual graphs; positive variances for
+BatchNormalization).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def light_path(name: str) -> str:
     return os.path.join(LIGHT_DIR, f"light_{name}.onnx")
 
 
-def _weight(rng: np.random.Generator, shape: tuple[int, ...], uses: list[tuple[onnx.NodeProto, int]]) -> np.ndarray:
+def _weight(rng: np.random.Generator, shape: tuple[int, ...], uses: list[tuple[onnx.NodeProto, int]],
+            conv_gain: float = 1.0) -> np.ndarray:
     node, slot = uses[0] if uses else (None, -1)
     op = node.op_type if node is not None else ""
     if op == "BatchNormalization" and slot in (1, 4):  # scale, variance: positive, near 1
@@ -40,12 +42,17 @@ def _weight(rng: np.random.Generator, shape: tuple[int, ...], uses: list[tuple[o
             fan_in = shape[1] if (slot == 1 and trans_b) or slot == 0 else shape[0]
         else:
             fan_in = int(np.prod(shape[1:]))
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
+        gain = conv_gain if op == "Conv" else 1.0
+        return (rng.standard_normal(shape) * gain * np.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
     return (0.01 * rng.standard_normal(shape)).astype(np.float32)
 
 
-def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """A copy of a light model whose ConstantOfShape weights are seeded random initializers."""
+def with_random_weights(model: onnx.ModelProto, seed: int = 0, *, dynamic_batch: bool = False) -> onnx.ModelProto:
+    """A copy of a light model whose ConstantOfShape weights are seeded random initializers.
+
+    ``dynamic_batch`` declares the batch dimension of inputs and outputs as ``N`` and turns the
+    graphs' fixed flatten shapes ``[1, ...]`` into ``[-1, ...]`` so the model runs at any batch.
+    """
     rng = np.random.default_rng(seed)
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -56,6 +63,9 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     for node in graph.node:
         for slot, name in enumerate(node.input):
             uses.setdefault(name, []).append((node, slot))
+    # Residual sums (caffe2's resnet50, shufflenet) double the variance per block: halve conv
+    # weights there so the logits stay of order one instead of saturating the softmax.
+    conv_gain = 0.5 if any(n.op_type == "Sum" for n in graph.node) else 1.0
     keep_nodes, new_inits = [], []
     for node in graph.node:
         shape: Optional[tuple[int, ...]] = shapes.get(node.input[0]) if node.op_type == "ConstantOfShape" and node.input else None
@@ -63,7 +73,7 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
             keep_nodes.append(node)
             continue
         name = node.output[0]
-        new_inits.append(numpy_helper.from_array(_weight(rng, shape, uses.get(name, [])), name))
+        new_inits.append(numpy_helper.from_array(_weight(rng, shape, uses.get(name, []), conv_gain), name))
     del graph.node[:]
     graph.node.extend(keep_nodes)
     used = {i for n in keep_nodes for i in n.input} | {o.name for o in graph.output}
@@ -75,12 +85,29 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     inputs = [v for v in graph.input if v.name in used and v.name not in initialized]
     del graph.input[:]
     graph.input.extend(inputs)
+    out.ir_version = max(out.ir_version, 4)  # IR 3 required every initializer to be an input too
+    if dynamic_batch:
+        _make_batch_dynamic(graph)
     return out
 
 
-def load_light(name: str, seed: int = 0) -> onnx.ModelProto:
+def _make_batch_dynamic(graph: onnx.GraphProto) -> None:
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].dim_param = "N"
+    reshape_shapes = {n.input[1] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1}
+    for k, t in enumerate(graph.initializer):
+        if t.name in reshape_shapes:
+            shape = numpy_helper.to_array(t).copy()
+            if shape.size and shape[0] == 1:
+                shape[0] = -1
+                graph.initializer[k].CopyFrom(numpy_helper.from_array(shape, t.name))
+
+
+def load_light(name: str, seed: int = 0, *, dynamic_batch: bool = False) -> onnx.ModelProto:
     """The light graph ``name`` with real-size seeded random weights."""
-    return with_random_weights(onnx.load(light_path(name)), seed)
+    return with_random_weights(onnx.load(light_path(name)), seed, dynamic_batch=dynamic_batch)
 
 
 def light_feed(model: onnx.ModelProto, batch: Optional[int] = None, seed: int = 0) -> np.ndarray:

@@ -53,7 +53,9 @@ def random_params(sym, inputs: Mapping[str, np.ndarray], seed: int = 0,
     """Seeded random values for every argument and auxiliary state that is not an input."""
     rng = np.random.default_rng(seed)
     given = dict(given or {})
-    arg_shapes, _, aux_shapes = sym.infer_shape(**{k: v.shape for k, v in inputs.items()})
+    known = {k: np.shape(v) for k, v in given.items()}
+    known.update({k: v.shape for k, v in inputs.items()})
+    arg_shapes, _, aux_shapes = sym.infer_shape(**known)
     params: dict[str, np.ndarray] = {}
     for name, shape in list(zip(sym.list_arguments(), arg_shapes)) + list(
             zip(sym.list_auxiliary_states(), aux_shapes)):

@@ -6,8 +6,12 @@ missing file, JSON that is not an MXNet symbol, truncated or foreign ``.params``
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -17,6 +21,32 @@ from common.errors import ModelLoadError
 from mx2onnx_patches.mxnet_import import import_mxnet
 
 PathLike = Union[str, "os.PathLike[str]"]
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def native_stderr_to_log():
+    """Send what MXNet's C++ core prints on stderr meanwhile (e.g. "Loading symbol saved by
+    previous version v0.8.0") to the debug log, so a CLI's stderr holds only its own lines."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    log.debug("mxnet: %s", line.strip())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -77,7 +107,8 @@ def load_symbol(symbol: Any) -> tuple[Any, str]:
         raise ModelLoadError("not an MXNet symbol file (not UTF-8 text)", file=file) from None
     validate_symbol_json(text, file)
     try:
-        return mx.sym.load_json(text), file
+        with native_stderr_to_log():
+            return mx.sym.load_json(text), file
     except Exception as exc:  # MXNetError
         raise ModelLoadError(f"MXNet cannot read this symbol: {_first_line(exc)}", file=file) from None
 
@@ -106,6 +137,8 @@ def load_params(params: Any) -> tuple[dict, dict, str]:
         except Exception as exc:  # MXNetError
             raise ModelLoadError(f"cannot read MXNet params (truncated or not a .params file: {_first_line(exc)})",
                                  file=file) from None
+        if isinstance(loaded, list) and not loaded:
+            loaded = {}  # a network without weights: MXNet saves and loads an empty list
         if not isinstance(loaded, dict):
             raise ModelLoadError("MXNet params file holds a list, not named parameters", file=file)
         params, label = loaded, file

@@ -150,6 +150,34 @@ def _node_of(mx_name: str) -> str:
     return re.sub(r"_output\d*$", "", mx_name)
 
 
+def mxnet_internals(sym: Any, arg_params: Mapping[str, Any], aux_params: Mapping[str, Any],
+                    inputs: Mapping[str, np.ndarray], wanted: set[str]) -> dict[str, np.ndarray]:
+    """Internal outputs of one MXNet forward, caught with the executor's monitor callback.
+
+    (Binding a ``Group`` of internals instead fails: its argument list repeats names.)
+    """
+    import ctypes
+
+    from mx2onnx_patches.mxnet_import import import_mxnet
+
+    mx = import_mxnet()
+    from mxnet.base import NDArrayHandle
+
+    captured: dict[str, np.ndarray] = {}
+
+    def monitor(name: Any, handle: Any) -> None:
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        if key in wanted and key not in captured:
+            array = mx.nd.NDArray(ctypes.cast(handle, NDArrayHandle), writable=False)
+            captured[key] = array.asnumpy()
+
+    executor = _bind(sym, arg_params, aux_params, inputs)
+    executor.set_monitor_callback(monitor, monitor_all=False)
+    executor.forward(is_train=False)
+    mx.nd.waitall()
+    return captured
+
+
 def locate_first_divergence(model: onnx.ModelProto, sym: Any, arg_params: Mapping[str, Any],
                             aux_params: Mapping[str, Any], inputs: Mapping[str, np.ndarray],
                             tensor_map: Mapping[str, str], atol: float, rtol: float) -> Optional[tuple[str, str, OutputCheck]]:
@@ -159,11 +187,9 @@ def locate_first_divergence(model: onnx.ModelProto, sym: Any, arg_params: Mappin
     order = [n for n in internals.list_outputs() if tensor_map.get(n) in produced]
     if not order:
         return None
-    from mx2onnx_patches.mxnet_import import import_mxnet
-
-    mx = import_mxnet()
-    group = mx.sym.Group([internals[n] for n in order])
-    reference = [o.asnumpy() for o in _bind(group, arg_params, aux_params, inputs).forward(is_train=False)]
+    captured = mxnet_internals(sym, arg_params, aux_params, inputs, set(order))
+    order = [n for n in order if n in captured]
+    reference = [captured[n] for n in order]
     existing = {o.name for o in model.graph.output}
     extra = [tensor_map[n] for n in order if tensor_map[n] not in existing]
     count = len(model.graph.output)

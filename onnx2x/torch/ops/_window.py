@@ -7,15 +7,13 @@ emitted code is a plain ``F.conv2d``/``F.max_pool2d`` call with static arguments
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
-import torch
 import torch.nn.functional as F
 
 from ..runtime import conv as rt
 
-__all__ = ["WindowArgs", "window_args", "same_pads", "apply_pads", "conv_fn", "pool_dims"]
+__all__ = ["WindowArgs", "window_args", "same_pads", "apply_pads", "torch_pad_list", "conv_fn", "pool_dims"]
 
 
 class WindowArgs:
@@ -105,19 +103,3 @@ def pool_dims(ctx, index: int = 0) -> Optional[list[Optional[int]]]:
     """Spatial dims of input ``index`` (None if the rank is unknown)."""
     shape = ctx.shape(index)
     return None if shape is None else list(shape[2:])
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def pooled_size(n: int, k: int, s: int, d: int, b: int, e: int, ceil_mode: bool) -> int:
-    """ONNX pooling output size; with ceil_mode a window must start inside input or left pad."""
-    span = n + b + e - ((k - 1) * d + 1)
-    if ceil_mode:
-        out = ceil_div(span, s) + 1
-        if (out - 1) * s >= n + b:
-            out -= 1
-    else:
-        out = span // s + 1
-    return out

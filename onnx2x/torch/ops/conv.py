@@ -23,9 +23,6 @@ def _kernel(ctx, weight_index: int = 1) -> list[int]:
     wshape = ctx.shape(weight_index)
     if wshape is not None and all(v is not None for v in wshape[2:]):
         return [int(v) for v in wshape[2:]]
-    rank = ctx.rank(0)
-    if wshape is None and rank is None:
-        raise ctx.fail("cannot tell the number of spatial axes (weight and input ranks are unknown)")
     raise ctx.fail("kernel_shape is needed when the weight shape is not known at conversion time")
 
 

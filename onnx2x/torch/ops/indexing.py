@@ -266,3 +266,8 @@ def top_k(ctx: NodeContext) -> Any:
 def reverse_sequence(ctx: NodeContext) -> Any:
     return ctx.call(rt.reverse_sequence, ctx.input(0), ctx.input(1),
                     int(ctx.attr("batch_axis", 1)), int(ctx.attr("time_axis", 0)))
+
+
+@converter("ArrayFeatureExtractor", since=1, domain="ai.onnx.ml")
+def array_feature_extractor(ctx: NodeContext) -> Any:
+    return ctx.call(rt.array_feature_extractor, ctx.input(0), ctx.input(1))

@@ -34,6 +34,8 @@ def batch_norm_legacy(ctx):
     training = any(_wanted(ctx, j) for j in range(1, ctx.num_outputs))
     if ctx.opset < 7 and ctx.attr("is_test", 0):
         training = False
+    elif ctx.opset < 7 and not training:
+        log.debug("%s: is_test=0 without statistics outputs; converted for inference", ctx.name)
     if not training:
         return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), float(ctx.attr("epsilon", 1e-5)))
     return _bn_training(ctx, momentum)

@@ -124,7 +124,7 @@ def _resize(ctx, *, roi_i: Optional[int], scales_i: Optional[int], sizes_i: Opti
             # a dimension unknown here is fine only if it is not resized
             filled = [1 if v is None else int(v) for v in shape]
             entries = rt.plan(filled, None if use_sizes else scales_c, sizes_c, axes, roi_c, keep_aspect, tf_crop)
-            if any(shape[a] is None for a, *_ in entries) or use_sizes:
+            if any(shape[a] is None for a, *_ in entries) or (use_sizes and axes is None):
                 static = False
         else:
             entries = rt.plan(list(shape), None if use_sizes else scales_c, sizes_c, axes, roi_c, keep_aspect, tf_crop)
@@ -135,8 +135,9 @@ def _resize(ctx, *, roi_i: Optional[int], scales_i: Optional[int], sizes_i: Opti
         wdtype = dtype if dtype is not None and dtype.is_floating_point else torch.float32
         tables = rt.build_tables(shape, entries, mode, ctm, nearest_mode, cubic_a, exclude_outside,
                                  antialias, wdtype)
-        if all(v is not None for v in shape):
-            fast = _fast_path(ctx, x, list(shape), entries, tables, mode, antialias, not use_sizes)
+        if all(v is not None for v in shape[2:]):
+            filled = [1 if v is None else int(v) for v in shape]  # batch/channel: not resized on this path
+            fast = _fast_path(ctx, x, filled, entries, tables, mode, antialias, not use_sizes)
             if fast is not None:
                 return fast
         return ctx.call(rt.apply_tables, x, tables, extrapolation_value)

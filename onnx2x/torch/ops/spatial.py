@@ -16,39 +16,50 @@ def _text(value, default: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _torch_pad_list(rank: int, pads: list[int], axes) -> list[int]:
+    """ONNX [begins..., ends...] over ``axes`` -> F.pad's list (last axis first, trailing zeros dropped)."""
+    ax = list(range(rank)) if axes is None else [a + rank if a < 0 else a for a in axes]
+    begin, end = [0] * rank, [0] * rank
+    for i, a in enumerate(ax):
+        begin[a], end[a] = pads[i], pads[i + len(ax)]
+    flat: list[int] = []
+    for a in range(rank - 1, -1, -1):
+        flat += [begin[a], end[a]]
+    while flat and flat[-1] == 0 and flat[-2] == 0:
+        flat = flat[:-2]
+    return flat
+
+
+def _torch_mode_fits(shape, flat: list[int], mode: str) -> bool:
+    """F.pad's reflect/replicate/circular: rank 3-5, only non-batch/channel axes, pads within the axis."""
+    if shape is None or not 3 <= len(shape) <= 5 or len(flat) // 2 > len(shape) - 2 or min(flat) < 0:
+        return False
+    for k in range(len(flat) // 2):
+        size = shape[len(shape) - 1 - k]
+        widest = max(flat[2 * k], flat[2 * k + 1])
+        if size is None or widest > size or (mode == "reflect" and widest >= size):
+            return False
+    return True
+
+
 def _pad(ctx, x, pads, mode: str, value, axes):
-    """Emit ONNX Pad; static pads on a known rank become one F.pad call."""
+    """Emit ONNX Pad; static pads on a known rank become one F.pad call where F.pad fits."""
     rank = ctx.rank(0)
-    if isinstance(pads, list) and rank is not None and (axes is None or isinstance(axes, list)):
-        ax = list(range(rank)) if axes is None else [a + rank if a < 0 else a for a in axes]
-        k = len(ax)
-        begin, end = [0] * rank, [0] * rank
-        for i, a in enumerate(ax):
-            begin[a], end[a] = pads[i], pads[i + k]
-        flat: list[int] = []
-        for a in range(rank - 1, -1, -1):
-            flat += [begin[a], end[a]]
-        while flat and flat[-1] == 0 and flat[-2] == 0:
-            flat = flat[:-2]
-        if not flat:
-            return x
-        if mode == "constant" and not isinstance(value, torch.fx.Node):
-            fill = 0.0
-            if isinstance(value, torch.Tensor) and value.numel():
-                fill = value.reshape(-1)[0].item()
-            elif isinstance(value, (int, float)):
-                fill = value
-            return ctx.call(F.pad, x, flat, "constant", fill)
-        shape = ctx.shape(0)
-        padded_axes = len(flat) // 2
-        if (mode != "constant" and 3 <= rank <= 5 and padded_axes <= rank - 2 and min(flat) >= 0
-                and shape is not None and all(
-                    v is not None and (p < v if mode == "reflect" else p <= v)
-                    for v, p in zip(reversed(shape), [max(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]))):
-            return ctx.call(F.pad, x, flat, _TORCH_PAD_MODE[mode])
-        if mode != "constant":
-            return ctx.call(rt.pad, x, pads, mode, None, axes)
-    return ctx.call(rt.pad, x, pads, mode, value, axes)
+    if not (isinstance(pads, list) and rank is not None and (axes is None or isinstance(axes, list))):
+        return ctx.call(rt.pad, x, pads, mode, value, axes)
+    flat = _torch_pad_list(rank, pads, axes)
+    if not flat:
+        return x
+    if mode == "constant":
+        if isinstance(value, torch.fx.Node):
+            return ctx.call(rt.pad, x, pads, mode, value, axes)
+        fill = value if isinstance(value, (int, float)) else 0.0
+        if isinstance(value, torch.Tensor) and value.numel():
+            fill = value.reshape(-1)[0].item()
+        return ctx.call(F.pad, x, flat, "constant", fill)
+    if _torch_mode_fits(ctx.shape(0), flat, mode):
+        return ctx.call(F.pad, x, flat, _TORCH_PAD_MODE[mode])
+    return ctx.call(rt.pad, x, pads, mode, None, axes)
 
 
 @converter("Pad", since=1)

@@ -1,8 +1,10 @@
-"""Optimizer ops of the ai.onnx.preview.training domain: inputs are R, T, then groups of tensors
-(X..., G..., state...) for any number of parameters."""
+"""Ops of the ai.onnx.preview.training domain: the optimizers Adagrad/Adam/Momentum (inputs R, T,
+then groups of tensors X..., G..., state... for any number of parameters) and Gradient."""
 from __future__ import annotations
 
 from typing import Any
+
+import torch.fx as fx
 
 from ..builder import NodeContext
 from ..registry import converter
@@ -48,4 +50,46 @@ def momentum(ctx: NodeContext) -> Any:
         raise ctx.fail(f"unknown Momentum mode {mode!r}")
     res = ctx.call(rt.momentum, ctx.input(0), ctx.input(1), xs, gs, vs, float(ctx.attr("alpha")),
                    float(ctx.attr("beta")), float(ctx.attr("norm_coefficient")), mode == "nesterov")
+    return _outputs(ctx, res)
+
+
+def _forward_slice(ctx: NodeContext, xs: list[fx.Node], y: fx.Node) -> tuple[fx.GraphModule, list[fx.Node]]:
+    """Copy the fx nodes computing ``y`` from ``xs`` into a module ``f(*xs, *others)``.
+
+    ``others`` are the other run-time values that slice reads (graph inputs, captured values).
+    """
+    needed: set[fx.Node] = set()
+    stack = [y]
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        if n not in xs:
+            stack.extend(n.all_input_nodes)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {x: graph.placeholder(f"x{i}") for i, x in enumerate(xs)}
+    others: list[fx.Node] = []
+    for n in ctx.builder.graph.nodes:
+        if n not in needed or n in env:
+            continue
+        if n.op == "placeholder":
+            env[n] = graph.placeholder(f"other{len(others)}")
+            others.append(n)
+        else:
+            env[n] = graph.node_copy(n, lambda a: env[a])
+    graph.output(env[y])
+    return fx.GraphModule(ctx.builder.root, graph, class_name="GradientSlice"), others
+
+
+@converter("Gradient", since=1, domain=DOMAIN)
+def gradient(ctx: NodeContext) -> Any:
+    by_name = {v.name: h for v, h in ctx.builder.env.items()}
+    xs = [by_name.get(name) for name in ctx.attr("xs")]
+    y = by_name.get(ctx.attr("y"))
+    if not all(isinstance(h, fx.Node) for h in xs + [y]):
+        raise ctx.unsupported("Gradient needs xs and y computed at run time (not constants)")
+    module, others = _forward_slice(ctx, xs, y)
+    target = ctx.builder.graph.get_attr(ctx.builder.add_submodule(module, f"{ctx.name}_forward"))
+    res = ctx.call(rt.gradient, target, xs, others)
     return _outputs(ctx, res)

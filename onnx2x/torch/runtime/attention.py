@@ -62,6 +62,18 @@ def _safe_softmax(x: torch.Tensor) -> torch.Tensor:
     return e / s
 
 
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, is_causal: bool) -> torch.Tensor:
+    n_q, n_kv = q.shape[1], k.shape[1]
+    if n_q != n_kv:
+        k = torch.repeat_interleave(k, n_q // n_kv, dim=1)
+        v = torch.repeat_interleave(v, n_q // n_kv, dim=1)
+    if is_causal and q.shape[2] > k.shape[2]:
+        # more queries than keys: build the top-left mask explicitly (every row keeps key 0)
+        allowed = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -104,6 +116,17 @@ def attention(
     device = q.device
 
     has_window = left_window_size >= 0 or right_window_size >= 0
+    plain = (attn_mask is None and nonpad_kv_seqlen is None and not has_window and softcap <= 0
+             and not want_qk and softmax_dtype in (None, dtype) and dtype in (torch.float32, torch.float64)
+             and (not is_causal or past_key is None))
+    if plain:
+        # Nothing ONNX-specific is left: torch's fused kernel gives the same result (its causal
+        # mask is the top-left one ONNX uses without a cache) and no row can be fully masked.
+        y = _sdpa(q, k, v, scale, is_causal)
+        if is_3d:
+            y = y.transpose(1, 2)
+            y = y.reshape(y.shape[0], y.shape[1], -1)
+        return y, present_key, present_value, None
     if past_key is None and nonpad_kv_seqlen is not None:
         offset: Offset = nonpad_kv_seqlen.reshape(-1) - q_len
     else:

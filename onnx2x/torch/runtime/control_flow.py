@@ -16,7 +16,17 @@ ScanSpec = Optional[Tuple[torch.dtype, Tuple[int, ...]]]
 
 def run_if(cond: torch.Tensor, then_branch: Body, else_branch: Body, then_captures: Sequence[Any],
            else_captures: Sequence[Any]) -> Tuple[Any, ...]:
-    """ONNX If with a condition known only at run time."""
+    """ONNX If with a condition known only at run time.
+
+    Under ``torch.compile``/``torch.export`` the branch choice becomes ``torch.cond`` (both branches
+    are traced; they must return tensors of matching shapes); in eager mode it is a plain ``if``.
+    """
+    if torch.compiler.is_compiling():
+        n = len(then_captures)
+        return tuple(torch.cond(cond.reshape(()).to(torch.bool),
+                                lambda *ops: tuple(then_branch(*ops[:n])),
+                                lambda *ops: tuple(else_branch(*ops[n:])),
+                                tuple(then_captures) + tuple(else_captures)))
     if bool(cond):
         return tuple(then_branch(*then_captures))
     return tuple(else_branch(*else_captures))

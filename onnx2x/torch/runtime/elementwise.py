@@ -83,7 +83,8 @@ def _uint64_op(op: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if op in _COMPARE:
         return _COMPARE[op](_uint64_ordered(va), _uint64_ordered(vb))
     if op in ("max", "min"):
-        pick_a = _uint64_ordered(va) >= _uint64_ordered(vb) if op == "max" else _uint64_ordered(va) <= _uint64_ordered(vb)
+        ua, ub = _uint64_ordered(va), _uint64_ordered(vb)
+        pick_a = ua >= ub if op == "max" else ua <= ub
         return torch.where(pick_a, va, vb).view(torch.uint64)
     if op in ("div", "mod", "fmod"):
         q, r = _uint64_divmod(va, vb)
@@ -130,20 +131,6 @@ def power(base: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     if dtype in _WIDE_UNSIGNED or exponent.dtype in _WIDE_UNSIGNED:
         return torch.pow(base.to(torch.int64), exponent.to(torch.int64)).to(dtype)
     return torch.pow(base, exponent).to(dtype)
-
-
-def maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Element-wise max (NaN propagates) for every dtype, unsigned ones included."""
-    if a.dtype in _WIDE_UNSIGNED:
-        return int_binary("max", a, b)
-    return torch.maximum(a, b)
-
-
-def minimum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Element-wise min (NaN propagates) for every dtype, unsigned ones included."""
-    if a.dtype in _WIDE_UNSIGNED:
-        return int_binary("min", a, b)
-    return torch.minimum(a, b)
 
 
 def compare(op: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -283,6 +270,8 @@ def swish(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     """x where x >= 0 else slope * x, slope broadcast to x (unidirectional)."""
+    if x.dtype in _WIDE_UNSIGNED or x.dtype == torch.uint8:  # never negative
+        return x
     return torch.where(x < 0, x * slope.to(x.dtype), x)
 
 
@@ -338,11 +327,11 @@ def bit_cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def mean(*xs: torch.Tensor) -> torch.Tensor:
-    """Element-wise mean of broadcast tensors, in their dtype."""
+    """Element-wise mean of broadcast tensors (ONNX Mean is defined for float types only)."""
     total = xs[0]
     for x in xs[1:]:
         total = total + x
-    return total / len(xs) if total.dtype.is_floating_point else int_binary("div", total, torch.tensor(len(xs), dtype=total.dtype))
+    return total / len(xs)
 
 
 _PLAIN_BINARY = {

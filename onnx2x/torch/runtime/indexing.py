@@ -212,3 +212,10 @@ def tensor_scatter(past: torch.Tensor, update: torch.Tensor, write_indices: Opti
         pos = pos[0]
     index = pos.reshape(shape).expand(update.shape)
     return torch.scatter(past, axis, index, update)
+
+
+def array_feature_extractor(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """ai.onnx.ml ArrayFeatureExtractor: pick entries of the last axis (a vector gives one row)."""
+    idx = indices.reshape(-1).to(torch.int64)
+    out = torch.index_select(x, x.dim() - 1, idx)
+    return out.reshape(1, -1) if x.dim() == 1 else out

@@ -58,24 +58,32 @@ def output_shape(in_shape: Sequence[int], entries: Sequence[AxisPlan]) -> List[i
 
 
 def _source_coords(ctm: str, out_n: int, in_n: int, scale: float, lo: float, hi: float):
-    y = torch.arange(out_n, dtype=torch.float64)
-    out_w = scale * in_n  # the reference's (float) output width
+    """Source coordinate of every output index, in float32 like onnxruntime (ties of nearest
+    rounding then break the same way), returned as float64 for the weight computation."""
+    x, extrap = _source_coords_f32(ctm, out_n, in_n, scale, lo, hi)
+    return x.to(torch.float64), extrap
+
+
+def _source_coords_f32(ctm: str, out_n: int, in_n: int, scale: float, lo: float, hi: float):
+    y = torch.arange(out_n, dtype=torch.float32)
+    out_w = scale * in_n  # the (float) output width
     extrap = None
-    # align_corners and tf_crop_and_resize divide by the integer output length, like onnxruntime
-    # (onnx's reference divides by scale * input length, which differs only for fractional products)
+    # align_corners and tf_crop_and_resize divide by scale * input length as the ONNX reference and
+    # conformance data do; onnxruntime divides by the integer output length instead, which differs
+    # when scale * input length is fractional
     if ctm == "align_corners":
-        x = torch.zeros(out_n, dtype=torch.float64) if out_n == 1 else y * (in_n - 1) / (out_n - 1)
+        x = torch.zeros(out_n, dtype=torch.float32) if out_w == 1 else y * (in_n - 1) / (out_w - 1)
     elif ctm == "asymmetric":
         x = y / scale
     elif ctm == "tf_crop_and_resize":
-        if out_n == 1:
-            x = torch.full((out_n,), (hi - lo) * (in_n - 1) / 2, dtype=torch.float64)
+        if out_w == 1:
+            x = torch.full((out_n,), (hi - lo) * (in_n - 1) / 2, dtype=torch.float32)
         else:
-            x = y * (hi - lo) * (in_n - 1) / (out_n - 1)
+            x = y * (hi - lo) * (in_n - 1) / (out_w - 1)
         x = x + lo * (in_n - 1)
         extrap = (x < 0) | (x > in_n - 1)
     elif ctm == "pytorch_half_pixel":
-        x = torch.full((out_n,), -0.5, dtype=torch.float64) if out_w == 1 else (y + 0.5) / scale - 0.5
+        x = torch.full((out_n,), -0.5, dtype=torch.float32) if out_w == 1 else (y + 0.5) / scale - 0.5
     elif ctm == "half_pixel":
         x = (y + 0.5) / scale - 0.5
     elif ctm == "half_pixel_symmetric":

@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 Activation = Tuple[str, float, float]
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def _activation(spec: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -67,6 +68,14 @@ def _finish(ys: List[torch.Tensor], hs: List[torch.Tensor], cs: List[torch.Tenso
     return y, h, c
 
 
+def _finish_fused(y: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor], layout: int):
+    if layout == 1:
+        y = y.permute(2, 0, 1, 3)
+        h = h.transpose(0, 1)
+        c = None if c is None else c.transpose(0, 1)
+    return y, h, c
+
+
 def _directions(direction: str) -> List[bool]:
     """Per direction: True when it runs backwards in time."""
     if direction == "bidirectional":
@@ -103,12 +112,51 @@ def _lens(lens: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if lens is None else lens.to(torch.int64)
 
 
+def _is_default(activations: Sequence[Activation], names: Sequence[str]) -> bool:
+    return all(a[0].lower() == names[k % len(names)] for k, a in enumerate(activations))
+
+
+def _reorder(t: torch.Tensor, hidden: int, order: Sequence[int]) -> torch.Tensor:
+    """Reorder gate blocks along dim 0 (ONNX gate order -> torch gate order)."""
+    chunks = torch.split(t, hidden, 0)
+    return torch.cat([chunks[k] for k in order], 0)
+
+
+def _fused(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
+           h0: Optional[torch.Tensor], c0: Optional[torch.Tensor], hidden: int, n_dir: int, order: Sequence[int]):
+    """torch's fused LSTM/GRU kernel for the common configuration (time-major input)."""
+    gates = len(order)
+    batch = x.shape[1]
+    params: List[torch.Tensor] = []
+    for d in range(n_dir):
+        bias = b[d] if b is not None else torch.zeros(2 * gates * hidden, dtype=x.dtype)
+        params += [_reorder(w[d], hidden, order), _reorder(r[d], hidden, order),
+                   _reorder(bias[: gates * hidden], hidden, order), _reorder(bias[gates * hidden:], hidden, order)]
+    zeros = torch.zeros(n_dir, batch, hidden, dtype=x.dtype)
+    h = zeros if h0 is None else h0
+    if kind == "lstm":
+        c = zeros if c0 is None else c0
+        y, hn, cn = torch.lstm(x, (h, c), params, True, 1, 0.0, False, n_dir == 2, False)
+    else:
+        y, hn = torch.gru(x, h, params, True, 1, 0.0, False, n_dir == 2, False)
+        cn = None
+    seq = x.shape[0]
+    y = y.reshape(seq, batch, n_dir, hidden).transpose(1, 2)  # (T, D, B, H)
+    return y, hn, cn
+
+
 def lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
          seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], c0: Optional[torch.Tensor],
          p: Optional[torch.Tensor], hidden: int, direction: str, activations: Sequence[Activation],
          clip: Optional[float], input_forget: int, layout: int):
     """ONNX LSTM -> (Y, Y_h, Y_c)."""
     x, h0, c0 = _prepare(x, layout, h0, c0)
+    if (direction != "reverse" and seq_lens is None and p is None and x.dtype in _FUSED_DTYPES
+            and clip is None and not input_forget
+            and _is_default(activations, ("sigmoid", "tanh", "tanh"))):
+        y, hn, cn = _fused("lstm", x, w, r, b, h0, c0, hidden, 2 if direction == "bidirectional" else 1,
+                           (0, 2, 3, 1))  # ONNX i o f c -> torch i f g(c) o
+        return _finish_fused(y, hn, cn, layout)
     batch = x.shape[1]
     lens = _lens(seq_lens)
     cl = _clipper(clip)
@@ -156,6 +204,13 @@ def gru(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Ten
         activations: Sequence[Activation], clip: Optional[float], linear_before_reset: int, layout: int):
     """ONNX GRU -> (Y, Y_h)."""
     x, h0, _ = _prepare(x, layout, h0, None)
+    if (direction != "reverse" and seq_lens is None and clip is None and linear_before_reset
+            and x.dtype in _FUSED_DTYPES
+            and _is_default(activations, ("sigmoid", "tanh"))):
+        y, hn, _ = _fused("gru", x, w, r, b, h0, None, hidden, 2 if direction == "bidirectional" else 1,
+                          (1, 0, 2))  # ONNX z r h -> torch r z n
+        y, hn, _ = _finish_fused(y, hn, None, layout)
+        return y, hn
     batch = x.shape[1]
     lens = _lens(seq_lens)
     cl = _clipper(clip)

@@ -20,7 +20,18 @@ def hardmax(x: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.zeros_like(x).scatter(axis, idx, 1)
 
 
+def _stepwise(kind: str, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """ONNX's function body op by op, each step rounded to x's dtype (used for 16-bit floats,
+    where torch's fused kernels keep float32 intermediates and land one ulp away)."""
+    shifted = x - torch.amax(x, dim=axis, keepdim=True)
+    e = torch.exp(shifted)
+    s = torch.sum(e, dim=axis, keepdim=True)
+    return e / s if kind == "softmax" else shifted - torch.log(s)
+
+
 def _apply(kind: str, x: torch.Tensor, axis: int) -> torch.Tensor:
+    if kind != "hardmax" and x.dtype in (torch.float16, torch.bfloat16) and x.numel() > 0:
+        return _stepwise(kind, x, axis)
     if kind == "softmax":
         return torch.softmax(x, dim=axis)
     if kind == "logsoftmax":

@@ -1,7 +1,7 @@
 """Optimizer update rules of the ai.onnx.preview.training domain (Adagrad, Adam, Momentum)."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import torch
 
@@ -51,3 +51,12 @@ def momentum(r: torch.Tensor, t: torch.Tensor, xs: Sequence[torch.Tensor], gs: S
         out_x.append((x - r * step).to(x.dtype))
         out_v.append(v_new)
     return out_x + out_v
+
+
+def gradient(fn: Any, xs: Sequence[torch.Tensor], others: Sequence[Any]) -> List[torch.Tensor]:
+    """ONNX Gradient: d(sum of y)/dx for each x, by re-running the forward slice ``fn`` under autograd."""
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(True) for x in xs]
+        y = fn(*leaves, *others)
+        grads = torch.autograd.grad(y, leaves, grad_outputs=torch.ones_like(y), allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(xs, grads)]

@@ -1,0 +1,135 @@
+"""Reductions and linear algebra (onnx2x/torch/ops/reduce.py, linalg.py) against onnxruntime.
+
+The node conformance cases cover the common paths (and run in test_onnx2x_conformance.py);
+these target what they miss: the old attribute form of ``axes``, axes known at conversion time
+(folded into the call) and at run time, integer dtypes that torch would promote, empty
+reductions for integers, ArgMax ties, CumSum with a constant axis, integer Gemm/MatMul and
+MatMulInteger with per-column zero points.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnx2x.torch import convert
+
+
+def _model(op: str, feeds: dict, attrs: dict, opset: int, consts: dict | None = None,
+           n_out: int = 1) -> onnx.ModelProto:
+    consts = consts or {}
+    names = list(feeds) + list(consts)
+    node = helper.make_node(op, names, [f"y{j}" for j in range(n_out)], **attrs)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info(f"y{j}", onnx.TensorProto.UNDEFINED, None) for j in range(n_out)],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for out, inf in zip(model.graph.output, inferred.graph.output):
+        out.type.CopyFrom(inf.type)
+    return model
+
+
+def check(op: str, feeds: dict, attrs: dict | None = None, opset: int = 13, consts: dict | None = None,
+          rtol: float = 1e-5, reference: str = "ort") -> None:
+    """Compare with onnxruntime, or with onnx's reference evaluator where onnxruntime lacks the kernel."""
+    model = _model(op, feeds, attrs or {}, opset, consts)
+    if reference == "ort":
+        expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    else:
+        expected = ReferenceEvaluator(model).run(None, feeds)
+    gm = convert(model, simplify=False)
+    with torch.no_grad():
+        got = gm(*[torch.from_numpy(v) for v in feeds.values()])
+    got = (list(got) if isinstance(got, tuple) else [got])
+    for g, e in zip(got, expected):
+        g = g.numpy()
+        assert g.dtype == e.dtype and g.shape == e.shape, (g.dtype, e.dtype, g.shape, e.shape)
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=1e-6)
+
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+XI = RNG.integers(-50, 50, (2, 3, 4, 5)).astype(np.int32)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                                "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_attribute_axes_opset11(op: str, keepdims: int) -> None:
+    check(op, {"x": X}, {"axes": [1, -1], "keepdims": keepdims}, opset=11)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceL1"])
+def test_integer_reductions_keep_dtype(op: str) -> None:
+    x = (XI % 7).astype(np.int32) if op == "ReduceProd" else XI
+    check(op, {"x": x}, {"keepdims": 0}, opset=18, consts={"axes": np.array([0, 2], np.int64)})
+
+
+def test_reduce_mean_int_truncates_like_onnx() -> None:
+    check("ReduceMean", {"x": XI}, {"axes": [2, 3]}, opset=11)
+
+
+@pytest.mark.parametrize("axes", [np.array([1], np.int64), np.array([], np.int64)])
+@pytest.mark.parametrize("noop", [0, 1])
+def test_runtime_axes_and_noop(axes: np.ndarray, noop: int) -> None:
+    check("ReduceSum", {"x": X, "axes": axes}, {"noop_with_empty_axes": noop}, opset=13)
+
+
+def test_reduce_max_empty_int_gives_dtype_min() -> None:
+    check("ReduceMax", {"x": np.zeros((2, 0, 3), np.int32)}, {"keepdims": 1}, opset=18,
+          consts={"axes": np.array([1], np.int64)})
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("last", [0, 1])
+def test_arg_ties(op: str, last: int) -> None:
+    x = RNG.integers(0, 3, (3, 6, 2)).astype(np.float32)  # many ties
+    check(op, {"x": x}, {"axis": 1, "keepdims": 0, "select_last_index": last}, opset=12)
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+def test_cumsum_constant_axis_int32(exclusive: int, reverse: int) -> None:
+    check("CumSum", {"x": XI}, {"exclusive": exclusive, "reverse": reverse}, opset=14,
+          consts={"axis": np.array(-2, np.int64)})
+
+
+def test_gemm_integer_with_broadcast_c() -> None:
+    a = RNG.integers(-9, 9, (3, 4)).astype(np.int32)
+    b = RNG.integers(-9, 9, (5, 4)).astype(np.int32)
+    c = RNG.integers(-9, 9, (5,)).astype(np.int32)
+    check("Gemm", {"a": a, "b": b, "c": c}, {"transB": 1}, opset=13, reference="onnx")  # no int Gemm in ORT
+
+
+def test_gemm_float_all_attributes_column_bias() -> None:
+    a = RNG.standard_normal((4, 3)).astype(np.float32)
+    b = RNG.standard_normal((5, 4)).astype(np.float32)
+    c = RNG.standard_normal((3, 1)).astype(np.float32)
+    check("Gemm", {"a": a, "b": b, "c": c}, {"transA": 1, "transB": 1, "alpha": 0.3, "beta": -2.0}, opset=13)
+
+
+def test_matmul_int64_broadcast() -> None:
+    a = RNG.integers(-99, 99, (2, 1, 3, 4)).astype(np.int64)
+    b = RNG.integers(-99, 99, (5, 4, 2)).astype(np.int64)
+    check("MatMul", {"a": a, "b": b}, opset=13)
+
+
+def test_matmul_integer_per_column_b_zero_point() -> None:
+    a = RNG.integers(0, 255, (2, 4, 3)).astype(np.uint8)
+    b = RNG.integers(0, 255, (3, 5)).astype(np.uint8)
+    check("MatMulInteger", {"a": a, "b": b, "a_zp": np.array(7, np.uint8), "b_zp": RNG.integers(0, 255, (5,)).astype(np.uint8)},
+          opset=10)
+
+
+def test_einsum_ellipsis_with_spaces() -> None:
+    a = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    b = RNG.standard_normal((2, 4, 5)).astype(np.float32)
+    check("Einsum", {"a": a, "b": b}, {"equation": "...ij, ...jk -> ...ik"}, opset=12)

@@ -1,0 +1,112 @@
+"""``x2onnx`` command line: help, happy paths, output naming, declared shapes, checkpoint prefix."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.support.mxnet_ops import mx, mxnet_forward, onnx_forward, rand, random_params
+from x2onnx.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+data = mx.sym.var("data")
+
+
+def test_help_explains_every_option_with_an_example(capsys):
+    build = build_parser()
+    with pytest.raises(SystemExit):
+        build.parse_args(["--help"])
+    top = capsys.readouterr().out
+    assert "mxnet" in top and "x2onnx mxnet det1-symbol.json" in top and "exit codes" in top
+    with pytest.raises(SystemExit):
+        build.parse_args(["mxnet", "--help"])
+    text = capsys.readouterr().out
+    sub = next(a for a in build._actions if a.dest == "command").choices["mxnet"]
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        for flag in action.option_strings:
+            assert flag in text, flag
+        assert action.help, action.dest
+        if action.option_strings and action.dest not in ("debug", "quiet", "verbose", "no_simplify", "no_verify",
+                                                         "dynamic_batch"):
+            assert re.search(r"e\.g\.|example", action.help), f"{action.dest}: no example in its help"
+    for example in ("--epoch 1", "--input-shape data:1,3,12,12", "--dynamic-batch", "--input-dtype"):
+        assert example in text
+
+
+def _save(folder: Path, sym, params, name="net"):
+    sym.save(str(folder / f"{name}-symbol.json"))
+    mx.nd.save(str(folder / f"{name}-0003.params"), {f"arg:{k}": mx.nd.array(v) for k, v in params.items()})
+    return folder / f"{name}-symbol.json", folder / f"{name}-0003.params"
+
+
+def test_export_writes_model_and_prints_verification(capfd, tmp_path, monkeypatch):
+    sym = mx.sym.FullyConnected(mx.sym.Convolution(data, kernel=(3, 3), num_filter=4, name="conv"), num_hidden=5,
+                                name="fc")
+    params = random_params(sym, {"data": rand(1, 3, 7, 7)})
+    sym_path, params_path = _save(tmp_path, sym, params)
+    monkeypatch.chdir(tmp_path)
+    code = main(["mxnet", str(sym_path), str(params_path), "--input-shape", "data:1,3,7,7", "--no-simplify"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert err.strip() == ""
+    written = tmp_path / "net.onnx"  # default name: the symbol's, without -symbol.json
+    assert f"wrote net.onnx (opset 13" in out
+    assert re.search(r"verified fc \(1, 5\): max-abs [0-9.e-]+, relative", out)
+    model = onnx.load(str(written))
+    onnx.checker.check_model(model, full_check=True)
+    inputs = {"data": rand(1, 3, 7, 7, seed=9)}
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], mxnet_forward(sym, params, inputs)[0],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_prefix_epoch_and_declared_shape(capfd, tmp_path):
+    var = mx.sym.var("data", shape=(2, 3, 5, 5))  # the shape the symbol declares
+    sym = mx.sym.Pooling(mx.sym.Convolution(var, kernel=(1, 1), num_filter=2, name="conv"), kernel=(2, 2),
+                         pool_type="avg", name="pool")
+    params = random_params(sym, {"data": rand(2, 3, 5, 5)})
+    _save(tmp_path, sym, params, name="ckpt")
+    out_path = tmp_path / "sub" / "model.onnx"
+    code = main(["mxnet", str(tmp_path / "ckpt"), "--epoch", "3", "-o", str(out_path), "--opset", "12",
+                 "--dynamic-batch"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "inputs data:2,3,5,5" in out
+    model = onnx.load(str(out_path))
+    assert model.opset_import[0].version == 12
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    inputs = {"data": rand(3, 3, 5, 5)}
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], mxnet_forward(sym, params, inputs)[0],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_input_dtype_flag(capfd, tmp_path):
+    sym = mx.sym.FullyConnected(mx.sym.Embedding(data, input_dim=7, output_dim=3, name="emb"), num_hidden=2,
+                                name="fc")
+    params = random_params(sym, {"data": np.zeros((2, 4), np.float32)})
+    sym_path, params_path = _save(tmp_path, sym, params)
+    code = main(["mxnet", str(sym_path), str(params_path), "--input-shape", "data:2,4", "--input-dtype",
+                 "data:float32", "-o", str(tmp_path / "e.onnx"), "--no-simplify", "--seed", "4", "--atol", "1e-5"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    model = onnx.load(str(tmp_path / "e.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_module_entry_point_runs_as_a_command(tmp_path):
+    sym = mx.sym.Activation(mx.sym.FullyConnected(data, num_hidden=3, name="fc"), act_type="relu", name="relu")
+    sym_path, params_path = _save(tmp_path, sym, random_params(sym, {"data": rand(2, 4)}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "x2onnx", "mxnet", str(sym_path), str(params_path),
+                           "--input-shape", "data:2,4", "-o", str(tmp_path / "m.onnx"), "--no-simplify", "-q"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+    assert (tmp_path / "m.onnx").is_file()
