@@ -7,7 +7,7 @@ from disk, so peaks do not mix::
     python benchmarks/bench_mxnet_export.py --models resnet50_v1 --profile   # where stock spends its time
 
 What is timed: symbol + params already loaded -> ONNX file written (``export_model`` for stock,
-``x2onnx.mxnet.export(simplify=False, verify=False)`` + ``save_onnx`` for x2onnx; simplification
+``x2onnx.mxnet.export(simplify=False, verify=False)`` + its streaming ``save_model`` for x2onnx; simplification
 and verification are extra steps stock does not have). Extra memory is the peak resident size
 during that span minus the resident size just before it (peak reset through
 ``/proc/self/clear_refs``), in units of the model's weight bytes.
@@ -84,11 +84,11 @@ def child(name: str, folder: Path, size: int, mode: str, profile: bool) -> dict:
             mxnet.onnx.export_model(sym, {**arg, **aux}, [shape], np.float32, str(out), opset_version=13)
     else:
         mx2onnx_patches.apply()
-        from common.model_io import save_onnx
         from x2onnx.mxnet import export
+        from x2onnx.mxnet.writer import save_model
 
         def run():
-            save_onnx(export(sym, (arg, aux), {"data": shape}, simplify=False, verify=False), out)
+            save_model(export(sym, (arg, aux), {"data": shape}, simplify=False, verify=False), out)
 
     before = _rss_bytes()
     exact = _reset_peak()

@@ -44,21 +44,25 @@ BATCHES = (1, 8)
 
 # --- conversion time and memory (each in a fresh subprocess) ---------------------------------
 _MEASURE = r'''
-import gc, json, resource, sys, time
+import gc, json, sys, time
 import onnx, numpy, torch
 sys.path.insert(0, sys.argv[3])
-def rss_mb():
+
+def status(key):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
+
 mode, path = sys.argv[1], sys.argv[2]
 if mode != "load":
     from onnx2x.torch import convert
     import onnx2x.torch.registry as registry
     registry._ensure_loaded()
 gc.collect()
-base = rss_mb()
+with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+    f.write("5")
+base = status("VmRSS")
 start = time.perf_counter()
 if mode == "load":
     obj = onnx.load(path)
@@ -67,9 +71,9 @@ elif mode == "convert":
 elif mode == "convert-nosim":
     obj = convert(path, simplify=False)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = status("VmHWM")
 gc.collect()
-print(json.dumps({"seconds": seconds, "peak_mb": peak - base, "held_mb": rss_mb() - base}))
+print(json.dumps({"seconds": seconds, "peak_mb": peak - base, "held_mb": status("VmRSS") - base}))
 '''
 
 

@@ -62,13 +62,73 @@ def opset_version(model: "ir.Model | ir.Graph", domain: str = "") -> int:
     return 1 if domain not in DEFAULT_DOMAINS else 1
 
 
-def infer_shapes(proto: onnx.ModelProto, *, data_prop: bool = True) -> onnx.ModelProto:
-    """Run onnx's own shape inference; on failure return the model unchanged (shapes stay unknown)."""
+def infer_shapes(proto: onnx.ModelProto, *, data_prop: bool = True, in_place: bool = False) -> onnx.ModelProto:
+    """Run onnx's own shape inference; on failure return the model unchanged (shapes stay unknown).
+
+    ``in_place=True`` writes the inferred types into ``proto`` itself and runs inference on a
+    copy whose large initializers carry no data: onnx serializes the whole model for inference,
+    which for big models costs more time and memory (several copies of the weights) than the
+    inference itself.
+    """
     try:
+        if in_place and any(_tensor_bytes(t) > _SKELETON_MIN_BYTES for t in proto.graph.initializer):
+            inferred = onnx.shape_inference.infer_shapes(_without_weight_data(proto), data_prop=data_prop)
+            _take_inferred_types(proto, inferred)
+            return proto
         return onnx.shape_inference.infer_shapes(proto, data_prop=data_prop)
     except Exception as exc:  # inference is best effort: conversion does not need it
         log.debug("shape inference failed: %s", exc)
         return proto
+
+
+_SKELETON_MIN_BYTES = 4096  # shape tensors (data that inference reads) are far smaller
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    return len(t.raw_data) + 4 * (len(t.float_data) + len(t.int32_data)) + 8 * (
+        len(t.int64_data) + len(t.double_data) + len(t.uint64_data))
+
+
+def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose large initializers keep name, type and dims but no data."""
+    skeleton = onnx.ModelProto()
+    for desc, value in proto.ListFields():
+        if desc.name != "graph":
+            field = getattr(skeleton, desc.name)
+            if desc.label == desc.LABEL_REPEATED:
+                field.extend(value)
+            elif desc.message_type is not None:
+                field.CopyFrom(value)
+            else:
+                setattr(skeleton, desc.name, value)
+    graph = skeleton.graph
+    for desc, value in proto.graph.ListFields():
+        if desc.name == "initializer":
+            continue
+        if desc.label == desc.LABEL_REPEATED:
+            getattr(graph, desc.name).extend(value)
+        else:
+            setattr(graph, desc.name, value)
+    for t in proto.graph.initializer:
+        if _tensor_bytes(t) > _SKELETON_MIN_BYTES:
+            stub = graph.initializer.add()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+        else:
+            graph.initializer.append(t)
+    return skeleton
+
+
+def _take_inferred_types(proto: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
+    """Copy what inference added (value_info, output types, subgraph types) into ``proto``."""
+    for name in ("value_info", "output"):
+        field = getattr(proto.graph, name)
+        del field[:]
+        field.extend(getattr(inferred.graph, name))
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for n in proto.graph.node for a in n.attribute):
+        del proto.graph.node[:]
+        proto.graph.node.extend(inferred.graph.node)
 
 
 def attributes(node: ir.Node) -> dict[str, Any]:

@@ -45,7 +45,7 @@ LOSS_HEADS: dict[str, tuple[int, ...]] = {
     "LogisticRegressionOutput": (1,), "MAERegressionOutput": (1,), "SVMOutput": (1,),
 }
 BATCH_DIM = "batch"
-_LARGE_TENSOR = 1024  # bytes; bigger initializers are stubbed out for the structural check
+_LARGE_TENSOR = 256  # elements; bigger initializers are stubbed out for the structural check
 
 _patch = Patch()
 
@@ -326,6 +326,13 @@ def _value_info(name: str, dtype: np.dtype, shape: Sequence[Optional[int]],
     return onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), dims)
 
 
+def _elements(tensor: TensorProto) -> int:
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count
+
+
 def _structural_check(graph: onnx.GraphProto, opset: int) -> None:
     """``onnx.checker`` on the graph with big initializers stubbed (no copy of the weights)."""
     skeleton = onnx.GraphProto()
@@ -335,7 +342,7 @@ def _structural_check(graph: onnx.GraphProto, opset: int) -> None:
     skeleton.output.extend(graph.output)
     skeleton.value_info.extend(graph.value_info)
     for tensor in graph.initializer:
-        if len(tensor.raw_data) > _LARGE_TENSOR:
+        if _elements(tensor) > _LARGE_TENSOR:  # (reading raw_data or ByteSize() would copy it)
             stub = skeleton.initializer.add()
             stub.name = tensor.name
             stub.data_type = tensor.data_type
@@ -346,10 +353,11 @@ def _structural_check(graph: onnx.GraphProto, opset: int) -> None:
         opset_stamp.check_graph(skeleton, opset)
     except onnx.checker.ValidationError as exc:
         text = one_line(exc).split(": ", 1)[-1]
-        node = re.search(r"node \(([^)]*)\)|Node \(([^)]*)\)", text)
-        name = next((g for g in node.groups() if g), None) if node else None
-        raise ConversionFailure(f"the exported graph is not valid ONNX at opset {opset}: {text}",
-                                node=name) from None
+        spec = re.search(r"Name: (\S*) OpType: (\S+)", text)
+        detail = text.split(" ==> ")[0]
+        raise ConversionFailure(f"the exported graph is not valid ONNX at opset {opset}: {detail}; export at a "
+                                f"lower opset (--opset {opset_stamp.DEFAULT_OPSET} is the default)",
+                                node=spec.group(1) if spec else None, op_type=spec.group(2) if spec else None) from None
 
 
 def build_graph(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[str, Sequence[int]], *,

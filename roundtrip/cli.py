@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from typing import Optional, Sequence
 
 from common.cli import add_common_flags, parse_shapes, run_cli, setup_logging
@@ -31,9 +32,14 @@ examples:
 EPILOG = "exit status: 0 every stage within tolerance; 3 a stage differs or is unsupported; 2 bad input; 1 internal error"
 
 
-def _add_run_flags(p: argparse.ArgumentParser, *, rtol: Optional[float] = None, atol: Optional[float] = None) -> None:
+def _add_run_flags(p: argparse.ArgumentParser, *, rtol: Optional[float] = None, atol: Optional[float] = None,
+                   user_inputs: bool = True) -> None:
     add_tolerance_flags(p, rtol=rtol, atol=atol)
-    add_input_flags(p)
+    if user_inputs:
+        add_input_flags(p)
+    else:
+        p.add_argument("--seed", type=int, default=0,
+                       help="seed of the weights and of the random input (default 0); e.g. --seed 7")
     p.add_argument("--report", metavar="FILE.md", help="also write a markdown report; e.g. --report roundtrip.md")
     p.add_argument("--json", metavar="FILE", help="also write a machine-readable JSON report; e.g. --json roundtrip.json")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
@@ -44,14 +50,19 @@ def _add_run_flags(p: argparse.ArgumentParser, *, rtol: Optional[float] = None, 
     add_common_flags(p)
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=78)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roundtrip", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     mx = sub.add_parser("mxnet", help="MXNet -> ONNX -> PyTorch (-> ONNX), compared with MXNet",
-                        description="MXNet (reference) -> ONNX (x2onnx, run by onnxruntime) -> PyTorch (onnx2x) "
-                                    "[-> ONNX again with torch.onnx.export]; every stage compared with MXNet.\n\n"
+                        description=_wrap("MXNet (reference) -> ONNX (x2onnx, run by onnxruntime) -> PyTorch "
+                                          "(onnx2x) [-> ONNX again with torch.onnx.export]; every stage compared "
+                                          "with MXNet.") + "\n\n"
                                     "example:\n  roundtrip mxnet det1-symbol.json det1-0001.params "
                                     "--input-shape data:1,3,12,12 --back-to-onnx",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     mx.set_defaults(handler=_cmd_mxnet)
 
     ox = sub.add_parser("onnx", help="ONNX -> PyTorch -> ONNX, compared with onnxruntime",
-                        description="ONNX (reference, run by onnxruntime) -> PyTorch (onnx2x) -> ONNX again "
-                                    "(torch.onnx.export); every stage compared with onnxruntime on the source model.\n\n"
+                        description=_wrap("ONNX (reference, run by onnxruntime) -> PyTorch (onnx2x) -> ONNX "
+                                          "again (torch.onnx.export); every stage compared with onnxruntime on the "
+                                          "source model.") + "\n\n"
                                     "example:\n  roundtrip onnx model.onnx --input-shape input:1,3,224,224 --json r.json",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ox.add_argument("model", metavar="MODEL.onnx", help="ONNX model file, e.g. resnet18.onnx")
@@ -85,18 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     ox.set_defaults(handler=_cmd_onnx)
 
     demo = sub.add_parser("demo", help="the embedded demo network: MXNet -> ONNX -> PyTorch (no files needed)",
-                          description="Build a small MXNet network in code with seeded random weights (PReLU after "
-                                      "Convolution and after FullyConnected, SliceChannel with separately consumed "
-                                      "outputs, Pooling with pooling_convention='full'), convert it MXNet -> ONNX -> "
-                                      "PyTorch and compare all forms on one input (tolerance 1e-5).\n\n"
-                                      "example:\n  roundtrip demo --back-to-onnx --report demo.md",
+                          description=_wrap("Build a small MXNet network in code with seeded random weights "
+                                            "(PReLU after Convolution and after FullyConnected, SliceChannel with "
+                                            "separately consumed outputs, Pooling with pooling_convention='full'), "
+                                            "convert it MXNet -> ONNX -> PyTorch and compare all forms on one input "
+                                            "(tolerance 1e-5). No network access, no files left behind.")
+                          + "\n\nexample:\n  roundtrip demo --back-to-onnx --report demo.md",
                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--back-to-onnx", action="store_true",
                       help="also export the PyTorch module back to ONNX with torch.onnx.export and compare it")
     demo.add_argument("--save-model", metavar="DIR",
                       help="also write demo-symbol.json and demo-0000.params to DIR, e.g. to try "
                            "'roundtrip mxnet DIR/demo-symbol.json DIR/demo-0000.params --input-shape data:1,3,24,24'")
-    _add_run_flags(demo, rtol=1e-5, atol=1e-5)
+    _add_run_flags(demo, rtol=1e-5, atol=1e-5, user_inputs=False)
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -144,8 +157,6 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    if args.input:
-        log.warning("--input is ignored by the demo: it always uses seeded random data")
     report = run_demo(seed=args.seed, back_to_onnx=args.back_to_onnx, rtol=args.rtol, atol=args.atol,
                       save_model=args.save_model, exporter=args.exporter)
     return _finish(report, args)

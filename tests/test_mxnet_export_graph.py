@@ -216,3 +216,15 @@ def test_dynamic_batch_marks_batch_dims_and_runs_at_other_batches():
         inputs = {"data": rand(batch, 3, 5, 5, seed=batch)}
         np.testing.assert_allclose(onnx_forward(model, inputs)[0], mxnet_forward(sym, params, inputs)[0],
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_declared_input_shape_is_the_default_and_a_free_batch_becomes_one():
+    var = mx.sym.var("data", shape=(0, 3, 4, 4))
+    sym = mx.sym.Convolution(var, kernel=(3, 3), num_filter=2, name="conv")
+    params = random_params(sym, {"data": rand(1, 3, 4, 4)})
+    model = _export(sym, params, None)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 4, 4]
+    inputs = {"data": rand(1, 3, 4, 4, seed=2)}
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], mxnet_forward(sym, params, inputs)[0],
+                               atol=1e-5, rtol=1e-5)

@@ -69,7 +69,7 @@ def test_onnx_mapping_stand_in_matches_onnx_helper():
 
             assert mapping.NP_TYPE_TO_TENSOR_TYPE[np.dtype("float32")] == onnx.TensorProto.FLOAT
             assert "onnx.mapping" in sys.modules
-        assert "onnx.mapping" not in sys.modules or hasattr(onnx, "mapping")
+        assert "onnx.mapping" not in sys.modules and getattr(onnx, "mapping", None) is None
 
 
 def test_literal_eval_parses_what_eval_parsed_and_refuses_expressions():
@@ -84,8 +84,10 @@ def test_literal_eval_parses_what_eval_parsed_and_refuses_expressions():
         literal_eval.parse_helper(attrs, "expr")
 
 
-@pytest.mark.parametrize("opset", [12, 13, 15, 17])
+@pytest.mark.parametrize("opset", [12, 13, 15, 17, 18, 21, 24])
 def test_opset_is_stamped_in_model_ir_and_checker(opset):
+    """12/13: MXNet's own forms; higher: valid as emitted, or upgraded by onnx's version converter
+    where a node's opset-13 form is gone (the ReduceMean ``axes`` attribute became an input at 18)."""
     from x2onnx.mxnet import export
 
     sym = _conv_net()
@@ -96,27 +98,35 @@ def test_opset_is_stamped_in_model_ir_and_checker(opset):
     assert [(o.domain, o.version) for o in model.opset_import] == [("", opset)]
     assert model.ir_version == onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
     onnx.checker.check_model(model, full_check=True)
+    reduce = next(n for n in model.graph.node if n.op_type == "ReduceMean")
+    assert ("axes" in [a.name for a in reduce.attribute]) == (opset < 18)
     np.testing.assert_allclose(onnx_forward(model, inputs)[0], mxnet_forward(sym, params, inputs)[0],
                                atol=1e-5, rtol=1e-5)
 
 
-def test_opset_where_emitted_nodes_are_invalid_fails_naming_the_node_or_matches_mxnet():
-    """At opset 18 ReduceMean takes axes as an input: a node emitted in its opset-13 form must be refused."""
+def test_graph_builder_names_the_node_invalid_at_the_requested_opset(monkeypatch):
+    """Without the upgrade step, the structural check refuses an opset-13 form at 18, naming the node."""
+    from onnx import helper
+
     from common.errors import ConversionFailure
-    from x2onnx.mxnet import export
+    from mx2onnx_patches import graph_builder
 
+    patches.apply()
+
+    def mean_as_opset13(node, **kwargs):  # ReduceMean with an ``axes`` attribute, whatever the opset
+        source = node["inputs"][0]
+        tensor = kwargs["outputs_lookup"][source[0]][source[1]].name
+        return [helper.make_node("ReduceMean", [tensor], [node["name"]], name="gap_node", axes=[2, 3], keepdims=0)]
+
+    for table in MXNetGraph.registry_.values():
+        if "mean" in table:
+            monkeypatch.setitem(table, "mean", mean_as_opset13)
     sym = _conv_net()
-    inputs = {"data": rand(1, 3, 6, 6)}
-    params = random_params(sym, inputs)
-    try:
-        model = export(sym, {k: mx.nd.array(v) for k, v in params.items()}, {"data": (1, 3, 6, 6)}, opset=18,
-                       simplify=False, verify=False)
-    except ConversionFailure as exc:
-        assert "opset 18" in str(exc)
-        return
-    onnx.checker.check_model(model, full_check=True)
-    np.testing.assert_allclose(onnx_forward(model, inputs)[0], mxnet_forward(sym, params, inputs)[0],
-                               atol=1e-5, rtol=1e-5)
+    params = {k: mx.nd.array(v) for k, v in random_params(sym, {"data": rand(1, 3, 6, 6)}).items()}
+    graph_builder.build_graph(sym, params, {"data": (1, 3, 6, 6)}, opset=17)  # valid there
+    with pytest.raises(ConversionFailure) as failure:
+        graph_builder.build_graph(sym, params, {"data": (1, 3, 6, 6)}, opset=18)
+    assert str(failure.value).startswith("gap_node (ReduceMean): the exported graph is not valid ONNX at opset 18")
 
 
 @pytest.mark.parametrize("opset", [11, 99])

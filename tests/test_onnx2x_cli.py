@@ -1,6 +1,7 @@
 """``onnx2x torch`` / ``onnx2x info``: outputs, verification against onnxruntime, exit codes."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_mismatch_exits_3_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     # --debug names the first ONNX value that diverges: the output of the broken Relu.
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt"), "--debug"]) == 3
     err = capsys.readouterr().err
-    assert "first divergent value 'r', output of node relu (Relu)" in err
+    assert "first divergent node: relu (Relu)" in err
     # and --no-verify writes what it converted
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt"), "--no-verify", "-q"]) == 0
     assert (out_dir / "net.py").is_file()
@@ -160,6 +161,16 @@ def test_info_lists_inputs_and_ops(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["info", str(src)]) == 0
     out = capsys.readouterr().out
     assert "x" in out and "MatMul" in out and "Sigmoid" in out
+    assert "every op supported" in out
+    model = _model()
+    model.graph.node.append(helper.make_node("NoSuchOp", ["y"], ["z"], domain="example.custom"))
+    model.opset_import.append(helper.make_opsetid("example.custom", 1))
+    model.graph.output[0].name = "z"
+    bad = _save(model, tmp_path / "bad.onnx")
+    assert main(["info", str(bad), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["unsupported_ops"] == ["example.custom::NoSuchOp"]
+    assert [i["name"] for i in data["inputs"]] == ["x"]
 
 
 def test_help_documents_every_option() -> None:

@@ -86,7 +86,6 @@ def run_roundtrip(symbol: Path, params: Path, shape: tuple[int, ...], tmp_path: 
         assert len(stage["outputs"]) == n_outputs
         for o in stage["outputs"]:
             assert o["n_bad"] == 0 and o["cand_shape"] == o["ref_shape"]
-            assert o["max_abs"] <= 1e-4 + 1e-4 * 1e6  # sanity: figures are numbers
             assert (o["rtol"], o["atol"]) == (1e-4, 1e-4)
     return data
 

@@ -139,3 +139,15 @@ def test_wrong_translation_is_restored_after_the_fixture(tmp_path):
     sym_path, params_path, shape = small_mxnet_net(tmp_path)
     model = _export(sym_path, params_path, shape)
     assert "Sigmoid" not in {n.op_type for n in model.graph.node}
+
+
+def test_equivalent_shapes_are_compared_flat():
+    model = small_cnn()
+    ref = OnnxRuntimeRunner(model).run({"x": X}, intermediates=True).intermediates
+    cand = {k: v.copy() for k, v in ref.items()}
+    ref["gap_out"] = ref["gap_out"].reshape(1, 8)  # as a framework that squeezes pooled maps keeps it
+    assert not locate(model, ref, cand).found
+    cand["gap_out"] = cand["gap_out"][:, ::-1].copy()  # same shape trick, wrong channel order
+    div = locate(model, ref, cand).divergence
+    assert div.node_name == "gap" and div.outputs[0].max_abs == pytest.approx(
+        float(np.abs(ref["gap_out"].ravel() - cand["gap_out"].ravel()).max()))

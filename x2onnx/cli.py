@@ -116,9 +116,9 @@ def default_output(symbol_path: str) -> Path:
 
 
 def _run_mxnet(args: argparse.Namespace) -> int:
-    from common.model_io import save_onnx
     from x2onnx.mxnet import loading
     from x2onnx.mxnet.export import export_report
+    from x2onnx.mxnet.writer import save_model
 
     if args.epoch is not None:
         if args.params:
@@ -137,7 +137,7 @@ def _run_mxnet(args: argparse.Namespace) -> int:
                          dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
                          verify=not args.no_verify, input_dtypes=dtypes or None, seed=args.seed,
                          atol=args.atol, rtol=args.rtol)
-    save_onnx(done.model, output)
+    save_model(done.model, output)
     if not args.quiet:
         graph = done.model.graph
         inputs = ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in done.inputs.shapes.items())

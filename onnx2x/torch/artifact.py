@@ -147,7 +147,7 @@ def _collect(gm: fx.GraphModule, class_name: str, prefix: str, out: _Collected) 
     for line in src[:start].splitlines():
         if line.strip():
             out.module_lines.setdefault(line.strip())
-    spec.forward = src[start:]
+    spec.forward = src[start:].rstrip()
     used = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", spec.forward))
     for gname, obj in code.globals.items():
         if gname not in used:
@@ -306,7 +306,8 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
         parts.append("")
         parts.append(_indent(spec.forward))
         parts.append("")
-    parts.append(_LOAD_FN)
+        parts.append("")
+    parts.append(_LOAD_FN.strip("\n"))
     source = "\n".join(parts).rstrip() + "\n"
     try:
         compile(source, weights_file[:-3] + ".py", "exec")

@@ -13,6 +13,7 @@ from common.model_io import PathLike, as_model_proto
 
 from .builder import GraphBuilder
 from .simplify import simplify as run_onnxsim
+from .sparse import densify_sparse
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,10 @@ def prepare(
     simplify: bool = True,
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
 ) -> tuple[onnx.ModelProto, str]:
-    """Load, simplify (optionally), inline local functions and infer shapes."""
+    """Load, densify sparse tensors, simplify (optionally), inline local functions and infer shapes."""
     proto, label = as_model_proto(model)
+    proto = densify_sparse(proto, label=label)
+    given = model if isinstance(model, onnx.ModelProto) else None
     if simplify:
         proto = run_onnxsim(proto, input_shapes, label=label)
     elif input_shapes:
@@ -35,7 +38,8 @@ def prepare(
         except Exception as exc:
             raise ModelLoadError(f"cannot inline model-local functions ({' '.join(str(exc).split())[:200]})",
                                  file=label) from exc
-    proto = cir.infer_shapes(proto)
+    # In place (no serialized copy of the weights) unless the proto is the caller's own object.
+    proto = cir.infer_shapes(proto, in_place=proto is not given)
     return proto, label
 
 

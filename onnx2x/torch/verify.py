@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4
-INT_HIGH = 4  # random integer inputs lie in [0, INT_HIGH): small enough to be valid indices
 
 
 @dataclass
@@ -44,55 +43,41 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def random_inputs(
     proto: onnx.ModelProto, input_shapes: Optional[dict[str, Sequence[int]]] = None, seed: int = 0
 ) -> list[np.ndarray]:
-    """Seeded inputs in the model's declared shapes (symbolic dims: ``input_shapes`` or 1).
+    """Seeded inputs in the model's declared shapes, in graph order.
 
-    Raises ``ValueError`` for inputs that cannot be generated (sequences, strings).
+    Drawn by ``common.verify.inputs`` (which keeps index-like inputs within the sizes their
+    consumers allow); symbolic dimensions not fixed by ``input_shapes`` are 1. Raises
+    ``ValueError`` for inputs that cannot be generated (sequences, strings, unknown rank).
     """
-    rng = np.random.default_rng(seed)
-    feeds = []
-    for value in graph_inputs(proto):
-        ttype = value.type
-        if not ttype.HasField("tensor_type"):
-            raise ValueError(f"input {value.name!r} is not a tensor")
-        elem = ttype.tensor_type.elem_type
-        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-        if input_shapes and value.name in input_shapes:
-            shape = tuple(int(d) for d in input_shapes[value.name])
-        else:
-            shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in ttype.tensor_type.shape.dim)
-        if str(np_dtype) in ("float16", "float32", "float64"):
-            feeds.append(rng.standard_normal(shape).astype(np_dtype))
-        elif np_dtype.kind in "iu":
-            feeds.append(rng.integers(0, INT_HIGH, size=shape).astype(np_dtype))
-        elif np_dtype.kind == "b":
-            feeds.append(rng.integers(0, 2, size=shape).astype(bool))
-        else:
-            raise ValueError(f"input {value.name!r} has type {np_dtype}, which the check cannot generate")
-    return feeds
+    from common.errors import ShapeError
+    from common.verify.inputs import random_inputs as draw, specs_from_onnx
+
+    names = [v.name for v in graph_inputs(proto)]
+    if any(not v.type.HasField("tensor_type") for v in graph_inputs(proto)):
+        raise ValueError("the model has non-tensor inputs, which the check cannot generate")
+    try:
+        specs = specs_from_onnx(proto, input_shapes)
+        for spec in specs:
+            if spec.shape is not None:
+                spec.shape = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in spec.shape)
+            if spec.dtype in ("object", "str") or spec.dtype.startswith(("str", "<U", "|S")):
+                raise ValueError(f"input {spec.name!r} has type {spec.dtype}, which the check cannot generate")
+        drawn = draw(specs, seed)
+    except ShapeError as exc:
+        raise ValueError(exc.message) from exc
+    return [drawn[n] for n in names]
 
 
-def onnxruntime_outputs(
-    proto: onnx.ModelProto, feeds: Sequence[np.ndarray], extra_outputs: Sequence[str] = ()
-) -> tuple[Optional[list[Any]], str]:
+def onnxruntime_outputs(proto: onnx.ModelProto, feeds: Sequence[np.ndarray]) -> tuple[Optional[list[Any]], str]:
     """(outputs, "") from onnxruntime, or (None, why) when it refuses the model or the inputs."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None, "onnxruntime is not installed"
-    model = proto
-    if extra_outputs:
-        model = onnx.ModelProto()
-        model.CopyFrom(proto)
-        known = {o.name for o in model.graph.output}
-        for name in extra_outputs:
-            if name not in known:
-                model.graph.output.append(onnx.ValueInfoProto(name=name))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if extra_outputs:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for every refusal
         return None, f"onnxruntime cannot load the model ({_short(exc)})"
     names = [i.name for i in sess.get_inputs()]
@@ -210,47 +195,21 @@ def _skip(where: str, why: str) -> CheckResult:
     return CheckResult(skipped=True, reason=why)
 
 
-class _Recorder(torch.fx.Interpreter):
-    """Runs a GraphModule and keeps every node's value."""
-
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.values: dict[str, Any] = {}
-
-    def run_node(self, n: torch.fx.Node) -> Any:
-        out = super().run_node(n)
-        self.values[n.name] = out
-        return out
-
-
 def first_divergence(
     gm: torch.fx.GraphModule, proto: onnx.ModelProto, feeds: Sequence[np.ndarray], rtol: float, atol: float
 ) -> Optional[str]:
-    """Name the first ONNX value (in graph order) whose PyTorch value differs from onnxruntime's."""
-    to_fx: dict[str, str] = dict(getattr(gm, "onnx_value_to_fx", {}))
-    inputs = {v.name for v in proto.graph.input}
-    order: list[tuple[str, onnx.NodeProto]] = [(o, n) for n in proto.graph.node for o in n.output
-                                               if o and o in to_fx and o not in inputs]
-    if not order:
-        return None
-    ref, why = onnxruntime_outputs(proto, feeds, [o for o, _ in order])
-    if ref is None:
-        return f"cannot locate the divergent node: {why}"
-    n_out = len(proto.graph.output)
-    known = {o.name: k for k, o in enumerate(proto.graph.output)}
-    extra = [o for o, _ in order if o not in known]
-    ref_by_name = {o.name: ref[k] for k, o in enumerate(proto.graph.output)}
-    ref_by_name.update({name: ref[n_out + k] for k, name in enumerate(extra)})
-    rec = _Recorder(gm)
+    """Where the module first departs from onnxruntime (``common.verify``'s locator), or None.
+
+    ``proto`` must be the graph ``gm`` was built from. The full report goes to the log; the
+    returned line names the node.
+    """
+    from common.verify.diagnose import diagnose_onnx_to_torch
+
+    names = [v.name for v in graph_inputs(proto)]
     try:
-        with torch.no_grad():
-            rec.run(*[torch.from_numpy(np.array(f, copy=True)) for f in feeds])
-    except Exception as exc:
+        result = diagnose_onnx_to_torch(proto, gm, dict(zip(names, feeds)), rtol=rtol, atol=atol)
+    except Exception as exc:  # diagnosis is a help on top of the failure: never replace it
         return f"cannot locate the divergent node: {_short(exc)}"
-    for name, node in order:
-        if to_fx[name] not in rec.values or name not in ref_by_name:
-            continue
-        msg, _ = compare(ref_by_name[name], to_numpy(rec.values[to_fx[name]]), rtol, atol)
-        if msg:
-            return f"first divergent value {name!r}, output of node {node.name or '<unnamed>'} ({node.op_type}): {msg}"
-    return None
+    text = result.describe()
+    log.error("%s", text)
+    return text.splitlines()[0] if text else None

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 import mx2onnx_patches
-from common.errors import ConversionError
+from common.errors import ConversionError, ConversionFailure
 from mx2onnx_patches import graph_builder, opset_stamp
 
 from . import inputs as inputs_mod
@@ -108,13 +108,12 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
     try:
         plan = inputs_mod.plan_inputs(sym, nodes, all_params, input_shapes, input_dtypes)
         dynamic = {n: (None,) + tuple(s[1:]) for n, s in plan.shapes.items() if s} if dynamic_batch else None
-        model = onnx.ModelProto()
-        model.ir_version = opset_stamp.ir_version_for(opset)
-        model.producer_name = PRODUCER
-        model.producer_version = "mxnet-1.9.1"
-        model.opset_import.add(domain="", version=opset)
-        result = graph_builder.build_graph(sym, all_params, plan.shapes, input_dtypes=plan.dtypes, opset=opset,
-                                           dynamic_input_shapes=dynamic, target=model.graph)
+        try:
+            model, result = _build(sym, all_params, plan, opset, dynamic)
+        except ConversionFailure as exc:
+            if opset <= opset_stamp.DEFAULT_OPSET or "not valid ONNX at opset" not in exc.message:
+                raise
+            model, result = _upgraded(sym, all_params, plan, opset, dynamic, exc)
     except ConversionError as exc:
         raise exc.with_context(file=sym_file if sym_file != "<symbol>" else None)
     log.info("converted %d MXNet nodes into %d ONNX nodes in %.2f s", len(nodes), len(model.graph.node),
@@ -135,6 +134,36 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         log.info("verified against MXNet: %s", report.summary())
     log.info("export done in %.2f s", time.perf_counter() - started)
     return Exported(model, report, plan, result.labels)
+
+
+def _build(sym: Any, params: Mapping[str, Any], plan: inputs_mod.InputPlan, opset: int,
+           dynamic: Optional[Mapping[str, Any]]) -> tuple[onnx.ModelProto, graph_builder.BuildResult]:
+    """Convert into a fresh model stamped with ``opset`` (the weights are created in it directly)."""
+    model = onnx.ModelProto()
+    model.ir_version = opset_stamp.ir_version_for(opset)
+    model.producer_name = PRODUCER
+    model.producer_version = "mxnet-1.9.1"
+    model.opset_import.add(domain="", version=opset)
+    result = graph_builder.build_graph(sym, params, plan.shapes, input_dtypes=plan.dtypes, opset=opset,
+                                       dynamic_input_shapes=dynamic, target=model.graph)
+    return model, result
+
+
+def _upgraded(sym: Any, params: Mapping[str, Any], plan: inputs_mod.InputPlan, opset: int,
+              dynamic: Optional[Mapping[str, Any]], error: ConversionFailure
+              ) -> tuple[onnx.ModelProto, graph_builder.BuildResult]:
+    """Some translation emits an opset-13 form the requested opset no longer accepts (Reduce*
+    ``axes`` became an input at 18): convert at 13 and let onnx's version converter upgrade."""
+    log.info("%s; converting at opset %d and upgrading to %d", error, opset_stamp.DEFAULT_OPSET, opset)
+    model, result = _build(sym, params, plan, opset_stamp.DEFAULT_OPSET, dynamic)
+    try:
+        upgraded = onnx.version_converter.convert_version(model, opset)
+        upgraded.ir_version = opset_stamp.ir_version_for(opset)
+        onnx.checker.check_model(upgraded)
+    except Exception as exc:  # noqa: BLE001 - the converter raises several types; keep the first error
+        log.info("onnx's version converter could not upgrade: %s", exc)
+        raise error from None
+    return upgraded, result
 
 
 def export_checkpoint(prefix: PathLike, epoch: int, input_shapes: Any = None, **kwargs: Any) -> onnx.ModelProto:

@@ -79,8 +79,9 @@ def plan_inputs(sym: Any, nodes: list[dict], params: Mapping[str, Any], user_sha
             continue
         declared = _declared(by_name.get(name, {}), "__shape__")
         shape = parse_helper({"s": declared}, "s") if declared else None
-        if shape and all(int(d) > 0 for d in shape):
-            shapes[name] = tuple(int(d) for d in shape)
+        if shape and all(int(d) > 0 for d in shape[1:]) and int(shape[0]) >= 0:
+            # a declared batch of 0 means "any": export at batch 1
+            shapes[name] = (max(int(shape[0]), 1),) + tuple(int(d) for d in shape[1:])
             continue
         inferred = _inferred(sym, params, name)
         if inferred:

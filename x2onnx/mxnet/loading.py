@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 def native_stderr_to_log():
     """Send what MXNet's C++ core prints on stderr meanwhile (e.g. "Loading symbol saved by
     previous version v0.8.0") to the debug log, so a CLI's stderr holds only its own lines."""
+    fd = 2  # what C++ writes to, whatever Python's sys.stderr is at the moment
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except OSError:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), fd)
         try:

@@ -10,6 +10,7 @@ delegate there once that engine is settled.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
@@ -171,10 +172,23 @@ def mxnet_internals(sym: Any, arg_params: Mapping[str, Any], aux_params: Mapping
             array = mx.nd.NDArray(ctypes.cast(handle, NDArrayHandle), writable=False)
             captured[key] = array.asnumpy()
 
-    executor = _bind(sym, arg_params, aux_params, inputs)
-    executor.set_monitor_callback(monitor, monitor_all=False)
-    executor.forward(is_train=False)
-    mx.nd.waitall()
+    # MKL-DNN's subgraph fusion renames and merges nodes (conv+relu -> sg_mkldnn_conv_act_0):
+    # bind without it so every MXNet node reports its own output
+    from .loading import native_stderr_to_log
+
+    previous = os.environ.get("MXNET_SUBGRAPH_BACKEND")
+    os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
+    try:
+        with native_stderr_to_log():
+            executor = _bind(sym, arg_params, aux_params, inputs)
+            executor.set_monitor_callback(monitor, monitor_all=False)
+            executor.forward(is_train=False)
+            mx.nd.waitall()
+    finally:
+        if previous is None:
+            os.environ.pop("MXNET_SUBGRAPH_BACKEND", None)
+        else:
+            os.environ["MXNET_SUBGRAPH_BACKEND"] = previous
     return captured
 
 

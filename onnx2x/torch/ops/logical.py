@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ..builder import Handle, NodeContext
+from ..builder import Handle, NodeContext, is_string_array
 from ..registry import converter
 from ..runtime import elementwise as rt
+from ..runtime import strings as rt_strings
 from .arithmetic import binary_inputs, plain_dtype
 
 _COMPARISONS = {
@@ -21,16 +22,21 @@ _COMPARISONS = {
 }
 
 
-def _reject_strings(ctx: NodeContext) -> None:
-    for i in range(ctx.num_inputs):
-        if ctx.has_input(i) and ctx.node.inputs[i].dtype is not None and ctx.node.inputs[i].dtype.name == "STRING":
-            raise ctx.unsupported("string tensors have no PyTorch equivalent")
+def _is_string(ctx: NodeContext, i: int) -> bool:
+    """Input ``i`` is a string tensor (declared STRING, or a known numpy string array)."""
+    if not ctx.has_input(i):
+        return False
+    dtype = ctx.node.inputs[i].dtype
+    return (dtype is not None and dtype.name == "STRING") or is_string_array(ctx.input(i))
 
 
 @converter(tuple(_COMPARISONS), since=1)
 def compare(ctx: NodeContext) -> Handle:
     """Element-wise comparison with numpy broadcasting; the result is bool."""
-    _reject_strings(ctx)
+    if _is_string(ctx, 0) or _is_string(ctx, 1):
+        if ctx.op_type != "Equal":
+            raise ctx.unsupported("only Equal compares string tensors")
+        return ctx.call(rt_strings.string_equal, ctx.input(0), ctx.input(1))
     op, fn = _COMPARISONS[ctx.op_type]
     a, b = binary_inputs(ctx)
     if plain_dtype(ctx.dtype(0)):
@@ -71,7 +77,8 @@ def bitwise_not(ctx: NodeContext) -> Handle:
 @converter("Where", since=9)
 def where(ctx: NodeContext) -> Handle:
     """Select from X where the condition holds, else from Y (all three broadcast)."""
-    _reject_strings(ctx)
+    if _is_string(ctx, 1) or _is_string(ctx, 2):
+        return ctx.call(rt_strings.string_where, ctx.input(0), ctx.input(1), ctx.input(2))
     if plain_dtype(ctx.dtype(1)):
         return ctx.call(torch.where, ctx.input(0), ctx.input(1), ctx.input(2))
     return ctx.call(rt.where, ctx.input(0), ctx.input(1), ctx.input(2))

@@ -42,6 +42,32 @@ def _object_array(items: Sequence[str], shape: Sequence[int]):
     return out.reshape(tuple(shape))
 
 
+def to_string_array(x: Any) -> Any:
+    """``x`` (bytes / unicode / object array, list or scalar) as a numpy object array of str."""
+    return _strings(x)
+
+
+def string_constant(items: Sequence[str], shape: Sequence[int]) -> Any:
+    """A known string tensor, rebuilt from literals (how a converted module embeds one)."""
+    return _object_array(items, shape)
+
+
+def string_equal(x: Any, y: Any) -> torch.Tensor:
+    """ONNX Equal on strings: element-wise with numpy broadcasting, as a bool tensor."""
+    np = _np()
+    a, b = _strings(x), _strings(y)
+    hits = np.frompyfunc(lambda s, t: s == t, 2, 1)(a, b)
+    return torch.from_numpy(np.asarray(hits, dtype=bool).reshape(np.broadcast(a, b).shape))
+
+
+def string_where(condition: Any, x: Any, y: Any) -> Any:
+    """ONNX Where on strings: pick from ``x`` where ``condition`` holds, else from ``y``."""
+    np = _np()
+    cond = condition.detach().cpu().numpy() if isinstance(condition, torch.Tensor) else np.asarray(condition)
+    out = np.where(cond.astype(bool), _strings(x), _strings(y))
+    return _strings(out)
+
+
 def string_normalizer(x: Any, case_change: str, case_sensitive: int, stopwords: Sequence[str]) -> Any:
     """ONNX StringNormalizer: drop stopwords, then change case; keeps the [C] / [1, C] layout."""
     arr = _strings(x)

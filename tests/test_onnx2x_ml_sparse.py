@@ -1,0 +1,366 @@
+"""Sparse tensors, string constants and classic-ML ops (TfIdfVectorizer, Binarizer, tree
+ensembles) through onnx2x torch, checked against onnxruntime and the ONNX conformance cases."""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from common.errors import ConversionError, ModelLoadError, SecurityError
+from onnx2x.torch import convert
+from onnx2x.torch import sparse as sparse_mod
+from onnx2x.torch.artifact import save
+from onnx2x.torch.ops import ml as ml_ops
+from tests.support.conformance import node_cases, run_case
+
+ML = "ai.onnx.ml"
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=17, ml_opset=None, ir_version=9):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(ML, ml_opset)] if ml_opset else [])
+    return helper.make_model(graph, opset_imports=imports, ir_version=ir_version)
+
+
+def _ort(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _np(value):
+    return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _as_list(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+# --- conformance cases -------------------------------------------------------------------------
+_CASES = {c.name: c for c in node_cases()}
+_NAMES = sorted(n for n in _CASES if n.startswith(("test_tfidfvectorizer", "test_ai_onnx_ml_binarizer",
+                                                   "test_ai_onnx_ml_tree_ensemble", "test_equal_string")))
+
+
+def test_conformance_cases_are_found() -> None:
+    assert len(_NAMES) == 12
+
+
+@pytest.mark.parametrize("name", _NAMES)
+def test_conformance_case(name: str) -> None:
+    result = run_case(_CASES[name])
+    assert result.status == "pass", result.detail
+
+
+# --- sparse tensors ----------------------------------------------------------------------------
+def _sparse(values: np.ndarray, indices: np.ndarray, dims: list[int], name: str = "") -> onnx.SparseTensorProto:
+    return helper.make_sparse_tensor(numpy_helper.from_array(values, name), numpy_helper.from_array(indices), dims)
+
+
+def _sparse_model() -> onnx.ModelProto:
+    linear = _sparse(np.array([1.5, -2.0, 3.0], np.float32), np.array([1, 5, 11], np.int64), [3, 4], "W")
+    coords = _sparse(np.array([7, 9, -4], np.int64), np.array([[0, 1], [1, 2], [1, 0]], np.int64), [2, 3])
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], sparse_value=_sparse(np.array([2.5], np.float32),
+                                                                      np.array([2], np.int64), [4])),
+         helper.make_node("Add", ["c", "c"], ["b"])],  # onnxruntime cannot return a sparse Constant as is
+        "then", [], [helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])])
+    other = helper.make_graph([helper.make_node("Constant", [], ["e"], value_floats=[0.0, 0.0, 0.0, 1.0])],
+                              "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    nodes = [helper.make_node("Add", ["X", "W"], ["Y"]),
+             helper.make_node("Constant", [], ["C"], sparse_value=coords),
+             helper.make_node("Cast", ["C"], ["Z"], to=TensorProto.FLOAT),
+             helper.make_node("If", ["flag"], ["B"], then_branch=branch, else_branch=other)]
+    model = _model(nodes, [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 4]),
+                           helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [3, 4]),
+                    helper.make_tensor_value_info("Z", TensorProto.FLOAT, [2, 3]),
+                    helper.make_tensor_value_info("B", TensorProto.FLOAT, [4])])
+    model.graph.sparse_initializer.append(linear)
+    return model
+
+
+@pytest.mark.parametrize("simplify", [False, True])
+@pytest.mark.parametrize("flag", [True, False])
+def test_sparse_initializer_and_constants_match_onnxruntime(simplify: bool, flag: bool) -> None:
+    model = _sparse_model()
+    before = model.SerializeToString()
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    expected = _ort(model, {"X": x, "flag": np.array(flag)})
+    got = _as_list(convert(model, simplify=simplify)(torch.from_numpy(x), torch.tensor(flag)))
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(_np(g), e)
+    assert model.SerializeToString() == before  # the caller's proto is not rewritten
+
+
+def test_sparse_bad_indices_are_a_load_error() -> None:
+    model = _model([helper.make_node("Identity", ["W"], ["Y"])], [],
+                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 2])])
+    model.graph.sparse_initializer.append(_sparse(np.array([1.0], np.float32), np.array([4], np.int64), [2, 2], "W"))
+    with pytest.raises(ModelLoadError, match="out of range"):
+        convert(model, simplify=False)
+
+
+def test_sparse_huge_dense_shape_is_refused() -> None:
+    sp = _sparse(np.array([1.0], np.float32), np.array([0], np.int64), [1 << 20, 1 << 20], "W")
+    model = _model([helper.make_node("Identity", ["W"], ["Y"])], [],
+                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    model.graph.sparse_initializer.append(sp)
+    assert sparse_mod.has_sparse(model)
+    with pytest.raises(SecurityError):
+        convert(model, simplify=False)
+
+
+# --- string constants --------------------------------------------------------------------------
+def _string_model() -> onnx.ModelProto:
+    table = numpy_helper.from_array(np.array(["ab", "c", "d"], dtype=object), "S")
+    nodes = [helper.make_node("Equal", ["X", "S"], ["E"]),
+             helper.make_node("Constant", [], ["K"], value_strings=["p", "q", "r"]),
+             helper.make_node("Where", ["E", "K", "X"], ["W"]),
+             helper.make_node("Constant", [], ["K2"],
+                              value=numpy_helper.from_array(np.array([["u", "v", "w"]], dtype=object))),
+             helper.make_node("Identity", ["K2"], ["O"])]
+    return _model(nodes, [helper.make_tensor_value_info("X", TensorProto.STRING, [2, 3])],
+                  [helper.make_tensor_value_info("E", TensorProto.BOOL, [2, 3]),
+                   helper.make_tensor_value_info("W", TensorProto.STRING, [2, 3]),
+                   helper.make_tensor_value_info("O", TensorProto.STRING, [1, 3])], [table], opset=19)
+
+
+def _assert_same(expected, got) -> None:
+    for e, g in zip(expected, got):
+        g = _np(g)
+        assert g.shape == e.shape
+        assert g.tolist() == e.tolist()
+
+
+def test_string_constants_equal_and_where_match_onnxruntime(tmp_path) -> None:
+    model = _string_model()
+    x = np.array([["ab", "x", "d"], ["c", "c", "c"]], dtype=object)
+    expected = _ort(model, {"X": x})
+    gm = convert(model, simplify=False)
+    _assert_same(expected, gm(x))
+    # The saved artifact rebuilds the string constants from source literals.
+    save(gm, tmp_path / "m.pt")
+    spec = importlib.util.spec_from_file_location("string_model", tmp_path / "m.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _assert_same(expected, mod.load()(x))
+
+
+# --- Binarizer ---------------------------------------------------------------------------------
+def test_binarizer_matches_onnxruntime() -> None:
+    node = helper.make_node("Binarizer", ["X"], ["Y"], domain=ML, threshold=0.25)
+    model = _model([node], [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 5])],
+                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, 5])], ml_opset=1)
+    x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
+    x[0, 0] = 0.25  # a tie stays 0
+    out = convert(model, simplify=False)(torch.from_numpy(x))
+    expected = _ort(model, {"X": x})[0]
+    assert out.dtype == torch.from_numpy(expected).dtype
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+# --- TfIdfVectorizer ---------------------------------------------------------------------------
+def _tfidf_case(rng, strings: bool, min_n: int, max_n: int, skip: int, mode: str, weighted: bool, shape):
+    vocab = [f"w{i}" for i in range(6)] if strings else list(range(2, 8))
+    counts, pool, n_grams = [], [], 0
+    for n in (1, 2, 3):
+        counts.append(len(pool))
+        seen = set()
+        for _ in range(int(rng.integers(1, 5))):
+            gram = tuple(vocab[i] for i in rng.integers(0, len(vocab), size=n))
+            if gram not in seen:
+                seen.add(gram)
+                pool.extend(gram)
+                n_grams += 1
+    columns = [int(c) for c in rng.permutation(n_grams + 2)[:n_grams]]  # some columns stay unused
+    attrs = dict(min_gram_length=min_n, max_gram_length=max_n, max_skip_count=skip, mode=mode,
+                 ngram_counts=counts, ngram_indexes=columns)
+    attrs["pool_strings" if strings else "pool_int64s"] = pool
+    if weighted:
+        attrs["weights"] = [float(w) for w in np.round(rng.random(n_grams) * 3, 2)]
+    node = helper.make_node("TfIdfVectorizer", ["X"], ["Y"], **attrs)
+    model = _model([node], [helper.make_tensor_value_info("X", TensorProto.STRING if strings else TensorProto.INT64,
+                                                          list(shape))],
+                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    picks = rng.integers(0, len(vocab) + 1, size=int(np.prod(shape)))  # len(vocab): a token outside the pool
+    other = "zz" if strings else 99
+    x = np.array([vocab[i] if i < len(vocab) else other for i in picks],
+                 dtype=object if strings else np.int64).reshape(shape)
+    return model, x
+
+
+@pytest.mark.parametrize("brute", [False, True], ids=["keys", "id-matrix"])
+@pytest.mark.parametrize("strings", [False, True], ids=["ints", "strings"])
+@pytest.mark.parametrize("mode", ["TF", "IDF", "TFIDF"])
+def test_tfidf_matches_onnxruntime(monkeypatch, brute: bool, strings: bool, mode: str) -> None:
+    if brute:  # keys would "overflow": exercise the n-gram matrix comparison path
+        monkeypatch.setattr(ml_ops, "_INT64_MAX", 10)
+    rng = np.random.default_rng(7)
+    for min_n, max_n in ((1, 1), (1, 2), (1, 3), (2, 3), (3, 3)):
+        for skip in (0, 2):
+            for weighted in (False, True):
+                shape = (12,) if rng.random() < 0.5 else (3, 9)
+                model, x = _tfidf_case(rng, strings, min_n, max_n, skip, mode, weighted, shape)
+                expected = _ort(model, {"X": x})[0]
+                got = convert(model, simplify=False)(x if strings else torch.from_numpy(x))
+                assert got.dtype == torch.float32 and tuple(got.shape) == expected.shape
+                np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+# --- tree ensembles ----------------------------------------------------------------------------
+def _random_tree_ensemble(rng, n_trees: int, n_features: int, n_targets: int, depth: int,
+                          dtype=np.float64) -> dict:
+    """TreeEnsemble (ai.onnx.ml 5) attributes; integer splits and members so ties and set
+    membership are exercised (onnxruntime only implements integer membership values)."""
+    a: dict[str, list] = {k: [] for k in ("modes", "features", "splits", "true", "false", "true_leaf", "false_leaf",
+                                          "missing", "leaf_targets", "leaf_weights", "roots", "members")}
+
+    def leaf() -> int:
+        a["leaf_targets"].append(int(rng.integers(n_targets)))
+        a["leaf_weights"].append(float(rng.normal()))
+        return len(a["leaf_targets"]) - 1
+
+    def node(d: int) -> int:
+        i = len(a["modes"])
+        mode = int(rng.integers(7))
+        a["modes"].append(mode)
+        a["features"].append(int(rng.integers(n_features)))
+        a["splits"].append(float(rng.integers(-3, 4)) if mode != 6 else math.nan)
+        a["missing"].append(int(rng.integers(2)))
+        if mode == 6:
+            a["members"].extend([float(v) for v in rng.integers(-3, 4, size=3)] + [math.nan])
+        for key in ("true", "false", "true_leaf", "false_leaf"):
+            a[key].append(0)
+        for side in ("true", "false"):
+            if d == 0 or rng.random() < 0.3:
+                a[side][i], a[side + "_leaf"][i] = leaf(), 1
+            else:
+                a[side][i], a[side + "_leaf"][i] = node(d - 1), 0
+        return i
+
+    a["roots"] = [node(depth) for _ in range(n_trees)]
+    attrs = dict(nodes_modes=numpy_helper.from_array(np.array(a["modes"], np.uint8)), nodes_featureids=a["features"],
+                 nodes_splits=numpy_helper.from_array(np.array(a["splits"], dtype)),
+                 nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"], nodes_trueleafs=a["true_leaf"],
+                 nodes_falseleafs=a["false_leaf"], nodes_missing_value_tracks_true=a["missing"],
+                 leaf_targetids=a["leaf_targets"],
+                 leaf_weights=numpy_helper.from_array(np.array(a["leaf_weights"], dtype)),
+                 tree_roots=a["roots"], n_targets=n_targets)
+    if a["members"]:
+        attrs["membership_values"] = numpy_helper.from_array(np.array(a["members"], dtype))
+    return attrs
+
+
+def _tree_model(attrs: dict, aggregate: int, transform: int, onnx_type: int) -> onnx.ModelProto:
+    node = helper.make_node("TreeEnsemble", ["X"], ["Y"], domain=ML, aggregate_function=aggregate,
+                            post_transform=transform, **attrs)
+    return _model([node], [helper.make_tensor_value_info("X", onnx_type, [None, 3])],
+                  [helper.make_tensor_value_info("Y", onnx_type, [None, 3])], opset=21, ml_opset=5, ir_version=10)
+
+
+def _features(rng, dtype) -> np.ndarray:
+    x = rng.integers(-4, 5, size=(64, 3)).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("aggregate", [0, 1, 2, 3], ids=["AVERAGE", "SUM", "MIN", "MAX"])
+@pytest.mark.parametrize("dtype,onnx_type", [(np.float32, TensorProto.FLOAT), (np.float64, TensorProto.DOUBLE)])
+def test_tree_ensemble_matches_onnxruntime(aggregate: int, dtype, onnx_type: int) -> None:
+    rng = np.random.default_rng(aggregate)
+    for _ in range(3):
+        attrs = _random_tree_ensemble(rng, n_trees=4, n_features=3, n_targets=3, depth=4, dtype=dtype)
+        x = _features(rng, dtype)
+        for transform in (0, 3):  # NONE, SOFTMAX_ZERO
+            model = _tree_model(attrs, aggregate, transform, onnx_type)
+            expected = _ort(model, {"X": x})[0]
+            got = convert(model, simplify=False)(torch.from_numpy(x))
+            assert got.dtype == torch.from_numpy(expected).dtype
+            np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tree_ensemble_softmax_and_logistic_follow_the_spec_numbering() -> None:
+    """SOFTMAX is 1 and LOGISTIC 2 in the TreeEnsemble spec (onnxruntime 1.31 swaps them), so
+    the expected values are onnxruntime's raw scores put through the named transform."""
+    rng = np.random.default_rng(11)
+    attrs = _random_tree_ensemble(rng, n_trees=5, n_features=3, n_targets=3, depth=4)
+    x = _features(rng, np.float64)
+    raw = torch.from_numpy(_ort(_tree_model(attrs, 1, 0, TensorProto.DOUBLE), {"X": x})[0])
+    for transform, fn in ((1, lambda s: torch.softmax(s, -1)), (2, torch.sigmoid),
+                          (4, lambda s: math.sqrt(2) * torch.erfinv(2 * s - 1))):
+        got = convert(_tree_model(attrs, 1, transform, TensorProto.DOUBLE), simplify=False)(torch.from_numpy(x))
+        np.testing.assert_allclose(got.numpy(), fn(raw).numpy(), rtol=1e-7, atol=1e-9)
+
+
+_MODE_NAMES = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"]
+
+
+def _random_regressor(rng, n_trees: int, n_features: int, n_targets: int, depth: int) -> dict:
+    a: dict[str, list] = {k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_modes",
+                                          "nodes_values", "nodes_truenodeids", "nodes_falsenodeids",
+                                          "nodes_missing_value_tracks_true", "target_treeids", "target_nodeids",
+                                          "target_ids", "target_weights")}
+    for tree in range(n_trees):
+        next_id = [0]
+
+        def node(d: int) -> int:
+            nid, row = next_id[0], len(a["nodes_nodeids"])
+            next_id[0] += 1
+            a["nodes_treeids"].append(tree)
+            a["nodes_nodeids"].append(nid)
+            a["nodes_featureids"].append(int(rng.integers(n_features)))
+            a["nodes_missing_value_tracks_true"].append(int(rng.integers(2)))
+            a["nodes_values"].append(float(rng.integers(-3, 4)))
+            a["nodes_truenodeids"].append(0)
+            a["nodes_falsenodeids"].append(0)
+            if d == 0 or rng.random() < 0.25:
+                a["nodes_modes"].append("LEAF")
+                for target in rng.choice(n_targets, size=int(rng.integers(1, n_targets + 1)), replace=False):
+                    a["target_treeids"].append(tree)
+                    a["target_nodeids"].append(nid)
+                    a["target_ids"].append(int(target))
+                    a["target_weights"].append(float(rng.normal()))
+            else:
+                a["nodes_modes"].append(_MODE_NAMES[int(rng.integers(6))])
+                a["nodes_truenodeids"][row] = node(d - 1)
+                a["nodes_falsenodeids"][row] = node(d - 1)
+            return nid
+
+        node(depth)
+    return a
+
+
+@pytest.mark.parametrize("aggregate", ["SUM", "AVERAGE", "MIN", "MAX"])
+def test_tree_ensemble_regressor_matches_onnxruntime(aggregate: str) -> None:
+    rng = np.random.default_rng(len(aggregate))
+    for transform in ("NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO"):
+        attrs = _random_regressor(rng, n_trees=5, n_features=3, n_targets=3, depth=4)
+        node = helper.make_node("TreeEnsembleRegressor", ["X"], ["Y"], domain=ML, aggregate_function=aggregate,
+                                post_transform=transform, n_targets=3, base_values=[0.1, -0.2, 0.3], **attrs)
+        model = _model([node], [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
+                       [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3])], ml_opset=3)
+        x = _features(rng, np.float32)
+        expected = _ort(model, {"X": x})[0]
+        got = convert(model, simplify=False)(torch.from_numpy(x))
+        assert got.dtype == torch.float32
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tree_ensemble_with_a_cycle_is_refused() -> None:
+    attrs = dict(nodes_modes=numpy_helper.from_array(np.array([0, 0], np.uint8)), nodes_featureids=[0, 0],
+                 nodes_splits=numpy_helper.from_array(np.array([0.0, 1.0])), nodes_truenodeids=[1, 0],
+                 nodes_falsenodeids=[0, 0], nodes_trueleafs=[0, 0], nodes_falseleafs=[1, 1],
+                 leaf_targetids=[0], leaf_weights=numpy_helper.from_array(np.array([1.0])), tree_roots=[0],
+                 n_targets=1)
+    node = helper.make_node("TreeEnsemble", ["X"], ["Y"], domain=ML, **attrs)
+    model = _model([node], [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
+                   [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])], opset=21, ml_opset=5,
+                   ir_version=10)
+    with pytest.raises(ConversionError, match="cycle"):
+        convert(model, simplify=False)
