@@ -94,21 +94,11 @@ def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
     skeleton = onnx.ModelProto()
     for desc, value in proto.ListFields():
         if desc.name != "graph":
-            field = getattr(skeleton, desc.name)
-            if desc.label == desc.LABEL_REPEATED:
-                field.extend(value)
-            elif desc.message_type is not None:
-                field.CopyFrom(value)
-            else:
-                setattr(skeleton, desc.name, value)
+            _copy_field(skeleton, desc, value)
     graph = skeleton.graph
     for desc, value in proto.graph.ListFields():
-        if desc.name == "initializer":
-            continue
-        if desc.label == desc.LABEL_REPEATED:
-            getattr(graph, desc.name).extend(value)
-        else:
-            setattr(graph, desc.name, value)
+        if desc.name != "initializer":
+            _copy_field(graph, desc, value)
     for t in proto.graph.initializer:
         if _tensor_bytes(t) > _SKELETON_MIN_BYTES:
             stub = graph.initializer.add()
@@ -117,6 +107,16 @@ def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
         else:
             graph.initializer.append(t)
     return skeleton
+
+
+def _copy_field(target: Any, desc: Any, value: Any) -> None:
+    field = getattr(target, desc.name)
+    if hasattr(field, "extend"):  # repeated
+        field.extend(value)
+    elif desc.message_type is not None:
+        field.CopyFrom(value)
+    else:
+        setattr(target, desc.name, value)
 
 
 def _take_inferred_types(proto: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
@@ -174,7 +174,10 @@ def static_shape(value: Optional[ir.Value]) -> Optional[tuple[Optional[int], ...
 
 def topological_nodes(graph: "ir.Graph | ir.Function") -> Iterator[ir.Node]:
     """Nodes in an order where producers come before consumers (sorts the graph in place)."""
-    graph.sort()
+    try:
+        graph.sort()
+    except ValueError as exc:  # onnx-ir: "Graph contains a cycle, ..."
+        raise ModelLoadError(f"graph {graph.name or ''!r} is not a DAG ({' '.join(str(exc).split())[:200]})") from exc
     yield from graph
 
 

@@ -73,6 +73,53 @@ def check_external_data(model: onnx.ModelProto, base_dir: PathLike, file: str = 
             raise ModelLoadError(f"{where} does not exist", file=file)
 
 
+_PACKED_PER_BYTE = {"INT4": 2, "UINT4": 2, "FLOAT4E2M1": 2, "INT2": 4, "UINT2": 4}
+_TYPED_FIELD = {  # element type -> (field holding the values, values per element)
+    "FLOAT": ("float_data", 1), "COMPLEX64": ("float_data", 2), "DOUBLE": ("double_data", 1),
+    "COMPLEX128": ("double_data", 2), "INT64": ("int64_data", 1), "UINT32": ("uint64_data", 1),
+    "UINT64": ("uint64_data", 1), "STRING": ("string_data", 1),
+}
+
+
+def _check_tensor(tensor: onnx.TensorProto, file: str) -> None:
+    """Refuse tensors whose payload does not match their declared type and shape."""
+    where = f"tensor {tensor.name!r}"
+    type_name = onnx.TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in onnx.TensorProto.DataType.values() else None
+    if type_name is None or type_name == "UNDEFINED":
+        raise ModelLoadError(f"{where} has an invalid element type ({tensor.data_type})", file=file)
+    if any(d < 0 for d in tensor.dims):
+        raise ModelLoadError(f"{where} has a negative dimension {list(tensor.dims)}", file=file)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    if tensor.HasField("raw_data"):
+        if type_name == "STRING":
+            raise ModelLoadError(f"{where}: string tensors cannot use raw_data", file=file)
+        if type_name in _PACKED_PER_BYTE:
+            expected = -(-count // _PACKED_PER_BYTE[type_name])
+        else:
+            expected = count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        if len(tensor.raw_data) != expected:
+            raise ModelLoadError(f"{where}: {len(tensor.raw_data)} bytes of data for shape {list(tensor.dims)} "
+                                 f"of {type_name} ({expected} expected)", file=file)
+        return
+    field, per = _TYPED_FIELD.get(type_name, ("int32_data", 1))
+    if type_name in _PACKED_PER_BYTE:
+        count = -(-count // _PACKED_PER_BYTE[type_name])
+    have = len(getattr(tensor, field))
+    if have != count * per:
+        raise ModelLoadError(f"{where}: {have} values in {field} for shape {list(tensor.dims)} of {type_name}",
+                             file=file)
+
+
+def check_tensors(model: onnx.ModelProto, file: str = "") -> None:
+    """Validate every initializer and constant attribute tensor (including in subgraphs)."""
+    for tensor in _iter_tensors(model.graph):
+        _check_tensor(tensor, file)
+
+
 def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX file with clear errors and safe external data."""
     p = Path(path)
@@ -90,6 +137,7 @@ def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelP
     if not model.HasField("graph"):
         raise ModelLoadError("not a valid ONNX model (no graph)", file=file)
     check_external_data(model, p.parent, file)
+    check_tensors(model, file)
     if load_external_data and external_locations(model):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
@@ -101,7 +149,9 @@ def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelP
 def as_model_proto(model: "onnx.ModelProto | PathLike") -> tuple[onnx.ModelProto, str]:
     """Accept a ModelProto or a path; return the proto and a label for error messages."""
     if isinstance(model, onnx.ModelProto):
-        return model, model.graph.name or "<model>"
+        label = model.graph.name or "<model>"
+        check_tensors(model, label)
+        return model, label
     return load_onnx(model), str(model)
 
 

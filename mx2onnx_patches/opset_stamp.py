@@ -57,23 +57,13 @@ def check_graph(graph: onnx.GraphProto, opset: int) -> None:
     onnx.checker.check_graph(graph, checker_context(opset))
 
 
-def make_model(graph: onnx.GraphProto, opset: int, *, producer: str = "mx2onnx_patches") -> onnx.ModelProto:
-    """Wrap ``graph`` in a model stamped with ``opset`` and its IR version (no copy of the graph)."""
-    model = onnx.ModelProto()
-    model.ir_version = ir_version_for(opset)
-    model.producer_name = producer
-    model.opset_import.add(domain="", version=opset)
-    model.graph.Swap(graph) if graph.ByteSize() == 0 else None  # noqa: B018 (empty: nothing to move)
-    return model
-
-
 def wrap_graph(graph: onnx.GraphProto, opset: int, *, producer: str = "mx2onnx_patches") -> onnx.ModelProto:
-    """Build the stamped model by moving ``graph`` into it (``graph`` is left empty)."""
+    """A model holding ``graph``, stamped with ``opset`` and the smallest IR version carrying it."""
     model = onnx.ModelProto()
     model.ir_version = ir_version_for(opset)
     model.producer_name = producer
     model.opset_import.add(domain="", version=opset)
-    model.graph.Swap(graph) if hasattr(model.graph, "Swap") else model.graph.CopyFrom(graph)
+    model.graph.CopyFrom(graph)  # upb messages cannot be moved; MXNet's own make_model copies too
     return model
 
 

@@ -1,7 +1,6 @@
 """mx2onnx_patches machinery and compatibility repairs: apply/remove, onnx.mapping, literal_eval, opset stamp."""
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
@@ -9,7 +8,7 @@ import onnx
 import pytest
 
 import mx2onnx_patches as patches
-from mx2onnx_patches import literal_eval, opset_stamp
+from mx2onnx_patches import literal_eval
 from tests.support.mxnet_ops import mx, mxnet_forward, onnx_forward, rand, random_params
 
 from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph  # noqa: E402  (after numpy aliases)

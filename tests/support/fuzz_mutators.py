@@ -99,7 +99,8 @@ def onnx_attribute_type(rng: random.Random, model: onnx.ModelProto) -> None:
         attr.type = onnx.AttributeProto.FLOAT
         attr.f = rng.choice([float("nan"), float("inf"), -1e30])
     elif choice == 3:
-        attr.type = 99  # not an AttributeType
+        attr.type = rng.choice([onnx.AttributeProto.UNDEFINED, onnx.AttributeProto.GRAPH,
+                                onnx.AttributeProto.TENSOR])  # declared type without its field
     else:
         attr.name = ""
 

@@ -13,9 +13,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
-import numpy as np
 import onnx
 
 import mx2onnx_patches

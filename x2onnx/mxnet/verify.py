@@ -9,6 +9,7 @@ delegate there once that engine is settled.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -57,7 +58,8 @@ class VerifyReport:
         return "; ".join(o.line() for o in self.outputs)
 
 
-def random_inputs(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any],
+                  seed: int = 0) -> dict[str, np.ndarray]:
     """Uniform [-1, 1] floats (a normalised image's range); small non-negative integers for int inputs."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -65,9 +67,7 @@ def random_inputs(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, Any]
         dtype = np.dtype(dtypes.get(name, np.float32))
         if dtype.kind == "f":
             out[name] = rng.uniform(-1.0, 1.0, size=tuple(shape)).astype(dtype)
-        elif dtype.kind == "b":
-            out[name] = rng.integers(0, 2, size=tuple(shape)).astype(dtype)
-        else:
+        else:  # booleans and integers (indices, masks): 0 and 1 are valid for any of them
             out[name] = rng.integers(0, 2, size=tuple(shape)).astype(dtype)
     return out
 
@@ -194,7 +194,8 @@ def mxnet_internals(sym: Any, arg_params: Mapping[str, Any], aux_params: Mapping
 
 def locate_first_divergence(model: onnx.ModelProto, sym: Any, arg_params: Mapping[str, Any],
                             aux_params: Mapping[str, Any], inputs: Mapping[str, np.ndarray],
-                            tensor_map: Mapping[str, str], atol: float, rtol: float) -> Optional[tuple[str, str, OutputCheck]]:
+                            tensor_map: Mapping[str, str], atol: float,
+                            rtol: float) -> Optional[tuple[str, str, OutputCheck]]:
     """``(MXNet node, op, figures)`` of the first mapped tensor out of tolerance, in MXNet's order."""
     produced = {o for n in model.graph.node for o in n.output}
     internals = sym.get_internals()
@@ -216,11 +217,7 @@ def locate_first_divergence(model: onnx.ModelProto, sym: Any, arg_params: Mappin
         values = dict(zip(dict.fromkeys(names), got))
     finally:
         del model.graph.output[count:]
-    ops = {}
-    import json
-
-    for node in json.loads(sym.tojson())["nodes"]:
-        ops[node["name"]] = node["op"]
+    ops = {node["name"]: node["op"] for node in json.loads(sym.tojson())["nodes"]}
     for mx_name, ref in zip(order, reference):
         check = compare_output(tensor_map[mx_name], values[tensor_map[mx_name]], ref, atol, rtol)
         if not check.ok:
