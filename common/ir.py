@@ -85,8 +85,15 @@ _SKELETON_MIN_BYTES = 4096  # shape tensors (data that inference reads) are far 
 
 
 def _tensor_bytes(t: onnx.TensorProto) -> int:
-    return len(t.raw_data) + 4 * (len(t.float_data) + len(t.int32_data)) + 8 * (
-        len(t.int64_data) + len(t.double_data) + len(t.uint64_data))
+    """Size from dims and type: reading ``raw_data`` would copy the bytes (protobuf returns a new object)."""
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:  # string or unknown types: never large weights worth skipping
+        itemsize = 1
+    return n * itemsize
 
 
 def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -44,9 +44,11 @@ def _load(name: str):
 
 def mxnet_reference(sym, arg, aux, data: np.ndarray) -> list[np.ndarray]:
     """MXNet's Module forward at inference (labels are not inputs there)."""
+    weights = [n for n in sym.list_arguments() if n != "data" and not n.endswith("_label")]
+    assert set(weights) <= set(arg) and set(sym.list_auxiliary_states()) <= set(aux)
     module = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
     module.bind(data_shapes=[("data", data.shape)], for_training=False)
-    module.set_params(arg, aux, allow_missing=False)
+    module.set_params(arg, aux, allow_missing=True)  # only the training label is not a parameter
     module.forward(mx.io.DataBatch([mx.nd.array(data)]), is_train=False)
     return [o.asnumpy() for o in module.get_outputs()]
 

@@ -71,10 +71,8 @@ def artifact_paths(path: PathLike) -> tuple[Path, Path]:
 @dataclass
 class _ClassSpec:
     name: str
-    module: torch.nn.Module
     lines: list[str] = field(default_factory=list)  # __init__ body
     forward: str = ""
-    globals: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,7 +107,7 @@ def _same_layout(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 
 def _collect(gm: fx.GraphModule, class_name: str, prefix: str, out: _Collected) -> None:
-    spec = _ClassSpec(class_name, gm)
+    spec = _ClassSpec(class_name)
     out.classes.append(spec)
     for name, p in gm._parameters.items():
         if p is not None:
