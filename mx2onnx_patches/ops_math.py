@@ -4,7 +4,9 @@ Added: sign, round (half away from zero, unlike ONNX Round), erf, sinh, cosh, lo
 (accurate near 0), rsqrt, log10, trunc, arcsinh, broadcast_hypot, broadcast_maximum, pick,
 smooth_l1, moments, sort, softmin. Fixed: ``sum``/``sum_axis`` with ``exclude=True`` (it reduced
 the given axes instead of the others) and MXNet's shape (1,) for a full reduction; LeakyReLU
-``rrelu`` (at inference a leaky ReLU with slope (lower_bound + upper_bound) / 2).
+``prelu`` (the stock translation hands PRelu a (C,) slope, which ONNX broadcasts against the last
+axis instead of the channel axis) and ``rrelu`` (at inference a leaky ReLU with slope
+(lower_bound + upper_bound) / 2).
 """
 from __future__ import annotations
 
@@ -250,12 +252,27 @@ def convert_sort(node, **kwargs):
     return e.done()
 
 
+def _prelu_slope_shape(data_rank: int) -> list[int]:
+    """ONNX PRelu broadcasts its slope from the right, MXNet lines gamma up with axis 1:
+    (C,) becomes (C, 1, ..., 1) with one 1 per dimension after the channel axis."""
+    return [-1] + [1] * max(data_rank - 2, 0)
+
+
 @translation("LeakyReLU", since=12)
-def convert_leaky_relu_rrelu(node, **kwargs):
-    """``act_type='rrelu'`` at inference: a leaky ReLU with the mean slope; other types go down the chain."""
+def convert_leaky_relu(node, **kwargs):
+    """``prelu`` (slope reshaped for the input's rank) and ``rrelu`` (at inference a leaky ReLU
+    with the mean slope); the other act types go down the chain."""
     e = Emitter(node, kwargs)
-    if e.attr_str("act_type", "leaky") != "rrelu":
-        return delegate("LeakyReLU", convert_leaky_relu_rrelu, stock_translation("convert_leakyrelu"), node, kwargs)
+    act_type = e.attr_str("act_type", "leaky")
+    if act_type == "prelu":
+        rank = len(e.need_input_shape(0))
+        data, gamma = e.inputs[:2]
+        if rank > 2:
+            gamma = e.op("Reshape", [gamma, e.ints(_prelu_slope_shape(rank), "slope_shape")])
+        e.op("PRelu", [data, gamma], e.name)
+        return e.done()
+    if act_type != "rrelu":
+        return delegate("LeakyReLU", convert_leaky_relu, stock_translation("convert_leakyrelu"), node, kwargs)
     slope = (e.attr_float("lower_bound", 0.125) + e.attr_float("upper_bound", 0.334)) / 2.0
     outs = e.output_names(2)
     e.op("LeakyRelu", [e.inputs[0]], outs[0], alpha=slope)

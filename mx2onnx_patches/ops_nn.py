@@ -4,8 +4,9 @@ Every attribute is read with MXNet's own default (its JSON omits attributes that
 default, and the stock code often assumed another one), and every form used is valid from opset 13
 on. Fixed: LRN (``knorm`` defaults to 2, not 1), FullyConnected (``flatten`` defaults to True; an
 N-d input without flattening is a MatMul, not an invalid Gemm), Embedding (indices clipped like
-MXNet), Deconvolution (``no_bias`` defaults to True; ``target_shape``; ``adj``), BatchNorm on an
-axis other than 1, Pooling ``sum``, AdaptiveAvgPooling2D with any output size, UpSampling
+MXNet), Deconvolution (``no_bias`` defaults to True; ``target_shape``; ``adj``), BatchNorm
+(``fix_gamma``, MXNet's default, ignores the stored gamma; any axis), Pooling (``full`` exactly,
+``same``, ``sum``, ``count_include_pad``), AdaptiveAvgPooling2D with any output size, UpSampling
 bilinear, BilinearResize2D (``align_corners=False`` and the ``like`` mode), Crop ``center_crop``,
 L2Normalization (all modes, with ``eps``). Added: GroupNorm, GridGenerator, BilinearSampler,
 _contrib_MultiBoxPrior.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import helper
 
 from .ops_common import Emitter, delegate, stock_translation
 from .translations import translation
@@ -119,24 +121,27 @@ def convert_deconvolution(node, **kwargs):
 
 
 @translation("BatchNorm", since=12)
-def convert_batchnorm_axis(node, **kwargs):
-    """BatchNorm over an axis other than 1, written out with broadcasting (inference statistics).
+def convert_batchnorm(node, **kwargs):
+    """Inference BatchNorm on any axis, with MXNet's ``fix_gamma``.
 
-    Axis 1 goes down the chain unchanged (the stock translation or another repair of it).
+    ``fix_gamma`` defaults to True in MXNet, and then the stored gamma is ignored (taken as
+    ones) at inference; the stock translation fed it to BatchNormalization anyway. Axis 1 is
+    BatchNormalization; any other axis is written out with broadcasting.
     """
     e = Emitter(node, kwargs)
-    axis = e.attr_int("axis", 1)
-    if axis == 1:
-        return delegate("BatchNorm", convert_batchnorm_axis, stock_translation("convert_batchnorm"), node, kwargs)
-    rank = len(e.need_input_shape(0))
-    axis = axis % rank
-    if axis == 1:
-        return delegate("BatchNorm", convert_batchnorm_axis, stock_translation("convert_batchnorm"), node, kwargs)
     if e.attr_bool("output_mean_var", False):
         raise e.fail("output_mean_var=True is not supported")
+    rank = len(e.need_input_shape(0))
+    axis = e.attr_int("axis", 1) % rank
     eps = e.attr_float("eps", 1e-3)
     fix_gamma = e.attr_bool("fix_gamma", True)
     data, gamma, beta, mean, var = e.inputs[:5]
+    if axis == 1:
+        if fix_gamma:
+            channels = (e.input_shape(1) or (e.need_input_shape(0)[1],))
+            gamma = e.const(np.ones(channels, dtype=e.dtype(1)), hint="unit_gamma")
+        e.op("BatchNormalization", [data, gamma, beta, mean, var], e.name, epsilon=eps)
+        return e.done()
     param_shape = e.ints([-1] + [1] * (rank - 1 - axis), "param_shape")
 
     def shaped(x: str) -> str:
@@ -150,45 +155,144 @@ def convert_batchnorm_axis(node, **kwargs):
     return e.done()
 
 
-@translation("Pooling", since=12)
-def convert_pooling_sum(node, **kwargs):
-    """``pool_type='sum'``: a depthwise convolution with a ones kernel (zero padding adds nothing).
+def _pool_geometry(e: Emitter, nd: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """``kernel``, ``stride``, ``pad`` and ``extra`` per spatial dim for MXNet's pooling convention.
 
-    Other pool types go down the chain unchanged.
+    ``extra`` is how far past the padded input the windows may run, so that a plain (floor)
+    window count over ``pad`` before and ``pad + extra`` after gives MXNet's output size:
+    valid floor((x + 2p - k) / s) + 1 (extra 0), full ceil((x + 2p - k) / s) + 1 (extra s - 1),
+    same ceil(x / s) (no pad, extra k - 1). A window is cut where the padded input ends.
     """
-    e = Emitter(node, kwargs)
-    if e.attr_str("pool_type", "max") != "sum":
-        return delegate("Pooling", convert_pooling_sum, stock_translation("convert_pooling"), node, kwargs)
-    _check_layout(e)
-    shape = e.need_input_shape(0)
-    channels, spatial = shape[1], shape[2:]
-    nd = len(spatial)
-    if e.attr_bool("global_pool", False):
-        e.reduce("ReduceSum", e.inputs[0], list(range(2, 2 + nd)), keepdims=True, out=e.name)
-        return e.done()
     kernel = [int(k) for k in e.attr_tuple("kernel")]
     if len(kernel) != nd:
         raise e.fail(f"kernel {tuple(kernel)} does not match the {nd} spatial dims of the input")
 
     def per_dim(key: str, default: int) -> list[int]:
-        values = [default if v is None else int(v) for v in e.attr_tuple(key)]
+        values = [default if v is None else int(v) for v in e.attr_tuple(key)][:nd]
         return values + [default] * (nd - len(values))
 
     stride, pad = per_dim("stride", 1), per_dim("pad", 0)
     convention = e.attr_str("pooling_convention", "valid")
-    if convention not in ("valid", "full"):
-        raise e.fail(f"pooling_convention={convention} is not supported for pool_type=sum")
-    ends = []
-    for i in range(nd):
-        span = spatial[i] + 2 * pad[i] - kernel[i]
-        if convention == "full":
-            out = 1 + (span + stride[i] - 1) // stride[i]
+    if convention == "valid":
+        extra = [0] * nd
+    elif convention == "full":
+        extra = [s - 1 for s in stride]
+    elif convention == "same":
+        pad, extra = [0] * nd, [k - 1 for k in kernel]
+    else:
+        raise e.fail(f"pooling_convention={convention} is not supported")
+    return kernel, stride, pad, extra
+
+
+def _ends(pad, extra) -> list[int]:
+    return [p + more for p, more in zip(pad, extra)]
+
+
+def _pad_spatial(e: Emitter, x: str, begin, end, value: str) -> str:
+    return e.op("Pad", [x, e.ints([0, 0] + list(begin) + [0, 0] + list(end), "pads"), value], mode="constant")
+
+
+def _max_pool(e: Emitter, x: str, kernel, stride, pad, extra, full: bool) -> None:
+    """MaxPool with ONNX pads where they express MXNet's windows, else an explicit pad with the
+    lowest value (a window lying wholly in the padding gives it, as in MXNet).
+
+    ceil_mode=1 matches 'full' only while no last window starts in the right padding (onnxruntime
+    drops such a window, MXNet keeps it): guaranteed for every input size when k >= s + p.
+    """
+    if full and all(k >= s + p for k, s, p in zip(kernel, stride, pad)):
+        e.op("MaxPool", [x], e.name, kernel_shape=kernel, strides=stride, pads=pad + pad, ceil_mode=1)
+        return
+    end = _ends(pad, extra)
+    if all(p < k and q < k for p, q, k in zip(pad, end, kernel)):  # onnxruntime wants pads < kernel
+        e.op("MaxPool", [x], e.name, kernel_shape=kernel, strides=stride, pads=pad + end)
+        return
+    dtype = e.dtype()
+    lowest = np.finfo(dtype).min if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+    padded = _pad_spatial(e, x, pad, end, e.scalar(lowest))
+    e.op("MaxPool", [padded], e.name, kernel_shape=kernel, strides=stride)
+
+
+def _avg_pool(e: Emitter, x: str, channels: int, kernel, stride, pad, extra, full: bool,
+              include_pad: bool) -> None:
+    """AveragePool dividing as MXNet does: by the window's size within the padded input
+    (``count_include_pad``) or by its number of input elements; never by the part past the end."""
+    if full and all(k >= s + p for k, s, p in zip(kernel, stride, pad)):
+        # ceil_mode cuts windows at the padded end, like MXNet (exact while k >= s + p, see _max_pool)
+        e.op("AveragePool", [x], e.name, kernel_shape=kernel, strides=stride, pads=pad + pad, ceil_mode=1,
+             count_include_pad=int(include_pad))
+        return
+    end = _ends(pad, extra)
+    if not any(pad):
+        include_pad = False  # the same divisor either way, and 'same' windows must not count the overhang
+    if not (full or any(p >= k or q >= k for p, q, k in zip(pad, end, kernel))):
+        e.op("AveragePool", [x], e.name, kernel_shape=kernel, strides=stride, pads=pad + end,
+             count_include_pad=int(include_pad))
+        return
+    _avg_pool_by_ratio(e, x, channels, kernel, stride, pad, extra, include_pad)
+
+
+def _avg_pool_by_ratio(e: Emitter, x: str, channels: int, kernel, stride, pad, extra, include_pad: bool) -> None:
+    """Window sum over window count, for the windows ONNX pads cannot describe (a pad not smaller
+    than the kernel, a last window starting in the right padding).
+
+    Both are depthwise ones-kernel convolutions (Conv takes any pads; a zero Pad in front of an
+    AveragePool gets fused into it by onnxruntime and is then refused). The count comes from a
+    ones mask of the input's spatial shape (a constant once shapes are folded); a window with
+    nothing to count gives 0, as in MXNet.
+    """
+    nd = len(kernel)
+    end = _ends(pad, extra)
+    summed = _window_sum(e, x, channels, kernel, stride, pad, end)
+    spatial = e.dims(x, 2)
+    value = helper.make_tensor("value", e.onnx_dtype(), [1], [1])
+    if include_pad:  # the zero padding counts, the overhang past it does not
+        spatial = e.op("Add", [spatial, e.ints([2 * p for p in pad], "padded")])
+        mask_begin, mask_end = [0] * nd, list(extra)
+    else:
+        mask_begin, mask_end = pad, end
+    ones = e.op("ConstantOfShape", [e.op("Concat", [e.ints([1, 1], "unit"), spatial], axis=0)], value=value)
+    counted = _window_sum(e, ones, 1, kernel, stride, mask_begin, mask_end)
+    # counts are whole numbers; an empty window sums to 0 and must give 0, so divide by at least 1
+    e.op("Div", [summed, e.op("Max", [counted, e.scalar(1.0)])], e.name)
+
+
+def _window_sum(e: Emitter, x: str, channels: int, kernel, stride, begin, end, out=None) -> str:
+    """Sum over each window: a depthwise convolution with a ones kernel (zero padding adds nothing)."""
+    ones = e.const(np.ones([channels, 1] + list(kernel), dtype=e.dtype()), hint="ones_kernel")
+    return e.op("Conv", [x, ones], out, group=channels, kernel_shape=list(kernel), strides=list(stride),
+                pads=list(begin) + list(end))
+
+
+@translation("Pooling", since=12)
+def convert_pooling(node, **kwargs):
+    """max, avg and sum pooling in each of MXNet's conventions (valid, full, same) and global;
+    ``lp`` goes down the chain.
+
+    The stock translation mapped 'full' to ceil_mode=1 whatever the padding (onnxruntime then
+    drops a last window MXNet keeps, changing the output shape), refused 'same' and 'sum'.
+    """
+    e = Emitter(node, kwargs)
+    pool_type = e.attr_str("pool_type", "max")
+    if pool_type not in ("max", "avg", "sum"):
+        return delegate("Pooling", convert_pooling, stock_translation("convert_pooling"), node, kwargs)
+    _check_layout(e)
+    shape = e.need_input_shape(0)
+    nd = len(shape) - 2
+    x = e.inputs[0]
+    if e.attr_bool("global_pool", False):
+        if pool_type == "sum":
+            e.reduce("ReduceSum", x, list(range(2, 2 + nd)), keepdims=True, out=e.name)
         else:
-            out = 1 + span // stride[i]
-        ends.append(pad[i] + max((out - 1) * stride[i] + kernel[i] - (spatial[i] + 2 * pad[i]), 0))
-    ones = e.const(np.ones([channels, 1] + kernel, dtype=e.dtype()), hint="ones_kernel")
-    e.op("Conv", [e.inputs[0], ones], e.name, group=channels, kernel_shape=kernel, strides=stride,
-         pads=pad + ends)
+            e.op("GlobalMaxPool" if pool_type == "max" else "GlobalAveragePool", [x], e.name)
+        return e.done()
+    kernel, stride, pad, extra = _pool_geometry(e, nd)
+    full = e.attr_str("pooling_convention", "valid") == "full"
+    if pool_type == "sum":
+        _window_sum(e, x, shape[1], kernel, stride, pad, _ends(pad, extra), e.name)
+    elif pool_type == "max":
+        _max_pool(e, x, kernel, stride, pad, extra, full)
+    else:  # MXNet's count_include_pad is unset (None) by default, which means True
+        _avg_pool(e, x, shape[1], kernel, stride, pad, extra, full, e.attr_bool("count_include_pad", True))
     return e.done()
 
 

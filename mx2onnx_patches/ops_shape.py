@@ -5,6 +5,7 @@ Reshape: MXNet's special codes (0 copy, -1 infer, -2 copy the rest, -3 merge two
 assembled from pieces of the input's runtime shape, so every combination works and the batch
 dimension may stay dynamic. slice: negative steps (MXNet's empty begin/end then mean "from the
 last" / "through the first" element). broadcast_to: a 0 in the shape keeps the input dimension.
+SliceChannel: valid at opset 18 (Split's ``num_outputs``).
 """
 from __future__ import annotations
 
@@ -150,4 +151,25 @@ def convert_broadcast_to(node, **kwargs):
     shape = [int(d) for d in e.attr_tuple("shape", ())]
     target = [1 if d == 0 else d for d in shape]
     e.op("Expand", [e.inputs[0], e.ints(target, "shape")], e.name)
+    return e.done()
+
+
+@translation("SliceChannel", since=12)
+def convert_slice_channel(node, **kwargs):
+    """Equal parts along ``axis`` (squeezed with ``squeeze_axis``), named by index for the graph builder.
+
+    From opset 18 Split needs ``num_outputs`` when no sizes are given; MXNet's translation omits it.
+    """
+    e = Emitter(node, kwargs)
+    count = e.attr_int("num_outputs", None)
+    if count is None or count < 1:
+        raise e.fail("SliceChannel needs num_outputs >= 1")
+    axis = e.attr_int("axis", 1)
+    outs = e.output_names(count)
+    squeeze = e.attr_bool("squeeze_axis", False)
+    parts = [e.tmp("part") for _ in outs] if squeeze else outs
+    e.op("Split", [e.inputs[0]], parts, axis=axis, num_outputs=count if e.opset >= 18 else None)
+    if squeeze:
+        for part, out in zip(parts, outs):
+            e.squeeze(part, [axis], out)
     return e.done()

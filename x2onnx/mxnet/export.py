@@ -97,8 +97,8 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         raise ConversionError(str(exc)) from None
     nodes = json.loads(sym.tojson())["nodes"]
     all_params = weights.merged(arg_params, aux_params)
-    symbol_args = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
-    all_params = {k: v for k, v in all_params.items() if k in symbol_args}
+    params_label = params_file if params_file != "<params>" else None
+    all_params = loading.drop_unused_params(sym, all_params, params_label)
     aux_names = set(sym.list_auxiliary_states())
     arg_params = {k: v for k, v in all_params.items() if k not in aux_names}
     aux_params = {k: v for k, v in all_params.items() if k in aux_names}
@@ -106,6 +106,9 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
                            params_file if params_file != "<params>" else None)
     try:
         plan = inputs_mod.plan_inputs(sym, nodes, all_params, input_shapes, input_dtypes)
+        all_params = loading.conform_params(sym, all_params, plan.shapes, plan.dtypes, params_label)
+        arg_params = {k: v for k, v in all_params.items() if k not in aux_names}
+        aux_params = {k: v for k, v in all_params.items() if k in aux_names}
         dynamic = {n: (None,) + tuple(s[1:]) for n, s in plan.shapes.items() if s} if dynamic_batch else None
         try:
             model, result = _build(sym, all_params, plan, opset, dynamic)
