@@ -19,36 +19,46 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
 
 
-def setup_logging(args: argparse.Namespace) -> None:
+LOG_FORMAT = "%(levelname)s: %(message)s"
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The logging level ``-q``/``-v``/``--debug`` ask for (batch workers log at the same level)."""
     level = logging.WARNING
     if getattr(args, "verbose", False) or getattr(args, "debug", False):
         level = logging.DEBUG if getattr(args, "debug", False) else logging.INFO
     if getattr(args, "quiet", False):
         level = logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    return level
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=log_level(args), format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
 def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a CLI handler; turn every failure into one line on stderr and the documented exit code."""
-    debug = getattr(args, "debug", False)
     try:
         return int(handler(args) or 0)
-    except ConversionError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("error: out of memory", file=sys.stderr)
-        return EXIT_INTERNAL
-    except Exception as exc:  # a bug of ours: still one line, traceback with --debug
-        if debug:
-            traceback.print_exc()
-        print(f"error: internal error ({one_line(exc)}); rerun with --debug and report it", file=sys.stderr)
-        return EXIT_INTERNAL
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes one line
+        code, line = describe_failure(exc, debug=getattr(args, "debug", False))
+    print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def describe_failure(exc: BaseException, *, debug: bool = False) -> tuple[int, str]:
+    """(exit code, the one line after ``error:``) for a failed conversion; with ``debug`` the
+    traceback goes to stderr first. Shared by :func:`run_cli` and the batch workers."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, MemoryError):
+        return EXIT_INTERNAL, "out of memory"
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, ConversionError):
+        return exc.exit_code, str(exc)
+    # a bug of ours: still one line, traceback with --debug
+    return EXIT_INTERNAL, f"internal error ({one_line(exc)}); rerun with --debug and report it"
 
 
 def parse_shapes(items: Optional[Sequence[str]]) -> dict[str, tuple[int, ...]]:

@@ -20,7 +20,7 @@ import torch
 import torch.fx as fx
 
 from common import ir as cir
-from common.errors import ConversionError, ConversionFailure, UnsupportedOpError
+from common.errors import ConversionError, ConversionFailure, ModelLoadError, UnsupportedOpError
 
 from . import registry
 from .dtypes import torch_dtype
@@ -148,7 +148,7 @@ class GraphBuilder:
             self.captures.append((value, outer))
             self.env[value] = ph
             return ph
-        raise ConversionFailure(f"value {value.name!r} is used before it is defined", file=self.file or None)
+        raise ModelLoadError(f"value {value.name!r} is used but never defined", file=self.file or None)
 
     def _capture_placeholder(self, value: ir.Value) -> fx.Node:
         first_real = next((n for n in self.graph.nodes if n.op != "placeholder"), None)

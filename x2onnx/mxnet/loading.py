@@ -1,8 +1,12 @@
 """Read an MXNet symbol and its parameters, from files or objects, failing with one clear line.
 
 MXNet's own loaders either accept anything that parses as JSON (and fail later, far from the
-cause) or print multi-line C++ traces; here every problem names the file and what is wrong:
-missing file, JSON that is not an MXNet symbol, truncated or foreign ``.params``.
+cause), print multi-line C++ traces, or crash the process natively on a bad output index or a
+corrupt ``.params`` header. Here nothing reaches MXNet unchecked: the symbol's structure is
+validated in Python (``validate``), each op node is probed alone (``op_probe``), ``.params`` files
+are parsed in Python (``params_file``), and parameters are checked against what the symbol
+infers for them (:func:`conform_params`). Every problem is one line naming the file, and the
+node, attribute or parameter when there is one.
 """
 from __future__ import annotations
 
@@ -127,11 +131,11 @@ def load_symbol(symbol: Any) -> tuple[Any, str]:
         with native_stderr_to_log():
             sym = mx.sym.load_json(text)
     except Exception as exc:  # MXNetError
-        raise ModelLoadError(f"MXNet cannot read this symbol: {_first_line(exc)}", file=file) from None
+        raise ModelLoadError(f"MXNet cannot read this symbol: {op_probe.mxnet_message(exc)}", file=file) from None
     try:
         nodes = json.loads(sym.tojson())["nodes"]
     except Exception as exc:  # noqa: BLE001 - MXNetError
-        raise ModelLoadError(f"MXNet cannot read this symbol: {_first_line(exc)}", file=file) from None
+        raise ModelLoadError(f"MXNet cannot read this symbol: {op_probe.mxnet_message(exc)}", file=file) from None
     op_probe.check_input_counts(nodes, file)
     return sym, file
 

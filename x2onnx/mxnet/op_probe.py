@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from typing import Any, Optional
+from typing import Optional
 
 from common.errors import ModelLoadError, UnsupportedOpError
 from mx2onnx_patches.mxnet_import import import_mxnet
