@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from .errors import ConversionError
 from .cli import EXIT_INTERNAL, LOG_FORMAT, describe_failure, log_level
 from .progress import Progress, wants_progress
 
@@ -83,6 +84,26 @@ def add_jobs_flag(parser: argparse.ArgumentParser, example: str) -> None:
         help="convert up to N inputs at the same time, each in its own worker process (default 1; "
              "0 = one per CPU core). Every worker holds a model in memory and starts in a few "
              f"seconds; a worker that crashes fails only its own input. Example: {example}")
+
+
+def names_a_folder(path: "str | os.PathLike[str]") -> bool:
+    """``-o out/`` (a trailing separator) or an existing folder: the outputs go inside it."""
+    text = os.fspath(path)
+    seps = tuple(sep for sep in {os.sep, "/", os.altsep} if sep)
+    return text.endswith(seps) or os.path.isdir(text)
+
+
+def refuse_clashes(planned: Sequence[tuple[str, Sequence["str | os.PathLike[str]"]]]) -> None:
+    """Refuse a batch in which two inputs would write the same file (the same input twice, or
+    ``a/net.onnx b/net.onnx -o out/``): one would silently replace the other."""
+    owner: dict[str, str] = {}
+    for label, paths in planned:
+        for path in paths:
+            key = os.path.normcase(os.path.abspath(os.fspath(path)))
+            if key in owner:
+                raise ConversionError(f"{owner[key]} and {label} would both write {os.fspath(path)}; convert "
+                                      f"them with separate commands, each with its own -o")
+            owner[key] = label
 
 
 # --- worker side --------------------------------------------------------------------------------
@@ -264,11 +285,11 @@ class _Batch:
             self.progress.print_line(f"error: interrupted; not converted: {', '.join(skipped)}", sys.stderr)
             codes.append(EXIT_INTERRUPTED)
         if not self.quiet:
-            failed = sum(1 for c in codes if c)
+            converted = sum(1 for c in self.codes if c == 0)
+            failed = sum(1 for c in self.codes if c)
             self.progress.clear()
-            print(f"{sum(1 for c in self.codes if c == 0)} of {len(self.jobs)} converted"
-                  + (f", {failed - bool(skipped)} failed" if failed - bool(skipped) else "")
-                  + (f", {len(skipped)} not started" if skipped else ""))
+            print(f"{converted} of {len(self.jobs)} converted" + (f", {failed} failed" if failed else "")
+                  + (f", {len(skipped)} not started" if skipped else ""), flush=True)
         return worst_code(codes)
 
     def _interrupt(self, lanes: Sequence[threading.Thread]) -> None:

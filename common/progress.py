@@ -25,6 +25,13 @@ def stage(name: str) -> None:
         shown.set_stage(name)
 
 
+def done() -> None:
+    """The work is over (its result is about to be printed): take the progress line away for good."""
+    shown = _current
+    if shown is not None:
+        shown.finish()
+
+
 def wants_progress(quiet: bool, stream: Optional[IO[str]] = None) -> bool:
     """Progress is for a person watching: a terminal on stderr and no ``-q``."""
     stream = sys.stderr if stream is None else stream
@@ -125,6 +132,12 @@ class Progress:
             print(text, file=stream or sys.stdout, flush=True)
             if self.enabled and self._text:
                 self._draw()
+
+    def finish(self) -> None:
+        """Stop showing anything until the next update."""
+        with self._lock:
+            self._text = ""
+            self.clear()
 
     def clear(self) -> None:
         """Remove the progress line from the terminal (it comes back on the next update)."""

@@ -117,8 +117,18 @@ def _bind(sym: Any, arg_params: Mapping[str, Any], aux_params: Mapping[str, Any]
 
 def run_mxnet(sym: Any, arg_params: Mapping[str, Any], aux_params: Mapping[str, Any],
               inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    executor = _bind(sym, arg_params, aux_params, inputs)
-    return [o.asnumpy() for o in executor.forward(is_train=False)]
+    """MXNet's reference outputs; MXNet's own failures (e.g. no CPU kernel) become one clean line."""
+    from mx2onnx_patches.mxnet_import import import_mxnet
+
+    mx = import_mxnet()
+    try:
+        executor = _bind(sym, arg_params, aux_params, inputs)
+        return [o.asnumpy() for o in executor.forward(is_train=False)]
+    except mx.base.MXNetError as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if "Check failed" in ln or "Error" in ln), "")
+        raise VerificationError(
+            f"MXNet itself cannot run the model for the reference outputs ({first[:200] or 'MXNetError'}); "
+            "rerun with --no-verify to export without the check") from exc
 
 
 def ort_session(model: onnx.ModelProto) -> Any:
