@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 
+def _default_mode() -> int:
+    """Permissions a plain ``open(path, 'w')`` would give (mkstemp's are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: "str | os.PathLike[str]") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -19,6 +26,8 @@ def atomic_path(path: "str | os.PathLike[str]") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _default_mode())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,6 +55,7 @@ def atomic_files(paths: Sequence["str | os.PathLike[str]"]) -> Iterator[list[Pat
         yield staged
         for src, dst in zip(staged, targets):
             if src.exists():
+                os.chmod(src, _default_mode())
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
     finally:

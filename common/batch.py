@@ -28,8 +28,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from .errors import ConversionError
 from .cli import EXIT_INTERNAL, LOG_FORMAT, describe_failure, log_level
+from .errors import ConversionError
 from .progress import Progress, wants_progress
 
 EXIT_INTERRUPTED = 130
@@ -83,7 +83,7 @@ def add_jobs_flag(parser: argparse.ArgumentParser, example: str) -> None:
         "-j", "--jobs", type=jobs_count, default=1, metavar="N",
         help="convert up to N inputs at the same time, each in its own worker process (default 1; "
              "0 = one per CPU core). Every worker holds a model in memory and starts in a few "
-             f"seconds; a worker that crashes fails only its own input. Example: {example}")
+             f"seconds; a worker that crashes fails only its own input. For example: {example}")
 
 
 def names_a_folder(path: "str | os.PathLike[str]") -> bool:
@@ -197,7 +197,7 @@ class _Batch:
             if self._stop.is_set() or self._next >= len(self.jobs):
                 return None
             index, self._next = self._next, self._next + 1
-            self._running[lane] = self.jobs[index].label
+            self._running[lane] = os.path.basename(self.jobs[index].label.rstrip("/\\")) or self.jobs[index].label
         self._show()
         return index
 

@@ -15,7 +15,8 @@ EXIT_INTERNAL = 1
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true",
                         help="show tracebacks and, when outputs differ, locate the first divergent node")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print errors only (and no progress line on a terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
 
 

@@ -1,4 +1,6 @@
-"""``onnx2x``: convert an ONNX model to PyTorch source + weights, checked against onnxruntime.
+"""``onnx2x``: convert ONNX models to PyTorch source + weights, checked against onnxruntime.
+
+Several models in one command run in worker processes (``-j N``, :mod:`common.batch`).
 
 Exit codes: 0 done, 1 internal error (a bug: rerun with --debug and report it), 2 bad input
 (unreadable model, bad --input-shape), 3 unsupported op or outputs that differ from onnxruntime.
@@ -11,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from common import progress
+from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run_jobs
 from common.cli import add_common_flags, parse_shapes, run_cli, setup_logging
+from common.errors import ConversionError
+from common.progress import Progress, wants_progress
 
 log = logging.getLogger("onnx2x")
 
@@ -24,13 +30,28 @@ output files (for -o out/resnet.pt):
                     net = load()          # reads out/resnet.pt beside it
   Both files appear together or not at all.
 
+several models at once:
+  Give several MODEL.onnx; -j N converts N of them at the same time, each in its own worker
+  process. Outputs go beside each model, or into the folder -o names (end it with '/': -o out/).
+  A model that fails (or crashes its worker) writes nothing and costs only itself; the others are
+  converted as if run alone, to the same bytes. One line per model: 'ok MODEL -> OUT.pt' or
+  'error: ...', then a count. --input-shape applies to every model: for models whose inputs
+  differ, run one command per model.
+
+progress:
+  On a terminal, a status line on stderr shows the stage of a conversion (load, simplify,
+  convert, write, verify) or how many models of a batch are done. Nothing is shown with -q or
+  when stderr is not a terminal (a pipe, a log file).
+
 examples:
   onnx2x torch resnet50.onnx -o resnet50.pt
   onnx2x torch bert.onnx --input-shape input_ids:1,128 --input-shape attention_mask:1,128
   onnx2x torch model.onnx --no-simplify --no-verify -o out/model.pt
   onnx2x torch model.onnx --simplify-path model.sim.onnx --debug
+  onnx2x torch a.onnx b.onnx c.onnx -j 2 -o converted/
 
 exit codes: 0 ok, 1 internal error, 2 bad input, 3 unsupported op or outputs differ
+  (several models: the most serious failure among them: 1 before 3 before 2)
 """
 
 
@@ -51,22 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_TORCH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX model to convert (external data is read from "
-                   "its folder)")
+    p.add_argument("model", metavar="MODEL.onnx", nargs="+",
+                   help="the ONNX model(s) to convert (external data is read from each model's folder). "
+                        "Example: resnet.onnx, or several: a.onnx b.onnx")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="weights path; the source is written beside it with the suffix .py "
                         "(default: MODEL.pt next to MODEL.onnx). Example: -o out/net.pt writes "
-                        "out/net.pt and out/net.py")
+                        "out/net.pt and out/net.py. A folder (ending in '/', or one that exists) "
+                        "receives MODEL.pt and MODEL.py: -o out/; with several models -o must be a folder")
     p.add_argument("--input-shape", action="append", metavar="NAME:DIMS", default=[],
                    help="fix the shape of input NAME, repeatable; symbolic dimensions you do not fix "
-                        "stay dynamic in the module. Example: --input-shape data:1,3,224,224")
+                        "stay dynamic in the module; with several models it applies to each of them. "
+                        "Example: --input-shape data:1,3,224,224")
     p.add_argument("--no-simplify", action="store_true",
                    help="convert the model as it is, without running onnx-simplifier first "
                         "(simplifying folds constants and removes dead code; it is skipped with a "
                         "warning whenever it fails)")
     p.add_argument("--simplify-path", metavar="P",
                    help="also save the ONNX model that was actually converted (simplified, shapes "
-                        "inferred) to P, to inspect it. Example: --simplify-path model.sim.onnx")
+                        "inferred) to P, to inspect it. Example: --simplify-path model.sim.onnx. With "
+                        "several models P must be a folder; each goes there as MODEL.sim.onnx: "
+                        "--simplify-path sim/")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the check against onnxruntime (by default the saved module and "
                         "onnxruntime run on the same seeded random inputs; a mismatch writes "
@@ -77,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=None, metavar="A",
                    help="absolute tolerance of the check (default 1e-4). Example: --atol 1e-3")
     p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="seed of the random check inputs (default 0)")
+                   help="seed of the random check inputs (default 0). Example: --seed 7")
+    add_jobs_flag(p, "onnx2x torch a.onnx b.onnx c.onnx -j 2 -o out/")
     add_common_flags(p)
     p.set_defaults(handler=cmd_torch)
 
@@ -101,7 +128,48 @@ def default_output(model_path: str) -> Path:
     return p.with_suffix(".pt") if p.suffix else p.with_name(p.name + ".pt")
 
 
+def _torch_job(args: argparse.Namespace, model: str, several: bool) -> Job:
+    """The arguments of one model's conversion: ``-o``/``--simplify-path`` folders resolved."""
+    output = args.output
+    if output and names_a_folder(output):
+        output = str(Path(output) / default_output(model).name)
+    elif output and several:
+        raise ConversionError(f"-o {output}: with {len(args.model)} models -o must be a folder (end it with "
+                              f"'/', e.g. -o out/), or leave -o out to write each model beside its input")
+    simplified = args.simplify_path
+    if simplified and names_a_folder(simplified):
+        simplified = str(Path(simplified) / Path(model).with_suffix(".sim.onnx").name)
+    elif simplified and several:
+        raise ConversionError(f"--simplify-path {simplified}: with {len(args.model)} models it must be a "
+                              f"folder (end it with '/', e.g. --simplify-path sim/)")
+    job_args = argparse.Namespace(**{**vars(args), "model": model, "output": output, "simplify_path": simplified})
+    weights, _ = _torch_outputs(job_args)
+    return Job(label=model, output=str(weights), args=job_args)
+
+
+def _torch_outputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    from .torch import artifact
+
+    return artifact.artifact_paths(args.output or default_output(args.model))
+
+
 def cmd_torch(args: argparse.Namespace) -> int:
+    """One model: convert it here, as always. Several: one worker process per ``-j``."""
+    parse_shapes(args.input_shape)  # a bad --input-shape fails once, before any work
+    several = len(args.model) > 1
+    jobs = [_torch_job(args, model, several) for model in args.model]
+    if not several:
+        with Progress(f"onnx2x {Path(jobs[0].label).name}", enabled=wants_progress(args.quiet)):
+            return convert_torch(jobs[0].args)
+    refuse_clashes([(job.label, [*_torch_outputs(job.args)] + ([job.args.simplify_path]
+                                                              if job.args.simplify_path else []))
+                    for job in jobs])
+    return run_jobs(convert_torch, jobs, workers=args.jobs, quiet=args.quiet, verbose=args.verbose or args.debug,
+                    title="onnx2x")
+
+
+def convert_torch(args: argparse.Namespace) -> int:
+    """Convert the one model ``args.model`` (what a batch worker runs for each model)."""
     from common.atomic import atomic_files
     from common.model_io import load_onnx, save_onnx
 
@@ -111,8 +179,11 @@ def cmd_torch(args: argparse.Namespace) -> int:
 
     shapes = parse_shapes(args.input_shape)
     label = str(args.model)
+    progress.stage("load")
     original = load_onnx(args.model)
+    progress.stage("prepare" if args.no_simplify else "simplify")
     proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
+    progress.stage("convert")
     gm = convert_prepared(proto, label)
     if args.simplify_path:
         save_onnx(proto, args.simplify_path)
@@ -124,8 +195,10 @@ def cmd_torch(args: argparse.Namespace) -> int:
     weights, source = artifact.artifact_paths(args.output or default_output(args.model))
     verdict = "not verified (--no-verify)"
     with atomic_files([weights, source]) as (w_tmp, s_tmp):
+        progress.stage("write")
         artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
         if reference is not None:
+            progress.stage("verify")
             saved = artifact.load(s_tmp)  # check what the user gets: the written files
             result = check_module(
                 saved, reference, input_shapes=shapes, seed=args.seed,
@@ -135,6 +208,7 @@ def cmd_torch(args: argparse.Namespace) -> int:
             )
             verdict = (f"verification skipped: {result.reason}" if result.skipped else
                        f"matches onnxruntime (max abs diff {result.max_abs_diff:.3g})")
+    progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
     return 0

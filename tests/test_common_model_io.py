@@ -128,3 +128,16 @@ def test_model_over_2gb_round_trips_through_external_data(tmp_path):
     assert (tmp_path / "big.onnx.data").stat().st_size > 2**31
     loaded = load_onnx(path, load_external_data=False)
     assert loaded.graph.initializer[0].data_location == TensorProto.EXTERNAL
+
+
+def test_atomic_outputs_get_ordinary_file_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "m.onnx") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_files([tmp_path / "a.py"]) as (ta,):
+            ta.write_text("y")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.py").stat().st_mode & 0o777 == 0o644

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done, 1 internal error (a bug: rerun with --debug and report it), 2 bad input
 (missing or unreadable files, bad --input-shape), 3 unsupported op or outputs that differ from
-MXNet. On any failure no output file is written.
+MXNet. On any failure no output file is written. Several models in one command run in worker
+processes (``-j N``, :mod:`common.batch`).
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from common import progress
+from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run_jobs
 from common.cli import add_common_flags, parse_dtypes, parse_shapes, run_cli, setup_logging
-from common.errors import ModelLoadError, ShapeError
+from common.errors import ConversionError, ModelLoadError, ShapeError
+from common.progress import Progress, wants_progress
 
 log = logging.getLogger("x2onnx")
 
@@ -33,14 +37,31 @@ what happens:
      output's max-abs and relative error is printed. Out of tolerance -> exit 3 naming the first
      divergent node, and no output file (skip with --no-verify).
 
+several models at once:
+  PREFIX1 PREFIX2 ... --epoch N                 several checkpoints of the same epoch
+  A-symbol.json A.params B-symbol.json B.params  several pairs, told apart by the .json extension
+  -j N exports N of them at the same time, each in its own worker process. Outputs go into the
+  current folder, or into the folder -o names (end it with '/': -o out/). A model that fails (or
+  crashes its worker) writes nothing and costs only itself; the others are exported as if run
+  alone, to the same bytes. One line per model: 'ok INPUT -> OUT.onnx' or 'error: ...', then a
+  count. Every option (--input-shape, --input-dtype, --opset, ...) applies to every model: for
+  models whose inputs differ, run one command per model.
+
+progress:
+  On a terminal, a status line on stderr shows the stage of an export (load, convert, simplify,
+  verify, write) or how many models of a batch are done. Nothing is shown with -q or when stderr
+  is not a terminal (a pipe, a log file).
+
 examples:
   x2onnx mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,12,12 -o det1.onnx
   x2onnx mxnet models/det1 --epoch 1 --input-shape data:1,3,12,12
   x2onnx mxnet resnet50-symbol.json resnet50-0000.params --dynamic-batch --opset 17
   x2onnx mxnet net-symbol.json net-0000.params --input-shape data:1,3,224,224 \\
          --input-shape mask:1,224,224 --input-dtype mask:int64 --no-simplify
+  x2onnx mxnet models/det2 models/det3 --epoch 1 -j 2 -o onnx/
 
 exit codes: 0 ok, 1 internal error, 2 bad input, 3 unsupported op or outputs differ from MXNet
+  (several models: the most serious failure among them: 1 before 3 before 2)
 """
 
 
@@ -53,20 +74,22 @@ def _add_mxnet_parser(sub: argparse._SubParsersAction) -> None:
         epilog=_MXNET_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="SYMBOL.json|PREFIX",
-                   help="the symbol file (e.g. det1-symbol.json), or with --epoch the checkpoint prefix (e.g. det1)")
-    p.add_argument("params", metavar="PARAMS", nargs="?",
-                   help="the parameters file (e.g. det1-0001.params); leave out with --epoch")
+    p.add_argument("inputs", metavar="INPUT", nargs="+",
+                   help="SYMBOL.json PARAMS (e.g. det1-symbol.json det1-0001.params), or with --epoch a "
+                        "checkpoint PREFIX (e.g. det1). Several models: several PREFIXes with --epoch "
+                        "(e.g. det1 det2 --epoch 1), or several SYMBOL.json PARAMS pairs")
     p.add_argument("--epoch", type=int, metavar="N",
-                   help="checkpoint epoch: read PREFIX-symbol.json and PREFIX-%%04d.params "
+                   help="checkpoint epoch: read PREFIX-symbol.json and PREFIX-%%04d.params for each PREFIX "
                         "(e.g. det1 --epoch 1 reads det1-symbol.json and det1-0001.params)")
     p.add_argument("-o", "--output", metavar="OUT.onnx",
                    help="where to write the model (default: the symbol's name without -symbol.json plus .onnx, "
                         "in the current folder; e.g. det1-symbol.json -> ./det1.onnx). Written only on success; "
-                        "models over 2 GB get their weights in OUT.onnx.data beside it")
+                        "models over 2 GB get their weights in OUT.onnx.data beside it. A folder (ending in "
+                        "'/', or one that exists) receives NAME.onnx, e.g. -o onnx/; with several models -o "
+                        "must be a folder")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="shape of an input, repeatable (e.g. --input-shape data:1,3,224,224); inputs not named "
-                        "take the shape the symbol declares")
+                        "take the shape the symbol declares. With several models it applies to each of them")
     p.add_argument("--input-dtype", action="append", default=[], metavar="NAME:DTYPE",
                    help="numpy dtype of an input, repeatable (e.g. --input-dtype data:float16; default float32)")
     p.add_argument("--opset", type=int, default=13, metavar="N",
@@ -86,6 +109,7 @@ def _add_mxnet_parser(sub: argparse._SubParsersAction) -> None:
                    help="absolute tolerance of the verification (default 1e-4), e.g. --atol 1e-5")
     p.add_argument("--rtol", type=float, default=1e-4, metavar="R",
                    help="relative tolerance of the verification (default 1e-4), e.g. --rtol 1e-3")
+    add_jobs_flag(p, "x2onnx mxnet det1 det2 det3 --epoch 1 -j 2 -o onnx/")
     add_common_flags(p)
     p.set_defaults(handler=_run_mxnet)
 
@@ -115,29 +139,85 @@ def default_output(symbol_path: str) -> Path:
     return Path(name + ".onnx")
 
 
-def _run_mxnet(args: argparse.Namespace) -> int:
+def _mxnet_pairs(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(label, symbol path, params path) per model named on the command line."""
     from x2onnx.mxnet import loading
+
+    inputs = [str(i) for i in args.inputs]
+    if args.epoch is not None:
+        if any(i.endswith(".params") for i in inputs):
+            raise ModelLoadError("give either SYMBOL.json PARAMS or PREFIX --epoch N, not both")
+        return [(prefix, *(str(p) for p in loading.checkpoint_paths(prefix, args.epoch))) for prefix in inputs]
+    if len(inputs) == 1:
+        raise ModelLoadError("missing PARAMS: give SYMBOL.json PARAMS, or PREFIX --epoch N", file=inputs[0])
+    if len(inputs) == 2:
+        return [(inputs[0], inputs[0], inputs[1])]
+    return _pairs_by_extension(inputs)
+
+
+def _pairs_by_extension(inputs: list[str]) -> list[tuple[str, str, str]]:
+    """``a-symbol.json a.params b-symbol.json b.params``: each .json is followed by its PARAMS."""
+    usage = ("give SYMBOL.json PARAMS pairs (a-symbol.json a-0000.params b-symbol.json b-0000.params) "
+             "or checkpoint prefixes with --epoch N (a b --epoch 0)")
+    if not any(i.endswith(".json") for i in inputs):
+        raise ModelLoadError(f"{len(inputs)} inputs and none is a .json symbol file: forgot --epoch N? {usage}")
+    pairs = []
+    for at in range(0, len(inputs), 2):
+        symbol = inputs[at]
+        params = inputs[at + 1] if at + 1 < len(inputs) else None
+        if not symbol.endswith(".json"):
+            raise ModelLoadError(f"expected a SYMBOL.json here, got {symbol!r}; {usage}")
+        if params is None or params.endswith(".json"):
+            raise ModelLoadError(f"missing the PARAMS of {symbol}; {usage}")
+        pairs.append((symbol, symbol, params))
+    return pairs
+
+
+def _run_mxnet(args: argparse.Namespace) -> int:
+    """One model: export it here, as always. Several: one worker process per ``-j``."""
+    pairs = _mxnet_pairs(args)
+    parse_shapes(args.input_shape)  # bad options fail once, before any work
+    parse_dtypes(args.input_dtype)
+    if args.atol < 0 or args.rtol < 0:
+        raise ShapeError("--atol and --rtol must be >= 0")
+    several = len(pairs) > 1
+    if args.output and several and not names_a_folder(args.output):
+        raise ConversionError(f"-o {args.output}: with {len(pairs)} models -o must be a folder (end it with '/', "
+                              f"e.g. -o onnx/), or leave -o out to write NAME.onnx into the current folder")
+    jobs = []
+    for label, symbol_path, params_path in pairs:
+        output = args.output
+        if output is None:
+            output = str(default_output(symbol_path))
+        elif names_a_folder(output):
+            output = str(Path(output) / default_output(symbol_path))
+        job_args = argparse.Namespace(**{**vars(args), "symbol": symbol_path, "params": params_path,
+                                         "output": output})
+        jobs.append(Job(label=label, output=output, args=job_args))
+    if not several:
+        with Progress(f"x2onnx {Path(jobs[0].label).name}", enabled=wants_progress(args.quiet)):
+            return export_mxnet(jobs[0].args)
+    refuse_clashes([(job.label, [job.output]) for job in jobs])
+    return run_jobs(export_mxnet, jobs, workers=args.jobs, quiet=args.quiet, verbose=args.verbose or args.debug,
+                    title="x2onnx")
+
+
+def export_mxnet(args: argparse.Namespace) -> int:
+    """Export the one model ``args.symbol`` + ``args.params`` to ``args.output`` (what a batch
+    worker runs for each model)."""
     from x2onnx.mxnet.export import export_report
     from x2onnx.mxnet.writer import save_model
 
-    if args.epoch is not None:
-        if args.params:
-            raise ModelLoadError("give either SYMBOL.json PARAMS or PREFIX --epoch N, not both")
-        symbol_path, params_path = (str(p) for p in loading.checkpoint_paths(args.model, args.epoch))
-    else:
-        if not args.params:
-            raise ModelLoadError("missing PARAMS: give SYMBOL.json PARAMS, or PREFIX --epoch N", file=args.model)
-        symbol_path, params_path = args.model, args.params
     shapes = parse_shapes(args.input_shape)
     dtypes = parse_dtypes(args.input_dtype)
-    if args.atol < 0 or args.rtol < 0:
-        raise ShapeError("--atol and --rtol must be >= 0")
-    output = Path(args.output) if args.output else default_output(symbol_path)
-    done = export_report(symbol_path, params_path, shapes or None, opset=args.opset,
+    output = Path(args.output)
+    done = export_report(args.symbol, args.params, shapes or None, opset=args.opset,
                          dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
                          verify=not args.no_verify, input_dtypes=dtypes or None, seed=args.seed,
                          atol=args.atol, rtol=args.rtol)
+    progress.stage("write")
     save_model(done.model, output)
+    progress.done()
     if not args.quiet:
         graph = done.model.graph
         inputs = ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in done.inputs.shapes.items())

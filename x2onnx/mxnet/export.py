@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Union
 import onnx
 
 import mx2onnx_patches
+from common import progress
 from common.errors import ConversionError, ConversionFailure
 from mx2onnx_patches import graph_builder, opset_stamp
 
@@ -88,6 +89,7 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
                   rtol: float = DEFAULT_RTOL, verify_batch: Optional[int] = None) -> Exported:
     """:func:`export`, returning the verification figures and the input plan with the model."""
     started = time.perf_counter()
+    progress.stage("load")
     mx2onnx_patches.apply()
     sym, sym_file = loading.load_symbol(symbol)
     arg_params, aux_params, params_file = loading.load_params(params)
@@ -105,6 +107,7 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
     weights.check_complete(nodes, set(sym.list_auxiliary_states()), all_params,
                            params_file if params_file != "<params>" else None)
     try:
+        progress.stage("convert")
         plan = inputs_mod.plan_inputs(sym, nodes, all_params, input_shapes, input_dtypes)
         all_params = loading.conform_params(sym, all_params, plan.shapes, plan.dtypes, params_label)
         arg_params = {k: v for k, v in all_params.items() if k not in aux_names}
@@ -121,12 +124,14 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
     log.info("converted %d MXNet nodes into %d ONNX nodes in %.2f s", len(nodes), len(model.graph.node),
              time.perf_counter() - started)
     if simplify:
+        progress.stage("simplify")
         model = simplify_model(model, label=sym_file)
     present = _existing_tensors(model)
     tensor_map = {k: v for k, v in result.tensor_map.items() if v in present}
     _set_metadata(model, TENSOR_MAP_KEY, json.dumps(tensor_map, sort_keys=True))
     report = None
     if verify:
+        progress.stage("verify")
         shapes = _with_batch(plan.shapes, verify_batch if dynamic_batch else None)
         try:
             report = verify_model(model, sym, arg_params, aux_params, shapes, plan.dtypes, tensor_map=tensor_map,
