@@ -9,11 +9,23 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (no race with threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _default_mode() -> int:
     """Permissions a plain ``open(path, 'w')`` would give (mkstemp's are 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
