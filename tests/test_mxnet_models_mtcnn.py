@@ -5,7 +5,6 @@ The models live outside the repository: ``$X2ONNX_MODELS_DIR/mxnet/mtcnn`` (defa
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,7 @@ import pytest
 
 from tests.support.mxnet_ops import mx, onnx_forward
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = Path(os.environ.get("X2ONNX_MODELS_DIR", REPO.parent / "shared" / "models"))
-MTCNN = MODELS_DIR / "mxnet" / "mtcnn"
+from tests.support.shared_models import MTCNN, require  # noqa: E402
 TOLERANCE = 1e-5
 
 # name -> (random-input shape, ONNX output names in MXNet's order)
@@ -29,12 +26,8 @@ CASES = {
 
 
 def _mtcnn_dir() -> Path:
-    if (MTCNN / "det1-symbol.json").is_file():
-        return MTCNN
-    message = f"MTCNN models not found in {MTCNN} (set X2ONNX_MODELS_DIR)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    require(MTCNN / "det1-symbol.json")
+    return MTCNN
 
 
 def _load(name: str):

@@ -1,6 +1,7 @@
 """``x2onnx`` command line: help, happy paths, output naming, declared shapes, checkpoint prefix."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -110,3 +111,22 @@ def test_module_entry_point_runs_as_a_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
     assert (tmp_path / "m.onnx").is_file()
+
+
+def test_info_summarises_a_real_symbol_without_running_mxnet(capsys):
+    from tests.support.shared_models import MTCNN, require
+    from x2onnx.cli import main
+
+    symbol = require(MTCNN / "det4-symbol.json")
+    assert main(["info", str(symbol), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [i["name"] for i in data["inputs"]] == ["data"]
+    assert [o["name"] for o in data["outputs"]] == [f"fc5_{k}_output" for k in range(1, 6)]
+    assert data["op_histogram"]["SliceChannel"] == 1 and data["op_histogram"]["LeakyReLU"] == 21
+    assert data["untranslated_ops"] == []
+    # the parameter count read from the .params file equals MXNet's own count
+    from mx2onnx_patches.mxnet_import import import_mxnet
+
+    mx = import_mxnet()
+    _, arg, aux = mx.model.load_checkpoint(str(MTCNN / "det4"), 1)
+    assert data["parameter_count"] == sum(int(v.size) for v in list(arg.values()) + list(aux.values()))

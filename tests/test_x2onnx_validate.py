@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from x2onnx.mxnet import loading, validate
 from x2onnx.mxnet.export import export
 from x2onnx.mxnet.params_file import read_params_file
 
-REPO = Path(__file__).resolve().parents[1]
-MTCNN = Path(os.environ.get("X2ONNX_MODELS_DIR", REPO.parent / "shared" / "models")) / "mxnet" / "mtcnn"
+from tests.support.shared_models import MTCNN, require  # noqa: E402
 data = mx.sym.var("data")
 
 
@@ -245,9 +243,7 @@ def test_valid_symbol_with_pair_references_loads_like_mxnet(tmp_path):
 
 @pytest.mark.parametrize("name", ["det1", "det2", "det3", "det4"])
 def test_real_legacy_mtcnn_symbols_pass_validation(name):
-    path = MTCNN / f"{name}-symbol.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not found (set X2ONNX_MODELS_DIR)")
+    path = require(MTCNN / f"{name}-symbol.json")
     loaded, _ = loading.load_symbol(path)
     reference = mx.sym.load(str(path))
     assert loaded.list_arguments() == reference.list_arguments()
@@ -282,9 +278,7 @@ def test_reader_matches_mx_nd_load(tmp_path):
 
 @pytest.mark.parametrize("name", ["det1", "det4"])
 def test_reader_reads_mxnet_08_params_like_mx_nd_load(name):
-    path = MTCNN / f"{name}-0001.params"
-    if not path.is_file():
-        pytest.skip(f"{path} not found (set X2ONNX_MODELS_DIR)")
+    path = require(MTCNN / f"{name}-0001.params")
     content = read_params_file(path.read_bytes())
     reference = mx.nd.load(str(path))
     assert content.names == list(reference)

@@ -114,12 +114,70 @@ def _add_mxnet_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_mxnet)
 
 
+def _add_info_parser(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser(
+        "info",
+        help="print a summary of an MXNet symbol (inputs, outputs, ops, parameters)",
+        description="Print what an export needs to know about an MXNet model, from its files alone (MXNet "
+                    "is not run): inputs with declared or given shapes, outputs, op histogram, parameter "
+                    "count (from PARAMS, or the .params file found beside the symbol), and ops with no "
+                    "ONNX translation.",
+        epilog="examples:\n  x2onnx info det1-symbol.json\n  x2onnx info det1-symbol.json det1-0001.params --json\n"
+               "  x2onnx info resnet-symbol.json --input-shape data:1,3,224,224",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("symbol", metavar="SYMBOL.json", help="the MXNet symbol file, e.g. det1-symbol.json")
+    q.add_argument("params", metavar="PARAMS", nargs="?",
+                   help="the parameters file for the parameter count (default: found beside the symbol)")
+    q.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
+                   help="shape of an input to show, repeatable (e.g. --input-shape data:1,3,12,12)")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_common_flags(q)
+    q.set_defaults(handler=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    """``common.summary``'s view of the symbol, plus the ops the exporter cannot translate."""
+    import json
+
+    from common.summary import format_summary, mxnet_summary
+
+    summary = mxnet_summary(args.symbol, args.params, parse_shapes(args.input_shape) or None)
+    missing = _untranslated_ops(summary.op_histogram)
+    if args.json:
+        data = summary.to_dict()
+        data["untranslated_ops"] = missing
+        print(json.dumps(data, indent=2))
+        return 0
+    print(format_summary(summary))
+    if missing is not None:
+        print("ONNX export: " + ("every op has a translation" if not missing
+                                 else "no translation for " + ", ".join(missing)))
+    return 0
+
+
+def _untranslated_ops(op_histogram: dict) -> Optional[list[str]]:
+    """Ops of the symbol with no translation at the default opset; None when MXNet is not installed."""
+    try:
+        import mx2onnx_patches
+        from mx2onnx_patches.mxnet_import import import_mxnet
+
+        import_mxnet()
+        from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    except ConversionError:
+        return None
+    with mx2onnx_patches.apply():
+        known = {op for table in MXNetGraph.registry_.values() for op in table}
+    return sorted(op for op in op_histogram if op not in known and op != "null")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="x2onnx",
         description="Export models of other frameworks to ONNX (today: MXNet 1.x), simplified and checked "
                     "against the original framework.",
-        epilog="commands:\n  mxnet   x2onnx mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,12,12\n\n"
+        epilog="commands:\n  mxnet   x2onnx mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,12,12\n"
+               "  info    x2onnx info det1-symbol.json\n\n"
                "Run 'x2onnx mxnet --help' for every option with examples.\n"
                "exit codes: 0 ok, 1 internal error, 2 bad input, 3 unsupported op or outputs differ",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -127,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_mxnet_parser(sub)
+    _add_info_parser(sub)
     return parser
 
 
