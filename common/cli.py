@@ -47,6 +47,18 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     return code
 
 
+def cli_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional[Sequence[str]] = None) -> int:
+    """The ``main()`` of every toolkit CLI: parse, set up logging, run the chosen sub-command's
+    ``handler`` through :func:`run_cli`; with no sub-command chosen, print the help and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    setup_logging(args)
+    return run_cli(args.handler, args)
+
+
 def describe_failure(exc: BaseException, *, debug: bool = False) -> tuple[int, str]:
     """(exit code, the one line after ``error:``) for a failed conversion; with ``debug`` the
     traceback goes to stderr first. Shared by :func:`run_cli` and the batch workers."""

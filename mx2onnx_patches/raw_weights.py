@@ -16,8 +16,9 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-_SAVED: "dict[int, Any] | None" = None
-_MISSING = object()
+from ._patching import Patch
+
+_patch = Patch()
 
 
 class _DLPackCapsule:
@@ -107,29 +108,18 @@ def convert_weights_and_inputs(node: dict, **kwargs: Any) -> Any:
 
 
 def is_installed() -> bool:
-    return _SAVED is not None
+    return _patch.active
 
 
 def install() -> None:
-    global _SAVED
-    if _SAVED is not None:
+    if _patch.active:
         return
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
 
-    saved = {}
-    for version, table in MXNetGraph.registry_.items():
+    for table in MXNetGraph.registry_.values():
         if "null" in table:
-            saved[version] = table["null"]
-            table["null"] = convert_weights_and_inputs
-    _SAVED = saved
+            _patch.set_item(table, "null", convert_weights_and_inputs)
 
 
 def uninstall() -> None:
-    global _SAVED
-    if _SAVED is None:
-        return
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-
-    for version, fn in _SAVED.items():
-        MXNetGraph.registry_[version]["null"] = fn
-    _SAVED = None
+    _patch.undo()

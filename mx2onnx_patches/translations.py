@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Union
 
+from ._patching import Patch
+
 TranslationFn = Callable[..., object]
 
 # (op name, since) -> function, in registration order
@@ -32,55 +34,43 @@ def registered() -> list[tuple[str, int, TranslationFn]]:
     return list(_REPLACEMENTS)
 
 
-_SAVED: "dict[tuple[int, str], object] | None" = None
-_MISSING = object()
+_patch = Patch()
+# (registry version, op name) -> MXNet's own translation that an installed replacement stands in front of
+_STOCK: dict[tuple[int, str], TranslationFn] = {}
 
 
 def originals(op_name: str) -> list[TranslationFn]:
     """MXNet's own translations that the installed replacements for ``op_name`` stand in front of."""
-    if _SAVED is None:
-        return []
-    return [fn for (version, name), fn in sorted(_SAVED.items(), key=lambda kv: kv[0][0])
-            if name == op_name and fn is not _MISSING]
+    return [fn for (version, name), fn in sorted(_STOCK.items(), key=lambda kv: kv[0][0]) if name == op_name]
 
 
 def is_installed() -> bool:
-    return _SAVED is not None
+    return _patch.active
 
 
 def install() -> None:
     """Write every replacement into MXNet's registry (idempotent)."""
-    global _SAVED
-    if _SAVED is not None:
+    if _patch.active:
         return
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
 
     reg = MXNetGraph.registry_
-    saved: dict[tuple[int, str], object] = {}
+    seen: set[tuple[int, str]] = set()
     for name, since, fn in sorted(_REPLACEMENTS, key=lambda r: r[1]):
         for version in range(since, MAX_OPSET + 1):
             if version != since and version not in reg:
                 continue
-            table = reg.setdefault(version, {})
-            key = (version, name)
-            if key not in saved:
-                saved[key] = table.get(name, _MISSING)
-            table[name] = fn
-    _SAVED = saved
+            if version not in reg:
+                _patch.set_item(reg, version, {})
+            table = reg[version]
+            if (version, name) not in seen:  # the first look at an entry sees MXNet's own, if any
+                seen.add((version, name))
+                if name in table:
+                    _STOCK[(version, name)] = table[name]
+            _patch.set_item(table, name, fn)
 
 
 def uninstall() -> None:
-    global _SAVED
-    if _SAVED is None:
-        return
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-
-    reg = MXNetGraph.registry_
-    for (version, name), old in _SAVED.items():
-        if old is _MISSING:
-            reg.get(version, {}).pop(name, None)
-        else:
-            reg[version][name] = old
-    for version in [v for v, table in reg.items() if not table]:
-        del reg[version]
-    _SAVED = None
+    """Put MXNet's registry back as it was (tables added for a ``since`` opset are removed again)."""
+    _patch.undo()
+    _STOCK.clear()

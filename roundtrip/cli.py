@@ -11,7 +11,7 @@ import sys
 import textwrap
 from typing import Optional, Sequence
 
-from common.cli import add_common_flags, parse_shapes, run_cli, setup_logging
+from common.cli import add_common_flags, cli_main, parse_shapes
 from common.verify.options import add_input_flags, add_tolerance_flags, image_options
 from common.verify.report import RoundTripReport
 
@@ -163,13 +163,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "handler", None) is None:
-        parser.print_help()
-        return 2
-    setup_logging(args)
-    return run_cli(args.handler, args)
+    return cli_main(build_parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

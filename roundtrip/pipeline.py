@@ -146,14 +146,6 @@ class _Recorder:
             log.debug("locator failure", exc_info=True)
 
 
-def _all_tensors(result: RunResult) -> dict[str, np.ndarray]:
-    values = dict(result.intermediates)
-    for name, value in result.outputs.items():
-        if isinstance(value, np.ndarray):
-            values.setdefault(name, value)
-    return values
-
-
 # --- conversions ----------------------------------------------------------------------------
 def export_mxnet(symbol_path: PathLike, params_path: PathLike, input_shapes: Mapping[str, tuple[int, ...]], *,
                  opset: int = 13, simplify: bool = True) -> onnx.ModelProto:
@@ -305,7 +297,7 @@ def _locate_mxnet_onnx(sym: Any, arg_params: Any, aux_params: Any, model: onnx.M
     ort = OnnxRuntimeRunner(model)
     cand = ort.run(_feeds(inputs, ort.input_names), intermediates=True)
     origins = mxnet_origins(json.loads(sym.tojson()), tensor_map)
-    return locate(model, ref.intermediates, _all_tensors(cand), rtol=rtol, atol=atol, origins=origins)
+    return locate(model, ref.intermediates, cand.all_tensors(), rtol=rtol, atol=atol, origins=origins)
 
 
 def _torch_stages(rec: _Recorder, onnx_model: Optional[onnx.ModelProto], inputs: Mapping[str, np.ndarray], *,
@@ -367,7 +359,7 @@ def _locate_onnx_torch(prepared: onnx.ModelProto, gm: Any, inputs: Mapping[str, 
     ref = ort.run(_feeds(inputs, ort.input_names), intermediates=True)
     runner = TorchRunner(gm)
     cand = runner.run(_feeds(inputs, runner.input_names), intermediates=True)
-    return locate(prepared, _all_tensors(ref), _all_tensors(cand), rtol=rtol, atol=atol)
+    return locate(prepared, ref.all_tensors(), cand.all_tensors(), rtol=rtol, atol=atol)
 
 
 def onnx_roundtrip(

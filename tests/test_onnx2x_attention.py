@@ -11,39 +11,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from onnx2x.torch import convert
+from tests.support.onnx_cases import check_converted, node_model
 
 RNG = np.random.default_rng(0)
 
 
 def _model(inputs: dict, outputs: list, attrs: dict, opset: int, op: str = "Attention") -> onnx.ModelProto:
-    names = [k if v is not None else "" for k, v in inputs.items()]
-    node = helper.make_node(op, names, outputs, **attrs)
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-         for k, v in inputs.items() if v is not None],
-        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs if o],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    return node_model(op, inputs, outputs, attrs, opset=opset, ir_version=10, infer_output_types=False)
 
 
 def check(inputs: dict, outputs: list, attrs: dict, opset: int = 23, op: str = "Attention") -> None:
-    model = _model(inputs, outputs, attrs, opset, op)
-    feeds = {k: v for k, v in inputs.items() if v is not None}
-    expected = ReferenceEvaluator(model).run(None, feeds)
-    gm = convert(model, simplify=False)
-    with torch.no_grad():
-        got = gm(*[torch.from_numpy(v) for v in feeds.values()])
-    got = list(got) if isinstance(got, tuple) else [got]
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        g = g.numpy()
-        assert g.dtype == e.dtype and g.shape == e.shape, (g.dtype, e.dtype, g.shape, e.shape)
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+    check_converted(_model(inputs, outputs, attrs, opset, op), inputs, reference="onnx", rtol=1e-4, atol=1e-5)
 
 
 def rand(*shape) -> np.ndarray:

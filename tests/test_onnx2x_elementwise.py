@@ -18,38 +18,18 @@ from onnx import helper
 
 from common.errors import UnsupportedOpError
 from onnx2x.torch import convert
+from tests.support.onnx_cases import check_converted, typed_model
 
 OPSET = 19
 
 
 def make_model(nodes, inputs, outputs, opset: int = OPSET) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
-        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+    return typed_model(nodes, inputs, outputs, opset=opset)
 
 
-def run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[list, list]:
-    """(onnx2x torch outputs as numpy, onnxruntime outputs)."""
-    gm = convert(model, simplify=False)
-    names = [i.name for i in model.graph.input]
-    with torch.no_grad():
-        out = gm(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
-    outs = list(out) if isinstance(out, tuple) else [out]
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return outs, sess.run(None, feeds)
-
-
-def assert_same(actual: torch.Tensor, expected: np.ndarray) -> None:
-    got = actual.numpy()
-    assert got.dtype == expected.dtype, (got.dtype, expected.dtype)
-    assert got.shape == expected.shape
-    if got.dtype.kind == "f":
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
-    else:
-        np.testing.assert_array_equal(got, expected)
+def check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    """Every output of the onnx2x module against onnxruntime."""
+    check_converted(model, feeds, rtol=1e-5, atol=1e-6)
 
 
 UINT64_EDGES = np.array(
@@ -80,9 +60,7 @@ def test_wide_unsigned_ops_match_onnxruntime(np_type, onnx_type) -> None:
     hi = np.array(a[1], dtype=np_type)  # a large bound: exact only without a float detour
     model = make_model(nodes, [("a", onnx_type, [8]), ("b", onnx_type, [8]), ("s", onnx_type, [8]),
                                ("lo", onnx_type, []), ("hi", onnx_type, [])], outputs)
-    ours, ref = run_both(model, {"a": a, "b": b, "s": shift, "lo": lo, "hi": hi})
-    for got, exp in zip(ours, ref):
-        assert_same(got, exp)
+    check(model, {"a": a, "b": b, "s": shift, "lo": lo, "hi": hi})
 
 
 def test_signed_integer_division_mod_and_pow_keep_onnx_dtypes() -> None:
@@ -95,9 +73,7 @@ def test_signed_integer_division_mod_and_pow_keep_onnx_dtypes() -> None:
              helper.make_node("Pow", ["b", "e"], ["pow"])]
     outputs = [("div", TP.INT32, [6]), ("mod", TP.INT32, [6]), ("fmod", TP.INT32, [6]), ("pow", TP.INT32, [6])]
     model = make_model(nodes, [("a", TP.INT32, [6]), ("b", TP.INT32, [6]), ("e", TP.FLOAT, [6])], outputs)
-    ours, ref = run_both(model, {"a": a, "b": b, "e": e})
-    for got, exp in zip(ours, ref):
-        assert_same(got, exp)
+    check(model, {"a": a, "b": b, "e": e})
 
 
 FLOAT8_TYPES = [TP.FLOAT8E4M3FN, TP.FLOAT8E4M3FNUZ, TP.FLOAT8E5M2, TP.FLOAT8E5M2FNUZ]
@@ -138,9 +114,7 @@ def test_clip_with_runtime_and_crossed_bounds() -> None:
                         helper.make_node("Clip", ["x", "", "hi"], ["upper_only"])],
                        [("x", TP.INT8, [6]), ("lo", TP.INT8, []), ("hi", TP.INT8, [])],
                        [("y", TP.INT8, [6]), ("crossed", TP.INT8, [6]), ("upper_only", TP.INT8, [6])])
-    ours, ref = run_both(model, {"x": x, "lo": np.array(-2, np.int8), "hi": np.array(4, np.int8)})
-    for got, exp in zip(ours, ref):
-        assert_same(got, exp)
+    check(model, {"x": x, "lo": np.array(-2, np.int8), "hi": np.array(4, np.int8)})
 
 
 def test_constant_attribute_forms_and_bfloat16() -> None:
@@ -155,9 +129,7 @@ def test_constant_attribute_forms_and_bfloat16() -> None:
     model = make_model(nodes, [("x", TP.FLOAT, [2])],
                        [("f", TP.FLOAT, []), ("fs", TP.FLOAT, [2]), ("i", TP.INT64, []),
                         ("is", TP.INT64, [3]), ("bf", TP.FLOAT, [3]), ("like", TP.INT64, [2])])
-    ours, ref = run_both(model, {"x": np.array([2.7, -1.9], np.float32)})
-    for got, exp in zip(ours, ref):
-        assert_same(got, np.asarray(exp))
+    check(model, {"x": np.array([2.7, -1.9], np.float32)})
 
 
 @pytest.mark.parametrize("to", [TP.INT4, TP.UINT4, TP.FLOAT4E2M1, TP.FLOAT8E8M0, TP.STRING])

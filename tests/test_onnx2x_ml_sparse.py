@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -18,6 +17,7 @@ from onnx2x.torch import sparse as sparse_mod
 from onnx2x.torch.artifact import save
 from onnx2x.torch.ops import ml as ml_ops
 from tests.support.conformance import node_cases, run_case
+from tests.support.onnx_cases import reference_outputs
 
 ML = "ai.onnx.ml"
 
@@ -26,11 +26,6 @@ def _model(nodes, inputs, outputs, initializers=(), opset=17, ml_opset=None, ir_
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
     imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(ML, ml_opset)] if ml_opset else [])
     return helper.make_model(graph, opset_imports=imports, ir_version=ir_version)
-
-
-def _ort(model, feeds):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
 
 
 def _np(value):
@@ -91,7 +86,7 @@ def test_sparse_initializer_and_constants_match_onnxruntime(simplify: bool, flag
     model = _sparse_model()
     before = model.SerializeToString()
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    expected = _ort(model, {"X": x, "flag": np.array(flag)})
+    expected = reference_outputs(model, {"X": x, "flag": np.array(flag)})
     got = _as_list(convert(model, simplify=simplify)(torch.from_numpy(x), torch.tensor(flag)))
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(_np(g), e)
@@ -141,7 +136,7 @@ def _assert_same(expected, got) -> None:
 def test_string_constants_equal_and_where_match_onnxruntime(tmp_path) -> None:
     model = _string_model()
     x = np.array([["ab", "x", "d"], ["c", "c", "c"]], dtype=object)
-    expected = _ort(model, {"X": x})
+    expected = reference_outputs(model, {"X": x})
     gm = convert(model, simplify=False)
     _assert_same(expected, gm(x))
     # The saved artifact rebuilds the string constants from source literals.
@@ -160,7 +155,7 @@ def test_binarizer_matches_onnxruntime() -> None:
     x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
     x[0, 0] = 0.25  # a tie stays 0
     out = convert(model, simplify=False)(torch.from_numpy(x))
-    expected = _ort(model, {"X": x})[0]
+    expected = reference_outputs(model, {"X": x})[0]
     assert out.dtype == torch.from_numpy(expected).dtype
     np.testing.assert_array_equal(out.numpy(), expected)
 
@@ -207,7 +202,7 @@ def test_tfidf_matches_onnxruntime(monkeypatch, brute: bool, strings: bool, mode
             for weighted in (False, True):
                 shape = (12,) if rng.random() < 0.5 else (3, 9)
                 model, x = _tfidf_case(rng, strings, min_n, max_n, skip, mode, weighted, shape)
-                expected = _ort(model, {"X": x})[0]
+                expected = reference_outputs(model, {"X": x})[0]
                 got = convert(model, simplify=False)(x if strings else torch.from_numpy(x))
                 assert got.dtype == torch.float32 and tuple(got.shape) == expected.shape
                 np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-6)
@@ -279,7 +274,7 @@ def test_tree_ensemble_matches_onnxruntime(aggregate: int, dtype, onnx_type: int
         x = _features(rng, dtype)
         for transform in (0, 3):  # NONE, SOFTMAX_ZERO
             model = _tree_model(attrs, aggregate, transform, onnx_type)
-            expected = _ort(model, {"X": x})[0]
+            expected = reference_outputs(model, {"X": x})[0]
             got = convert(model, simplify=False)(torch.from_numpy(x))
             assert got.dtype == torch.from_numpy(expected).dtype
             np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -291,7 +286,7 @@ def test_tree_ensemble_softmax_and_logistic_follow_the_spec_numbering() -> None:
     rng = np.random.default_rng(11)
     attrs = _random_tree_ensemble(rng, n_trees=5, n_features=3, n_targets=3, depth=4)
     x = _features(rng, np.float64)
-    raw = torch.from_numpy(_ort(_tree_model(attrs, 1, 0, TensorProto.DOUBLE), {"X": x})[0])
+    raw = torch.from_numpy(reference_outputs(_tree_model(attrs, 1, 0, TensorProto.DOUBLE), {"X": x})[0])
     for transform, fn in ((1, lambda s: torch.softmax(s, -1)), (2, torch.sigmoid),
                           (4, lambda s: math.sqrt(2) * torch.erfinv(2 * s - 1))):
         got = convert(_tree_model(attrs, 1, transform, TensorProto.DOUBLE), simplify=False)(torch.from_numpy(x))
@@ -346,7 +341,7 @@ def test_tree_ensemble_regressor_matches_onnxruntime(aggregate: str) -> None:
         model = _model([node], [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
                        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3])], ml_opset=3)
         x = _features(rng, np.float32)
-        expected = _ort(model, {"X": x})[0]
+        expected = reference_outputs(model, {"X": x})[0]
         got = convert(model, simplify=False)(torch.from_numpy(x))
         assert got.dtype == torch.float32
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)

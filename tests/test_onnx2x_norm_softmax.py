@@ -10,48 +10,17 @@ LpNormalization with p=1.
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-import torch
-from onnx import helper
-from onnx.reference import ReferenceEvaluator
 
-from onnx2x.torch import convert
+from tests.support.onnx_cases import check_converted, node_model
 
 RNG = np.random.default_rng(0)
 
 
-def _model(op: str, feeds: dict, attrs: dict, opset: int, n_out: int) -> onnx.ModelProto:
-    node = helper.make_node(op, list(feeds), [f"y{j}" for j in range(n_out)], **attrs)
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
-        [helper.make_tensor_value_info(f"y{j}", onnx.TensorProto.UNDEFINED, None) for j in range(n_out)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    for out, inf in zip(model.graph.output, inferred.graph.output):
-        out.type.CopyFrom(inf.type)
-    return model
-
-
 def check(op: str, feeds: dict, attrs: dict | None = None, opset: int = 13, n_out: int = 1,
           tol: float = 1e-5, reference: str = "ort") -> None:
-    model = _model(op, feeds, attrs or {}, opset, n_out)
-    if reference == "ort":
-        expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    else:
-        expected = ReferenceEvaluator(model).run(None, feeds)
-    gm = convert(model, simplify=False)
-    with torch.no_grad():
-        got = gm(*[torch.from_numpy(v) for v in feeds.values()])
-    got = list(got) if isinstance(got, tuple) else [got]
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        g = g.numpy()
-        assert g.dtype == e.dtype and g.shape == e.shape, (g.dtype, e.dtype, g.shape, e.shape)
-        np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol=tol, atol=tol)
+    model = node_model(op, feeds, [f"y{j}" for j in range(n_out)], attrs or {}, opset=opset, ir_version=8)
+    check_converted(model, feeds, reference=reference, rtol=tol, atol=tol, in_float64=True)
 
 
 X4 = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)

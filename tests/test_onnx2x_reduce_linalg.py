@@ -9,50 +9,16 @@ MatMulInteger with per-column zero points.
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-import torch
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
-from onnx2x.torch import convert
-
-
-def _model(op: str, feeds: dict, attrs: dict, opset: int, consts: dict | None = None,
-           n_out: int = 1) -> onnx.ModelProto:
-    consts = consts or {}
-    names = list(feeds) + list(consts)
-    node = helper.make_node(op, names, [f"y{j}" for j in range(n_out)], **attrs)
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
-        [helper.make_tensor_value_info(f"y{j}", onnx.TensorProto.UNDEFINED, None) for j in range(n_out)],
-        [numpy_helper.from_array(v, k) for k, v in consts.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    for out, inf in zip(model.graph.output, inferred.graph.output):
-        out.type.CopyFrom(inf.type)
-    return model
+from tests.support.onnx_cases import check_converted, node_model
 
 
 def check(op: str, feeds: dict, attrs: dict | None = None, opset: int = 13, consts: dict | None = None,
           rtol: float = 1e-5, reference: str = "ort") -> None:
     """Compare with onnxruntime, or with onnx's reference evaluator where onnxruntime lacks the kernel."""
-    model = _model(op, feeds, attrs or {}, opset, consts)
-    if reference == "ort":
-        expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    else:
-        expected = ReferenceEvaluator(model).run(None, feeds)
-    gm = convert(model, simplify=False)
-    with torch.no_grad():
-        got = gm(*[torch.from_numpy(v) for v in feeds.values()])
-    got = (list(got) if isinstance(got, tuple) else [got])
-    for g, e in zip(got, expected):
-        g = g.numpy()
-        assert g.dtype == e.dtype and g.shape == e.shape, (g.dtype, e.dtype, g.shape, e.shape)
-        np.testing.assert_allclose(g, e, rtol=rtol, atol=1e-6)
+    model = node_model(op, feeds, ["y0"], attrs or {}, opset=opset, ir_version=8, consts=consts)
+    check_converted(model, feeds, reference=reference, rtol=rtol, atol=1e-6)
 
 
 RNG = np.random.default_rng(0)

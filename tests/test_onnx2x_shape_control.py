@@ -8,13 +8,13 @@ the explicit per-step path.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto as T
 from onnx import helper as h
 
 from onnx2x.torch import convert
+from tests.support.onnx_cases import assert_outputs_match, reference_outputs
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -25,18 +25,9 @@ def _model(graph, opset: int = 18):
     return m
 
 
-def _ort(model, feeds: dict) -> list[np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
-
-
 def _check(got, ref: list[np.ndarray]) -> None:
     got = got if isinstance(got, (tuple, list)) else (got,)
-    assert len(got) == len(ref)
-    for g, r in zip(got, ref):
-        g = g.detach().numpy()
-        assert g.shape == r.shape and g.dtype == r.dtype
-        np.testing.assert_allclose(g, r, rtol=RTOL, atol=ATOL)
+    assert_outputs_match([g.detach().numpy() for g in got], ref, rtol=RTOL, atol=ATOL)
 
 
 def _dynamic_batch_model():
@@ -80,12 +71,12 @@ def test_symbolic_batch_eager_and_export():
     assert ".tolist()" not in gm.code and "_reshape(" not in gm.code  # shape chain resolved symbolically
     for n in (2, 5):
         feeds = _feeds(n)
-        _check(gm(*(torch.from_numpy(v) for v in feeds.values())), _ort(model, feeds))
+        _check(gm(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))
     batch = torch.export.Dim("N", min=2, max=64)
     example = tuple(torch.from_numpy(v) for v in _feeds(3).values())
     ep = torch.export.export(gm, example, dynamic_shapes=({0: batch}, {0: batch}))
     feeds = _feeds(7)
-    _check(ep.module()(*(torch.from_numpy(v) for v in feeds.values())), _ort(model, feeds))
+    _check(ep.module()(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))
 
 
 def _loop_model(static_trips: bool):
@@ -123,7 +114,7 @@ def test_loop_with_nested_if(static_trips: bool):
     feeds = {"x": np.array([1.0, 2.0], np.float32), "w": np.array([10.0, 20.0], np.float32)}
     if not static_trips:
         feeds["M"] = np.array(4, np.int64)
-    _check(gm(*(torch.from_numpy(v) for v in feeds.values())), _ort(model, feeds))
+    _check(gm(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))
 
 
 def test_if_exports_through_torch_cond():
@@ -139,8 +130,8 @@ def test_if_exports_through_torch_cond():
     for c in (True, False):
         feeds = {"c": np.array(c), "x": x, "w": w}
         args = tuple(torch.from_numpy(v) for v in feeds.values())
-        _check(gm(*args), _ort(model, feeds))
-        _check(ep.module()(*args), _ort(model, feeds))
+        _check(gm(*args), reference_outputs(model, feeds))
+        _check(ep.module()(*args), reference_outputs(model, feeds))
 
 
 def _rnn_model(op: str, direction: str, layout: int, extra: dict, with_seq_lens: bool):
@@ -182,9 +173,9 @@ def test_recurrent_matches_onnxruntime(op, direction, layout, extra, seq_lens):
     model, x = _rnn_model(op, direction, layout, dict(extra), seq_lens)
     gm = convert(model, simplify=False)
     if layout == 0:
-        ref = _ort(model, {"X": x})
+        ref = reference_outputs(model, {"X": x})
     else:  # onnxruntime has no batch-major RNNs: run the time-major twin and transpose
         twin, _ = _rnn_model(op, direction, 0, dict(extra), seq_lens)
-        y, *states = _ort(twin, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})
+        y, *states = reference_outputs(twin, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})
         ref = [y.transpose(2, 0, 1, 3)] + [s.transpose(1, 0, 2) for s in states]
     _check(gm(torch.from_numpy(x)), ref)

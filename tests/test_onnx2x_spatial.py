@@ -15,41 +15,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto as TP
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from onnx2x.torch import convert
+from tests.support.onnx_cases import check_converted, typed_model
 
 RNG = np.random.default_rng(0)
 
 
 def model_of(node: onnx.NodeProto, inputs, outputs, inits=(), opset: int = 19) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
-        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+    return typed_model([node], inputs, outputs, initializers=inits, opset=opset)
 
 
 def check(model: onnx.ModelProto, feeds: dict, rtol: float = 1e-4, atol: float = 1e-5):
     """Convert, run both, compare every output; returns the GraphModule."""
-    gm = convert(model, simplify=False)
-    names = [i.name for i in model.graph.input]
-    with torch.no_grad():
-        out = gm(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
-    outs = list(out) if isinstance(out, tuple) else [out]
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    want = sess.run(None, feeds)
-    assert len(outs) == len(want)
-    for got, exp in zip(outs, want):
-        got = got.numpy()
-        assert got.dtype == exp.dtype and got.shape == exp.shape, (got.dtype, got.shape, exp.dtype, exp.shape)
-        if exp.dtype.kind == "f":
-            np.testing.assert_allclose(got, exp, rtol=rtol, atol=atol)
-        else:
-            np.testing.assert_array_equal(got, exp)
-    return gm
+    return check_converted(model, feeds, rtol=rtol, atol=atol)
 
 
 def targets(gm) -> set:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from common import progress
 from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run_jobs
-from common.cli import add_common_flags, parse_dtypes, parse_shapes, run_cli, setup_logging
+from common.cli import add_common_flags, cli_main, parse_dtypes, parse_shapes
 from common.errors import ConversionError, ModelLoadError, ShapeError
 from common.progress import Progress, wants_progress
 
@@ -291,10 +291,7 @@ def export_mxnet(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args)
-    return run_cli(args.handler, args)
+    return cli_main(build_parser, argv)
 
 
 if __name__ == "__main__":

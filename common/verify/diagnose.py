@@ -9,21 +9,12 @@ import json
 import logging
 from typing import Any, Mapping, Optional
 
-import numpy as np
 import onnx
 
 from .locator import LocatorResult, locate, mxnet_origins
 from .runners import MXNetRunner, OnnxRuntimeRunner, TorchRunner, mxnet_tensor_map
 
 log = logging.getLogger(__name__)
-
-
-def _all_tensors(result: Any) -> dict[str, np.ndarray]:
-    values = dict(result.intermediates)
-    for name, value in result.outputs.items():
-        if isinstance(value, np.ndarray):
-            values.setdefault(name, value)
-    return values
 
 
 def diagnose_onnx_to_torch(
@@ -42,7 +33,7 @@ def diagnose_onnx_to_torch(
     """
     reference = OnnxRuntimeRunner(onnx_model).run(inputs, intermediates=True)
     candidate = TorchRunner(module).run(inputs, intermediates=True)
-    return locate(onnx_model, _all_tensors(reference), _all_tensors(candidate), rtol=rtol, atol=atol)
+    return locate(onnx_model, reference.all_tensors(), candidate.all_tensors(), rtol=rtol, atol=atol)
 
 
 def diagnose_mxnet_to_onnx(
@@ -70,7 +61,7 @@ def diagnose_mxnet_to_onnx(
     ort_runner = OnnxRuntimeRunner(onnx_model)
     candidate = ort_runner.run(_rename_inputs(inputs, ort_runner.input_names), intermediates=True)
     origins = mxnet_origins(json.loads(mx_runner.symbol.tojson()), tensor_map)
-    return locate(onnx_model, reference.intermediates, _all_tensors(candidate), rtol=rtol, atol=atol, origins=origins)
+    return locate(onnx_model, reference.intermediates, candidate.all_tensors(), rtol=rtol, atol=atol, origins=origins)
 
 
 def _rename_inputs(inputs: Mapping[str, Any], names: list[str]) -> dict[str, Any]:

@@ -50,6 +50,15 @@ class RunResult:
     intermediates: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def all_tensors(self) -> dict[str, np.ndarray]:
+        """Every tensor the run produced, by name: the intermediates, then the array outputs not among
+        them (what the locator matches between a reference run and a candidate run)."""
+        values = dict(self.intermediates)
+        for name, value in self.outputs.items():
+            if isinstance(value, np.ndarray):
+                values.setdefault(name, value)
+        return values
+
 
 class Runner:
     """Common interface: ``input_names``, ``output_names`` and :meth:`run`."""

@@ -23,6 +23,11 @@ def plain_dtype(dtype: Optional[torch.dtype]) -> bool:
     return dtype is not None and dtype not in WIDE_UNSIGNED and dtype not in _FLOAT8
 
 
+def unary_by_dtype(ctx: NodeContext, torch_fn: Callable, fallback: Callable) -> Handle:
+    """``torch_fn`` on input 0 where torch's kernel covers its dtype, else the runtime emulation ``fallback``."""
+    return ctx.call(torch_fn if plain_dtype(ctx.dtype(0)) else fallback, ctx.input(0))
+
+
 def is_integer(dtype: Optional[torch.dtype]) -> bool:
     return dtype is not None and not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
 
@@ -155,16 +160,12 @@ def neg(ctx: NodeContext) -> Handle:
 
 @converter("Abs", since=1)
 def abs_(ctx: NodeContext) -> Handle:
-    if plain_dtype(ctx.dtype(0)):
-        return ctx.call(torch.abs, ctx.input(0))
-    return ctx.call(rt.absolute, ctx.input(0))
+    return unary_by_dtype(ctx, torch.abs, rt.absolute)
 
 
 @converter("Sign", since=9)
 def sign(ctx: NodeContext) -> Handle:
-    if plain_dtype(ctx.dtype(0)):
-        return ctx.call(torch.sign, ctx.input(0))
-    return ctx.call(rt.sign, ctx.input(0))
+    return unary_by_dtype(ctx, torch.sign, rt.sign)
 
 
 @converter("IsInf", since=10)
@@ -178,9 +179,7 @@ def is_inf(ctx: NodeContext) -> Handle:
 
 @converter("IsNaN", since=9)
 def is_nan(ctx: NodeContext) -> Handle:
-    if plain_dtype(ctx.dtype(0)):
-        return ctx.call(torch.isnan, ctx.input(0))
-    return ctx.call(rt.is_nan, ctx.input(0))
+    return unary_by_dtype(ctx, torch.isnan, rt.is_nan)
 
 
 @converter("BitShift", since=11)

@@ -11,7 +11,7 @@ from ..builder import Handle, NodeContext, is_string_array
 from ..registry import converter
 from ..runtime import elementwise as rt
 from ..runtime import strings as rt_strings
-from .arithmetic import binary_inputs, plain_dtype
+from .arithmetic import binary_inputs, plain_dtype, unary_by_dtype
 
 _COMPARISONS = {
     "Equal": ("eq", torch.eq),
@@ -69,9 +69,7 @@ def bitwise(ctx: NodeContext) -> Handle:
 
 @converter("BitwiseNot", since=18)
 def bitwise_not(ctx: NodeContext) -> Handle:
-    if plain_dtype(ctx.dtype(0)):
-        return ctx.call(torch.bitwise_not, ctx.input(0))
-    return ctx.call(rt.bitwise_not, ctx.input(0))
+    return unary_by_dtype(ctx, torch.bitwise_not, rt.bitwise_not)
 
 
 @converter("Where", since=9)
