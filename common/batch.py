@@ -157,11 +157,15 @@ def run_job(handler: Handler, args: argparse.Namespace) -> Outcome:
 
 
 # --- parent side --------------------------------------------------------------------------------
-def _died_how(pool: ProcessPoolExecutor) -> str:
-    """What killed a worker (``signal SIGSEGV``, ``exit code 3``), from the executor's process."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
+def _worker_processes(pool: ProcessPoolExecutor) -> list:
+    """The pool's worker processes, snapshotted while they are known (the executor forgets them when it breaks)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _died_how(processes: Sequence) -> str:
+    """What killed a worker (``signal SIGSEGV``, ``exit code 3``), from its process objects."""
     for proc in processes:
-        proc.join(timeout=2)
+        proc.join(timeout=5)
         code = proc.exitcode
         if code is None:
             continue
@@ -210,10 +214,13 @@ class _Batch:
                     pool = ProcessPoolExecutor(1, mp_context=self._context, initializer=_init_worker)
                     with self._lock:
                         self._pools[lane] = pool
+                workers: list = []
                 try:
-                    outcome = pool.submit(run_job, self.handler, job.args).result()
+                    future = pool.submit(run_job, self.handler, job.args)
+                    workers = _worker_processes(pool)
+                    outcome = future.result()
                 except BrokenProcessPool:
-                    outcome = self._crashed(job, pool)
+                    outcome = self._crashed(job, workers)
                     pool.shutdown(wait=True)
                     pool = None
                 except Exception as exc:  # noqa: BLE001 - e.g. arguments that cannot be sent: a bug
@@ -226,10 +233,10 @@ class _Batch:
             if pool is not None:
                 pool.shutdown(wait=True)
 
-    def _crashed(self, job: Job, pool: ProcessPoolExecutor) -> Outcome:
+    def _crashed(self, job: Job, workers: Sequence) -> Outcome:
         if self._stop.is_set():
             return Outcome(EXIT_INTERRUPTED, f"{job.label}: interrupted")
-        return Outcome(EXIT_INTERNAL, f"{job.label}: the worker process died ({_died_how(pool)}) while "
+        return Outcome(EXIT_INTERNAL, f"{job.label}: the worker process died ({_died_how(workers)}) while "
                                       f"converting it; rerun it alone with --debug to see why")
 
     def _report(self, lane: int, index: int, outcome: Outcome) -> None:
