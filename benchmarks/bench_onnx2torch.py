@@ -4,7 +4,8 @@ For resnet50, vgg19, densenet121 and inception_v1 (onnx's light graphs with seed
 of the real size and a symbolic batch, see ``tests/support/light_weights.py``) it measures:
 
 * conversion time of ``onnx2x.torch.convert(path)`` against ``onnx.load(path)`` (target <= 1.5x),
-  with and without onnx-simplifier;
+  with and without onnx-simplifier (one-time imports of onnx2x, its converters and onnxsim are
+  done before the clock starts, as ``import onnx`` is for ``onnx.load``);
 * peak memory of the conversion, in copies of the weights (target: at most one copy beyond the
   loaded model), each measurement in a fresh subprocess;
 * forward latency of the converted module at batch 1 and 8 against onnxruntime with the same
@@ -18,7 +19,8 @@ Run from the repository root::
     python benchmarks/bench_onnx2torch.py --json reports/bench_onnx2torch.json
 
 Latency is the median of ``--repeat`` runs after warm-up, torch and onnxruntime interleaved so
-that load from other processes hits both alike.
+that load from other processes hits both alike (call by call with one thread, in blocks of five
+calls with several: see ``median_latency``).
 """
 from __future__ import annotations
 
@@ -55,10 +57,15 @@ def status(key):
                 return int(line.split()[1]) / 1024
 
 mode, path = sys.argv[1], sys.argv[2]
-if mode != "load":
+if mode != "load":  # one-time imports are not conversion work: done before the clock starts
     from onnx2x.torch import convert
     import onnx2x.torch.registry as registry
     registry._ensure_loaded()
+if mode == "convert":
+    try:
+        import onnxsim  # imports onnxruntime: ~0.4 s and ~100 MB once per process
+    except ImportError:
+        pass
 gc.collect()
 with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
     f.write("5")
@@ -86,17 +93,25 @@ def measure_in_subprocess(mode: str, path: str) -> dict[str, float]:
 
 
 # --- latency ------------------------------------------------------------------------------------
-def median_latency(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each fn, calls interleaved round-robin."""
+def median_latency(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3, block: int = 1) -> dict[str, float]:
+    """Median seconds per call of each fn, over ``repeat`` timed calls each, interleaved.
+
+    ``block`` > 1 alternates blocks of that many timed calls, each after one untimed call: with
+    several threads, one framework's thread pool still spins for a moment after its call returns
+    (onnxruntime's by default, OpenMP's too) and would slow down the other's next call.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
+    for _ in range(-(-repeat // block)):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            if block > 1:
+                fn()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -167,7 +182,7 @@ def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str
             fns["onnx2x"] = lambda: gm(xt)
             for k, mod in others.items():
                 fns[k] = (lambda m=mod: m(xt))
-            lat = median_latency(fns, repeat)
+            lat = median_latency(fns, repeat, block=1 if threads == 1 else 5)
         for k, v in lat.items():
             row[f"{k}_b{batch}_ms"] = round(v * 1e3, 2)
         row[f"ratio_b{batch}"] = round(lat["onnx2x"] / lat["onnxruntime"], 3)

@@ -284,8 +284,12 @@ class GraphBuilder:
                     handle.meta["onnx_name"] = value.name
                 self.value_to_fx[value.name] = handle.name
 
-    def finish(self, outputs: Sequence[ir.Value], *, as_tuple: Optional[bool] = None) -> fx.GraphModule:
-        """Emit the output node and build the GraphModule (single output unwrapped by default)."""
+    def finish(self, outputs: Sequence[ir.Value], *, as_tuple: Optional[bool] = None,
+               channels_last: bool = True) -> fx.GraphModule:
+        """Emit the output node and build the GraphModule (single output unwrapped by default).
+
+        ``channels_last=False`` leaves convolution weights as they are (a later pass lays them out).
+        """
         handles = []
         for value in outputs:
             self.output_names.append(value.name)
@@ -295,7 +299,8 @@ class GraphBuilder:
         self.graph.output(tuple(handles) if as_tuple else handles[0])
         self.graph.eliminate_dead_code()
         self._drop_unused_attrs()
-        self._conv_weights_channels_last()
+        if channels_last:
+            self._conv_weights_channels_last()
         gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedModel")
         gm.onnx_input_names = list(self.input_names)
         gm.onnx_output_names = list(self.output_names)
@@ -305,31 +310,7 @@ class GraphBuilder:
         return gm
 
     def _conv_weights_channels_last(self) -> None:
-        """Store constant 2-D convolution weights channels-last (values unchanged, layout only).
-
-        Why: on CPU, PyTorch's NCHW max-pooling and stem/1x1 convolutions are several times
-        slower than their channels-last kernels (max_pool2d 3x3/2 on 64x112x112: 6.3 ms NCHW vs
-        0.44 ms channels-last). A channels-last weight makes ``conv2d`` return channels-last
-        activations, which every later op accepts, so the whole network runs in that layout.
-        """
-        for node in self.graph.nodes:
-            if node.op != "call_function" or node.target not in _CONV2D or len(node.args) < 2:
-                continue
-            weight = node.args[1]
-            if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
-                continue
-            name = weight.target
-            tensor = self.root._parameters.get(name)
-            if tensor is None:
-                tensor = self.root._buffers.get(name)
-            if (tensor is None or tensor.dim() != 4 or not tensor.dtype.is_floating_point
-                    or tensor.device.type != "cpu" or tensor.is_contiguous(memory_format=torch.channels_last)):
-                continue
-            relaid = tensor.detach().contiguous(memory_format=torch.channels_last)
-            if name in self.root._parameters:
-                self.root._parameters[name] = torch.nn.Parameter(relaid, requires_grad=tensor.requires_grad)
-            else:
-                self.root._buffers[name] = relaid
+        channels_last_conv_weights(self.root, self.graph)
 
     def _drop_unused_attrs(self) -> None:
         used = {n.target for n in self.graph.nodes if n.op in ("get_attr", "call_module")}
@@ -341,6 +322,39 @@ class GraphBuilder:
             if name not in used:
                 del self.root._buffers[name]
                 self.param_names.pop(name, None)
+
+
+def channels_last_conv_weights(root: torch.nn.Module, graph: fx.Graph, targets: Iterable[Callable] = _CONV2D,
+                               max_bytes: Optional[int] = None) -> None:
+    """Store constant 2-D convolution weights channels-last (values unchanged, layout only).
+
+    Why: on CPU, PyTorch's NCHW max-pooling and stem/1x1 convolutions are several times
+    slower than their channels-last kernels (max_pool2d 3x3/2 on 64x112x112: 6.3 ms NCHW vs
+    0.44 ms channels-last). A channels-last weight makes ``conv2d`` return channels-last
+    activations, which every later op accepts, so the whole network runs in that layout.
+    ``targets``: the call targets whose second argument is such a weight; ``max_bytes``: leave
+    larger weights as they are.
+    """
+    targets = tuple(targets)
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target not in targets or len(node.args) < 2:
+            continue
+        weight = node.args[1]
+        if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+            continue
+        name = weight.target
+        tensor = root._parameters.get(name)
+        if tensor is None:
+            tensor = root._buffers.get(name)
+        if (tensor is None or tensor.dim() != 4 or not tensor.dtype.is_floating_point
+                or tensor.device.type != "cpu" or tensor.is_contiguous(memory_format=torch.channels_last)
+                or (max_bytes is not None and tensor.numel() * tensor.element_size() > max_bytes)):
+            continue
+        relaid = tensor.detach().contiguous(memory_format=torch.channels_last)
+        if name in root._parameters:
+            root._parameters[name] = torch.nn.Parameter(relaid, requires_grad=tensor.requires_grad)
+        else:
+            root._buffers[name] = relaid
 
 
 class NodeContext:

@@ -8,10 +8,11 @@ import onnx
 import torch.fx as fx
 
 from common import ir as cir
-from common.errors import ConversionError, ModelLoadError
+from common.errors import ConversionError, ConversionFailure, ModelLoadError
 from common.model_io import PathLike, as_model_proto
 
-from .builder import GraphBuilder
+from . import fusion
+from .builder import GraphBuilder, channels_last_conv_weights
 from .simplify import simplify as run_onnxsim
 from .sparse import densify_sparse
 
@@ -29,7 +30,7 @@ def prepare(
     proto = densify_sparse(proto, label=label)
     given = model if isinstance(model, onnx.ModelProto) else None
     if simplify:
-        proto = run_onnxsim(proto, input_shapes, label=label)
+        proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given)
     elif input_shapes:
         proto = _fix_input_shapes(proto, input_shapes, label)
     if len(proto.functions):
@@ -66,8 +67,13 @@ def convert(
     *,
     simplify: bool = True,
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
+    fuse: Optional[bool] = None,
 ) -> fx.GraphModule:
     """Convert an ONNX model (proto or path) to a ``torch.fx.GraphModule``.
+
+    ``fuse`` (default: the value of ``simplify``) folds BatchNormalization and per-channel
+    Mul/Add into convolutions and fuses conv+add+relu (:mod:`onnx2x.torch.fusion`); without it
+    every float initializer stays a parameter of the same name and value.
 
     The module's forward takes the ONNX graph inputs in order and returns one tensor, or a tuple
     when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
@@ -75,18 +81,39 @@ def convert(
     name -> fx node name) tie the module back to the ONNX graph.
     """
     proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes)
-    return convert_prepared(proto, label)
+    box = [proto]  # hand the only reference over: the proto is freed once the weights are tensors
+    del proto
+    return _convert_owned(box, label, fuse=simplify if fuse is None else fuse)
 
 
-def convert_prepared(proto: onnx.ModelProto, label: str = "") -> fx.GraphModule:
-    """Convert a model that :func:`prepare` already processed."""
-    model = cir.from_proto(proto, file=label)
+def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True) -> fx.GraphModule:
+    """Convert a model that :func:`prepare` already processed (``fuse``: see :func:`convert`)."""
+    return _convert_owned([proto], label, fuse=fuse)
+
+
+def _convert_owned(box: list, label: str, *, fuse: bool) -> fx.GraphModule:
+    """Convert ``box[0]`` (a prepared proto), dropping this function's references to it early."""
+    model = cir.from_proto(box.pop(), file=label)
     opsets = {("" if d == "ai.onnx" else d): int(v) for d, v in model.opset_imports.items()}
     opsets.setdefault("", 1)
     builder = GraphBuilder(opsets, file=label)
     try:
         builder.convert_graph(model.graph)
-        return builder.finish(list(model.graph.outputs))
+        gm = builder.finish(list(model.graph.outputs), channels_last=False)
+        info = fusion.value_info(gm, model.graph) if fuse else {}
     except ConversionError as exc:
         exc.with_context(file=label)
         raise
+    # Every weight is a tensor of ``gm`` now: drop the builder's and the IR's references (the
+    # proto goes with them unless the caller keeps it) before the passes below copy weights,
+    # so that a conversion from a path never holds more than two copies of the weights.
+    del builder, model
+    try:
+        if fuse:
+            fusion.fuse(gm, info)  # also lays out convolution weights
+        else:
+            channels_last_conv_weights(gm, gm.graph)
+    except Exception as exc:  # a bug in an optimization pass: name it, as converters' errors are
+        raise ConversionFailure(f"fusion pass failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                                file=label or None) from exc
+    return gm
