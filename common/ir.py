@@ -15,7 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from .errors import ModelLoadError
-from .model_io import PathLike, as_model_proto, save_onnx
+from .model_io import PathLike, as_model_proto, save_onnx, tensor_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,8 @@ _SKELETON_MIN_BYTES = 4096  # shape tensors (data that inference reads) are far 
 
 
 def _tensor_bytes(t: onnx.TensorProto) -> int:
-    """Size from dims and type: reading ``raw_data`` would copy the bytes (protobuf returns a new object)."""
-    n = 1
-    for d in t.dims:
-        n *= int(d)
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    except Exception:  # string or unknown types: never large weights worth skipping
-        itemsize = 1
-    return n * itemsize
+    size = tensor_nbytes(t)
+    return len(t.string_data) if size is None else size  # strings are never large weights
 
 
 def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -114,6 +114,21 @@ def _check_tensor(tensor: onnx.TensorProto, file: str) -> None:
                              file=file)
 
 
+def tensor_nbytes(tensor: onnx.TensorProto) -> "int | None":
+    """Payload size from dims and element type, without touching the data (reading ``raw_data``
+    makes protobuf copy the bytes); None for strings and unknown types."""
+    n = 1
+    for d in tensor.dims:
+        n *= int(d)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:  # noqa: BLE001 - onnx raises KeyError/ValueError/TypeError for these
+        return None
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    return n * itemsize
+
+
 def check_tensors(model: onnx.ModelProto, file: str = "") -> None:
     """Validate every initializer and constant attribute tensor (including in subgraphs)."""
     for tensor in _iter_tensors(model.graph):

@@ -15,6 +15,8 @@ from typing import Optional
 
 import onnx
 
+from common.model_io import tensor_nbytes
+
 log = logging.getLogger(__name__)
 
 LARGE_INITIALIZER_BYTES = 1024  # shape tensors and axes, which constant folding needs, are smaller
@@ -26,21 +28,9 @@ def _interface(model: onnx.ModelProto, hidden: frozenset = frozenset()) -> tuple
             [o.name for o in model.graph.output])
 
 
-def _tensor_bytes(t: onnx.TensorProto) -> int:
-    """Payload size from dims and type (reading ``raw_data`` would copy the bytes)."""
-    n = 1
-    for d in t.dims:
-        n *= int(d)
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    except Exception:  # strings and unknown types: left to onnxsim
-        return 0
-    return n * itemsize
-
-
 def _is_large(t: onnx.TensorProto) -> bool:
-    return (t.data_location != onnx.TensorProto.EXTERNAL and t.data_type != onnx.TensorProto.STRING
-            and _tensor_bytes(t) > LARGE_INITIALIZER_BYTES)
+    """Large enough to keep away from onnxsim; strings and unknown types are left to it."""
+    return t.data_location != onnx.TensorProto.EXTERNAL and (tensor_nbytes(t) or 0) > LARGE_INITIALIZER_BYTES
 
 
 def _copy_fields(target: onnx.ModelProto | onnx.GraphProto, source: onnx.ModelProto | onnx.GraphProto,
