@@ -15,7 +15,7 @@ import onnx
 import onnx_ir as ir
 
 from .errors import ModelLoadError
-from .model_io import PathLike, as_model_proto, save_onnx, tensor_nbytes
+from .model_io import PathLike, as_model_proto, copy_fields, save_onnx, tensor_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,9 @@ def _tensor_bytes(t: onnx.TensorProto) -> int:
 def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``proto`` whose large initializers keep name, type and dims but no data."""
     skeleton = onnx.ModelProto()
-    for desc, value in proto.ListFields():
-        if desc.name != "graph":
-            _copy_field(skeleton, desc, value)
+    copy_fields(skeleton, proto, ("graph",))
     graph = skeleton.graph
-    for desc, value in proto.graph.ListFields():
-        if desc.name != "initializer":
-            _copy_field(graph, desc, value)
+    copy_fields(graph, proto.graph, ("initializer",))
     for t in proto.graph.initializer:
         if _tensor_bytes(t) > _SKELETON_MIN_BYTES:
             stub = graph.initializer.add()
@@ -107,16 +103,6 @@ def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
         else:
             graph.initializer.append(t)
     return skeleton
-
-
-def _copy_field(target: Any, desc: Any, value: Any) -> None:
-    field = getattr(target, desc.name)
-    if hasattr(field, "extend"):  # repeated
-        field.extend(value)
-    elif desc.message_type is not None:
-        field.CopyFrom(value)
-    else:
-        setattr(target, desc.name, value)
 
 
 def _take_inferred_types(proto: onnx.ModelProto, inferred: onnx.ModelProto) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -112,6 +112,27 @@ def _check_tensor(tensor: onnx.TensorProto, file: str) -> None:
     if have != count * per:
         raise ModelLoadError(f"{where}: {have} values in {field} for shape {list(tensor.dims)} of {type_name}",
                              file=file)
+
+
+def copy_fields(target: Any, source: Any, skip: tuple[str, ...]) -> None:
+    """Make every field of the message ``target`` but ``skip`` equal to ``source``'s.
+
+    Lets callers build a copy of a model without its big repeated fields (initializers) instead of
+    copying everything and deleting afterwards.
+    """
+    for desc in target.DESCRIPTOR.fields:
+        if desc.name not in skip:
+            target.ClearField(desc.name)
+    for desc, value in source.ListFields():
+        if desc.name in skip:
+            continue
+        field = getattr(target, desc.name)
+        if hasattr(field, "extend"):  # repeated
+            field.extend(value)
+        elif desc.message_type is not None:
+            field.CopyFrom(value)
+        else:
+            setattr(target, desc.name, value)
 
 
 def tensor_nbytes(tensor: onnx.TensorProto) -> "int | None":

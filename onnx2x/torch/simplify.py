@@ -15,7 +15,7 @@ from typing import Optional
 
 import onnx
 
-from common.model_io import tensor_nbytes
+from common.model_io import copy_fields, tensor_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +33,11 @@ def _is_large(t: onnx.TensorProto) -> bool:
     return t.data_location != onnx.TensorProto.EXTERNAL and (tensor_nbytes(t) or 0) > LARGE_INITIALIZER_BYTES
 
 
-def _copy_fields(target: onnx.ModelProto | onnx.GraphProto, source: onnx.ModelProto | onnx.GraphProto,
-                 skip: tuple[str, ...]) -> None:
-    """Replace every field of ``target`` but ``skip`` by ``source``'s."""
-    for desc in target.DESCRIPTOR.fields:
-        if desc.name not in skip:
-            target.ClearField(desc.name)
-    for desc, value in source.ListFields():
-        if desc.name in skip:
-            continue
-        field = getattr(target, desc.name)
-        if hasattr(field, "extend"):  # repeated
-            field.extend(value)
-        elif desc.message_type is not None:
-            field.CopyFrom(value)
-        else:
-            setattr(target, desc.name, value)
-
-
 def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, frozenset]:
     """A copy of ``model`` whose large initializers are graph inputs; returns it and their names."""
     out = onnx.ModelProto()
-    _copy_fields(out, model, ("graph",))
-    _copy_fields(out.graph, model.graph, ("initializer",))
+    copy_fields(out, model, ("graph",))
+    copy_fields(out.graph, model.graph, ("initializer",))
     declared = {i.name for i in model.graph.input}
     large = []
     for t in model.graph.initializer:
@@ -88,8 +70,8 @@ def attach_weights(simplified: onnx.ModelProto, original: onnx.ModelProto, large
         out = onnx.ModelProto()
         graph = out.graph
         graph.initializer.extend(t for t in original.graph.initializer if t.name in used)
-    _copy_fields(out, simplified, ("graph",))
-    _copy_fields(graph, simplified.graph, ("initializer", "input"))
+    copy_fields(out, simplified, ("graph",))
+    copy_fields(graph, simplified.graph, ("initializer", "input"))
     graph.initializer.extend(t for t in simplified.graph.initializer if t.name not in large)
     del graph.input[:]
     graph.input.extend(inputs)
