@@ -129,12 +129,12 @@ class OnnxRuntimeRunner(Runner):
         self._check_inputs(inputs)
         feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
         if intermediates:
-            model, extra = with_intermediate_outputs(self.model)
+            model, _ = with_intermediate_outputs(self.model)
             session = self._make_session(model, optimize=False)
         else:
             if self._session is None:
                 self._session = self._make_session(self.model, self.optimize)
-            session, extra = self._session, []
+            session = self._session
         names = [o.name for o in session.get_outputs()]
         start = time.perf_counter()
         try:

@@ -54,21 +54,26 @@ def small_cnn(seed: int = 0, *, alpha: float = 0.2, batch: "int | str" = 1) -> o
     return model
 
 
-def small_mxnet_net(folder: Path, seed: int = 0) -> tuple[Path, Path, tuple[int, ...]]:
-    """data (1,3,10,10) -> conv1 -> relu1 (Activation) -> conv2 -> fc; saved as net-symbol.json/net-0000.params."""
+def small_mxnet_net(folder: Path, seed: int = 0, *, batchnorm: bool = False) -> tuple[Path, Path, tuple[int, ...]]:
+    """data (1,3,10,10) -> conv1 [-> bn1] -> relu1 (Activation) -> conv2 -> fc; saved as
+    net-symbol.json/net-0000.params. ``batchnorm`` adds a BatchNorm the simplifier folds into conv1."""
     from mx2onnx_patches.mxnet_import import import_mxnet
 
     mx = import_mxnet()
     data = mx.sym.Variable("data")
     conv1 = mx.sym.Convolution(data, kernel=(3, 3), num_filter=4, name="conv1")
+    if batchnorm:
+        conv1 = mx.sym.BatchNorm(conv1, fix_gamma=False, name="bn1")
     relu1 = mx.sym.Activation(conv1, act_type="relu", name="relu1")
     conv2 = mx.sym.Convolution(relu1, kernel=(3, 3), num_filter=4, name="conv2")
     fc = mx.sym.FullyConnected(mx.sym.Flatten(conv2, name="flat"), num_hidden=3, name="fc")
     shape = (1, 3, 10, 10)
-    arg_shapes, _, _ = fc.infer_shape(data=shape)
+    arg_shapes, _, aux_shapes = fc.infer_shape(data=shape)
     rng = np.random.default_rng(seed)
     params = {f"arg:{n}": mx.nd.array(rng.normal(0, 0.3, size=s).astype(np.float32))
               for n, s in zip(fc.list_arguments(), arg_shapes) if n != "data"}
+    params.update({f"aux:{n}": mx.nd.array(rng.uniform(0.5, 1.5, size=s).astype(np.float32))
+                   for n, s in zip(fc.list_auxiliary_states(), aux_shapes)})
     folder.mkdir(parents=True, exist_ok=True)
     sym_path, params_path = folder / "net-symbol.json", folder / "net-0000.params"
     fc.save(str(sym_path))

@@ -20,6 +20,7 @@ import onnx
 import mx2onnx_patches
 from common import progress
 from common.errors import ConversionError, ConversionFailure
+from common.verify.survivors import surviving_tensors
 from mx2onnx_patches import graph_builder, opset_stamp
 
 from . import inputs as inputs_mod
@@ -123,10 +124,13 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         raise exc.with_context(file=sym_file if sym_file != "<symbol>" else None)
     log.info("converted %d MXNet nodes into %d ONNX nodes in %.2f s", len(nodes), len(model.graph.node),
              time.perf_counter() - started)
+    present = _existing_tensors(model)
     if simplify:
         progress.stage("simplify")
-        model = simplify_model(model, label=sym_file)
-    present = _existing_tensors(model)
+        simplified = simplify_model(model, label=sym_file)
+        if simplified is not model:  # fusions can keep a name for a new value: map only survivors
+            present = surviving_tensors(model, simplified)
+        model = simplified
     tensor_map = {k: v for k, v in result.tensor_map.items() if v in present}
     _set_metadata(model, TENSOR_MAP_KEY, json.dumps(tensor_map, sort_keys=True))
     report = None
