@@ -114,20 +114,24 @@ def test_atomic_files_all_or_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_model_over_2gb_round_trips_through_external_data(tmp_path):
-    w = np.full((1, 2**29 + 16), 0.5, np.float32)  # 2 GiB + 64 bytes of weights
+    """Two 1 GiB (+64 bytes) weights: each fits protobuf's 2 GiB field limit, the model does not."""
+    n = 2**28 + 16
+    inits = [numpy_helper.from_array(np.full((n,), v, np.float32), name) for name, v in (("a", 0.5), ("b", 0.25))]
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["w"], ["y"], keepdims=0)], "big", [],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
-        initializer=[numpy_helper.from_array(w, "w")],
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("ReduceSum", ["s"], ["y"], keepdims=0)],
+        "big", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], initializer=inits,
     )
-    del w
+    del inits
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     path = tmp_path / "big.onnx"
     save_onnx(model, path)
-    del model
-    assert (tmp_path / "big.onnx.data").stat().st_size > 2**31
+    del model, graph
+    assert (tmp_path / "big.onnx.data").stat().st_size >= 2 * 4 * n > 2**31
     loaded = load_onnx(path, load_external_data=False)
-    assert loaded.graph.initializer[0].data_location == TensorProto.EXTERNAL
+    assert [t.data_location for t in loaded.graph.initializer] == [TensorProto.EXTERNAL] * 2
+    loaded = load_onnx(path)
+    tail = numpy_helper.to_array(loaded.graph.initializer[1])[-4:]
+    np.testing.assert_array_equal(tail, np.full(4, 0.25, np.float32))
 
 
 def test_atomic_outputs_get_ordinary_file_permissions(tmp_path):

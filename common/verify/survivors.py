@@ -24,6 +24,7 @@ one would make it blame the wrong node.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Optional
 
 import onnx
@@ -40,6 +41,7 @@ class _Graph:
                 if name:
                     self.producer[name] = (node, slot)
         self.initializers = {t.name: t for t in graph.initializer}
+        self._fingerprints: dict[str, Optional[tuple]] = {}
         graph_inputs = {i.name for i in graph.input} - set(self.initializers)
         self.constant_derived = set(self.initializers)
         for node in graph.node:  # topological order: inputs are decided before their consumers
@@ -47,6 +49,13 @@ class _Graph:
             if all(i in self.constant_derived for i in inputs) and not graph_inputs.intersection(inputs) \
                     and node.op_type not in _NONDETERMINISTIC:
                 self.constant_derived.update(o for o in node.output if o)
+
+    def fingerprint(self, name: str) -> Optional[tuple]:
+        """:func:`_fingerprint` of ``name``'s literal value (None when it has none), computed once."""
+        if name not in self._fingerprints:
+            literal = self.literal(name)
+            self._fingerprints[name] = None if literal is None else _fingerprint(literal)
+        return self._fingerprints[name]
 
     def literal(self, name: str) -> Optional[onnx.TensorProto]:
         """The value of ``name`` when it is written in the graph (initializer or Constant node)."""
@@ -64,21 +73,28 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
                      "Bernoulli", "Dropout"}
 
 
-def _same_literal(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
-    if list(a.dims) != list(b.dims) or a.data_type != b.data_type:
-        return False
-    if a.HasField("raw_data") and b.HasField("raw_data"):
-        return a.raw_data == b.raw_data
-    return bool((numpy_helper.to_array(a) == numpy_helper.to_array(b)).all())
+def _fingerprint(tensor: onnx.TensorProto) -> tuple:
+    """Type, shape and a CRC of the content: one transient copy of the bytes at a time (comparing
+    two ``raw_data`` directly would hold both, twice the largest weight)."""
+    if tensor.HasField("raw_data"):
+        data = tensor.raw_data
+        content = (len(data), zlib.crc32(data))
+        del data
+    elif tensor.data_type == onnx.TensorProto.STRING:
+        content = (len(tensor.string_data), zlib.crc32(repr(list(tensor.string_data)).encode()))
+    else:
+        array = numpy_helper.to_array(tensor)
+        content = (array.nbytes, zlib.crc32(array.tobytes()))
+    return (tuple(tensor.dims), tensor.data_type, *content)
 
 
 SAME, UNKNOWN, CHANGED = 0, 1, 2
 
 
 def _input_state(name_b: str, name_a: str, before: _Graph, after: _Graph, states: dict[str, int]) -> int:
-    literal_b, literal_a = before.literal(name_b), after.literal(name_a)
+    literal_b, literal_a = before.fingerprint(name_b), after.fingerprint(name_a)
     if literal_b is not None and literal_a is not None:
-        return SAME if _same_literal(literal_b, literal_a) else CHANGED
+        return SAME if literal_b == literal_a else CHANGED
     if name_b != name_a:
         return UNKNOWN
     if literal_a is not None:  # folded: the same value if the original was computed from constants only
@@ -116,8 +132,8 @@ def surviving_tensors(before: onnx.ModelProto, after: onnx.ModelProto) -> set[st
             elif name:
                 states[name] = UNKNOWN
     survivors = {name for name, state in states.items() if state == SAME}
-    for name, tensor in graph_a.initializers.items():
-        if name in graph_b.initializers and _same_literal(graph_b.initializers[name], tensor):
+    for name in graph_a.initializers:
+        if name in graph_b.initializers and graph_b.fingerprint(name) == graph_a.fingerprint(name):
             survivors.add(name)
     # a rewrite preserves the graph's function: same-named outputs hold the same values
     survivors.update(o.name for o in after.graph.output if o.name in {p.name for p in before.graph.output})
