@@ -101,21 +101,54 @@ def _export(sym_path, params_path, shape):
     return export(str(sym_path), str(params_path), {"data": shape}, verify=False)
 
 
-@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm-folded"])
+@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
 def test_mxnet_correct_export_reports_nothing(tmp_path, batchnorm):
-    """With BatchNorm, onnxsim folds it into conv1 and the fused Conv keeps conv1's output name:
-    that name must leave the tensor map, or the locator compares MXNet's pre-BatchNorm conv1
-    with it and blames a correct Conv."""
     sym_path, params_path, shape = small_mxnet_net(tmp_path, batchnorm=batchnorm)
     model = _export(sym_path, params_path, shape)
     data = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
     result = diagnose_mxnet_to_onnx(str(sym_path), str(params_path), None, model, {"data": data})
     assert not result.found
-    assert result.compared >= (3 if batchnorm else 4)
-    if batchnorm:
-        assert "BatchNormalization" not in {n.op_type for n in model.graph.node}
-        tensor_map = json.loads(next(p.value for p in model.metadata_props if p.key == "x2onnx.mxnet_tensor_map"))
-        assert "conv1_output" not in tensor_map and tensor_map["conv2_output"]
+    assert result.compared >= (5 if batchnorm else 4)
+    if batchnorm:  # kept, not folded into conv1: both MXNet outputs stay comparable
+        assert "BatchNormalization" in {n.op_type for n in model.graph.node}
+        assert {"conv1_output", "bn1_output", "relu1_output"} <= set(_tensor_map(model))
+
+
+def _tensor_map(model: onnx.ModelProto) -> dict:
+    return json.loads(next(p.value for p in model.metadata_props if p.key == "x2onnx.mxnet_tensor_map"))
+
+
+def test_names_a_fusion_gave_a_new_value_leave_the_tensor_map(tmp_path):
+    """conv1 (no bias) + broadcast_add(shift): onnxsim folds the Add into the Conv, which keeps the
+    name conv1 for conv1 + shift. Mapped to MXNet's conv1 output, the locator would blame a correct Conv."""
+    from mx2onnx_patches.mxnet_import import import_mxnet
+    from x2onnx.mxnet import export
+
+    mx = import_mxnet()
+    conv1 = mx.sym.Convolution(mx.sym.Variable("data"), kernel=(3, 3), num_filter=4, no_bias=True, name="conv1")
+    shifted = mx.sym.broadcast_add(conv1, mx.sym.Variable("shift", shape=(1, 4, 1, 1)), name="addb")
+    relu1 = mx.sym.Activation(shifted, act_type="relu", name="relu1")
+    out = mx.sym.Convolution(relu1, kernel=(3, 3), num_filter=2, name="conv2")
+    rng = np.random.default_rng(0)
+    sizes = {"conv1_weight": (4, 3, 3, 3), "shift": (1, 4, 1, 1), "conv2_weight": (2, 4, 3, 3), "conv2_bias": (2,)}
+    params = {name: mx.nd.array(rng.normal(size=size)) for name, size in sizes.items()}
+    shape = (1, 3, 10, 10)
+    model = export(out, params, {"data": shape}, verify=False)
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "Conv"]
+    tensor_map = _tensor_map(model)
+    assert "conv1_output" not in tensor_map and "addb_output" not in tensor_map and tensor_map["conv2_output"]
+    data = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    result = diagnose_mxnet_to_onnx(out, params, None, model, {"data": data})
+    assert not result.found and result.compared >= 1
+
+
+def test_wrong_translation_after_batchnorm_is_named(tmp_path):
+    sym_path, params_path, shape = small_mxnet_net(tmp_path, batchnorm=True)
+    with wrong_translation("Activation", _sigmoid_instead_of_relu):
+        model = _export(sym_path, params_path, shape)
+    data = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    div = diagnose_mxnet_to_onnx(str(sym_path), str(params_path), None, model, {"data": data}).divergence
+    assert div is not None and div.op_type == "Sigmoid" and "relu1" in div.origin and div.inputs_agree
 
 
 def test_wrong_mxnet_translation_is_named(tmp_path):

@@ -32,7 +32,8 @@ inputs:
 what happens:
   1. MXNet 1.9.1's own exporter converts the graph (repaired by mx2onnx_patches); weights become
      initializers, graph outputs keep MXNet's order and names.
-  2. onnx-simplifier simplifies the model (skip with --no-simplify).
+  2. onnx-simplifier simplifies the model (skip with --no-simplify); BatchNorm stays a node of its
+     own, for runtimes to fold at load.
   3. MXNet and onnxruntime run on the same seeded random inputs (uniform in [-1, 1]); every
      output's max-abs and relative error is printed. Out of tolerance -> exit 3 naming the first
      divergent node, and no output file (skip with --no-verify).

@@ -1,4 +1,10 @@
-"""onnx-simplifier after export, never fatal: on any failure the exported model is kept as it is."""
+"""onnx-simplifier after export, never fatal: on any failure the exported model is kept as it is.
+
+BatchNormalization is not folded into the Conv before it: the folded Conv would keep the Conv's
+output name for a new value, and the export would no longer hold MXNet's convolution and
+BatchNorm outputs for the locator to compare layer by layer. Runtimes fold it when they load the
+model (onnxruntime, TensorRT, and ``onnx2x torch`` after conversion), so nothing is lost there.
+"""
 from __future__ import annotations
 
 import logging
@@ -21,7 +27,7 @@ def simplify_model(model: onnx.ModelProto, *, label: str = "model") -> onnx.Mode
         log.warning("%s: onnxsim is not installed; keeping the model unsimplified", label)
         return model
     try:
-        simplified, ok = onnxsim.simplify(model, check_n=0)
+        simplified, ok = onnxsim.simplify(model, check_n=0, skip_fuse_bn=True)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises anything from its C++ core
         log.warning("%s: onnxsim failed (%s); keeping the model unsimplified", label, " ".join(str(exc).split())[:200])
         return model
