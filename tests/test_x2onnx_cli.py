@@ -59,7 +59,7 @@ def test_export_writes_model_and_prints_verification(capfd, tmp_path, monkeypatc
     assert code == 0, err
     assert err.strip() == ""
     written = tmp_path / "net.onnx"  # default name: the symbol's, without -symbol.json
-    assert f"wrote net.onnx (opset 13" in out
+    assert "wrote net.onnx (opset 13" in out
     assert re.search(r"verified fc \(1, 5\): max-abs [0-9.e-]+, relative", out)
     model = onnx.load(str(written))
     onnx.checker.check_model(model, full_check=True)

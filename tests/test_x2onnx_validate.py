@@ -227,7 +227,7 @@ def test_input_count_must_match_the_op(tmp_path):
     err = _load_error(tmp_path, graph)
     reference = mx.sym.Convolution(data, kernel=(3, 3), num_filter=4, name="c").list_arguments()
     assert len(reference) == 3
-    assert err.node == "conv" and f"has 1 input(s), but Convolution with these attributes takes 3" in err.message
+    assert err.node == "conv" and "has 1 input(s), but Convolution with these attributes takes 3" in err.message
 
 
 def test_valid_symbol_with_pair_references_loads_like_mxnet(tmp_path):

@@ -13,7 +13,7 @@ from common.model_io import PathLike, as_model_proto
 
 from . import fusion
 from .builder import GraphBuilder, channels_last_conv_weights
-from .simplify import simplify as run_onnxsim
+from common.simplify import simplify as run_onnxsim
 from .sparse import densify_sparse
 
 log = logging.getLogger(__name__)

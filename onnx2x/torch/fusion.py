@@ -7,7 +7,7 @@ Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the fini
    of a convolution (or transposed convolution) with a constant weight is folded into that
    weight and bias; a chain of them (densenet's Conv-BN-Mul-Add) folds at once. The same ops
    after an inference BatchNormalization fold into its scale and bias. onnx-simplifier used to
-   fold Conv+BN; it now sees no weights (``simplify.py``), so the folding happens here, for
+   fold Conv+BN; it now sees no weights (``common/simplify.py``), so the folding happens here, for
    every model and also without the simplifier.
 2. **Fused 2-D convolutions.** ``conv2d`` with a constant weight, with a following residual
    ``add`` and/or ``relu`` when the convolution (then the add) is their only input producer,

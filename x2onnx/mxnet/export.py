@@ -20,7 +20,6 @@ import onnx
 import mx2onnx_patches
 from common import progress
 from common.errors import ConversionError, ConversionFailure
-from common.verify.survivors import surviving_tensors
 from mx2onnx_patches import graph_builder, opset_stamp
 
 from . import inputs as inputs_mod
@@ -127,10 +126,9 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
     present = _existing_tensors(model)
     if simplify:
         progress.stage("simplify")
-        simplified = simplify_model(model, label=sym_file)
-        if simplified is not model:  # fusions can keep a name for a new value: map only survivors
-            present = surviving_tensors(model, simplified)
-        model = simplified
+        model, survivors = simplify_model(model, label=sym_file)
+        if survivors is not None:  # fusions can keep a name for a new value: map only survivors
+            present = survivors
     tensor_map = {k: v for k, v in result.tensor_map.items() if v in present}
     _set_metadata(model, TENSOR_MAP_KEY, json.dumps(tensor_map, sort_keys=True))
     report = None

@@ -7,7 +7,6 @@ when those values are computed by the model.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import numpy as np

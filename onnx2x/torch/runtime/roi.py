@@ -47,7 +47,7 @@ def roi_align(x: torch.Tensor, rois: torch.Tensor, batch_indices: torch.Tensor, 
               sampling_ratio: int, spatial_scale: float, mode: str, half_pixel: bool) -> torch.Tensor:
     """ONNX RoiAlign (avg or max) for NCHW ``x`` and (R, 4) ``rois`` in x1, y1, x2, y2 order."""
     n_rois = rois.shape[0]
-    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    c = x.shape[1]
     out = torch.zeros(n_rois, c, out_h, out_w, dtype=x.dtype, device=x.device)
     offset = 0.5 if half_pixel else 0.0
     roi_list = rois.to(torch.float64).tolist()

@@ -1,0 +1,175 @@
+"""onnx-simplifier on a model's skeleton, never fatal: on any failure the original model is used.
+
+Both converters run it: ``onnx2x torch`` before conversion, ``x2onnx mxnet`` after export.
+onnxsim only ever sees the model's *skeleton*: initializers larger than
+:data:`LARGE_INITIALIZER_BYTES` become graph inputs of the same name, type and shape. Why:
+onnxsim serializes and parses the whole model several times (5-10 copies of the weights at
+peak, 10-25x the time of ``onnx.load`` on vgg19); the graph structure it simplifies (shape
+arithmetic, constant subgraphs, dead code) depends only on the small tensors. The weights are
+attached back afterwards, without copying their bytes when the model is ours to change.
+``keep_foldable`` leaves visible the large initializers that a constant subgraph reads (every
+input of some reader is a constant: MXNet's RNN exports slice one flat parameter vector), so
+those still fold. What is lost, onnxsim's folding of BatchNormalization into Conv, happens at
+load in runtimes and in :mod:`onnx2x.torch.fusion`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import onnx
+
+from common.model_io import copy_fields, tensor_nbytes
+
+log = logging.getLogger(__name__)
+
+LARGE_INITIALIZER_BYTES = 1024  # shape tensors and axes, which constant folding needs, are smaller
+
+
+def _interface(model: onnx.ModelProto, hidden: frozenset = frozenset()) -> tuple[list[str], list[str]]:
+    inits = {t.name for t in model.graph.initializer}
+    return ([i.name for i in model.graph.input if i.name not in inits and i.name not in hidden],
+            [o.name for o in model.graph.output])
+
+
+def _is_large(t: onnx.TensorProto) -> bool:
+    """Large enough to keep away from onnxsim; strings and unknown types are left to it."""
+    return t.data_location != onnx.TensorProto.EXTERNAL and (tensor_nbytes(t) or 0) > LARGE_INITIALIZER_BYTES
+
+
+def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
+    """Initializers some node reads together with constants only (a node onnxsim can fold)."""
+    constant = {t.name for t in graph.initializer}
+    read: set[str] = set()
+    for node in graph.node:  # topological order
+        inputs = [i for i in node.input if i]
+        if inputs and all(i in constant for i in inputs) and not any(a.HasField("g") or a.graphs for a in node.attribute):
+            constant.update(o for o in node.output if o)
+            read.update(inputs)
+        elif node.op_type == "Constant":
+            constant.update(node.output)
+    return read
+
+
+def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[onnx.ModelProto, frozenset]:
+    """A copy of ``model`` whose large initializers are graph inputs; returns it and their names.
+    With ``keep_foldable``, initializers read by constant subgraphs stay initializers."""
+    out = onnx.ModelProto()
+    copy_fields(out, model, ("graph",))
+    copy_fields(out.graph, model.graph, ("initializer",))
+    declared = {i.name for i in model.graph.input}
+    visible = _read_by_constant_subgraphs(model.graph) if keep_foldable else set()
+    large = []
+    for t in model.graph.initializer:
+        if not _is_large(t) or t.name in visible:
+            out.graph.initializer.append(t)
+            continue
+        large.append(t.name)
+        if t.name not in declared:  # IR < 4 models list initializers as inputs already
+            out.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return out, frozenset(large)
+
+
+def attach_weights(simplified: onnx.ModelProto, original: onnx.ModelProto, large: frozenset,
+                   *, in_place: bool) -> onnx.ModelProto:
+    """``simplified`` with the original large initializers it still reads put back.
+
+    ``in_place=True`` rewrites ``original`` around its own initializers (no weight bytes are
+    copied); otherwise a new model gets a copy of them.
+    """
+    declared = {i.name for i in original.graph.input}
+    used = _referenced(simplified.graph) & large
+    inputs = [i for i in simplified.graph.input if i.name not in large or i.name in declared]
+    if in_place:
+        out = original
+        graph = out.graph
+        for k in range(len(graph.initializer) - 1, -1, -1):
+            if graph.initializer[k].name not in used:
+                del graph.initializer[k]
+    else:
+        out = onnx.ModelProto()
+        graph = out.graph
+        graph.initializer.extend(t for t in original.graph.initializer if t.name in used)
+    copy_fields(out, simplified, ("graph",))
+    copy_fields(graph, simplified.graph, ("initializer", "input"))
+    graph.initializer.extend(t for t in simplified.graph.initializer if t.name not in large)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return out
+
+
+def _referenced(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node (also inside subgraphs) or a graph output of ``graph`` reads."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= _referenced(sub)
+    return names
+
+
+def simplify(
+    model: onnx.ModelProto,
+    input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
+    *,
+    label: str = "",
+    in_place: bool = False,
+    keep_foldable: bool = False,
+    skip_fuse_bn: bool = False,
+) -> onnx.ModelProto:
+    """Return the onnxsim-simplified model, or ``model`` itself with a one-line warning.
+
+    ``in_place=True`` lets the result reuse ``model``'s initializers (``model`` is then changed,
+    or returned unchanged when simplification fails). ``skip_fuse_bn`` keeps onnxsim from folding
+    BatchNormalization into a Conv whose weights it can see (small ones).
+    """
+    return _simplify(model, input_shapes, label=label, in_place=in_place, keep_foldable=keep_foldable,
+                     skip_fuse_bn=skip_fuse_bn)[0]
+
+
+def simplify_tracking_names(model: onnx.ModelProto, *, label: str = "", in_place: bool = False,
+                            keep_foldable: bool = False, skip_fuse_bn: bool = False
+                            ) -> tuple[onnx.ModelProto, Optional[set[str]]]:
+    """:func:`simplify`, and the names of the result that hold the same value as in ``model``
+    (:func:`common.verify.survivors.surviving_tensors`; None when ``model`` came back unchanged).
+    Judged on the skeletons, so no weight is compared, and before ``in_place`` reuses ``model``."""
+    return _simplify(model, None, label=label, in_place=in_place, keep_foldable=keep_foldable,
+                     skip_fuse_bn=skip_fuse_bn, track=True)
+
+
+def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int, ...]]], *, label: str,
+              in_place: bool, keep_foldable: bool, skip_fuse_bn: bool,
+              track: bool = False) -> tuple[onnx.ModelProto, Optional[set[str]]]:
+    label = label or "model"
+    try:
+        import onnxsim
+    except ImportError:
+        log.warning("%s: onnxsim is not installed; using the model unsimplified", label)
+        return model, None
+    kwargs: dict = {"skip_fuse_bn": True} if skip_fuse_bn else {}
+    if input_shapes:
+        kwargs["overwrite_input_shapes"] = {k: list(v) for k, v in input_shapes.items()}
+    small, large = skeleton(model, keep_foldable=keep_foldable)
+    try:
+        simplified, ok = onnxsim.simplify(small, check_n=0, **kwargs)
+    except Exception as exc:  # onnxsim raises anything from its C++ core
+        log.warning("%s: onnxsim failed (%s); using the model unsimplified", label, " ".join(str(exc).split())[:200])
+        return model, None
+    if not ok:
+        log.warning("%s: onnxsim could not validate its result; using the model unsimplified", label)
+        return model, None
+    if _interface(simplified, large) != _interface(model):
+        log.warning("%s: onnxsim would change the model's inputs or outputs; using the model unsimplified", label)
+        return model, None
+    missing = {i.name for i in simplified.graph.input} & large
+    if any(t.name in missing for t in simplified.graph.initializer):
+        log.warning("%s: onnxsim gave a weight two definitions; using the model unsimplified", label)
+        return model, None
+    survivors = None
+    if track:
+        from common.verify.survivors import surviving_tensors
+
+        survivors = surviving_tensors(small, simplified)
+    del small
+    return attach_weights(simplified, model, large, in_place=in_place), survivors

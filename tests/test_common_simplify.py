@@ -1,0 +1,59 @@
+"""onnxsim on the skeleton: large weights hidden from it, except those a constant subgraph reads."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from common.simplify import LARGE_INITIALIZER_BYTES, simplify, simplify_tracking_names
+
+X = np.random.default_rng(1).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+
+
+def _model() -> onnx.ModelProto:
+    """conv1's weight is sliced out of one flat parameter vector (as MXNet's RNN exports do);
+    conv2's weight is read directly."""
+    rng = np.random.default_rng(0)
+    flat = rng.normal(0, 0.3, 2000).astype(np.float32)
+    w2 = rng.normal(0, 0.3, (8, 4, 3, 3)).astype(np.float32)
+    consts = [numpy_helper.from_array(flat, "flat"), numpy_helper.from_array(w2, "w2"),
+              numpy_helper.from_array(np.array([0], np.int64), "start"),
+              numpy_helper.from_array(np.array([108], np.int64), "end"),
+              numpy_helper.from_array(np.array([4, 3, 3, 3], np.int64), "w1_shape")]
+    nodes = [helper.make_node("Slice", ["flat", "start", "end"], ["w1_flat"]),
+             helper.make_node("Reshape", ["w1_flat", "w1_shape"], ["w1"]),
+             helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _run(model: onnx.ModelProto) -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+
+
+@pytest.mark.parametrize("keep_foldable", [False, True])
+def test_only_weights_constant_subgraphs_read_are_shown_to_onnxsim(keep_foldable, onnxsim_inputs):
+    model = _model()
+    expected = _run(model)
+    out = simplify(model, keep_foldable=keep_foldable)
+    (given,) = onnxsim_inputs
+    shown = {t.name for t in given.graph.initializer if numpy_helper.to_array(t).nbytes > LARGE_INITIALIZER_BYTES}
+    assert shown == ({"flat"} if keep_foldable else set())
+    assert "w2" in {i.name for i in given.graph.input}
+    ops = [n.op_type for n in out.graph.node]
+    assert ops == (["Conv", "Relu", "Conv"] if keep_foldable else ["Slice", "Reshape", "Conv", "Relu", "Conv"])
+    np.testing.assert_allclose(_run(out), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_tracked_names_are_judged_on_the_skeletons():
+    model = _model()
+    out, survivors = simplify_tracking_names(model, keep_foldable=True)
+    assert survivors is not None
+    # conv1 now reads a folded initializer with the same content: same value; the rest unchanged
+    assert {"x", "w2", "c1", "r1", "y"} <= survivors
+    np.testing.assert_allclose(_run(out), _run(_model()), rtol=1e-6, atol=1e-6)
