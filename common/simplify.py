@@ -43,7 +43,8 @@ def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
     read: set[str] = set()
     for node in graph.node:  # topological order
         inputs = [i for i in node.input if i]
-        if inputs and all(i in constant for i in inputs) and not any(a.HasField("g") or a.graphs for a in node.attribute):
+        has_subgraph = any(a.HasField("g") or a.graphs for a in node.attribute)
+        if inputs and all(i in constant for i in inputs) and not has_subgraph:
             constant.update(o for o in node.output if o)
             read.update(inputs)
         elif node.op_type == "Constant":
