@@ -88,6 +88,9 @@ def child(name: str, folder: Path, size: int, mode: str, profile: bool) -> dict:
         from x2onnx.mxnet import export
         from x2onnx.mxnet.writer import save_model
 
+        if mode == "x2onnx+sim":
+            import onnxsim  # noqa: F401  (imports onnxruntime, ~0.4 s and ~250 MB once per process: not export work)
+
         def run():
             save_model(export(sym, (arg, aux), {"data": shape}, simplify=mode == "x2onnx+sim", verify=False), out)
 
