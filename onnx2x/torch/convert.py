@@ -10,10 +10,10 @@ import torch.fx as fx
 from common import ir as cir
 from common.errors import ConversionError, ConversionFailure, ModelLoadError
 from common.model_io import PathLike, as_model_proto
+from common.simplify import simplify as run_onnxsim
 
 from . import fusion
 from .builder import GraphBuilder, channels_last_conv_weights
-from common.simplify import simplify as run_onnxsim
 from .sparse import densify_sparse
 
 log = logging.getLogger(__name__)
