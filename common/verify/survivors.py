@@ -15,8 +15,8 @@ that name, in topological order:
 - *unknown*: otherwise, but some input was renamed. Consumers of a fused-away name read the
   fused node's output instead (same value when the rewrite preserves the graph's function, which
   this cannot check locally). The name is dropped but not held against its consumers;
-- *same*: everything equal, constants by content (a value computed from constants alone may be
-  folded into a literal). These survive.
+- *same*: everything equal, constants by content (shape, type and CRC-32; a value computed from
+  constants alone may be folded into a literal). These survive.
 
 A fusion only swallows a node whose output has one consumer, so no same-named reader of a fused
 name is left to be misjudged. Dropping a name costs the locator one comparison; keeping a stale
