@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import logging
 import time
 import warnings
@@ -37,10 +36,11 @@ from common.model_io import PathLike, as_model_proto, save_onnx
 from common.verify.compare import compare
 from common.verify.inputs import ImageOptions, InputSpec, PreparedInputs, prepare_inputs, specs_from_mxnet_json, \
     specs_from_onnx
-from common.verify.locator import LocatorResult, locate, mxnet_origins
+from common.verify.diagnose import diagnose_mxnet_to_onnx, diagnose_onnx_to_torch
+from common.verify.locator import LocatorResult
 from common.verify.report import OutputInfo, RoundTripReport, Stage
 from common.verify.runners import MXNetRunner, OnnxRuntimeRunner, RunResult, TorchRunner, load_mxnet_params, \
-    load_mxnet_symbol, mxnet_tensor_map
+    load_mxnet_symbol
 
 log = logging.getLogger(__name__)
 
@@ -281,23 +281,13 @@ def mxnet_roundtrip(
     if onnx_model is not None:
         onnx_stage.artifact = _save(onnx_model, save_dir, symbol_path.name.replace("-symbol.json", "") + ".onnx")
     if locate_failures and onnx_model is not None and onnx_stage.comparison is not None and not onnx_stage.ok:
-        rec.locate(onnx_stage, lambda: _locate_mxnet_onnx(sym, arg_params, aux_params, onnx_model, prepared.arrays,
-                                                          rtol, atol))
+        rec.locate(onnx_stage, lambda: diagnose_mxnet_to_onnx(sym, arg_params, aux_params, onnx_model, prepared.arrays,
+                                                              rtol=rtol, atol=atol))
 
     _torch_stages(rec, onnx_model, prepared.arrays, back_to_onnx=back_to_onnx, simplify=simplify,
                   locate_failures=locate_failures, exporter=exporter, save_dir=save_dir,
                   base_name=symbol_path.name.replace("-symbol.json", ""))
     return report
-
-
-def _locate_mxnet_onnx(sym: Any, arg_params: Any, aux_params: Any, model: onnx.ModelProto,
-                       inputs: Mapping[str, np.ndarray], rtol: Optional[float], atol: Optional[float]) -> LocatorResult:
-    tensor_map = mxnet_tensor_map(model)
-    ref = MXNetRunner(sym, arg_params, aux_params, tensor_map=tensor_map).run(inputs, intermediates=True)
-    ort = OnnxRuntimeRunner(model)
-    cand = ort.run(_feeds(inputs, ort.input_names), intermediates=True)
-    origins = mxnet_origins(json.loads(sym.tojson()), tensor_map)
-    return locate(model, ref.intermediates, cand.all_tensors(), rtol=rtol, atol=atol, origins=origins)
 
 
 def _torch_stages(rec: _Recorder, onnx_model: Optional[onnx.ModelProto], inputs: Mapping[str, np.ndarray], *,
@@ -323,7 +313,7 @@ def _torch_stages(rec: _Recorder, onnx_model: Optional[onnx.ModelProto], inputs:
                                    convert, run)
     if locate_failures and gm is not None and torch_stage.comparison is not None and not torch_stage.ok:
         prepared = converted["prepared"]
-        rec.locate(torch_stage, lambda: _locate_onnx_torch(prepared, gm, inputs, rec.rtol, rec.atol))
+        rec.locate(torch_stage, lambda: diagnose_onnx_to_torch(prepared, gm, inputs, rtol=rec.rtol, atol=rec.atol))
     if not back_to_onnx:
         return
     used: dict[str, str] = {}
@@ -351,15 +341,6 @@ def _run_onnx(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> RunRe
 def _onnx_input_names(model: onnx.ModelProto) -> list[str]:
     inits = {t.name for t in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in inits]
-
-
-def _locate_onnx_torch(prepared: onnx.ModelProto, gm: Any, inputs: Mapping[str, np.ndarray],
-                       rtol: Optional[float], atol: Optional[float]) -> LocatorResult:
-    ort = OnnxRuntimeRunner(prepared)
-    ref = ort.run(_feeds(inputs, ort.input_names), intermediates=True)
-    runner = TorchRunner(gm)
-    cand = runner.run(_feeds(inputs, runner.input_names), intermediates=True)
-    return locate(prepared, ref.all_tensors(), cand.all_tensors(), rtol=rtol, atol=atol)
 
 
 def onnx_roundtrip(

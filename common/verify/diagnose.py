@@ -31,8 +31,9 @@ def diagnose_onnx_to_torch(
     model after its simplify step: ``onnx2x.torch.convert.prepare``), since tensors are matched
     by ONNX name through ``module.onnx_value_to_fx``.
     """
-    reference = OnnxRuntimeRunner(onnx_model).run(inputs, intermediates=True)
-    candidate = TorchRunner(module).run(inputs, intermediates=True)
+    ort_runner, torch_runner = OnnxRuntimeRunner(onnx_model), TorchRunner(module)
+    reference = ort_runner.run(_rename_inputs(inputs, ort_runner.input_names), intermediates=True)
+    candidate = torch_runner.run(_rename_inputs(inputs, torch_runner.input_names), intermediates=True)
     return locate(onnx_model, reference.all_tensors(), candidate.all_tensors(), rtol=rtol, atol=atol)
 
 
