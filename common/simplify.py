@@ -37,19 +37,29 @@ def _is_large(t: onnx.TensorProto) -> bool:
     return t.data_location != onnx.TensorProto.EXTERNAL and (tensor_nbytes(t) or 0) > LARGE_INITIALIZER_BYTES
 
 
-def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
-    """Initializers some node reads together with constants only (a node onnxsim can fold)."""
+NONDETERMINISTIC_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                                  "Multinomial", "Bernoulli", "Dropout"})
+
+
+def constant_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes whose outputs follow from initializers and Constants alone (what constant folding
+    evaluates): no graph input upstream, no random op, no subgraph."""
+    graph_inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
     constant = {t.name for t in graph.initializer}
-    read: set[str] = set()
+    found = []
     for node in graph.node:  # topological order
         inputs = [i for i in node.input if i]
-        has_subgraph = any(a.HasField("g") or a.graphs for a in node.attribute)
-        if inputs and all(i in constant for i in inputs) and not has_subgraph:
+        if all(i in constant for i in inputs) and not graph_inputs.intersection(inputs) \
+                and node.op_type not in NONDETERMINISTIC_OPS \
+                and not any(a.HasField("g") or a.graphs for a in node.attribute):
             constant.update(o for o in node.output if o)
-            read.update(inputs)
-        elif node.op_type == "Constant":
-            constant.update(node.output)
-    return read
+            found.append(node)
+    return found
+
+
+def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
+    """Initializers some node reads together with constants only (a node onnxsim can fold)."""
+    return {i for node in constant_nodes(graph) for i in node.input if i}
 
 
 def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[onnx.ModelProto, frozenset]:

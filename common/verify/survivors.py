@@ -30,6 +30,8 @@ from typing import Optional
 import onnx
 from onnx import numpy_helper
 
+from common.simplify import constant_nodes
+
 
 class _Graph:
     """Producers and constant values of one graph, looked up by tensor name."""
@@ -42,13 +44,8 @@ class _Graph:
                     self.producer[name] = (node, slot)
         self.initializers = {t.name: t for t in graph.initializer}
         self._fingerprints: dict[str, Optional[tuple]] = {}
-        graph_inputs = {i.name for i in graph.input} - set(self.initializers)
         self.constant_derived = set(self.initializers)
-        for node in graph.node:  # topological order: inputs are decided before their consumers
-            inputs = [i for i in node.input if i]
-            if all(i in self.constant_derived for i in inputs) and not graph_inputs.intersection(inputs) \
-                    and node.op_type not in _NONDETERMINISTIC:
-                self.constant_derived.update(o for o in node.output if o)
+        self.constant_derived.update(o for node in constant_nodes(graph) for o in node.output if o)
 
     def fingerprint(self, name: str) -> Optional[tuple]:
         """:func:`_fingerprint` of ``name``'s literal value (None when it has none), computed once."""
@@ -67,10 +64,6 @@ class _Graph:
                 if attr.name == "value":
                     return attr.t
         return None
-
-
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                     "Bernoulli", "Dropout"}
 
 
 def _fingerprint(tensor: onnx.TensorProto) -> tuple:
