@@ -36,14 +36,18 @@ def ms_model(nodes: Sequence[onnx.NodeProto], inputs: Iterable[tuple], outputs: 
     return helper.make_model(graph, opset_imports=opsets, ir_version=9)
 
 
-def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, optimized: bool = True) -> list[np.ndarray]:
-    """onnxruntime's CPU outputs; ``optimized=False`` disables its graph optimizations (no QDQ fusion)."""
+def ort_session(model: onnx.ModelProto, *, optimized: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session; ``optimized=False`` disables its graph optimizations (no QDQ fusion)."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if not optimized:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, optimized: bool = True) -> list[np.ndarray]:
+    """onnxruntime's CPU outputs (see :func:`ort_session`)."""
+    return ort_session(model, optimized=optimized).run(None, feeds)
 
 
 def torch_run(model: "onnx.ModelProto | str", feeds: dict[str, np.ndarray], *, simplify: bool = False,
