@@ -18,7 +18,7 @@ _NBITS = (2, 4, 8)
 
 @converter("MatMulIntegerToFloat", since=1, domain=MS)
 def matmul_integer_to_float(ctx):
-    return ctx.call(rt.matmul_integer_to_float, *[ctx.input(i) for i in range(7)])
+    return ctx.call(rt_quantize.matmul_integer_to_float, *[ctx.input(i) for i in range(7)])
 
 
 @converter("DynamicQuantizeMatMul", since=1, domain=MS)
@@ -27,7 +27,7 @@ def dynamic_quantize_matmul(ctx):
     if ctx.dtype(0) not in (None, torch.float32):
         raise ctx.unsupported(f"{ctx.dtype(0)} input A (onnxruntime takes float32)")
     q = ctx.call(rt_quantize.dynamic_quantize, ctx.input(0))
-    return ctx.call(rt.matmul_integer_to_float, ctx.getitem(q, 0), ctx.input(1), ctx.getitem(q, 1), ctx.input(2),
+    return ctx.call(rt_quantize.matmul_integer_to_float, ctx.getitem(q, 0), ctx.input(1), ctx.getitem(q, 1), ctx.input(2),
                     ctx.getitem(q, 2), ctx.input(3), ctx.input(4))
 
 

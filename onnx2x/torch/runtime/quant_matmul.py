@@ -1,5 +1,4 @@
-"""Matrix products with integer or block-quantized weights and float outputs (onnxruntime's
-MatMulIntegerToFloat, DynamicQuantizeMatMul's second half, MatMulNBits).
+"""onnxruntime's MatMulNBits: a float matrix times 2/4/8-bit block-quantized weights.
 
 MatMulNBits weights stay packed (uint8 codes plus scales, the bytes of the ONNX file) in the
 module; :func:`matmul_nbits` unpacks and dequantizes them on each call. Why: an LLM's 4-bit
@@ -11,34 +10,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-
-
-def _int_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor],
-                 b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
-    """(A - za) @ (B - zb), exact (float64 holds every 8-bit product sum of realistic K)."""
-    av = a.to(torch.float64)
-    if a_zero_point is not None:
-        av = av - a_zero_point.to(torch.float64).reshape(())
-    bv = b.to(torch.float64)
-    if b_zero_point is not None:
-        zp = b_zero_point.to(torch.float64)
-        bv = bv - (zp.reshape(-1) if zp.numel() > 1 else zp.reshape(()))
-    return torch.matmul(av, bv)
-
-
-def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
-                            a_zero_point: Optional[torch.Tensor], b_zero_point: Optional[torch.Tensor],
-                            bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``float32(acc) * (a_scale * b_scale) + bias``, the multiplier rounded to float32 (MLAS's
-    scale-bias output processor); per-column ``b_scale`` broadcasts along the last axis."""
-    out_dtype = a_scale.dtype
-    acc = _int_product(a, b, a_zero_point, b_zero_point)
-    bs = b_scale.to(torch.float32)
-    bs = bs.reshape(-1) if bs.numel() > 1 else bs.reshape(())
-    y = acc.to(torch.float32) * (a_scale.to(torch.float32).reshape(()) * bs)
-    if bias is not None:
-        y = y + bias.to(torch.float32)
-    return y.to(out_dtype)
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:

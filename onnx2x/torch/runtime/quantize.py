@@ -111,17 +111,40 @@ def _requantize(acc: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
 def qlinear_matmul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optional[torch.Tensor],
                    b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: Optional[torch.Tensor],
                    y_scale: torch.Tensor, y_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    a_s = a_scale.reshape(-1, 1) if a_scale.numel() > 1 else a_scale.reshape(())
+    b_s = b_scale.reshape(-1) if b_scale.numel() > 1 else b_scale.reshape(())
+    acc = _int_product(a, b, a_zero_point, b_zero_point)
+    return _requantize(acc, a_s, b_s, y_scale.reshape(()), y_zero_point, a.dtype)
+
+
+def _int_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor],
+                 b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """(A - za) @ (B - zb), exact (float64 holds every 8-bit product sum of realistic K); per-row
+    A zero points ([M]) and per-column B zero points ([N]) broadcast as ONNX defines."""
     av = a.to(torch.float64)
-    bv = b.to(torch.float64)
     if a_zero_point is not None:
         zp = a_zero_point.to(torch.float64)
         av = av - (zp.reshape(-1, 1) if zp.numel() > 1 else zp.reshape(()))
+    bv = b.to(torch.float64)
     if b_zero_point is not None:
         zp = b_zero_point.to(torch.float64)
         bv = bv - (zp.reshape(-1) if zp.numel() > 1 else zp.reshape(()))
-    a_s = a_scale.reshape(-1, 1) if a_scale.numel() > 1 else a_scale.reshape(())
-    b_s = b_scale.reshape(-1) if b_scale.numel() > 1 else b_scale.reshape(())
-    return _requantize(torch.matmul(av, bv), a_s, b_s, y_scale.reshape(()), y_zero_point, a.dtype)
+    return torch.matmul(av, bv)
+
+
+def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
+                            a_zero_point: Optional[torch.Tensor], b_zero_point: Optional[torch.Tensor],
+                            bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``float32(acc) * (a_scale * b_scale) + bias``, the multiplier rounded to float32 (MLAS's
+    scale-bias output processor); per-column ``b_scale`` broadcasts along the last axis."""
+    out_dtype = a_scale.dtype
+    acc = _int_product(a, b, a_zero_point, b_zero_point)
+    bs = b_scale.to(torch.float32)
+    bs = bs.reshape(-1) if bs.numel() > 1 else bs.reshape(())
+    y = acc.to(torch.float32) * (a_scale.to(torch.float32).reshape(()) * bs)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y.to(out_dtype)
 
 
 def qlinear_conv(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor],
@@ -343,15 +366,8 @@ def qgemm(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Tensor, b:
     """com.microsoft QGemm: ``C + (A - za)(B - zb)`` exactly, then scaled by the float32
     ``alpha * sa * sb[n] (/ sy)``: requantized when ``y_zero_point`` is given, float32 otherwise."""
     f64 = torch.float64
-    av = a.to(f64) - _scalar(a_zero_point, f64)
-    if trans_a:
-        av = av.transpose(0, 1)
-    bv = b.to(f64)
-    if trans_b:
-        bv = bv.transpose(0, 1)
-    bzp = b_zero_point.to(f64).reshape(-1)
-    bv = bv - (bzp if bzp.numel() > 1 else bzp.reshape(()))
-    acc = torch.matmul(av, bv)
+    acc = _int_product(a.transpose(0, 1) if trans_a else a, b.transpose(0, 1) if trans_b else b,
+                       a_zero_point, b_zero_point)
     if c is not None:
         acc = acc + c.to(f64)
     scale = torch.tensor(alpha, dtype=torch.float32) * _scalar(a_scale) * b_scale.to(torch.float32).reshape(-1)
