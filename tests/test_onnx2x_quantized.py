@@ -137,6 +137,9 @@ def test_qlinear_global_average_pool(channels_last, dtype):
     {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [0, 1, 1, 0]},
     {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
     {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "channels_last": 1},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "count_include_pad": 1, "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1, "count_include_pad": 1},
 ])
 @pytest.mark.parametrize("dtype", Q8)
 def test_qlinear_average_pool(attrs, dtype):

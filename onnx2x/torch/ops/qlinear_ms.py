@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ..registry import converter
 from ..runtime import pool as rt_pool
 from ..runtime import quantize as rt
-from ._window import window_args
+from ._window import torch_pad_list, window_args
 from .quantize import dequantize_linear, quantize_linear
 
 MS = "com.microsoft"
@@ -138,13 +139,28 @@ def qlinear_average_pool(ctx):
         raise ctx.unsupported("dilations (onnxruntime's QLinearAveragePool has none)")
     x = ctx.call(rt.dequantize_f32, ctx.input(0), ctx.input(1), ctx.input(2))
     x = ctx.method("movedim", x, -1, 1) if channels_last else x
-    begin = list(args.begin) if args.static else None
-    end = list(args.end) if args.static else None
-    y = ctx.call(rt_pool.avg_pool, x, args.kernel, args.strides, args.dilations, begin, end,
-                 args.auto_pad if not args.static else "NOTSET", bool(ctx.attr("ceil_mode", 0)),
-                 bool(ctx.attr("count_include_pad", 0)))
+    ceil_mode, include_pad = bool(ctx.attr("ceil_mode", 0)), bool(ctx.attr("count_include_pad", 0))
+    if ceil_mode and include_pad:
+        y = _average_over_whole_kernel(ctx, x, args, spatial)
+    else:
+        begin = list(args.begin) if args.static else None
+        end = list(args.end) if args.static else None
+        y = ctx.call(rt_pool.avg_pool, x, args.kernel, args.strides, args.dilations, begin, end,
+                     args.auto_pad if not args.static else "NOTSET", ceil_mode, include_pad)
     y = ctx.method("movedim", y, 1, -1) if channels_last else y
     return ctx.call(rt.quantize_pool, y, ctx.input(3), ctx.input(4), dtype)
+
+
+def _average_over_whole_kernel(ctx, x, args, spatial):
+    """onnxruntime divides by the whole kernel size with count_include_pad, also for the windows that
+    ceil_mode lets run past the padded input (ONNX's AveragePool counts only what lies inside)."""
+    if not args.static or spatial is None or None in spatial:
+        raise ctx.unsupported("ceil_mode with count_include_pad needs the input's spatial shape at conversion time")
+    begin, _, end_full, _ = rt_pool.resolve(spatial, args.kernel, args.strides, args.dilations, args.begin, args.end,
+                                            "NOTSET", True)
+    padded = ctx.call(F.pad, x, torch_pad_list(begin, end_full))
+    total = ctx.call(rt_pool.window_sum, padded, args.kernel, args.strides, args.dilations)
+    return ctx.call(torch.div, total, float(math.prod(args.kernel)))
 
 
 @converter("QGemm", since=1, domain=MS)
