@@ -25,14 +25,21 @@ OPSETS = (("", 17), (MS, 1))
 
 
 def ms_node_model(op: str, feeds: dict, outputs: Sequence[str], attrs: Optional[dict] = None, *,
-                  consts: Sequence[str] = (), domain: str = MS, opset: int = 17) -> onnx.ModelProto:
+                  consts: Sequence[str] = (), domain: str = MS, opset: int = 17,
+                  output_types: Optional[dict] = None) -> onnx.ModelProto:
     """One ``op`` node whose inputs are ``feeds`` in order (``None`` = omitted optional input):
     graph inputs typed after the example arrays, except the names in ``consts``, which become
-    initializers. Outputs named ``""`` are not produced; the others are untyped."""
+    initializers. Outputs named ``""`` are not produced; the others are untyped unless
+    ``output_types`` gives their numpy dtype (for outputs whose type no input determines)."""
     names = [k if v is not None else "" for k, v in feeds.items()]
     node = helper.make_node(op, names, list(outputs), domain=domain, **(attrs or {}))
     inputs = {k: v for k, v in feeds.items() if v is not None and k not in consts}
-    return graph_model([node], inputs, [o for o in outputs if o], {k: feeds[k] for k in consts}, opset=opset)
+    model = graph_model([node], inputs, [o for o in outputs if o], {k: feeds[k] for k in consts}, opset=opset)
+    for info in model.graph.output:
+        if info.name in (output_types or {}):
+            info.CopyFrom(helper.make_tensor_value_info(
+                info.name, helper.np_dtype_to_tensor_dtype(np.dtype(output_types[info.name])), None))
+    return model
 
 
 def graph_model(nodes: Iterable[onnx.NodeProto], inputs: dict, outputs: Sequence[str],
@@ -81,12 +88,15 @@ def run_artifact(model: onnx.ModelProto, feeds: dict, tmp_path: Path, *, simplif
 
 def check_with_ort(model: onnx.ModelProto, feeds: dict, tmp_path: Path, *, rtol: float = 1e-5,
                    atol: float = 1e-5, reference: Optional[onnx.ModelProto] = None,
-                   ignore: Sequence[tuple] = (), simplify: bool = True) -> list:
-    """Compare onnxruntime on ``reference`` (default: ``model``) with the saved conversion of
-    ``model``; ``ignore`` lists (output index, numpy index) regions left out of the comparison
-    (values onnxruntime leaves unspecified, such as padded query rows). Returns the outputs."""
+                   reference_feeds: Optional[dict] = None, ignore: Sequence[tuple] = (),
+                   simplify: bool = True) -> list:
+    """Compare onnxruntime on ``reference`` (default: ``model``; fed ``reference_feeds``, default
+    ``feeds``) with the saved conversion of ``model``; ``ignore`` lists (output index, numpy index)
+    regions left out of the comparison (values onnxruntime leaves unspecified, such as padded query
+    rows). Returns the outputs."""
     feeds = {k: v for k, v in feeds.items() if v is not None}
-    expected = ort_run(reference if reference is not None else model, feeds)
+    expected = ort_run(reference if reference is not None else model,
+                       feeds if reference_feeds is None else reference_feeds)
     got = run_artifact(with_output_types(model, expected), feeds, tmp_path, simplify=simplify)
     expected = [np.array(e, copy=True) for e in expected]
     for out_index, region in ignore:
