@@ -12,15 +12,15 @@ from onnx import helper
 
 from common.errors import UnsupportedOpError
 from onnx2x.torch import convert
-from tests.support.contrib_cases import check_with_ort, graph_model, ms_node_model, rng_arrays
+from tests.support.contrib_cases import check_with_ort, graph_model, ms_node_model, rng_arrays, slow_after
 
 rand = rng_arrays(1)
 
 
-@pytest.mark.parametrize("op,with_bias,attrs", [
-    ("Gelu", False, {}), ("BiasGelu", True, {}), ("FastGelu", True, {}), ("FastGelu", False, {}),
-    ("QuickGelu", False, {}), ("QuickGelu", False, {"alpha": 1.0}), ("QuickGelu", False, {"alpha": -0.7}),
-])
+@pytest.mark.parametrize("op,with_bias,attrs", slow_after(4, [
+    ("Gelu", False, {}), ("BiasGelu", True, {}), ("FastGelu", True, {}), ("QuickGelu", False, {}),
+    ("FastGelu", False, {}), ("QuickGelu", False, {"alpha": 1.0}), ("QuickGelu", False, {"alpha": -0.7}),
+]))
 def test_gelu_family(op: str, with_bias: bool, attrs: dict, tmp_path) -> None:
     feeds = {"x": rand(2, 5, 16, scale=3.0)}
     if with_bias:
@@ -53,7 +53,7 @@ def test_gemm_fast_gelu_against_standard_ops(tmp_path) -> None:
     check_with_ort(ms_node_model("GemmFastGelu", feeds, ["y"]), feeds, tmp_path, reference=ref, atol=2e-5)
 
 
-@pytest.mark.parametrize("inner", [0, 1])
+@pytest.mark.parametrize("inner", slow_after(1, [1, 0]))
 def test_bias_softmax_broadcasts(inner: int, tmp_path) -> None:
     """Softmax over the last axis of [B, N, S, T]; the bias lacks the inner batch axes (inner
     broadcast: a BERT mask [B, 1, 1, T]) or the outer ones (outer broadcast: [1, 1, S, T])."""
@@ -76,10 +76,10 @@ def test_bias_softmax_flattens_from_axis(tmp_path) -> None:
     check_with_ort(model, feeds, tmp_path, reference=ref)
 
 
-@pytest.mark.parametrize("activation,params", [
-    (None, None), ("Relu", None), ("Tanh", None), ("Sigmoid", None), ("LeakyRelu", [0.3]),
-    ("Clip", [-0.5, 0.7]), ("HardSigmoid", [0.3, 0.4]),
-])
+@pytest.mark.parametrize("activation,params", slow_after(2, [
+    ("HardSigmoid", [0.3, 0.4]), ("Clip", [-0.5, 0.7]), (None, None), ("Relu", None), ("Tanh", None),
+    ("Sigmoid", None), ("LeakyRelu", [0.3]),
+]))
 def test_fused_conv_activations_and_residual(activation, params, tmp_path) -> None:
     feeds = {"x": rand(1, 4, 9, 9), "w": rand(6, 2, 3, 3), "b": rand(6), "z": rand(1, 6, 5, 4)}
     attrs = {"group": 2, "strides": [2, 2], "pads": [1, 0, 1, 0], "kernel_shape": [3, 3]}
@@ -96,14 +96,14 @@ def test_fused_conv_without_bias_or_residual(tmp_path) -> None:
     check_with_ort(model, feeds, tmp_path, atol=2e-5)
 
 
-@pytest.mark.parametrize("activation,attrs", [
-    ("Relu", {}), ("LeakyRelu", {"activation_alpha": 0.2}),
+@pytest.mark.parametrize("activation,attrs", slow_after(3, [
+    ("Selu", {"activation_alpha": 1.5, "activation_gamma": 1.1}),
+    ("ParametricSoftplus", {"activation_alpha": 0.3, "activation_beta": 1.7}),
+    ("LeakyRelu", {"activation_alpha": 0.2}), ("Relu", {}),
     ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.4}), ("Tanh", {}), ("Sigmoid", {}),
-    ("Elu", {"activation_alpha": 0.5}), ("Selu", {"activation_alpha": 1.5, "activation_gamma": 1.1}),
-    ("ThresholdedRelu", {"activation_alpha": 0.2}), ("Softplus", {}), ("Softsign", {}),
-    ("Celu", {"activation_alpha": 0.6}), ("ParametricSoftplus", {"activation_alpha": 0.3, "activation_beta": 1.7}),
-    ("ScaledTanh", {"activation_alpha": 0.3, "activation_beta": 1.7}),
-])
+    ("Elu", {"activation_alpha": 0.5}), ("ThresholdedRelu", {"activation_alpha": 0.2}), ("Softplus", {}),
+    ("Softsign", {}), ("Celu", {"activation_alpha": 0.6}), ("ScaledTanh", {"activation_alpha": 0.3, "activation_beta": 1.7}),
+]))
 def test_fused_gemm_activations(activation, attrs, tmp_path) -> None:
     feeds = {"a": rand(4, 6), "b": rand(5, 6), "c": rand(5)}
     attrs = dict(attrs, transB=1, alpha=0.7, beta=1.3)
@@ -112,8 +112,10 @@ def test_fused_gemm_activations(activation, attrs, tmp_path) -> None:
     check_with_ort(ms_node_model("FusedGemm", feeds, ["y"], attrs), feeds, tmp_path)
 
 
-@pytest.mark.parametrize("op", ["FusedMatMul", "TransposeMatMul"])
-@pytest.mark.parametrize("trans_a,trans_b", [(0, 0), (1, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("op,trans_a,trans_b", slow_after(2, [
+    ("FusedMatMul", 1, 1), ("TransposeMatMul", 0, 1), ("FusedMatMul", 0, 0), ("FusedMatMul", 1, 0),
+    ("FusedMatMul", 0, 1), ("TransposeMatMul", 1, 0),
+]))
 def test_fused_matmul_transposes(op: str, trans_a: int, trans_b: int, tmp_path) -> None:
     a = rand(3, 2, 4, 5) if not trans_a else rand(3, 2, 5, 4)
     b = rand(3, 2, 5, 6) if not trans_b else rand(3, 2, 6, 5)
@@ -122,7 +124,8 @@ def test_fused_matmul_transposes(op: str, trans_a: int, trans_b: int, tmp_path) 
                    feeds, tmp_path)
 
 
-@pytest.mark.parametrize("trans_batch_a,trans_batch_b,trans_a,trans_b", [(1, 0, 0, 0), (0, 1, 0, 1), (1, 1, 1, 0)])
+@pytest.mark.parametrize("trans_batch_a,trans_batch_b,trans_a,trans_b",
+                         slow_after(1, [(1, 1, 1, 0), (1, 0, 0, 0), (0, 1, 0, 1)]))
 def test_fused_matmul_trans_batch(trans_batch_a, trans_batch_b, trans_a, trans_b, tmp_path) -> None:
     """transBatch moves axis 0 behind the batch axes: A [d0, d1, d2, d3] is used as [d1, d2, d0, d3]."""
     a = rand(5, 2, 3, 4) if trans_batch_a else rand(2, 3, 5, 4)
@@ -136,13 +139,12 @@ def test_fused_matmul_trans_batch(trans_batch_a, trans_batch_b, trans_a, trans_b
     check_with_ort(ms_node_model("FusedMatMul", feeds, ["y"], attrs), feeds, tmp_path)
 
 
-@pytest.mark.parametrize("attrs", [
-    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
-    {"kernel_shape": [2, 3], "strides": [1, 2], "pads": [0, 2, 1, 0], "ceil_mode": 1},
-    {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "dilations": [2, 1]},
-    {"kernel_shape": [3, 2], "auto_pad": "SAME_LOWER", "strides": [2, 2]},
-])
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("attrs,dtype", slow_after(2, [
+    ({"kernel_shape": [2, 3], "strides": [1, 2], "pads": [0, 2, 1, 0], "ceil_mode": 1}, np.int8),
+    ({"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "dilations": [2, 1]}, np.uint8),
+    ({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, np.uint8),
+    ({"kernel_shape": [3, 2], "auto_pad": "SAME_LOWER", "strides": [2, 2]}, np.int8),
+]))
 def test_nhwc_max_pool(attrs: dict, dtype, tmp_path) -> None:
     """onnxruntime defines NhwcMaxPool for 8-bit integers (quantized CNNs)."""
     info = np.iinfo(dtype)
@@ -150,7 +152,7 @@ def test_nhwc_max_pool(attrs: dict, dtype, tmp_path) -> None:
     check_with_ort(ms_node_model("NhwcMaxPool", feeds, ["y"], attrs), feeds, tmp_path)
 
 
-@pytest.mark.parametrize("upper,k", [(1, None), (0, None), (1, -1), (0, 2)])
+@pytest.mark.parametrize("upper,k", slow_after(1, [(0, 2), (1, None), (0, None), (1, -1)]))
 def test_trilu(upper: int, k, tmp_path) -> None:
     feeds = {"x": rand(2, 4, 5), "k": None if k is None else np.array(k, np.int64)}
     check_with_ort(ms_node_model("Trilu", feeds, ["y"], {"upper": upper}), feeds, tmp_path)

@@ -14,7 +14,7 @@ import pytest
 
 from common.errors import UnsupportedOpError
 from onnx2x.torch import convert
-from tests.support.contrib_cases import check_with_ort, ms_node_model, rng_arrays
+from tests.support.contrib_cases import check_with_ort, ms_node_model, rng_arrays, slow_after
 
 rand = rng_arrays(3)
 B, S, HID, N = 2, 5, 16, 4
@@ -35,14 +35,15 @@ _MASKS = {
 }
 
 
-@pytest.mark.parametrize("mask", list(_MASKS))
+@pytest.mark.parametrize("mask", slow_after(3, ["end_start", "raw_3d", "all_masked_row", "none", "key_lengths",
+                                                "raw_2d"]))
 def test_attention_bert_masks(mask: str, tmp_path) -> None:
     feeds = _attention_feeds(_MASKS[mask])
     model = ms_node_model("Attention", feeds, ["y"], {"num_heads": N}, consts=["weights", "bias"])
     check_with_ort(model, feeds, tmp_path)
 
 
-@pytest.mark.parametrize("attrs", [{"scale": 0.3}, {"mask_filter_value": -50.0}, {"unidirectional": 1}])
+@pytest.mark.parametrize("attrs", slow_after(1, [{"unidirectional": 1, "scale": 0.3}, {"mask_filter_value": -50.0}]))
 def test_attention_attributes(attrs: dict, tmp_path) -> None:
     """With unidirectional, the first row (fully padded) still attends causally."""
     feeds = _attention_feeds(_MASKS["all_masked_row"])
@@ -50,7 +51,7 @@ def test_attention_attributes(attrs: dict, tmp_path) -> None:
     check_with_ort(model, feeds, tmp_path)
 
 
-@pytest.mark.parametrize("seq", [3, 1])
+@pytest.mark.parametrize("seq", slow_after(1, [3, 1]))
 def test_attention_gpt2_past_present_unidirectional(seq: int, tmp_path) -> None:
     """GPT-2 with a KV cache: past [2, B, N, P, H] in, present [2, B, N, P+S, H] out, raw 2-D mask
     over all P+S positions."""
@@ -106,8 +107,8 @@ def _mha(feeds: dict, outputs, tmp_path, **attrs) -> None:
     check_with_ort(model, feeds, tmp_path)
 
 
-@pytest.mark.parametrize("kv_len", [5, 7])
-@pytest.mark.parametrize("mask", [None, "lengths", "raw_2d", "raw_3d"])
+@pytest.mark.parametrize("kv_len,mask", slow_after(2, [(7, "raw_3d"), (5, "lengths"), (7, None), (5, "raw_2d"),
+                                                       (5, None), (7, "lengths")]))
 def test_mha_separate_qkv_with_bias_and_masks(kv_len: int, mask, tmp_path) -> None:
     masks = {None: None, "lengths": np.array([kv_len - 2, kv_len], np.int32),
              "raw_2d": (rand.rng.random((B, kv_len)) > 0.3).astype(np.int32),
@@ -141,6 +142,7 @@ def test_mha_packed_qkv(tmp_path) -> None:
                    reference=reference, reference_feeds=ref_feeds)
 
 
+@pytest.mark.slow
 def test_mha_packed_kv(tmp_path) -> None:
     """Packed KV [B, L, N, 2, H] (GPU-only in onnxruntime) against the same op unpacked."""
     feeds = {"query": rand(B, S, HID), "key": rand(B, 6, N, 2, H), "value": None, "bias": rand(3 * HID)}
@@ -185,8 +187,9 @@ def _gqa(feeds: dict, tmp_path, outputs=("y", "present_key", "present_value"), i
     check_with_ort(model, feeds, tmp_path, ignore=ignore)
 
 
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("rotary,interleaved", [(False, 0), (True, 0), (True, 1)])
+@pytest.mark.parametrize("packed,rotary,interleaved", slow_after(1, [
+    (True, True, 1), (False, True, 0), (False, False, 0), (True, False, 0),
+]))
 def test_gqa_prompt(packed: bool, rotary: bool, interleaved: int, tmp_path) -> None:
     feeds = _gqa_inputs(S, 0, [S - 1, S - 1], packed, rotary)
     _gqa(feeds, tmp_path, do_rotary=int(rotary), rotary_interleaved=interleaved)
@@ -199,8 +202,7 @@ def test_gqa_prompt_right_padded_rows(tmp_path) -> None:
     _gqa(feeds, tmp_path, do_rotary=1, ignore=[(0, (1, slice(3, None)))])
 
 
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("past_len", [6, 10])
+@pytest.mark.parametrize("packed,past_len", slow_after(1, [(False, 10), (True, 6)]))
 def test_gqa_decoding_with_ragged_cache(packed: bool, past_len: int, tmp_path) -> None:
     """One new token per row after 6 and 4 cached ones; a past buffer longer than the history
     (10) gives a present buffer of that length, zero past each row's end."""
@@ -208,14 +210,14 @@ def test_gqa_decoding_with_ragged_cache(packed: bool, past_len: int, tmp_path) -
     _gqa(feeds, tmp_path, do_rotary=1)
 
 
-@pytest.mark.parametrize("attrs", [{"local_window_size": 3}, {"softcap": 2.0}, {"smooth_softmax": 1},
-                                   {"scale": 0.2}])
+@pytest.mark.parametrize("attrs", slow_after(2, [{"local_window_size": 3}, {"softcap": 2.0, "scale": 0.2},
+                                                {"smooth_softmax": 1}]))
 def test_gqa_attention_variants(attrs: dict, tmp_path) -> None:
     feeds = _gqa_inputs(1, 8, [8, 5], False, False)
     _gqa(feeds, tmp_path, **attrs)
 
 
-@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("mode", slow_after(1, [2, 1]))
 def test_gqa_sink_and_qk_output(mode: int, tmp_path) -> None:
     """qk before (1) or after (2) softmax; row 1 (4 keys) leaves the rest of its qk row unspecified."""
     feeds = _gqa_inputs(1, 6, [6, 3], False, False)
@@ -224,6 +226,7 @@ def test_gqa_sink_and_qk_output(mode: int, tmp_path) -> None:
          ignore=[(3, (1, slice(None), slice(None), slice(4, None)))])
 
 
+@pytest.mark.slow
 def test_gqa_subsequent_prompt_chunk(tmp_path) -> None:
     """A second prompt chunk of 3 tokens after 4 cached ones (batch 1, as onnxruntime requires)."""
     feeds = {"query": rand(1, 3, NQ * HD), "key": rand(1, 3, NKV * HD), "value": rand(1, 3, NKV * HD),
@@ -241,9 +244,9 @@ def test_gqa_refuses_quantized_cache() -> None:
 
 
 # --- RotaryEmbedding -------------------------------------------------------------------------------
-@pytest.mark.parametrize("interleaved", [0, 1])
-@pytest.mark.parametrize("layout", ["bsd", "bnsh"])
-@pytest.mark.parametrize("positions", ["start", "per_token"])
+@pytest.mark.parametrize("interleaved,layout,positions", slow_after(2, [
+    (1, "bsd", "start"), (0, "bnsh", "per_token"), (0, "bsd", "per_token"), (1, "bnsh", "start"),
+]))
 def test_rotary_embedding(interleaved: int, layout: str, positions: str, tmp_path) -> None:
     x = rand(B, S, NQ * HD) if layout == "bsd" else rand(B, NQ, S, HD)
     pos = np.array([3], np.int64) if positions == "start" else rand.rng.integers(0, 20, (B, S)).astype(np.int64)
@@ -252,6 +255,7 @@ def test_rotary_embedding(interleaved: int, layout: str, positions: str, tmp_pat
     check_with_ort(model, feeds, tmp_path)
 
 
+@pytest.mark.slow
 def test_rotary_embedding_partial_dim(tmp_path) -> None:
     feeds = {"x": rand(B, S, NQ * HD), "position_ids": np.array([0], np.int64),
              "cos_cache": rand(16, 2), "sin_cache": rand(16, 2)}

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.support.contrib_cases import check_with_ort, graph_model, ms_node_model, rng_arrays
+from tests.support.contrib_cases import check_with_ort, graph_model, ms_node_model, rng_arrays, slow_after
 
 rand = rng_arrays(2)
 ALL4 = ["y", "mean", "inv_std", "sum"]
 
 
-@pytest.mark.parametrize("skip_shape", [(2, 5, 16), (1, 5, 16), (5, 16)])
-@pytest.mark.parametrize("with_beta,with_bias", [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize("skip_shape,with_beta,with_bias", slow_after(2, [
+    ((2, 5, 16), True, True), ((5, 16), False, False), ((1, 5, 16), True, False), ((2, 5, 16), False, False),
+    ((1, 5, 16), True, True), ((5, 16), True, True),
+]))
 def test_skip_layer_norm(skip_shape, with_beta: bool, with_bias: bool, tmp_path) -> None:
     feeds = {"x": rand(2, 5, 16, scale=2.0), "skip": rand(*skip_shape), "gamma": rand(16),
              "beta": rand(16) if with_beta else None, "bias": rand(16) if with_bias else None}
@@ -27,19 +29,20 @@ def test_skip_layer_norm(skip_shape, with_beta: bool, with_bias: bool, tmp_path)
     check_with_ort(model, feeds, tmp_path)
 
 
-@pytest.mark.parametrize("outputs", [["y"], ["y", "", "", "sum"], ALL4])
+@pytest.mark.parametrize("outputs", slow_after(1, [ALL4, ["y"], ["y", "", "", "sum"]]))
 def test_skip_simplified_layer_norm(outputs, tmp_path) -> None:
     feeds = {"x": rand(3, 4, 8), "skip": rand(3, 4, 8), "gamma": rand(8), "bias": rand(8)}
     model = ms_node_model("SkipSimplifiedLayerNormalization", feeds, outputs, {"epsilon": 1e-6}, consts=["gamma"])
     check_with_ort(model, feeds, tmp_path)
 
 
+@pytest.mark.slow
 def test_skip_simplified_layer_norm_2d_tokens(tmp_path) -> None:
     feeds = {"x": rand(7, 8), "skip": rand(7, 8), "gamma": rand(8)}
     check_with_ort(ms_node_model("SkipSimplifiedLayerNormalization", feeds, ["y"]), feeds, tmp_path)
 
 
-@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("axis", slow_after(1, [1, -1]))
 def test_simplified_layer_norm_onnx_domain(axis: int, tmp_path) -> None:
     feeds = {"x": rand(2, 3, 8), "scale": rand(8) if axis == -1 else rand(3, 8)}
     model = ms_node_model("SimplifiedLayerNormalization", feeds, ["y", "inv_std"], {"axis": axis, "epsilon": 1e-5},
@@ -47,7 +50,7 @@ def test_simplified_layer_norm_onnx_domain(axis: int, tmp_path) -> None:
     check_with_ort(model, feeds, tmp_path)
 
 
-@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("axis", slow_after(1, [1, -1]))
 def test_layer_norm_contrib_schema_before_opset_17(axis: int, tmp_path) -> None:
     """What the transformer optimizer writes into an opset-14 model."""
     shape = (8,) if axis == -1 else (3, 8)
@@ -68,10 +71,15 @@ def _embed_feeds(with_segment: bool, mask, position_ids):
     }
 
 
-@pytest.mark.parametrize("with_segment", [True, False])
-@pytest.mark.parametrize("mask", [None, np.array([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1]], np.int32)])
-@pytest.mark.parametrize("position_ids", [None, np.array([[4, 3, 2, 1, 0]], np.int32),
-                                          np.array([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]], np.int32)])
+_MASK = np.array([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1]], np.int32)
+_POS_SHARED = np.array([[4, 3, 2, 1, 0]], np.int32)
+_POS_PER_ROW = np.array([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]], np.int32)
+
+
+@pytest.mark.parametrize("with_segment,mask,position_ids", slow_after(2, [
+    (True, _MASK, None), (False, None, _POS_PER_ROW), (True, None, _POS_SHARED), (False, _MASK, _POS_SHARED),
+    (True, _MASK, _POS_PER_ROW), (False, None, None),
+]))
 def test_embed_layer_norm(with_segment: bool, mask, position_ids, tmp_path) -> None:
     feeds = _embed_feeds(with_segment, mask, position_ids)
     model = ms_node_model("EmbedLayerNormalization", feeds, ["y", "mask_index", "sum"], {"epsilon": 1e-5},
@@ -116,8 +124,7 @@ def _group_norm_reference(feeds: dict, groups: int, silu: bool, channels_last: b
     return graph_model(nodes, {k: v for k, v in feeds.items() if v is not None}, outputs, consts, opset=21)
 
 
-@pytest.mark.parametrize("channels_last", [1, 0])
-@pytest.mark.parametrize("silu", [0, 1])
+@pytest.mark.parametrize("channels_last,silu", slow_after(1, [(1, 1), (0, 0), (0, 1), (1, 0)]))
 def test_group_norm(channels_last: int, silu: int, tmp_path) -> None:
     x = rand(2, 4, 5, 8) if channels_last else rand(2, 8, 4, 5)
     feeds = {"x": x, "gamma": rand(8), "beta": rand(8)}
@@ -127,7 +134,7 @@ def test_group_norm(channels_last: int, silu: int, tmp_path) -> None:
     check_with_ort(model, feeds, tmp_path, reference=ref)
 
 
-@pytest.mark.parametrize("skip_shape,bias", [((2, 4, 5, 8), True), ((2, 8), True), ((2, 1, 1, 8), False)])
+@pytest.mark.parametrize("skip_shape,bias", slow_after(1, [((2, 8), True), ((2, 4, 5, 8), True), ((2, 1, 1, 8), False)]))
 def test_skip_group_norm(skip_shape, bias: bool, tmp_path) -> None:
     feeds = {"x": rand(2, 4, 5, 8), "gamma": rand(8), "beta": rand(8), "skip": rand(*skip_shape),
              "bias": rand(8) if bias else None}

@@ -14,6 +14,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from onnx import helper, numpy_helper
 
@@ -115,3 +116,16 @@ def rng_arrays(seed: int = 0):
 
     rand.rng = rng  # type: ignore[attr-defined]
     return rand
+
+
+def slow_after(n: int, cases: Sequence) -> list:
+    """``cases`` for ``pytest.mark.parametrize`` with all but the first ``n`` marked slow: the
+    default run keeps a representative few, ``pytest -m slow`` runs the rest."""
+    out = []
+    for i, case in enumerate(cases):
+        if i < n:
+            out.append(case)
+        else:
+            values = case if isinstance(case, tuple) else (case,)
+            out.append(pytest.param(*values, marks=pytest.mark.slow))
+    return out

@@ -163,7 +163,7 @@ def group_query_attention(ctx: NodeContext) -> Handle:
             raise ctx.fail("do_rotary=1 needs cos_cache and sin_cache")
         rotary_dim = _rotary_dim(ctx, 7)
         if ctx.has_input(9):
-            positions = ctx.call(rt.rotary_position_ids, ctx.input(9), ctx.method("size", ctx.input(0), 0), q_len)
+            positions = ctx.call(rt.rotary_position_ids, ctx.input(9), q)
         else:
             positions = ctx.call(rt.gqa_position_ids, ctx.input(5), q_len, ctx.input(6))
         interleaved = bool(ctx.attr("rotary_interleaved", 0))
@@ -181,24 +181,16 @@ def group_query_attention(ctx: NodeContext) -> Handle:
 @converter("RotaryEmbedding", since=1, domain=MS)
 def rotary_embedding(ctx: NodeContext) -> Handle:
     """Inputs (x, position_ids, cos_cache, sin_cache) -- a different order from ONNX's
-    RotaryEmbedding-23. position_ids is [B, S] or one start position; ``scale`` and
+    RotaryEmbedding-23. x is [B, S, D] or [B, N, S, H]; position_ids is [B, S] or one start
+    position. Without num_heads the head size is twice the cache width. ``scale`` and
     ``is_packed_batching`` do not change the result on onnxruntime's CPU kernel."""
     x = ctx.input(0)
-    rank = ctx.rank(0)
     num_heads = int(ctx.attr("num_heads", 0) or 0)
     rotary_dim = int(ctx.attr("rotary_embedding_dim", 0) or 0)
     if rotary_dim and not num_heads:
         raise ctx.fail("rotary_embedding_dim needs num_heads")
-    if rank is None:
-        raise ctx.fail("the rank of the input must be known at conversion (3-D or 4-D)")
-    if rank == 3 and not num_heads:
-        shape = ctx.shape(0)
-        if shape[2] is None:
-            raise ctx.fail("the hidden size must be known at conversion when num_heads is not set")
-        num_heads = int(shape[2]) // _rotary_dim(ctx, 2)
-    if not rotary_dim:
-        rotary_dim = _rotary_dim(ctx, 2)
-    positions = ctx.call(rt.rotary_position_ids, ctx.input(1), ctx.method("size", x, 0),
-                         ctx.method("size", x, 1 if rank == 3 else 2))
+    cache_dim = _rotary_dim(ctx, 2)
+    heads: Handle = num_heads or ctx.call(rt.rotary_head_count, x, cache_dim)
+    positions = ctx.call(rt.rotary_position_ids, ctx.input(1), x)
     return ctx.call(rt_onnx.rotary_embedding, x, ctx.input(2), ctx.input(3), positions,
-                    bool(ctx.attr("interleaved", 0)), rotary_dim, num_heads)
+                    bool(ctx.attr("interleaved", 0)), rotary_dim or cache_dim, heads)

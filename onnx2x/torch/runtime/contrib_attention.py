@@ -307,9 +307,16 @@ def group_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pas
 
 
 # --- rotary ---------------------------------------------------------------------------------------
-def rotary_position_ids(position_ids: torch.Tensor, batch: int, q_len: int) -> torch.Tensor:
-    """[B, S] positions: given ones as they are, or a single start position p giving p..p+S-1."""
+def rotary_position_ids(position_ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[B, S] positions for x ([B, S, D] or [B, N, S, H]): given ones as they are, or a single
+    start position p giving p..p+S-1 in every row."""
     if position_ids.dim() == 2:
         return position_ids.to(torch.int64)
+    batch, q_len = x.shape[0], x.shape[1] if x.dim() == 3 else x.shape[2]
     start = position_ids.reshape(-1)[:1].to(torch.int64)
     return (start + torch.arange(q_len, device=position_ids.device)).unsqueeze(0).expand(batch, q_len)
+
+
+def rotary_head_count(x: torch.Tensor, head_size: int) -> int:
+    """Heads of x: N of [B, N, S, H], else the hidden size over ``head_size``."""
+    return int(x.shape[1]) if x.dim() == 4 else int(x.shape[-1]) // head_size
