@@ -160,6 +160,31 @@ def test_mha_cross_attention_on_projected_keys(tmp_path) -> None:
     _mha(feeds, ["y"], tmp_path)
 
 
+@pytest.mark.parametrize("with_mask_bias_qk", slow_after(1, [True, False]))
+def test_decoder_masked_mha_shared_buffer(with_mask_bias_qk: bool, tmp_path) -> None:
+    """One token written at past_sequence_length into the [B, N, M, H] buffers; the rest of the
+    buffer passes through to present_key/present_value."""
+    max_len, past_len = 7, 3
+    feeds = {"query": rand(B, 1, HID), "key": rand(B, 1, HID), "value": rand(B, 1, HID),
+             "mask_index": np.array([[1, 0, 1, 1], [1, 1, 1, 1]], np.int32) if with_mask_bias_qk else None,
+             "attention_bias": rand(1, N, 1, past_len + 1) if with_mask_bias_qk else None,
+             "past_key": rand(B, N, max_len, H), "past_value": rand(B, N, max_len, H),
+             "past_sequence_length": np.array(past_len, np.int32), "beam_width": None, "cache_indirection": None,
+             "bias": rand(3 * HID) if with_mask_bias_qk else None}
+    outputs = ["y", "present_key", "present_value"] + (["qk"] if with_mask_bias_qk else [])
+    model = ms_node_model("DecoderMaskedMultiHeadAttention", feeds, outputs,
+                          {"num_heads": N, "past_present_share_buffer": 1, "output_qk": int(with_mask_bias_qk)},
+                          output_types={"qk": np.float32})
+    check_with_ort(model, feeds, tmp_path)
+
+
+def test_decoder_masked_mha_cross_attention(tmp_path) -> None:
+    feeds = {"query": rand(B, 1, HID), "key": rand(B, N, 6, H), "value": rand(B, N, 6, H),
+             "mask_index": np.array([[1, 1, 1, 1, 1, 0], [1] * 6], np.int32)}
+    model = ms_node_model("DecoderMaskedMultiHeadAttention", feeds, ["y"], {"num_heads": N, "scale": 0.5})
+    check_with_ort(model, feeds, tmp_path)
+
+
 # --- GroupQueryAttention ---------------------------------------------------------------------------
 NQ, NKV, HD = 4, 2, 16  # onnxruntime's CPU rotary wants head sizes that are multiples of 16
 
@@ -208,6 +233,13 @@ def test_gqa_decoding_with_ragged_cache(packed: bool, past_len: int, tmp_path) -
     (10) gives a present buffer of that length, zero past each row's end."""
     feeds = _gqa_inputs(1, past_len, [6, 4], packed, True)
     _gqa(feeds, tmp_path, do_rotary=1)
+
+
+def test_gqa_rotary_with_explicit_position_ids(tmp_path) -> None:
+    """Given position_ids replace the positions derived from the cache lengths."""
+    feeds = _gqa_inputs(1, 6, [6, 4], True, True)
+    feeds["position_ids"] = np.array([[9], [2]], np.int64)
+    _gqa(feeds, tmp_path, do_rotary=1, rotary_interleaved=1)
 
 
 @pytest.mark.parametrize("attrs", slow_after(2, [{"local_window_size": 3}, {"softcap": 2.0, "scale": 0.2},
@@ -261,3 +293,31 @@ def test_rotary_embedding_partial_dim(tmp_path) -> None:
              "cos_cache": rand(16, 2), "sin_cache": rand(16, 2)}
     model = ms_node_model("RotaryEmbedding", feeds, ["y"], {"num_heads": NQ, "rotary_embedding_dim": 4})
     check_with_ort(model, feeds, tmp_path)
+
+
+# --- float16 ------------------------------------------------------------------------------------------
+def _half(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return rand(*shape, scale=scale).astype(np.float16)
+
+
+_FP16_CASES = {
+    "GroupQueryAttention": ({"query": _half(B, 1, NQ * HD), "key": _half(B, 1, NKV * HD), "value": _half(B, 1, NKV * HD),
+                             "past_key": _half(B, NKV, 4, HD), "past_value": _half(B, NKV, 4, HD),
+                             "seqlens_k": np.array([4, 2], np.int32), "total_sequence_length": np.array(5, np.int32)},
+                            ["y", "present_key", "present_value"], {"num_heads": NQ, "kv_num_heads": NKV}),
+    "SkipSimplifiedLayerNormalization": ({"x": _half(B, S, HID), "skip": _half(B, S, HID), "gamma": _half(HID)},
+                                         ["y", "", "", "sum"], {}),
+    "RotaryEmbedding": ({"x": _half(B, S, NQ * HD), "position_ids": np.array([1], np.int64),
+                         "cos_cache": _half(16, HD // 2), "sin_cache": _half(16, HD // 2)}, ["y"], {}),
+    "Attention": ({"input": _half(B, S, HID), "weights": _half(HID, 3 * HID, scale=0.3), "bias": _half(3 * HID),
+                   "mask_index": np.array([3, 5], np.int32)}, ["y"], {"num_heads": N}),
+    "MultiHeadAttention": ({"query": _half(B, S, HID), "key": _half(B, S, HID), "value": _half(B, S, HID)},
+                           ["y"], {"num_heads": N, "unidirectional": 1}),
+}
+
+
+@pytest.mark.parametrize("op", slow_after(1, list(_FP16_CASES)))
+def test_float16(op: str, tmp_path) -> None:
+    """float16 models (what LLM builders emit for GPUs) where onnxruntime's CPU kernels take them."""
+    feeds, outputs, attrs = _FP16_CASES[op]
+    check_with_ort(ms_node_model(op, feeds, outputs, attrs), feeds, tmp_path, rtol=2e-3, atol=2e-3)

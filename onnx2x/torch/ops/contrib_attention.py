@@ -1,5 +1,5 @@
-"""onnxruntime ``com.microsoft`` attention ops: Attention, MultiHeadAttention, GroupQueryAttention,
-RotaryEmbedding.
+"""onnxruntime ``com.microsoft`` attention ops: Attention, MultiHeadAttention,
+DecoderMaskedMultiHeadAttention, GroupQueryAttention, RotaryEmbedding.
 
 These are what onnxruntime's transformer optimizer (BERT, GPT-2 with past, ViT) and LLM builders
 (grouped-query attention with a KV cache and rotary embeddings) put into graphs. Semantics follow
@@ -109,6 +109,28 @@ def multi_head_attention(ctx: NodeContext) -> Handle:
                    _scale(ctx), float(ctx.attr("mask_filter_value", DEFAULT_MASK_FILTER)),
                    bool(ctx.attr("unidirectional", 0)), _wanted(ctx, 3))
     return tuple(ctx.getitem(res, j) if (j == 0 or _wanted(ctx, j)) else None for j in range(4))
+
+
+@converter("DecoderMaskedMultiHeadAttention", since=1, domain=MS)
+def decoder_masked_multi_head_attention(ctx: NodeContext) -> Handle:
+    """One-token decoding attention: self attention on a shared [B, N, M, H] KV buffer
+    (``past_present_share_buffer=1`` with ``past_sequence_length``, as onnxruntime's CPU kernel
+    requires) or cross attention on projected [B, N, L, H] keys; beam-search cache indirection
+    is refused."""
+    _refuse_inputs(ctx, {9: "cache_indirection (beam search)"})
+    kshape = ctx.shape(1)
+    cross = kshape is not None and len(kshape) == 4
+    if not cross:
+        if not int(ctx.attr("past_present_share_buffer", 0) or 0):
+            raise ctx.unsupported("self attention without past_present_share_buffer=1")
+        if not (ctx.has_input(5) and ctx.has_input(6) and ctx.has_input(7)):
+            raise ctx.fail("self attention needs past_key, past_value and past_sequence_length")
+    want_qk = bool(int(ctx.attr("output_qk", 0) or 0)) and _wanted(ctx, 3)
+    res = ctx.call(rt.decoder_masked_mha, ctx.input(0), ctx.input(1), ctx.input(2), ctx.input(3), ctx.input(4),
+                   ctx.input(5), ctx.input(6), ctx.input(7), ctx.input(10), int(ctx.attr("num_heads")), _scale(ctx),
+                   float(ctx.attr("mask_filter_value", DEFAULT_MASK_FILTER)), want_qk)
+    wanted = [True, _wanted(ctx, 1) and not cross, _wanted(ctx, 2) and not cross, want_qk]
+    return tuple(ctx.getitem(res, j) if wanted[j] else None for j in range(4))
 
 
 def _rotary_dim(ctx: NodeContext, cos_index: int) -> int:

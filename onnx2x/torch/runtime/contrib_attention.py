@@ -190,6 +190,43 @@ def multi_head_attention(query: torch.Tensor, key: Optional[torch.Tensor], value
     return merge_heads(y), k, v, qk
 
 
+def decoder_masked_mha(query: torch.Tensor, key: Optional[torch.Tensor], value: Optional[torch.Tensor],
+                       mask_index: Optional[torch.Tensor], attention_bias: Optional[torch.Tensor],
+                       past_key: Optional[torch.Tensor], past_value: Optional[torch.Tensor],
+                       past_sequence_length: Optional[torch.Tensor], bias: Optional[torch.Tensor], num_heads: int,
+                       scale: Optional[float], mask_filter_value: float, want_qk: bool
+                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(output, present_key, present_value, qk) of DecoderMaskedMultiHeadAttention (one query token).
+
+    Self attention writes the new key/value into the shared [B, N, M, H] cache at
+    ``past_sequence_length`` (the rest of the buffer passes through) and attends to positions
+    0..past_sequence_length; cross attention (key/value given as [B, N, L, H]) attends to them all.
+    ``qk`` is the scaled Q K^T with the mask and attention bias added.
+    """
+    if key is None and query.dim() == 3:  # packed QKV [B, 1, 3D]
+        query, key, value = torch.chunk(query, 3, dim=-1)
+    q, k, v = mha_project(query, key, value, bias, num_heads)
+    present_key = present_value = None
+    if key is not None and key.dim() == 4:
+        keys, values = k, v
+    else:
+        past_len = int(past_sequence_length.reshape(-1)[0])
+        present_key = past_key.clone()
+        present_value = past_value.clone()
+        present_key[:, :, past_len:past_len + 1] = k
+        present_value[:, :, past_len:past_len + 1] = v
+        keys, values = present_key[:, :, :past_len + 1], present_value[:, :, :past_len + 1]
+    batch, total_len = q.shape[0], keys.shape[2]
+    allowed = key_positions_allowed(mask_index, batch, 1, total_len, 0, q.device)
+    bias_qk = combine_bias(attention_bias, filter_bias(allowed, mask_filter_value, q.dtype))
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    y, qk = attend(q, keys, values, bias_qk, scale, want_qk)
+    if qk is not None and qk.shape != (batch, q.shape[1], 1, total_len):
+        qk = qk.expand(batch, q.shape[1], 1, total_len)
+    return merge_heads(y), present_key, present_value, qk
+
+
 # --- GroupQueryAttention (LLM decoders: GQA, KV cache per row, rotary, windows) ----------------
 def gqa_split_packed(qkv: torch.Tensor, num_heads: int, kv_num_heads: int
                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
