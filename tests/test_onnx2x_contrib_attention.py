@@ -242,6 +242,13 @@ def test_gqa_rotary_with_explicit_position_ids(tmp_path) -> None:
     _gqa(feeds, tmp_path, do_rotary=1, rotary_interleaved=1)
 
 
+def test_gqa_attention_bias_with_longer_past_buffer(tmp_path) -> None:
+    """attention_bias spans total_sequence_length columns while the cache buffer is longer."""
+    feeds = _gqa_inputs(1, 9, [6, 4], False, False)
+    feeds.update(position_ids=None, attention_bias=rand(B, 1, 1, 7))
+    _gqa(feeds, tmp_path)
+
+
 @pytest.mark.parametrize("attrs", slow_after(2, [{"local_window_size": 3}, {"softcap": 2.0, "scale": 0.2},
                                                 {"smooth_softmax": 1}]))
 def test_gqa_attention_variants(attrs: dict, tmp_path) -> None:

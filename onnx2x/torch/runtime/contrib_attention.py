@@ -316,18 +316,22 @@ def group_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pas
     values = present_value.repeat_interleave(group, dim=1) if group > 1 else present_value
     if scale is None or scale == 0.0:
         scale = 1.0 / math.sqrt(head)
+    if attention_bias is not None:  # columns are absolute key positions, up to total_sequence_length
+        attention_bias = attention_bias[..., :length].to(q.dtype)
+        if attention_bias.shape[-1] < length:
+            attention_bias = F.pad(attention_bias, [0, length - attention_bias.shape[-1]])
     plain = softcap <= 0 and head_sink is None and not smooth_softmax and qk_output == 0
     if plain:
         bias = torch.where(allowed, 0.0, -math.inf).to(q.dtype)
         if attention_bias is not None:
-            bias = attention_bias[..., :length].to(q.dtype) + bias
+            bias = attention_bias + bias
         y = F.scaled_dot_product_attention(qh, keys, values, attn_mask=bias, scale=scale)
         return merge_heads(y), present_key, present_value, None
     scores = torch.matmul(qh, keys.transpose(-1, -2)) * scale
     if softcap > 0:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_bias is not None:
-        scores = scores + attention_bias[..., :length].to(scores.dtype)
+        scores = scores + attention_bias
     masked = scores.masked_fill(~allowed, -math.inf)
     if head_sink is not None or smooth_softmax:
         sink = head_sink if head_sink is not None else torch.zeros(num_heads, dtype=scores.dtype, device=q.device)
