@@ -46,7 +46,10 @@ def key_positions_allowed(mask: Optional[torch.Tensor], batch: int, q_len: int, 
         if m.shape[0] == 2 * batch:
             end, start = m[:batch].reshape(batch, 1, 1, 1), m[batch:].reshape(batch, 1, 1, 1)
             return (j < end) & (j >= start)
-        return j < m[:batch].reshape(batch, 1, 1, 1)
+        if m.shape[0] != batch:
+            raise ValueError(f"a 1-D mask of {m.shape[0]} values for batch {batch}: only [batch] key lengths "
+                             "and [2*batch] end/start positions are implemented")
+        return j < m.reshape(batch, 1, 1, 1)
     if mask.dim() == 2:
         return (mask > 0).reshape(mask.shape[0], 1, 1, mask.shape[1])
     if mask.dim() == 3:
