@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -46,8 +47,6 @@ def import_transformers():
 def _randomize(root, seed: int, std: float = 0.2) -> None:
     """Seeded random values for every parameter (LayerNorm scales around 1), so that no two
     weights are equal and onnxruntime's optimizer cannot merge them."""
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in root.modules():
@@ -59,8 +58,6 @@ def _randomize(root, seed: int, std: float = 0.2) -> None:
 def _export(module, args: tuple, path: Path, input_names: list, output_names: list, dynamic_axes: dict,
             opset: int = 14) -> None:
     import warnings
-
-    import torch
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -90,8 +87,6 @@ def bert_optimized(workdir: Path, *, hidden: int = 32, heads: int = 4, layers: i
                    raw_mask: bool = False, gelu_approximation: bool = False,
                    multi_head_attention: bool = False) -> Path:
     """BertModel (eager attention) -> TorchScript ONNX opset 14 -> optimize_model('bert')."""
-    import torch
-
     tf = import_transformers()
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -135,8 +130,6 @@ def bert_feeds(seed: int = 0, batch: int = 2, seq: int = 8) -> dict:
 # --- ViT ----------------------------------------------------------------------------------------
 def _legacy_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers 4.x eager attention arithmetic: scores = Q K^T / sqrt(d)."""
-    import torch
-
     scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.size(-1))
     if attention_mask is not None:
         scores = scores + attention_mask
@@ -146,8 +139,6 @@ def _legacy_eager_attention(module, query, key, value, attention_mask, scaling=N
 
 def vit_optimized(workdir: Path, *, hidden: int = 32, heads: int = 4, layers: int = 2, seed: int = 0) -> Path:
     """ViTModel with transformers 4.x attention arithmetic -> TorchScript opset 14 -> optimize_model('vit')."""
-    import torch
-
     tf = import_transformers()
     tf.AttentionInterface.register("legacy_eager", _legacy_eager_attention)
     cfg = tf.ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=hidden, num_hidden_layers=layers,
@@ -185,70 +176,63 @@ def vit_feeds(seed: int = 0, batch: int = 2) -> dict:
 
 
 # --- GPT-2 with past --------------------------------------------------------------------------------
-def _legacy_gpt2_class():
-    import torch
+class LegacyGPT2(torch.nn.Module):
+    """transformers 4.x GPT2LMHeadModel forward over HF weights (onnxruntime's GPT-2 export form).
 
-    class LegacyGPT2(torch.nn.Module):
-        """transformers 4.x GPT2LMHeadModel forward over HF weights (onnxruntime's GPT-2 export form).
+    Inputs: input_ids, position_ids, attention_mask [B, P+S] (1 keeps a token), past_i
+    [2, B, N, P, H]; outputs: logits, present_i [2, B, N, P+S, H].
+    """
 
-        Inputs: input_ids, position_ids, attention_mask [B, P+S] (1 keeps a token), past_i
-        [2, B, N, P, H]; outputs: logits, present_i [2, B, N, P+S, H].
-        """
+    def __init__(self, hf) -> None:
+        super().__init__()
+        self.hf = hf
+        cfg = hf.config
+        self.heads, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        n = cfg.n_positions
+        self.register_buffer("bias", torch.tril(torch.ones(n, n, dtype=torch.bool)).view(1, 1, n, n),
+                             persistent=False)
 
-        def __init__(self, hf) -> None:
-            super().__init__()
-            self.hf = hf
-            cfg = hf.config
-            self.heads, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
-            n = cfg.n_positions
-            self.register_buffer("bias", torch.tril(torch.ones(n, n, dtype=torch.bool)).view(1, 1, n, n),
-                                 persistent=False)
+    def _split(self, t):
+        return t.view(t.size()[:-1] + (self.heads, self.head_dim)).permute(0, 2, 1, 3)
 
-        def _split(self, t):
-            return t.view(t.size()[:-1] + (self.heads, self.head_dim)).permute(0, 2, 1, 3)
+    def _attention(self, block, x, layer_past, mask):
+        attn = block.attn
+        q, k, v = attn.c_attn(x).split(attn.split_size, dim=2)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        k = torch.cat((layer_past[0], k), dim=-2)
+        v = torch.cat((layer_past[1], v), dim=-2)
+        present = torch.cat((k.unsqueeze(0), v.unsqueeze(0)), dim=0)
+        w = torch.matmul(q, k.transpose(-1, -2))
+        w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
+        q_len, k_len = q.size(-2), k.size(-2)
+        causal = self.bias[:, :, k_len - q_len:k_len, :k_len]
+        w = torch.where(causal, w, torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype))
+        w = torch.softmax(w + mask, dim=-1)
+        out = torch.matmul(w, v).permute(0, 2, 1, 3).contiguous()
+        return attn.c_proj(out.view(out.size()[:-2] + (self.heads * self.head_dim,))), present
 
-        def _attention(self, block, x, layer_past, mask):
-            attn = block.attn
-            q, k, v = attn.c_attn(x).split(attn.split_size, dim=2)
-            q, k, v = self._split(q), self._split(k), self._split(v)
-            k = torch.cat((layer_past[0], k), dim=-2)
-            v = torch.cat((layer_past[1], v), dim=-2)
-            present = torch.cat((k.unsqueeze(0), v.unsqueeze(0)), dim=0)
-            w = torch.matmul(q, k.transpose(-1, -2))
-            w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
-            q_len, k_len = q.size(-2), k.size(-2)
-            causal = self.bias[:, :, k_len - q_len:k_len, :k_len]
-            w = torch.where(causal, w, torch.full([], torch.finfo(w.dtype).min, dtype=w.dtype))
-            w = torch.softmax(w + mask, dim=-1)
-            out = torch.matmul(w, v).permute(0, 2, 1, 3).contiguous()
-            return attn.c_proj(out.view(out.size()[:-2] + (self.heads * self.head_dim,))), present
-
-        def forward(self, input_ids, position_ids, attention_mask, *past):
-            t = self.hf.transformer
-            mask = attention_mask.view(input_ids.size(0), -1)[:, None, None, :].to(torch.float32)
-            mask = (1.0 - mask) * torch.finfo(torch.float32).min
-            h = t.wte(input_ids) + t.wpe(position_ids)
-            presents = []
-            for block, layer_past in zip(t.h, past):
-                a, present = self._attention(block, block.ln_1(h), layer_past, mask)
-                h = h + a
-                h = h + block.mlp(block.ln_2(h))
-                presents.append(present)
-            return (self.hf.lm_head(t.ln_f(h)), *presents)
-
-    return LegacyGPT2
+    def forward(self, input_ids, position_ids, attention_mask, *past):
+        t = self.hf.transformer
+        mask = attention_mask.view(input_ids.size(0), -1)[:, None, None, :].to(torch.float32)
+        mask = (1.0 - mask) * torch.finfo(torch.float32).min
+        h = t.wte(input_ids) + t.wpe(position_ids)
+        presents = []
+        for block, layer_past in zip(t.h, past):
+            a, present = self._attention(block, block.ln_1(h), layer_past, mask)
+            h = h + a
+            h = h + block.mlp(block.ln_2(h))
+            presents.append(present)
+        return (self.hf.lm_head(t.ln_f(h)), *presents)
 
 
 def gpt2_past_optimized(workdir: Path, *, heads: int = 4, head_dim: int = 8, layers: int = 2, seed: int = 0) -> Path:
     """GPT2LMHeadModel in the 4.x past format -> TorchScript opset 14 -> optimize_model('gpt2')."""
-    import torch
-
     tf = import_transformers()
     cfg = tf.GPT2Config(vocab_size=64, n_embd=heads * head_dim, n_layer=layers, n_head=heads, n_positions=32)
     cfg._attn_implementation = "eager"
     hf = tf.GPT2LMHeadModel(cfg).eval()
     _randomize(hf, seed, std=0.1)
-    model = _legacy_gpt2_class()(hf).eval()
+    model = LegacyGPT2(hf).eval()
     feeds = gpt2_feeds(seed, layers=layers, heads=heads, head_dim=head_dim)
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     with torch.no_grad():

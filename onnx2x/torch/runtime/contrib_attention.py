@@ -2,8 +2,9 @@
 
 Why a helper: these ops fix conventions torch's ``scaled_dot_product_attention`` leaves to the
 caller, and which the outputs depend on: BERT's mask formats (key lengths, start/end pairs, raw
-0/1 masks in 2-D/3-D/4-D) turned into a *finite* additive ``mask_filter_value`` (a fully masked
-row averages all keys instead of giving NaN), causal masks offset by the cached length, present
+0/1 masks in 2-D/3-D/4-D) turned into a *finite* additive ``mask_filter_value`` (a fully padded
+row still gets a softmax, not NaN), causal masks offset by the cached length and added on top
+with the dtype's lowest value (so they win over padding), present
 key/value caches laid out as onnxruntime writes them (GPT-2's stacked [2, B, N, T, H]; GQA's
 per-row write position ``seqlens_k + 1 - S`` with zeros past each row's length), local windows,
 softcap and sink logits. Where nothing of that applies the call is one fused SDPA.
