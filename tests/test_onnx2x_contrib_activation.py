@@ -102,7 +102,8 @@ def test_fused_conv_without_bias_or_residual(tmp_path) -> None:
     ("LeakyRelu", {"activation_alpha": 0.2}), ("Relu", {}),
     ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.4}), ("Tanh", {}), ("Sigmoid", {}),
     ("Elu", {"activation_alpha": 0.5}), ("ThresholdedRelu", {"activation_alpha": 0.2}), ("Softplus", {}),
-    ("Softsign", {}), ("Celu", {"activation_alpha": 0.6}), ("ScaledTanh", {"activation_alpha": 0.3, "activation_beta": 1.7}),
+    ("Softsign", {}), ("Celu", {"activation_alpha": 0.6}),
+    ("ScaledTanh", {"activation_alpha": 0.3, "activation_beta": 1.7}),
 ]))
 def test_fused_gemm_activations(activation, attrs, tmp_path) -> None:
     feeds = {"a": rand(4, 6), "b": rand(5, 6), "c": rand(5)}

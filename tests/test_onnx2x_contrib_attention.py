@@ -308,7 +308,8 @@ def _half(*shape: int, scale: float = 1.0) -> np.ndarray:
 
 
 _FP16_CASES = {
-    "GroupQueryAttention": ({"query": _half(B, 1, NQ * HD), "key": _half(B, 1, NKV * HD), "value": _half(B, 1, NKV * HD),
+    "GroupQueryAttention": ({"query": _half(B, 1, NQ * HD), "key": _half(B, 1, NKV * HD),
+                             "value": _half(B, 1, NKV * HD),
                              "past_key": _half(B, NKV, 4, HD), "past_value": _half(B, NKV, 4, HD),
                              "seqlens_k": np.array([4, 2], np.int32), "total_sequence_length": np.array(5, np.int32)},
                             ["y", "present_key", "present_value"], {"num_heads": NQ, "kv_num_heads": NKV}),

@@ -8,9 +8,8 @@ Each test first checks that the producer really emitted the fused contrib ops.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import onnx
+import pytest
 
 from tests.support.contrib_cases import check_with_ort, ort_run, run_artifact
 from tests.support.contrib_models import (DecoderSpec, bert_feeds, bert_optimized, decoder_feeds, gpt2_feeds,

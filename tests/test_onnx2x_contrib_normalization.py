@@ -134,7 +134,8 @@ def test_group_norm(channels_last: int, silu: int, tmp_path) -> None:
     check_with_ort(model, feeds, tmp_path, reference=ref)
 
 
-@pytest.mark.parametrize("skip_shape,bias", slow_after(1, [((2, 8), True), ((2, 4, 5, 8), True), ((2, 1, 1, 8), False)]))
+@pytest.mark.parametrize("skip_shape,bias", slow_after(1, [((2, 8), True), ((2, 4, 5, 8), True),
+                                                         ((2, 1, 1, 8), False)]))
 def test_skip_group_norm(skip_shape, bias: bool, tmp_path) -> None:
     feeds = {"x": rand(2, 4, 5, 8), "gamma": rand(8), "beta": rand(8), "skip": rand(*skip_shape),
              "bias": rand(8) if bias else None}

@@ -48,7 +48,8 @@ def graph_model(nodes: Iterable[onnx.NodeProto], inputs: dict, outputs: Sequence
     """A model of ``nodes`` with graph inputs typed after example arrays and untyped outputs."""
     graph = helper.make_graph(
         list(nodes), "g",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for k, v in inputs.items()],
         [helper.make_empty_tensor_value_info(o) for o in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in (consts or {}).items()],
     )

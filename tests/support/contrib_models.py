@@ -369,8 +369,8 @@ def gqa_decoder(spec: DecoderSpec, *, packed_rotary_in_gqa: bool, seed: int = 0)
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT,
                                                          ["batch", nkv, "total", hd]))
     graph = helper.make_graph(nodes, "decoder", inputs, outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
-                             ir_version=10)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
 
 
 def decoder_feeds(spec: DecoderSpec, input_ids: np.ndarray, past: Optional[dict], past_len: int,

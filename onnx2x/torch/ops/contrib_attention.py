@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-
 from ..builder import Handle, NodeContext
 from ..registry import converter
 from ..runtime import attention as rt_onnx
