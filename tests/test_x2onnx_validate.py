@@ -173,13 +173,27 @@ def test_malformed_attributes_name_node_and_attribute(tmp_path, key, value):
         mx.sym.Convolution(data, **dict(graph["nodes"][_index(graph, "conv")]["attrs"]))
 
 
+def _conv_params() -> dict:
+    return {k: mx.nd.array(v) for k, v in random_params(_net(), {"data": rand(1, 3, 6, 6)}).items()}
+
+
 def test_attribute_strings_are_never_evaluated(tmp_path):
     marker = tmp_path / "evaluated"
     graph = _graph()
     code = f"__import__('pathlib').Path({str(marker)!r}).touch()"
     graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": code}
-    err = _load_error(tmp_path, graph)
-    assert err.node == "data" and "__shape__" in err.message and "is not a shape" in err.message
+    path = _write(tmp_path, graph)
+    # MXNet loads it and reads __shape__ only when inference has no shape for the input ...
+    loaded, _ = loading.load_symbol(path)
+    assert loaded.infer_shape(data=(1, 3, 6, 6))[1] == [(1, 3)]
+    with pytest.raises(mx.base.MXNetError, match="Invalid attribute"):
+        loaded.infer_shape_partial()
+    # ... so the export refuses it only without --input-shape, in MXNet's words, naming the input
+    with pytest.raises(ShapeError) as info:
+        export(str(path), _conv_params(), verify=False, simplify=False)
+    assert str(info.value).startswith(f"{path}: input 'data': MXNet cannot use its declared shape __shape__=")
+    assert "Invalid attribute" in str(info.value) and "--input-shape data:" in str(info.value)
+    assert export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=True, simplify=False).graph.node
     graph = _graph()
     graph["nodes"][_index(graph, "conv")]["attrs"]["kernel"] = code
     err = _load_error(tmp_path, graph)
@@ -187,25 +201,70 @@ def test_attribute_strings_are_never_evaluated(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("value, ok", [("(1, 3, 8, 8)", True), ("[1, 3, 8, 8]", True), ("(0, 3, 8, 8)", True),
-                                       ("(3, 3", False), ("None", False), ("1e999", False), ("(1.5, 2)", False),
-                                       ("(-2, 3)", False), ("(True, 3)", False)])
-def test_declared_shape_attribute(value, ok):
-    def fail(msg):
-        return ValueError(msg)
+@pytest.mark.parametrize("value, shape", [("(1L, 3L, 6L, 6L)", (1, 3, 6, 6)), ("[1, 3, 6, 6]", (1, 3, 6, 6)),
+                                          ("(0, 3, 6, 6)", (1, 3, 6, 6)), ("(1, 3, 6, 6)junk", (1, 3, 6, 6)),
+                                          ("(2L,3L,6L,6L)", (2, 3, 6, 6))])
+def test_declared_shape_is_read_as_mxnet_reads_it(tmp_path, value, shape):
+    """The input plan takes the declared shape MXNet's inference takes (batch 0: any, exported at 1)."""
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": value}
+    path = _write(tmp_path, graph)
+    loaded, _ = loading.load_symbol(path)
+    mx_shape = loaded.infer_shape_partial()[0][0]  # reference: what MXNet reads
+    assert tuple(mx_shape) == (shape[0] if value[:3] != "(0," else 0,) + shape[1:]
+    model = export(str(path), _conv_params(), verify=True, simplify=False)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert tuple(dims) == shape
 
-    if ok:
-        assert validate.check_shape_attribute(value, fail) == tuple(json.loads(value.replace("(", "[")
-                                                                              .replace(")", "]")))
-    else:
-        with pytest.raises(ValueError, match="__shape__"):
-            validate.check_shape_attribute(value, fail)
+
+@pytest.mark.parametrize("value, reason", [("(3, 3", "Invalid attribute"), ("(1.5, 2)", "Invalid attribute"),
+                                           ("(-2, 3, 6, 6)", "shape dim size must be >= -1")])
+def test_declared_shape_mxnet_cannot_use_is_refused_with_its_reason_only_when_used(tmp_path, value, reason):
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": value}
+    path = _write(tmp_path, graph)
+    loaded, _ = loading.load_symbol(path)
+    with pytest.raises(mx.base.MXNetError, match=reason.replace("(", r"\(")):  # reference: MXNet, unshaped
+        loaded.infer_shape_partial()
+    with pytest.raises(ShapeError, match=f"input 'data': MXNet cannot use its declared shape .*{reason}"):
+        export(str(path), _conv_params(), verify=False, simplify=False)
+    assert export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=True, simplify=False).graph.node
 
 
-def test_declared_dtype_attribute_must_be_an_mxnet_type_flag(tmp_path):
+def test_declared_shapes_mxnet_would_misread_are_refused_on_loading(tmp_path):
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": "(2147483648L, 3L, 6L, 6L)"}
+    mx_shape = mx.sym.var("data", attr={"__shape__": "(2147483648L, 3L)"}).infer_shape_partial()[0][0]
+    assert mx_shape[0] < 0  # reference: MXNet wraps the dimension to a negative size
+    assert "a dimension exceeds 2**31-1" in _load_error(tmp_path, graph).message
+
+
+@pytest.mark.parametrize("value, dtype", [("0", np.float32), ("0L", np.float32), ("1", np.float64),
+                                          (" 2", np.float16), ("-1", np.float32)])
+def test_declared_dtype_is_read_as_mxnet_reads_it(tmp_path, value, dtype):
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__dtype__": value}
+    path = _write(tmp_path, graph)
+    loaded, _ = loading.load_symbol(path)
+    mx_type = loaded.infer_type_partial()[0][0]  # reference: MXNet's reading (-1: unknown)
+    assert mx_type == (None if value == "-1" else dtype)
+    from x2onnx.mxnet.export import export_report
+
+    report = export_report(str(path), {k: v.astype(np.dtype(dtype)) for k, v in _conv_params().items()},
+                           {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
+    assert report.inputs.dtypes["data"] == np.dtype(dtype)
+
+
+def test_declared_dtype_must_be_an_mxnet_type_flag_where_it_is_used(tmp_path):
     graph = _graph()
     graph["nodes"][_index(graph, "data")]["attrs"] = {"__dtype__": "99"}
-    assert "__dtype__='99' is not an MXNet type flag" in _load_error(tmp_path, graph).message
+    path = _write(tmp_path, graph)
+    loading.load_symbol(path)  # MXNet loads it too
+    with pytest.raises(ModelLoadError, match="__dtype__='99' is not an MXNet type flag"):
+        export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
+    model = export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, input_dtypes={"data": "float32"},
+                   verify=False, simplify=False)
+    assert model.graph.input[0].type.tensor_type.elem_type == 1
     # reference: the flags are MXNet's own numbering
     from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 

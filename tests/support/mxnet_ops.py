@@ -126,9 +126,10 @@ def _label_arguments(sym) -> set[str]:
     """Arguments used only as a loss head's label: bound for MXNet, never given to the exporter."""
     import json
 
-    from mx2onnx_patches.graph_builder import label_inputs
+    from common.mxnet_heads import label_inputs
 
-    return set(label_inputs(json.loads(sym.tojson())["nodes"]))
+    graph = json.loads(sym.tojson())
+    return set(label_inputs(graph["nodes"], heads=graph["heads"]))
 
 
 def check_export(sym, inputs: Mapping[str, np.ndarray], *, params: Mapping[str, np.ndarray] | None = None,

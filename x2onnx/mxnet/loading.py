@@ -231,12 +231,16 @@ def _expected_per_argument(sym: Any, infer: str, known: Mapping[str, Any]) -> di
     return dict(zip(names, list(args or []) + list(aux or [])))
 
 
-def _full_inference(sym: Any, infer: str, known: Mapping[str, Any], what: str) -> None:
+def _full_inference(sym: Any, infer: str, known: Mapping[str, Any], what: str,
+                    inputs: Optional[Mapping[str, tuple[int, ...]]] = None) -> None:
     """Run MXNet's inference with inputs and parameters; its error becomes one :class:`ShapeError`
-    naming the operator MXNet names (the caller adds the symbol file)."""
+    naming the operator MXNet names (the caller adds the symbol file), or naming the input whose
+    rank differs from its declared shape (``inputs``: the input shapes given)."""
     try:
         _quiet_inference(sym, infer, known)
     except Exception as exc:  # noqa: BLE001 - MXNetError
+        if inputs:
+            _check_declared_ranks(sym, inputs)
         detail = op_probe.mxnet_message(exc)
         match = re.search(r"Error in operator ([^:\s]+):\s*", detail)
         node = match.group(1) if match else None
@@ -247,16 +251,17 @@ def _full_inference(sym: Any, infer: str, known: Mapping[str, Any], what: str) -
 
 def _check_declared_ranks(sym: Any, input_shapes: Mapping[str, tuple[int, ...]]) -> None:
     """An input shape of another rank than the variable's declared ``__shape__``: name the input
-    (MXNet would blame the first operator that reads it)."""
+    (MXNet would blame the first operator that reads it). Only asked once MXNet has refused the
+    shapes: MXNet itself ignores a declared shape when one is given."""
     declared = sym.attr_dict()
     for name, shape in input_shapes.items():
         text = declared.get(name, {}).get("__shape__")
         if not text:
             continue
         try:
-            dims = validate.check_shape_attribute(text, ValueError)
-        except ValueError:
-            continue  # files are checked on loading; a Symbol built in Python is MXNet's business
+            dims = validate.declared_shape(text)
+        except ValueError:  # AttrParseError included: MXNet did not read it either
+            continue
         if dims and len(dims) != len(shape):
             raise ShapeError(f"input '{name}' has rank {len(shape)} ({','.join(map(str, shape))}), but the symbol "
                              f"declares rank {len(dims)} (__shape__ {text})")
@@ -277,7 +282,6 @@ def conform_params(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
     dtypes_in = {n: np.dtype(t) for n, t in input_dtypes.items()}
     given_shapes = ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in shapes_in.items())
     given_dtypes = ", ".join(f"{n}:{t.name}" for n, t in dtypes_in.items())
-    _check_declared_ranks(sym, shapes_in)
     shapes = _expected_per_argument(sym, "infer_shape_partial", shapes_in)
     for name, value in params.items():
         expected = shapes.get(name)
@@ -299,7 +303,7 @@ def conform_params(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
         raise ModelLoadError(f"parameter '{name}' has dtype {have.name}, but the network needs {want.name} there "
                              f"(with input dtype(s) {given_dtypes})", file=file)
     known_shapes = dict(shapes_in, **{n: tuple(v.shape) for n, v in out.items()})
-    _full_inference(sym, "infer_shape_partial", known_shapes, f"input shape(s) {given_shapes}")
+    _full_inference(sym, "infer_shape_partial", known_shapes, f"input shape(s) {given_shapes}", shapes_in)
     known_dtypes = dict(dtypes_in, **{n: np.dtype(v.dtype) for n, v in out.items()})
     _full_inference(sym, "infer_type_partial", known_dtypes, f"input dtype(s) {given_dtypes}")
     return out

@@ -1,9 +1,13 @@
 """Structural checks of an MXNet symbol JSON, in plain Python, before MXNet parses it.
 
 MXNet 1.9.1's JSON loader trusts its input: an input reference to output 5 of a one-output
-node, a head pointing past the node list or a ``__shape__`` it cannot parse crash the process
-natively or make it loop for minutes. Everything here only reads the parsed JSON, so a bad
-file ends in one :class:`~common.errors.ModelLoadError` naming the node and the field.
+node or a head pointing past the node list crash the process natively, and an attribute that
+sets a count allocates that many entries first. Everything here only reads the parsed JSON, so a
+bad file ends in one :class:`~common.errors.ModelLoadError` naming the node and the field.
+Nothing is refused that MXNet's loader accepts and runs: legacy fields (``param``, ``attr``,
+``backward_source_id``, ``[node, output]`` pairs) pass, and a variable's ``__shape__`` and
+``__dtype__`` are read as MXNet reads them (:mod:`common.mxnet_attrs`, Python-2 ``8L`` suffixes
+included) where they are used, since MXNet reads them only when no shape or type is given.
 
 What MXNet alone can tell (which ops exist, how many outputs an op has with its attributes) is
 asked of it one node at a time by ``loading.py``; :func:`check_output_indices` then checks every
@@ -11,10 +15,10 @@ reference against those counts before the whole graph is handed over.
 """
 from __future__ import annotations
 
-import ast
 from typing import Any, Callable, Optional
 
 from common.errors import ModelLoadError
+from common.mxnet_attrs import AttrParseError, parse_int, parse_tuple
 
 # Fields MXNet's JSON reader accepts (it refuses unknown ones, and so do we, with a clearer line).
 GRAPH_FIELDS = frozenset({"nodes", "arg_nodes", "heads", "node_row_ptr", "attrs"})
@@ -162,61 +166,74 @@ class _Checker:
             raise self.fail(f"{what}: output index and version must be between 0 and 2**32-1", node, index)
 
     def variable_attrs(self, node: dict, index: int) -> None:
-        """``__shape__``/``__dtype__`` are read by MXNet's C++ inference and by our input planning."""
+        """A declared ``__shape__`` that MXNet would misread (dimensions past int32 wrap to
+        negative sizes, hundreds of dimensions) is refused; others are read where used."""
         for table in ATTR_TABLES:
-            attrs = node.get(table, {})
-            if "__shape__" in attrs:
-                check_shape_attribute(attrs["__shape__"], lambda msg: self.fail(msg, node, index))
-            if "__dtype__" in attrs:
-                check_dtype_attribute(attrs["__dtype__"], lambda msg: self.fail(msg, node, index))
+            text = node.get(table, {}).get("__shape__")
+            if text is not None:
+                guard_shape_attribute(text, lambda msg: self.fail(msg, node, index))
 
     def count_attrs(self, node: dict, index: int) -> None:
         for table in ATTR_TABLES:
             for key, value in node.get(table, {}).items():
                 if key in COUNT_ATTRIBUTES:
-                    number = _literal(value)
-                    if _is_int(number) and not 0 <= number <= MAX_COUNT_ATTRIBUTE:
+                    try:
+                        number = parse_int(value)
+                    except AttrParseError:
+                        continue  # MXNet refuses it with its own message when the node is probed
+                    if not 0 <= number <= MAX_COUNT_ATTRIBUTE:
                         raise self.fail(f"attribute {key}={value!r}: must be between 0 and {MAX_COUNT_ATTRIBUTE}",
                                         node, index)
 
 
-def _literal(text: str) -> Any:
-    """``ast.literal_eval`` of an attribute string (never ``eval``); ``None`` if it is no literal."""
+def guard_shape_attribute(text: str, fail: Callable[[str], Exception]) -> None:
+    """Refuse a ``__shape__`` that parses (as MXNet parses it) to dimensions MXNet cannot hold."""
     try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-
-
-def check_shape_attribute(text: str, fail: Callable[[str], Exception]) -> tuple[int, ...]:
-    """A variable's declared shape: a tuple (or list) of integers, 0 or -1 meaning unknown."""
-    value = _literal(text)
-    if isinstance(value, list):
-        value = tuple(value)
-    if not isinstance(value, tuple) or not all(_is_int(d) for d in value):
-        raise fail(f"attribute __shape__={text!r} is not a shape (expected e.g. '(1, 3, 224, 224)')")
+        value = parse_tuple(text, stream=True)
+    except AttrParseError:
+        return
+    if value is None:
+        return
     if len(value) > MAX_NDIM:
         raise fail(f"attribute __shape__={text!r} has {len(value)} dimensions (at most {MAX_NDIM})")
-    if any(d < -1 or d > 2**31 - 1 for d in value):
-        raise fail(f"attribute __shape__={text!r}: dimensions must be between -1 (unknown) and 2**31-1")
+    if any(d > 2**31 - 1 for d in value):
+        raise fail(f"attribute __shape__={text!r}: a dimension exceeds 2**31-1 (MXNet 1.9.1 would read it as a "
+                   "negative size)")
+
+
+def declared_shape(text: str) -> Optional[tuple[int, ...]]:
+    """A variable's declared shape as MXNet's shape inference reads it (the leading tuple,
+    ``L`` suffixes allowed; 0 and -1 mean unknown); ``None`` for MXNet's ``None``. Raises
+    :class:`~common.mxnet_attrs.AttrParseError` when MXNet cannot read it, ``ValueError`` for a
+    dimension below -1 (MXNet: "shape dim size must be >= -1")."""
+    value = parse_tuple(text, stream=True)
+    if value is not None and any(d < -1 for d in value):
+        raise ValueError(f"shape dim size must be >= -1, while received {min(value)}")
     return value
 
 
-def check_dtype_attribute(text: str, fail: Callable[[str], Exception]) -> int:
-    """A variable's declared dtype: one of MXNet's type flags, as a decimal string."""
-    value = _literal(text)
-    if not _is_int(value) or value not in MXNET_TYPE_FLAGS:
+def declared_dtype(text: str) -> Optional[int]:
+    """A variable's declared ``__dtype__`` flag as MXNet's type inference reads it (the leading
+    integer); ``None`` for -1 (unknown). Raises ``ValueError`` for text MXNet cannot read or a
+    flag it does not know."""
+    try:
+        flag = parse_int(text, stream=True)
+    except AttrParseError:
+        raise ValueError(f"__dtype__={text!r} is not a type flag (MXNet: Invalid attribute)") from None
+    if flag == -1:
+        return None
+    if flag not in MXNET_TYPE_FLAGS:
         known = ", ".join(f"{k} {v}" for k, v in MXNET_TYPE_FLAGS.items())
-        raise fail(f"attribute __dtype__={text!r} is not an MXNet type flag ({known})")
-    return value
+        raise ValueError(f"__dtype__={text!r} is not an MXNet type flag ({known})")
+    return flag
 
 
 def check_structure(graph: Any, file: Optional[str] = None) -> dict:
     """Raise :class:`ModelLoadError` unless ``graph`` (parsed JSON) is a well-formed MXNet symbol.
 
     Checks field types, that every reference points to an earlier node (MXNet's JSON is in
-    topological order, so this also refuses cycles), ``arg_nodes`` and ``heads``, and the
-    ``__shape__``/``__dtype__`` attributes of variables. Output indices are checked separately
+    topological order, so this also refuses cycles), ``arg_nodes``, ``heads`` and count
+    attributes. Output indices are checked separately
     (:func:`check_output_indices`) because only MXNet knows how many outputs an op has.
     """
     _Checker(file).graph(graph)
