@@ -220,7 +220,7 @@ def analyse_symbol(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
     types_in = {n: np.dtype(input_dtypes.get(n, np.float32)) for n in data_inputs}
     types_in.update({n: np.dtype(v.dtype) for n, v in params.items() if n in arg_names})
     try:
-        _, dtypes, _ = internals.infer_type(**types_in)
+        _, dtypes, _ = internals.infer_type_partial(**types_in)  # labels may stay untyped
     except Exception:  # noqa: BLE001 - types are a refinement; fall back to translations' own
         dtypes = None
     shape_map = {n: tuple(s) for n, s in zip(names, shapes) if s is not None}

@@ -435,7 +435,7 @@ class MXNetRunner(Runner):
         arg_names = self.symbol.list_arguments()
         try:
             arg_shapes, _, aux_shapes = self.symbol.infer_shape_partial(**{n: a.shape for n, a in feeds.items()})
-            arg_types, _, _ = self.symbol.infer_type(**{n: a.dtype for n, a in feeds.items()})
+            arg_types, _, _ = self.symbol.infer_type_partial(**{n: a.dtype for n, a in feeds.items()})
         except Exception as exc:
             raise ShapeError(f"MXNet cannot infer shapes from inputs "
                              f"{ {n: a.shape for n, a in feeds.items()} }: {' '.join(str(exc).split())[:300]}") from exc
