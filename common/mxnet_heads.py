@@ -28,6 +28,8 @@ def training_only_nodes(nodes: Sequence[Mapping[str, Any]], heads: Optional[Iter
     """
     uses: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
     for index, node in enumerate(nodes):
+        if node.get("op") == "null":
+            continue  # MXNet keeps a variable's "inputs" in its JSON but never reads them
         for position, entry in enumerate(node.get("inputs", [])):
             uses[entry[0]].append((str(node.get("op")), position, index))
     outputs = {entry[0] for entry in heads or ()}

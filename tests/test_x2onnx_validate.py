@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from common.errors import ModelLoadError, ShapeError, UnsupportedOpError
-from tests.support.mxnet_ops import mx, rand, random_params
+from tests.support.mxnet_legacy import STYLES, declared_convnet, legacy_style, python2_style
+from tests.support.mxnet_ops import mx, mxnet_forward, onnx_forward, rand, random_params
 from x2onnx.cli import main
 from x2onnx.mxnet import loading, validate
 from x2onnx.mxnet.export import export
@@ -146,11 +147,16 @@ def test_bad_arg_nodes_are_refused(tmp_path, arg_nodes, expect):
     assert expect in _load_error(tmp_path, graph).message
 
 
-def test_variables_cannot_have_inputs(tmp_path):
+def test_variables_with_inputs_load_as_mxnet_loads_them(tmp_path):
+    """MXNet keeps a variable's ``inputs`` in the JSON and never reads them: the file runs."""
     graph = _graph()
     graph["nodes"][_index(graph, "conv_weight")]["inputs"] = [[0, 0, 0]]
-    err = _load_error(tmp_path, graph)
-    assert err.node == "conv_weight" and "cannot have inputs" in err.message
+    path = _write(tmp_path, graph)
+    inputs = {"data": rand(1, 3, 6, 6)}
+    params = random_params(_net(), inputs)
+    expected = mxnet_forward(mx.sym.load(str(path)), params, inputs)[0]  # reference: MXNet runs it
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items()}, {"data": (1, 3, 6, 6)})
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_op_is_unsupported_naming_node_and_op(tmp_path):
@@ -298,6 +304,104 @@ def test_valid_symbol_with_pair_references_loads_like_mxnet(tmp_path):
     loaded, _ = loading.load_symbol(_write(tmp_path, graph))
     assert loaded.list_arguments() == sym.list_arguments()
     assert loaded.infer_shape(data=(1, 3, 6, 6)) == sym.infer_shape(data=(1, 3, 6, 6))
+
+
+def _declared_convnet_files(tmp_path: Path, graph: dict) -> tuple[Path, dict, dict]:
+    """The JSON written out, MXNet's own params for the net, and a seeded input."""
+    sym = declared_convnet()
+    inputs = {"data": rand(1, 3, 16, 16)}
+    params = {k: v for k, v in random_params(sym, inputs).items() if k != "softmax_label"}
+    path = tmp_path / "net-symbol.json"
+    path.write_text(json.dumps(graph))
+    return path, params, inputs
+
+
+def _mxnet_reference(path: Path, params: dict, inputs: dict) -> np.ndarray:
+    """MXNet 1.9.1 itself on the file: its loader (with the legacy upgrade), bind and forward."""
+    sym = mx.sym.load(str(path))
+    args = {k: v for k, v in params.items() if k in sym.list_arguments() + sym.list_auxiliary_states()}
+    return mxnet_forward(sym, {**args, "softmax_label": np.zeros((1,), np.float32)}, inputs)[0]
+
+
+def test_python2_long_suffixes_load_bind_and_export_like_mxnet(tmp_path):
+    graph = python2_style(json.loads(declared_convnet().tojson()))
+    attrs = {n["name"]: n.get("attrs", {}) for n in graph["nodes"]}
+    assert attrs["data"]["__shape__"] == "(1L, 3L, 16L, 16L)"
+    assert attrs["conv0_weight"]["__shape__"] == "(8L, 3L, 3L, 3L)"
+    assert attrs["conv0"]["kernel"] == "(3L, 3L)" and attrs["flat0"]["shape"] == "(0L, -1L)"
+    path, params, inputs = _declared_convnet_files(tmp_path, graph)
+    expected = _mxnet_reference(path, params, inputs)  # MXNet loads, infers and binds it
+    assert expected.shape == (1, 10)
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items()})  # declared shape, verified
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 16, 16]
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("node, key, expect", [("conv0", "num_filter", "int (non-negative)"),
+                                               ("concat", "num_args", "int")])
+def test_long_suffix_on_a_scalar_is_refused_with_mxnets_reason(tmp_path, node, key, expect):
+    """``str(8L)`` is ``'8'`` in Python 2; a hand-written ``'8L'`` is refused by MXNet's int reader."""
+    net = declared_convnet()
+    if node == "concat":
+        net = mx.sym.Concat(data, data, num_args=2, name="concat")
+    graph = python2_style(json.loads(net.tojson()))
+    graph["nodes"][_index(graph, node)]["attrs"][key] = "8L"
+    with pytest.raises(mx.base.MXNetError) as reference:
+        mx.sym.load_json(json.dumps(graph))
+    err = _load_error(tmp_path, graph)
+    assert err.node == node
+    reason = f"Invalid Parameter format for {key} expect {expect} but value='8L'"
+    assert reason in str(reference.value) and err.message == f"attribute {key}='8L' is invalid: {reason}"
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_symbols_in_every_mxnet_json_layout_load_and_export(tmp_path, style):
+    """0.8 (``param``, ``backward_source_id``, pairs, no auxiliary variables, hidden keys without
+    underscores), 0.9-0.12 (``attr``), 1.x (``attrs``), all with Python-2 tuples: what MXNet's
+    loader accepts (and upgrades) loads and exports, verified, to MXNet's numbers."""
+    graph = json.loads(declared_convnet().tojson())
+    conv = graph["nodes"][_index(graph, "conv0")]
+    conv["attrs"].update({"__ctx_group__": "stage1", "__lr_mult__": "0.5"})
+    graph["nodes"][_index(graph, "conv0_weight")]["attrs"].update({
+        "__lr_mult__": "1.0", "__wd_mult__": "0.0", "__init__": '["normal", {"sigma": 0.01}]', "__dtype__": "0",
+        "__storage_type__": "0", "__profiler_scope__": "stage1:"})
+    graph = legacy_style(python2_style(graph), style)
+    if style == "0.8":
+        graph["nodes"][_index(graph, "conv0")]["attr"]["weight_lr_mult"] = "2"
+    path, params, inputs = _declared_convnet_files(tmp_path, graph)
+    reference = mx.sym.load(str(path))
+    loaded, _ = loading.load_symbol(path)
+    assert loaded.list_arguments() == reference.list_arguments() == declared_convnet().list_arguments()
+    assert loaded.list_auxiliary_states() == reference.list_auxiliary_states() == ["bn0_moving_mean", "bn0_moving_var"]
+    expected = _mxnet_reference(path, params, inputs)
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items()})
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mxnet_08_ops_and_parameters_load_and_export(tmp_path):
+    """0.8 names: ``Softmax`` (SoftmaxOutput), ``ElementWiseSum``, Reshape's ``target_shape``."""
+    nodes = [{"op": "null", "param": {}, "name": n, "inputs": [], "backward_source_id": -1}
+             for n in ("data", "fc_weight", "fc_bias")]
+    nodes += [
+        {"op": "FullyConnected", "param": {"num_hidden": "6", "no_bias": "False"}, "name": "fc",
+         "inputs": [[0, 0], [1, 0], [2, 0]], "backward_source_id": -1},
+        {"op": "Reshape", "param": {"target_shape": "(0L, 2L, 3L)"}, "name": "rs", "inputs": [[3, 0]],
+         "backward_source_id": -1},
+        {"op": "Flatten", "param": {}, "name": "flat", "inputs": [[4, 0]], "backward_source_id": -1},
+        {"op": "ElementWiseSum", "param": {"num_args": "2"}, "name": "sum", "inputs": [[5, 0], [3, 0]],
+         "backward_source_id": -1},
+        {"op": "null", "param": {}, "name": "lbl", "inputs": [], "backward_source_id": -1},
+        {"op": "Softmax", "param": {"grad_scale": "1"}, "name": "prob", "inputs": [[6, 0], [7, 0]],
+         "backward_source_id": -1},
+    ]
+    path = _write(tmp_path, {"nodes": nodes, "arg_nodes": [0, 1, 2, 7], "heads": [[8, 0]]})
+    reference = mx.sym.load(str(path))
+    inputs = {"data": rand(2, 4)}
+    params = random_params(reference, inputs)
+    expected = mxnet_forward(reference, params, inputs)[0]
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items() if k != "lbl"}, {"data": (2, 4)})
+    assert [i.name for i in model.graph.input] == ["data"]
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["det1", "det2", "det3", "det4"])

@@ -122,8 +122,6 @@ class _Checker:
         if not isinstance(inputs, list):
             raise self.fail(f"'inputs' must be a list of [node, output, version] entries, got {inputs!r}",
                             node, index)
-        if node["op"] == "null" and inputs:
-            raise self.fail("a variable (op 'null') cannot have inputs", node, index)
         for entry in inputs:
             self.entry(entry, index, count, f"input {entry!r}", node, index)
         deps = node.get("control_deps", [])
