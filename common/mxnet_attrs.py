@@ -25,6 +25,9 @@ from typing import Any, Optional, Union
 Item = Union[int, float, None]
 
 _SPACE = " \t\n\v\f\r"
+_INT = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_STOF = re.compile(r"([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?)([0-9]*))?")  # dmlc::stof's digits, all optional
+_FLOAT = re.compile(r"[ \t\n\v\f\r]*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _INT_BITS = {"int": 32, "long": 64, "dim": 64}
 
 
@@ -56,48 +59,19 @@ class _Stream:
 
     def read_int(self, bits: int = 64) -> Optional[int]:
         """``is >> int``: blanks, an optional sign, digits; None (the stream fails) otherwise."""
-        self.skip_space()
-        start = self.pos
-        if self.peek() in ("+", "-"):
-            self.pos += 1
-        digits = self.pos
-        while self.peek().isdigit() and self.peek().isascii():
-            self.pos += 1
-        if self.pos == digits:
-            self.pos = start
+        match = _INT.match(self.text, self.pos)
+        if match is None or not -(2 ** (bits - 1)) <= int(match.group(1)) < 2 ** (bits - 1):
             return None
-        value = int(self.text[start:self.pos])
-        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-            return None
-        return value
+        self.pos = match.end()
+        return int(match.group(1))
 
     def read_float(self) -> Optional[float]:
         """``is >> float``: ``[+-](digits[.digits]|.digits)[e[+-]digits]``; no inf/nan, no suffix."""
-        self.skip_space()
-        start = self.pos
-        if self.peek() in ("+", "-"):
-            self.pos += 1
-        mantissa = self.pos
-        while self.peek().isdigit() and self.peek().isascii():
-            self.pos += 1
-        if self.peek() == ".":
-            self.pos += 1
-            while self.peek().isdigit() and self.peek().isascii():
-                self.pos += 1
-        if self.text[mantissa:self.pos] in ("", "."):
-            self.pos = start
+        match = _FLOAT.match(self.text, self.pos)
+        if match is None:
             return None
-        if self.peek() in ("e", "E"):
-            mark = self.pos
-            self.pos += 1
-            if self.peek() in ("+", "-"):
-                self.pos += 1
-            if not (self.peek().isdigit() and self.peek().isascii()):
-                self.pos = mark
-                return None
-            while self.peek().isdigit() and self.peek().isascii():
-                self.pos += 1
-        return float(self.text[start:self.pos])
+        self.pos = match.end()
+        return float(match.group(1))
 
     def read_optional_int(self) -> tuple[bool, Optional[int]]:
         """``is >> dmlc::optional<int>``: ``None``, or an int and one optional ``L``."""
@@ -242,7 +216,7 @@ def parse_float(text: str, bits: int = 64) -> float:
                 raise _fail(text, "a number")
             pos = end + 1
     else:
-        match = re.compile(r"([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?)([0-9]*))?").match(text, pos)
+        match = _STOF.match(text, pos)
         whole, fraction, sign, exponent = match.groups()
         pos = match.end()
         literal = f"{whole or '0'}.{fraction or '0'}" + (f"e{sign}{exponent}" if exponent else "")

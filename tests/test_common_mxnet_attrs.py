@@ -148,3 +148,19 @@ def test_literal_refuses_what_no_mxnet_reader_accepts():
     for text in ("__import__('os')", "(1|2)", "[1, 'a']"):
         with pytest.raises(AttrParseError):
             parse_literal(text)
+
+
+@pytest.mark.parametrize("text", ["(0.5, 0.25)", "0.5", "(1, 2)", "[0.5]", "(.5,)", "(0.5L, 0.25)", "(0.5f,)",
+                                  "(inf,)", "(None,)"])
+def test_float_tuples_read_like_mxnets_tuple_of_float_parameters(text):
+    def anchors(value):
+        return _mxnet(lambda: _node_symbol("_contrib_MultiBoxPrior", {"sizes": value}, 1).bind(
+            mx.cpu(), {"in0": mx.nd.zeros((1, 1, 2, 2))}).forward()[0].asnumpy())
+
+    expected = anchors(text)
+    got = _ours(lambda t: parse_tuple(t, "float"), text)
+    assert (got is None) == (expected is None), (got, text)
+    if got is not None:  # MXNet reads the value we read to the same anchors
+        np.testing.assert_array_equal(anchors(canonical(text, "tuple of <float>")), expected)
+        assert canonical(text, "tuple of <float>") == "(" + ", ".join(repr(float(v)) for v in got) + \
+            ("," if len(got) == 1 else "") + ")"
