@@ -332,7 +332,10 @@ _MULTI_OUTPUT = {"SliceChannel": "num_outputs", "split": "num_outputs", "_split_
 def _mx_num_outputs(node: Mapping[str, Any]) -> int:
     op = node.get("op")
     if op in ("SliceChannel", "split"):
-        return int(_mx_attrs(node).get("num_outputs", 1))
+        try:
+            return parse_int(_mx_attrs(node).get("num_outputs", "1"))
+        except AttrParseError:
+            return 1  # MXNet refuses the value; the summary only names outputs
     if op == "_split_v2":
         return 2  # never 1: MXNet names its outputs with an index
     return 1
