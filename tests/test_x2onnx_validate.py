@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def test_wrong_field_types_name_the_node(tmp_path, field, value, expect):
     err = _load_error(tmp_path, graph)
     assert expect in err.message
     assert err.node in ("conv", f"node {conv}")
+    with pytest.raises(mx.base.MXNetError) as reference:  # MXNet's loader refuses the file too ...
+        mx.sym.load_json(json.dumps(graph))
+    if value != "":  # ... its JSON reader, whose words end our line (an empty op is refused later)
+        reason = re.search(r" \(MXNet: (.*)\)$", err.message).group(1)
+        assert reason and reason in str(reference.value), (reason, str(reference.value))
 
 
 @pytest.mark.parametrize("ref, expect", [(-1, "but the graph has nodes 0.."), (10**9, "but the graph has nodes 0.."),

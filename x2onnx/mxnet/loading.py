@@ -87,7 +87,30 @@ def validate_symbol_json(text: str, file: Optional[str]) -> dict:
         raise ModelLoadError(f"not JSON ({exc.msg} at line {exc.lineno})", file=file) from None
     except (RecursionError, ValueError) as exc:  # nesting too deep, numbers too long
         raise ModelLoadError(f"not an MXNet symbol file ({_first_line(exc)})", file=file) from None
-    return validate.check_structure(graph, file)
+    try:
+        return validate.check_structure(graph, file)
+    except ModelLoadError as exc:
+        if getattr(exc, "mxnet_reader_refuses", False):
+            reason = _mxnet_reader_reason(text)
+            if reason:
+                exc.message = f"{exc.message} (MXNet: {reason})"
+        raise
+
+
+def _mxnet_reader_reason(text: str) -> Optional[str]:
+    """MXNet's own words for a file its JSON reader refuses (asked only for problems that stop
+    the reader before any graph is built, where MXNet cannot crash); None if it accepts it."""
+    mx = import_mxnet()
+    try:
+        with native_stderr_to_log():
+            mx.sym.load_json(text)
+    except Exception as exc:  # noqa: BLE001 - MXNetError
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Check failed" in ln or "JSONReader" in ln]
+        line = lines[0] if lines else op_probe.mxnet_message(exc)
+        context = re.search(r"around \^`.*`, (.*)$", line)  # the reader quotes the text it stopped at
+        reason = context.group(1) if context else line.rsplit(": ", 1)[-1]
+        return reason.strip()[:200] or op_probe.mxnet_message(exc)
+    return None
 
 
 def _check_with_mxnet(graph: dict, file: Optional[str]) -> None:

@@ -45,24 +45,29 @@ class _Checker:
     def __init__(self, file: Optional[str]) -> None:
         self.file = file
 
-    def fail(self, message: str, node: Optional[dict] = None, index: Optional[int] = None) -> ModelLoadError:
+    def fail(self, message: str, node: Optional[dict] = None, index: Optional[int] = None, *,
+             reader: bool = False) -> ModelLoadError:
+        """The error for one problem; ``reader``: MXNet's JSON reader refuses the file for it too,
+        before it builds any graph (so MXNet can be asked for its reason safely)."""
         name = op = None
         if node is not None:
             name = node.get("name") if isinstance(node.get("name"), str) and node.get("name") else f"node {index}"
             op = node.get("op") if isinstance(node.get("op"), str) and node.get("op") not in ("", "null") else None
-        return ModelLoadError(message, file=self.file, node=name, op_type=op)
+        error = ModelLoadError(message, file=self.file, node=name, op_type=op)
+        error.mxnet_reader_refuses = reader
+        return error
 
     def graph(self, graph: Any, where: str = "") -> None:
         if not isinstance(graph, dict):
             raise self.fail(f"not an MXNet symbol file{where} (expected a JSON object with 'nodes', 'arg_nodes' "
-                            f"and 'heads', got {type(graph).__name__})")
+                            f"and 'heads', got {type(graph).__name__})", reader=True)
         missing = [k for k in ("nodes", "arg_nodes", "heads") if k not in graph]
         if missing:
             raise self.fail(f"not an MXNet symbol file{where} (expected a JSON object with 'nodes', 'arg_nodes' "
-                            f"and 'heads'; '{missing[0]}' is missing)")
+                            f"and 'heads'; '{missing[0]}' is missing)", reader=True)
         unknown = sorted(set(graph) - GRAPH_FIELDS)
         if unknown:
-            raise self.fail(f"MXNet symbol{where} has an unexpected field '{unknown[0]}'")
+            raise self.fail(f"MXNet symbol{where} has an unexpected field '{unknown[0]}'", reader=True)
         nodes = graph["nodes"]
         if not isinstance(nodes, list) or not nodes:
             raise self.fail(f"MXNet symbol{where}: 'nodes' must be a non-empty list")
@@ -76,22 +81,23 @@ class _Checker:
             self.entry(entry, len(nodes), len(nodes), f"output (heads entry) {entry!r}{where}", None, None)
         row_ptr = graph.get("node_row_ptr", [])
         if not isinstance(row_ptr, list) or not all(_is_int(v) and 0 <= v <= MAX_UINT32 for v in row_ptr):
-            raise self.fail(f"MXNet symbol{where}: 'node_row_ptr' must be a list of non-negative integers")
+            raise self.fail(f"MXNet symbol{where}: 'node_row_ptr' must be a list of non-negative integers", reader=True)
         self.graph_attrs(graph.get("attrs", {}), where)
 
     def graph_attrs(self, attrs: Any, where: str) -> None:
         if not isinstance(attrs, dict):
-            raise self.fail(f"MXNet symbol{where}: 'attrs' must be an object")
+            raise self.fail(f"MXNet symbol{where}: 'attrs' must be an object", reader=True)
         for key, value in attrs.items():
             if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
-                raise self.fail(f"MXNet symbol{where}: graph attribute '{key}' must be [type, value], got {value!r}")
+                raise self.fail(f"MXNet symbol{where}: graph attribute '{key}' must be [type, value], got {value!r}",
+                                reader=True)
         version = attrs.get("mxnet_version")
         if version is not None and not (version[0] == "int" and _is_int(version[1]) and 0 <= version[1] < 2**31):
             raise self.fail(f"MXNet symbol{where}: 'mxnet_version' must be [\"int\", N], got {version!r}")
 
     def arg_nodes(self, arg_nodes: Any, nodes: list, where: str) -> None:
         if not isinstance(arg_nodes, list):
-            raise self.fail(f"MXNet symbol{where}: 'arg_nodes' must be a list of node indices")
+            raise self.fail(f"MXNet symbol{where}: 'arg_nodes' must be a list of node indices", reader=True)
         for value in arg_nodes:
             if not _is_int(value) or not 0 <= value < len(nodes):
                 raise self.fail(f"MXNet symbol{where}: 'arg_nodes' entry {value!r} is not a node index "
@@ -103,35 +109,37 @@ class _Checker:
     def node(self, node: Any, index: int, count: int, where: str) -> None:
         if not isinstance(node, dict):
             raise self.fail(f"not an MXNet symbol file{where} (node {index} is a {type(node).__name__}, "
-                            "not an object)")
+                            "not an object)", reader=True)
         for key in ("op", "name", "inputs"):
             if key not in node:
-                raise self.fail(f"not an MXNet symbol file{where} (node {index} lacks '{key}')", node, index)
-        if not isinstance(node["name"], str) or not node["name"]:
-            raise self.fail(f"'name' must be a non-empty string, got {node['name']!r}{where}"[:200], node, index)
+                raise self.fail(f"not an MXNet symbol file{where} (node {index} lacks '{key}')", node, index,
+                                reader=True)
+        if not isinstance(node["name"], str) or not node["name"]:  # MXNet runs unnamed ops; we name tensors by them
+            raise self.fail(f"'name' must be a non-empty string, got {node['name']!r}{where}"[:200], node, index,
+                            reader=not isinstance(node["name"], str))
         if not isinstance(node["op"], str):
-            raise self.fail(f"'op' must be a string, got {node['op']!r}", node, index)
+            raise self.fail(f"'op' must be a string, got {node['op']!r}", node, index, reader=True)
         if not node["op"]:
             raise self.fail("'op' is empty (variables have op 'null')", node, index)
         unknown = sorted(set(node) - NODE_FIELDS)
         if unknown:
-            raise self.fail(f"unexpected field '{unknown[0]}'", node, index)
+            raise self.fail(f"unexpected field '{unknown[0]}'", node, index, reader=True)
         for table in ATTR_TABLES:
             self.attr_table(node, index, table)
         inputs = node["inputs"]
         if not isinstance(inputs, list):
             raise self.fail(f"'inputs' must be a list of [node, output, version] entries, got {inputs!r}",
-                            node, index)
+                            node, index, reader=True)
         for entry in inputs:
             self.entry(entry, index, count, f"input {entry!r}", node, index)
         deps = node.get("control_deps", [])
         if not isinstance(deps, list) or not all(_is_int(d) and 0 <= d < index for d in deps):
             raise self.fail(f"'control_deps' must list earlier node indices, got {deps!r}", node, index)
         if "backward_source_id" in node and not _is_int(node["backward_source_id"]):
-            raise self.fail("'backward_source_id' must be an integer", node, index)
+            raise self.fail("'backward_source_id' must be an integer", node, index, reader=True)
         subgraphs = node.get("subgraphs", [])
         if not isinstance(subgraphs, list):
-            raise self.fail("'subgraphs' must be a list of graphs", node, index)
+            raise self.fail("'subgraphs' must be a list of graphs", node, index, reader=True)
         for k, sub in enumerate(subgraphs):
             self.graph(sub, f" (subgraph {k} of node '{node['name']}')")
         if node["op"] == "null":
@@ -142,17 +150,18 @@ class _Checker:
     def attr_table(self, node: dict, index: int, table: str) -> None:
         attrs = node.get(table, {})
         if not isinstance(attrs, dict):
-            raise self.fail(f"'{table}' must be an object of string attributes, got {attrs!r}"[:200], node, index)
+            raise self.fail(f"'{table}' must be an object of string attributes, got {attrs!r}"[:200], node, index,
+                            reader=True)
         for key, value in attrs.items():
             if not isinstance(value, str):
-                raise self.fail(f"attribute '{key}' must be a string, got {value!r}"[:200], node, index)
+                raise self.fail(f"attribute '{key}' must be a string, got {value!r}"[:200], node, index, reader=True)
 
     def entry(self, entry: Any, limit: int, count: int, what: str, node: Optional[dict],
               index: Optional[int]) -> None:
         """A ``[node, output, version]`` reference (MXNet also reads ``[node, output]``); ``limit``:
         the first node index it may not refer to, ``count``: the number of nodes."""
         if not (isinstance(entry, list) and len(entry) in (2, 3) and all(_is_int(v) for v in entry)):
-            raise self.fail(f"{what} is not a [node, output, version] list of integers", node, index)
+            raise self.fail(f"{what} is not a [node, output, version] list of integers", node, index, reader=True)
         source, output = entry[0], entry[1]
         version = entry[2] if len(entry) == 3 else 0
         if not 0 <= source < count:
