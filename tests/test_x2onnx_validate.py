@@ -274,6 +274,12 @@ def test_declared_dtype_must_be_an_mxnet_type_flag_where_it_is_used(tmp_path):
     loading.load_symbol(path)  # MXNet loads it too
     with pytest.raises(ModelLoadError, match="__dtype__='99' is not an MXNet type flag"):
         export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__dtype__": "float32"}  # MXNet cannot read it either
+    path = _write(tmp_path, graph)
+    with pytest.raises(mx.base.MXNetError, match="Invalid attribute"):
+        loading.load_symbol(path)[0].infer_type_partial()
+    with pytest.raises(ModelLoadError, match="MXNet cannot use its declared __dtype__='float32' .*Invalid attribute"):
+        export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
     model = export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, input_dtypes={"data": "float32"},
                    verify=False, simplify=False)
     assert model.graph.input[0].type.tensor_type.elem_type == 1

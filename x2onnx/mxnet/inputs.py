@@ -10,10 +10,9 @@ where MXNet would read it (no shape or dtype given), with MXNet's own reason.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
-
-import logging
 
 import numpy as np
 
@@ -159,6 +158,10 @@ def _mx_dtype(name: str, text: str) -> np.dtype:
     -1 is unknown (float32, MXNet's default for data)."""
     try:
         flag = declared_dtype(text)
+    except AttrParseError:
+        raise ModelLoadError(f"input '{name}': MXNet cannot use its declared __dtype__={text!r} "
+                             f"({_mxnet_reason(name, '__dtype__', text)}); give the dtype with --input-dtype "
+                             f"{name}:float32", node=name) from None
     except ValueError as exc:
         raise ModelLoadError(f"input '{name}': {exc}; give the dtype with --input-dtype {name}:float32",
                              node=name) from None

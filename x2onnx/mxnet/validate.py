@@ -221,12 +221,9 @@ def declared_shape(text: str) -> Optional[tuple[int, ...]]:
 
 def declared_dtype(text: str) -> Optional[int]:
     """A variable's declared ``__dtype__`` flag as MXNet's type inference reads it (the leading
-    integer); ``None`` for -1 (unknown). Raises ``ValueError`` for text MXNet cannot read or a
-    flag it does not know."""
-    try:
-        flag = parse_int(text, stream=True)
-    except AttrParseError:
-        raise ValueError(f"__dtype__={text!r} is not a type flag (MXNet: Invalid attribute)") from None
+    integer); ``None`` for -1 (unknown). Raises :class:`~common.mxnet_attrs.AttrParseError` for
+    text MXNet cannot read, ``ValueError`` for a flag it does not know."""
+    flag = parse_int(text, stream=True)
     if flag == -1:
         return None
     if flag not in MXNET_TYPE_FLAGS:
