@@ -81,7 +81,8 @@ class _Checker:
             self.entry(entry, len(nodes), len(nodes), f"output (heads entry) {entry!r}{where}", None, None)
         row_ptr = graph.get("node_row_ptr", [])
         if not isinstance(row_ptr, list) or not all(_is_int(v) and 0 <= v <= MAX_UINT32 for v in row_ptr):
-            raise self.fail(f"MXNet symbol{where}: 'node_row_ptr' must be a list of non-negative integers", reader=True)
+            raise self.fail(f"MXNet symbol{where}: 'node_row_ptr' must be a list of non-negative integers",
+                            reader=not isinstance(row_ptr, list) or not all(_is_int(v) for v in row_ptr))
         self.graph_attrs(graph.get("attrs", {}), where)
 
     def graph_attrs(self, attrs: Any, where: str) -> None:
