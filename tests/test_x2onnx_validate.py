@@ -1,8 +1,11 @@
 """Validation of MXNet inputs before MXNet sees them: symbol JSON structure, op probes, the
-``.params`` reader and parameters checked against what the symbol infers.
+``.params`` reader and parameters checked against what the symbol infers; and the other side of
+the front door: what MXNet 1.9.1 accepts loads and exports (Python-2 ``8L`` tuples, the JSON
+layouts of MXNet 0.8 to 1.9, declared shapes and dtypes read where and as MXNet reads them), and
+what it refuses is refused with its reason.
 
-References: MXNet itself (its own output counts, input lists, shape inference and ``mx.nd.load``)
-and the numbers a successful export verifies against MXNet.
+References: MXNet itself (its own loader, output counts, input lists, shape inference and
+``mx.nd.load``) and the numbers a successful export verifies against MXNet.
 """
 from __future__ import annotations
 
