@@ -19,6 +19,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import onnx
 
 from .errors import ModelLoadError
+from .mxnet_attrs import AttrParseError, parse_int, parse_tuple
+from .mxnet_heads import label_inputs
 
 PathLike = Union[str, "os.PathLike[str]"]
 Dim = Union[int, str, None]
@@ -139,8 +141,6 @@ _MX_DTYPES = {0: ("float32", 4), 1: ("float64", 8), 2: ("float16", 2), 3: ("uint
               10: ("uint32", 4), 11: ("uint64", 8), 12: ("bfloat16", 2)}
 _LIST_MAGIC = 0x112
 _V1, _V2, _V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
-_LABEL_OPS = {"SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput", "MAERegressionOutput",
-              "SVMOutput"}
 
 
 def read_mxnet_params_header(path: PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -258,11 +258,7 @@ def mxnet_summary(
     if params_path is not None:
         header = {k.partition(":")[2] if ":" in k else k: v for k, v in read_mxnet_params_header(params_path).items()}
         summary.notes.append(f"parameters read from {params_path}")
-    labels = set()
-    for node in nodes:
-        if node.get("op") in _LABEL_OPS:
-            for entry in node.get("inputs", [])[1:]:
-                labels.add(nodes[entry[0]]["name"])
+    labels = set(label_inputs(nodes, heads=graph["heads"]))
     shapes = dict(input_shapes or {})
     histogram: Counter[str] = Counter()
     param_names = []
@@ -284,9 +280,15 @@ def mxnet_summary(
         if name in shapes:
             shape = tuple(int(d) for d in shapes[name])
         elif "__shape__" in attrs:
-            dims = re.findall(r"-?\d+", str(attrs["__shape__"]))
-            shape = tuple(int(d) if int(d) > 0 else None for d in dims)
-        dtype = _MX_DTYPES.get(int(attrs.get("__dtype__", 0)), ("float32", 4))[0]
+            try:
+                dims = parse_tuple(attrs["__shape__"], stream=True)
+                shape = None if dims is None else tuple(d if d > 0 else None for d in dims)
+            except AttrParseError:
+                shape = None  # MXNet cannot read it either: the shape must be given
+        try:
+            dtype = _MX_DTYPES.get(parse_int(attrs.get("__dtype__", "0"), stream=True), ("float32", 4))[0]
+        except AttrParseError:
+            dtype = "float32"
         summary.inputs.append(TensorInfo(name, shape, dtype))
     if labels:
         summary.notes.append("training labels (not inference inputs): " + ", ".join(sorted(labels)))
@@ -330,7 +332,10 @@ _MULTI_OUTPUT = {"SliceChannel": "num_outputs", "split": "num_outputs", "_split_
 def _mx_num_outputs(node: Mapping[str, Any]) -> int:
     op = node.get("op")
     if op in ("SliceChannel", "split"):
-        return int(_mx_attrs(node).get("num_outputs", 1))
+        try:
+            return parse_int(_mx_attrs(node).get("num_outputs", "1"))
+        except AttrParseError:
+            return 1  # MXNet refuses the value; the summary only names outputs
     if op == "_split_v2":
         return 2  # never 1: MXNet names its outputs with an index
     return 1

@@ -1,4 +1,5 @@
-"""Fill in attributes that MXNet's JSON omits, where MXNet's translations assume another default.
+"""Fill in attributes that MXNet's JSON omits, where MXNet's translations assume another default,
+and write every attribute in the one form translations expect.
 
 MXNet writes an attribute into a symbol's JSON only when it was given; gluon exports give every
 attribute, Module-era symbols (MTCNN and other pre-gluon models) usually do not. Several of
@@ -8,7 +9,10 @@ LRN ``knorm`` is 2), so such models convert to a different network. This repair 
 translation, every literal default it reads (``attrs.get(name, default)``,
 ``get_boolean_attribute_value``, ``parse_helper``) with MXNet's own operator definition
 (``MXSymbolGetAtomicSymbolInfo``) and, before a node is converted, writes MXNet's default into
-the node for exactly those attributes whose assumed default is wrong.
+the node for exactly those attributes whose assumed default is wrong. Before that, every
+declared attribute is rewritten the way Python-3 MXNet writes its value (:func:`canonical_attrs`):
+MXNet reads ``(8L, 3L)``, ``TRUE`` or `` 8`` (Python-2 and hand-written symbols), translations
+compare strings with ``"True"`` or parse them with Python.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import logging
 import math
 import textwrap
 from typing import Any, Callable, Optional
+
+from common.mxnet_attrs import AttrParseError, canonical, parse_bool, parse_float, parse_tuple
 
 from ._patching import Patch
 
@@ -42,19 +48,23 @@ SENTINELS: dict[tuple[str, str], str] = {
 @functools.lru_cache(maxsize=None)
 def mxnet_defaults(op_name: str) -> dict[str, Optional[str]]:
     """``{attribute: default}`` from MXNet's registry; ``None`` for required ones; {} if unknown."""
+    out: dict[str, Optional[str]] = {}
+    for name, type_text in mxnet_types(op_name).items():
+        _, sep, default = type_text.rpartition("default=")
+        out[name] = _mxnet_string(default, type_text) if sep else None
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def mxnet_types(op_name: str) -> dict[str, str]:
+    """``{attribute: MXNet's declared type text}`` for an operator ({} if MXNet does not know it)."""
     from mxnet.operator import get_operator_arguments
 
     try:
         args = get_operator_arguments(op_name)
     except Exception:  # noqa: BLE001 - not an MXNet operator (e.g. "null")
         return {}
-    out: dict[str, Optional[str]] = {}
-    for name, type_text in zip(args.names, args.types):
-        if type_text.startswith("NDArray") or type_text.startswith("Symbol"):
-            continue
-        _, sep, default = type_text.rpartition("default=")
-        out[name] = _mxnet_string(default, type_text) if sep else None
-    return out
+    return {n: t for n, t in zip(args.names, args.types) if not t.startswith(("NDArray", "Symbol"))}
 
 
 def _mxnet_string(default: str, type_text: str) -> str:
@@ -102,27 +112,27 @@ def translation_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
 
 def _as_bool(value: Any) -> Optional[bool]:
     text = str(value).strip()
-    if text in ("True", "1", "true"):
-        return True
-    if text in ("False", "0", "false", ""):
+    if text == "":
         return False
-    return None
+    try:
+        return parse_bool(text)
+    except AttrParseError:
+        return None
 
 
 def _as_float(value: Any) -> Optional[float]:
     try:
-        return float(str(value))
-    except ValueError:
+        return parse_float(str(value))
+    except AttrParseError:
         return None
 
 
 def _as_tuple(value: Any) -> Optional[tuple]:
     text = str(value).strip()
     if text[:1] in "([" and text[-1:] in ")]":
-        inner = [p.strip() for p in text[1:-1].split(",") if p.strip()]
         try:
-            return tuple(int(p.rstrip("L")) for p in inner)
-        except ValueError:
+            return parse_tuple(text)
+        except AttrParseError:
             return None
     return None
 
@@ -190,6 +200,23 @@ def _fills_for(op_name: str, fns: tuple[Callable[..., Any], ...]) -> tuple[tuple
     return tuple(sorted(wrong.items()))
 
 
+def canonical_attrs(node: dict) -> list[str]:
+    """Rewrite every declared attribute of ``node`` the way Python-3 MXNet writes its value
+    (``(8L, 3L)`` -> ``(8, 3)``, ``TRUE`` -> ``True``, `` 8`` -> ``8``), as MXNet itself reads it,
+    so that no translation has to know MXNet's more lenient readers. Returns the names rewritten."""
+    types = mxnet_types(str(node.get("op")))
+    changed = []
+    for table in ("attrs", "attr", "param"):
+        attrs = node.get(table)
+        for key, value in (attrs or {}).items():
+            if key in types and isinstance(value, str):
+                text = canonical(value, types[key])
+                if text != value:
+                    attrs[key] = text
+                    changed.append(key)
+    return changed
+
+
 def fill_defaults(node: dict, opset: int) -> list[str]:
     """Write MXNet's default into ``node['attrs']`` where the translation would assume another.
 
@@ -229,6 +256,7 @@ def _wrap_convert_layer(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def convert_layer(node, **kwargs):
         if not kwargs.get("is_input"):
+            canonical_attrs(node)
             fill_defaults(node, max(12, int(kwargs.get("opset_version") or 13)))
         return original(node, **kwargs)
 

@@ -8,7 +8,8 @@ MXNet's ``MXNetGraph.create_onnx_graph_proto``:
 - accepts tensor names a translation emits twice (det4: FullyConnected ``fc4`` creates a
   constant ``fc4_1`` while a later node is called ``fc4_1``), which is not SSA;
 - skips the label argument of a loss head without a placeholder in its output table, so every
-  later node reads the wrong entry (det2/det3: ``IndexError``), and only knows ``<last>_label``;
+  later node reads the wrong entry (det2/det3: ``IndexError``), and only knows ``<last>_label``
+  (here: any variable, and any op, whose every use ends in a label slot: ``common.mxnet_heads``);
 - lists every weight as a graph input, sorts graph outputs alphabetically instead of keeping
   MXNet's order, checks the graph against onnx's newest opset, and gives translations no shapes
   (PReLU cannot reshape its slope for the input's rank).
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,6 +32,7 @@ import onnx
 from onnx import NodeProto, TensorProto, ValueInfoProto
 
 from common.errors import ConversionError, ConversionFailure, ShapeError, UnsupportedOpError, one_line
+from common.mxnet_heads import label_inputs, training_only_nodes
 
 from . import opset_stamp
 from ._patching import Patch
@@ -39,11 +40,6 @@ from .raw_weights import LazyWeights, fill_tensor
 
 log = logging.getLogger(__name__)
 
-# Loss heads: at inference they pass their prediction through; these input positions are labels.
-LOSS_HEADS: dict[str, tuple[int, ...]] = {
-    "SoftmaxOutput": (1,), "Softmax": (1,), "LinearRegressionOutput": (1,),
-    "LogisticRegressionOutput": (1,), "MAERegressionOutput": (1,), "SVMOutput": (1,),
-}
 BATCH_DIM = "batch"
 _LARGE_TENSOR = 256  # elements; bigger initializers are stubbed out for the structural check
 
@@ -64,21 +60,6 @@ def onnx_output_name(mx_name: str) -> str:
     if match:
         return mx_name[: match.start()] + match.group(1)
     return mx_name
-
-
-def label_inputs(nodes: Sequence[dict], params: Mapping[str, Any] = {}) -> list[str]:  # noqa: B006
-    """Names of arguments used only as the label of a loss head (training-only inputs)."""
-    uses: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for node in nodes:
-        for position, entry in enumerate(node.get("inputs", [])):
-            uses[entry[0]].append((node["op"], position))
-    labels = []
-    for idx, node in enumerate(nodes):
-        if node["op"] != "null" or node["name"] in params or not uses[idx]:
-            continue
-        if all(op in LOSS_HEADS and pos in LOSS_HEADS[op] for op, pos in uses[idx]):
-            labels.append(node["name"])
-    return labels
 
 
 def _strip_prefix(name: str) -> str:
@@ -144,6 +125,7 @@ class SymbolInfo:
     output_shapes: list[tuple[int, ...]]
     data_inputs: list[str]
     labels: list[str]
+    training_only: set[int] = field(default_factory=set)  # JSON node indices that only feed labels
 
 
 def _mx_error_line(exc: BaseException) -> tuple[str, Optional[str]]:
@@ -215,7 +197,7 @@ def analyse_symbol(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
     """Infer every internal tensor's shape and dtype at the given input shapes."""
     graph_json = json.loads(sym.tojson())
     nodes, heads = graph_json["nodes"], graph_json["heads"]
-    labels = label_inputs(nodes, params)
+    labels = label_inputs(nodes, params, heads)
     data_inputs = [n for n in sym.list_inputs() if n not in params and n not in labels]
     missing = [n for n in data_inputs if n not in input_shapes]
     if missing:
@@ -237,7 +219,7 @@ def analyse_symbol(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
     types_in = {n: np.dtype(input_dtypes.get(n, np.float32)) for n in data_inputs}
     types_in.update({n: np.dtype(v.dtype) for n, v in params.items() if n in arg_names})
     try:
-        _, dtypes, _ = internals.infer_type(**types_in)
+        _, dtypes, _ = internals.infer_type_partial(**types_in)  # labels may stay untyped
     except Exception:  # noqa: BLE001 - types are a refinement; fall back to translations' own
         dtypes = None
     shape_map = {n: tuple(s) for n, s in zip(names, shapes) if s is not None}
@@ -247,7 +229,7 @@ def analyse_symbol(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
     return SymbolInfo(nodes=nodes, heads=heads, node_outputs=_align_internals(nodes, names), shapes=shape_map,
                       dtypes=dtype_map, output_names=output_names,
                       output_shapes=[tuple(s) if s is not None else () for s in out_shapes],
-                      data_inputs=data_inputs, labels=labels)
+                      data_inputs=data_inputs, labels=labels, training_only=training_only_nodes(nodes, heads))
 
 
 def _batch_dims(sym: Any, params: Mapping[str, Any], static: Mapping[str, tuple[int, ...]],
@@ -400,8 +382,8 @@ def build_graph(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[str, 
             name = node["name"] = f"idx_{idx}_{name}"
         node_names.add(name)
         mx_outs = info.node_outputs[idx]
-        if op == "null" and name in labels:
-            lookup.append([_NodeOutput(name, np.float32)])  # placeholder: never a graph tensor
+        if idx in info.training_only:  # a label, or an op computing one: never a graph tensor
+            lookup.append([_NodeOutput(out, np.float32) for out in (mx_outs or [name])])
             continue
         is_input = op == "null" and name not in params
         kwargs: dict[str, Any] = dict(
@@ -528,7 +510,7 @@ def build_graph(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[str, 
     # MXNet internal names -> ONNX tensor names (for locating the first divergent node)
     tensor_map: dict[str, str] = {}
     for idx, mx_outs in enumerate(info.node_outputs):
-        if info.nodes[idx]["name"] in labels:
+        if idx in info.training_only:
             continue
         for i, mx_name in enumerate(mx_outs):
             if i < len(lookup[idx]):
@@ -558,8 +540,8 @@ def create_onnx_graph_proto(self: Any, sym: Any, params: Mapping[str, Any], in_s
     The result's tensor map is left on ``self.tensor_map``.
     """
     params = {_strip_prefix(k): v for k, v in params.items()}
-    nodes = json.loads(sym.tojson())["nodes"]
-    labels = set(label_inputs(nodes, params))
+    graph_json = json.loads(sym.tojson())
+    labels = set(label_inputs(graph_json["nodes"], params, graph_json["heads"]))
     data_inputs = [n for n in sym.list_inputs() if n not in params and n not in labels]
     in_shapes = list(in_shapes or [])
     if len(in_shapes) != len(data_inputs):

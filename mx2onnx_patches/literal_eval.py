@@ -1,40 +1,38 @@
-"""Parse tuple attributes with ``ast.literal_eval`` instead of ``eval``.
+"""Parse tuple attributes as MXNet's C++ reader does instead of with ``eval``.
 
 MXNet's ``parse_helper`` (both translation modules) runs ``eval`` on attribute strings taken from
 the model's JSON. The regular expression in front of it only admits digits, ``L``, ``|``, commas
 and spaces inside parentheses, but a model file is untrusted input and must never reach ``eval``.
-The replacement accepts the same tuples (MXNet's legacy ``2L`` long suffix included) and raises on
-anything else.
+The replacement reads tuples with :func:`common.mxnet_attrs.parse_tuple`, which accepts what
+MXNet accepts (``[1,2]``, ``(8L, 3L)``, a bare ``3``) and raises on anything else.
 """
 from __future__ import annotations
 
-import ast
-import re
 from typing import Any
+
+from common.mxnet_attrs import AttrParseError, parse_tuple
 
 from ._patching import Patch
 
-_TUPLE = re.compile(r"\([0-9L|,| ]+\)")
 _patch = Patch()
 
 
 def parse_helper(attrs: Any, attrs_name: str, alt_value: Any = None) -> Any:
-    """Same contract as MXNet's ``parse_helper``: a tuple attribute, or ``alt_value``."""
+    """Same contract as MXNet's ``parse_helper``: a tuple attribute, or ``alt_value`` when it is
+    missing, ``None`` or no tuple at all; a malformed tuple raises ``AttributeError``."""
     if not attrs:
         return alt_value
     value = attrs.get(attrs_name)
     if value is None:
         return alt_value
     text = str(value)
-    match = _TUPLE.search(text)
-    if match is None:
-        return alt_value
-    if match.span() != (0, len(text)):
-        raise AttributeError(f"Malformed {attrs_name} dimensions: {text}")
     try:
-        return ast.literal_eval(text.replace("L", ""))
-    except (ValueError, SyntaxError) as exc:
+        parsed = parse_tuple(text)
+    except AttrParseError as exc:
+        if "(" not in text and "[" not in text:
+            return alt_value  # not a tuple at all (MXNet's helper also answers alt_value)
         raise AttributeError(f"Malformed {attrs_name} dimensions: {text}") from exc
+    return alt_value if parsed is None else parsed
 
 
 def is_installed() -> bool:

@@ -8,7 +8,6 @@ intermediate names, and opset-aware builders for the ops whose signature changed
 """
 from __future__ import annotations
 
-import ast
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -16,26 +15,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from common.errors import ConversionFailure
+from common.mxnet_attrs import AttrParseError, parse_bool, parse_literal
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
 DEFAULT_OPSET = 13
-
-_TRUE = ("true", "1")
-_FALSE = ("false", "0")
-
-
-def parse_literal(text: str) -> Any:
-    """Parse an attribute string the way MXNet writes it, without ``eval``."""
-    text = str(text).strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        # legacy "2L" long suffix inside tuples
-        try:
-            return ast.literal_eval(text.replace("L", ""))
-        except (ValueError, SyntaxError) as exc:
-            raise ValueError(f"cannot parse attribute value {text!r}") from exc
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -78,17 +62,15 @@ class Emitter:
     def attr_bool(self, key: str, default: bool) -> bool:
         if not self.has(key):
             return default
-        text = str(self.attrs[key]).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise self.fail(f"attribute {key}={self.attrs[key]!r} is not a boolean")
+        try:
+            return parse_bool(str(self.attrs[key]).strip())
+        except AttrParseError:
+            raise self.fail(f"attribute {key}={self.attrs[key]!r} is not a boolean") from None
 
     def _literal(self, key: str) -> Any:
         try:
             return parse_literal(self.attrs[key])
-        except ValueError:
+        except AttrParseError:
             raise self.fail(f"attribute {key}={self.attrs[key]!r} cannot be parsed") from None
 
     def attr_int(self, key: str, default: Optional[int]) -> Optional[int]:

@@ -5,16 +5,26 @@ graph keeps the prediction and the graph builder drops the label argument. MXNet
 lacks SoftmaxActivation, MAERegressionOutput and SVMOutput, and its SoftmaxOutput ignores
 ``multi_output`` and ``preserve_shape``. MXNet's softmax axes:
 
-- SoftmaxOutput: over all non-batch dims flattened by default, over axis 1 with
-  ``multi_output=True`` (it takes precedence), over the last axis with ``preserve_shape=True``;
-- SoftmaxActivation: over the last axis (``mode='instance'``: MXNet flattens all but the last
-  axis into instances, whatever its documentation says) or over axis 1 (``mode='channel'``).
+- SoftmaxOutput (``src/operator/softmax_output-inl.h``): with ``multi_output`` (it takes
+  precedence) the input is read as (N, C, rest) and normalised over C (axis 1, every trailing
+  position on its own); else with ``preserve_shape`` over the last axis; else the input is read as
+  (N, everything else) and normalised over all non-batch elements together (a 1-D input is N
+  one-element instances: all ones);
+- SoftmaxActivation: ``mode='instance'`` over the last axis (MXNet flattens all but the last
+  axis into instances, whatever its documentation says), ``mode='channel'`` over axis 1 of an
+  input of rank 3 or more (MXNet refuses a lower rank when it runs).
 
-MXNet's MKL-DNN kernel (pip's CPU build) computes a default SoftmaxOutput on a 4-D input over the
-last axis instead; the translation follows the operator's definition, which MXNet's own kernel
-implements (also on GPU).
+These definitions are the reference: MXNet's own kernels compute them (GPU, and CPU with
+``MXNET_MKLDNN_ENABLED=0``), and SoftmaxOutput's gradient is defined on them. MXNet 1.9.1's pip
+CPU build runs a oneDNN kernel instead for a float32 SoftmaxOutput without ``multi_output`` on a
+1-D, 2-D or 4-D input (oneDNN's dispatch ranks), which normalises over the last axis: without
+``preserve_shape`` that differs from the definition on 1-D and 4-D inputs (4-D: max-abs 0.68 on
+inputs in [-2, 2]; 1-D: the whole vector normalised instead of ones). That kernel runs with
+``MXNET_SUBGRAPH_BACKEND=NONE`` too; only ``MXNET_MKLDNN_ENABLED=0`` at start-up turns it off.
 """
 from __future__ import annotations
+
+from common.errors import ModelLoadError
 
 from .ops_common import Emitter
 from .translations import translation
@@ -47,6 +57,9 @@ def convert_softmax_activation(node, **kwargs):
     if mode == "instance":
         _softmax_on_axis(e, x, -1, rank, e.name)
     elif mode == "channel":
+        if rank < 3:  # MXNet's check when it runs the node (shape inference lets it through)
+            raise ModelLoadError(f"MXNet cannot run this node: Input need to have a least 3 dimensions when "
+                                 f"mode=channel (the input has {rank})", node=e.name, op_type=e.op_type)
         _softmax_on_axis(e, x, 1, rank, e.name)
     else:
         raise e.fail(f"mode={mode} is not supported")

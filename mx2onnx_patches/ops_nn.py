@@ -7,7 +7,7 @@ N-d input without flattening is a MatMul, not an invalid Gemm), Embedding (indic
 MXNet), Deconvolution (``no_bias`` defaults to True; ``target_shape``; ``adj``), BatchNorm
 (``fix_gamma``, MXNet's default, ignores the stored gamma; any axis), Pooling (``full`` exactly,
 ``same``, ``sum``, ``count_include_pad``), AdaptiveAvgPooling2D with any output size, UpSampling
-bilinear, BilinearResize2D (``align_corners=False`` and the ``like`` mode), Crop ``center_crop``,
+bilinear, Crop ``center_crop`` (BilinearResize2D: ``ops_resize.py``),
 L2Normalization (all modes, with ``eps``). Added: GroupNorm, GridGenerator, BilinearSampler,
 _contrib_MultiBoxPrior.
 """
@@ -355,30 +355,6 @@ def convert_upsampling(node, **kwargs):
         channels = e.need_input_shape(0)[1]
     e.op("ConvTranspose", [e.inputs[0], e.inputs[1]], e.name, group=channels, kernel_shape=[kernel, kernel],
          strides=[scale, scale], pads=[pad, pad, pad, pad])
-    return e.done()
-
-
-@translation("_contrib_BilinearResize2D", since=12)
-def convert_bilinear_resize(node, **kwargs):
-    """Resize(linear); align_corners=False is MXNet's half-pixel mapping clamped at 0."""
-    e = Emitter(node, kwargs)
-    align = e.attr_bool("align_corners", True)
-    mode = e.attr_str("mode", "size")
-    data = e.inputs[0]
-    if mode == "size" and e.has("scale_height") and e.has("scale_width"):
-        scales = e.const(np.array([1, 1, e.attr_float("scale_height", 1.0), e.attr_float("scale_width", 1.0)],
-                                  dtype=np.float32), hint="scales")
-        float_shape = e.op("Cast", [e.shape(data)], to=1)
-        sizes = e.cast(e.op("Mul", [float_shape, scales]), np.int64)
-    elif mode == "size":
-        height, width = e.attr_int("height", 1), e.attr_int("width", 1)
-        sizes = e.op("Concat", [e.dims(data, 0, 2), e.ints([height, width], "hw")], axis=0)
-    elif mode == "like":
-        sizes = e.op("Concat", [e.dims(data, 0, 2), e.dims(e.inputs[1], 2, 4)], axis=0)
-    else:  # the other modes derive the size by rules of their own: take it from shape inference
-        sizes = e.op("Concat", [e.dims(data, 0, 2), e.ints(e.need_output_shape(0)[2:], "hw")], axis=0)
-    e.op("Resize", [data, "", "", sizes], e.name, mode="linear",
-         coordinate_transformation_mode="align_corners" if align else "half_pixel")
     return e.done()
 
 

@@ -143,30 +143,6 @@ def test_upsampling_nearest(scale):
     check_export(sym, {"data": rand(1, 2, 3, 4)})
 
 
-@pytest.mark.parametrize("align", [False, True])
-def test_bilinear_resize_size(align):
-    sym = mx.sym.contrib.BilinearResize2D(data, height=7, width=5, align_corners=align, name="resize")
-    check_export(sym, {"data": rand(1, 2, 4, 6)})
-
-
-def test_bilinear_resize_scale_no_align():
-    sym = mx.sym.contrib.BilinearResize2D(data, scale_height=2.0, scale_width=1.5, align_corners=False,
-                                          name="resize")
-    check_export(sym, {"data": rand(1, 2, 3, 4)})
-
-
-def test_bilinear_resize_like():
-    like = mx.sym.var("like")
-    sym = mx.sym.contrib.BilinearResize2D(data, like, mode="like", align_corners=False, name="resize")
-    check_export(sym, {"data": rand(1, 2, 3, 4), "like": rand(1, 2, 6, 5)})
-
-
-def test_bilinear_resize_odd_scale_mode():
-    sym = mx.sym.contrib.BilinearResize2D(data, mode="odd_scale", scale_height=2.0, scale_width=2.0,
-                                          align_corners=False, name="resize")
-    check_export(sym, {"data": rand(1, 2, 4, 5)})
-
-
 # -- Crop ---------------------------------------------------------------------------------------
 
 def test_crop_center():

@@ -130,3 +130,32 @@ def test_info_summarises_a_real_symbol_without_running_mxnet(capsys):
     mx = import_mxnet()
     _, arg, aux = mx.model.load_checkpoint(str(MTCNN / "det4"), 1)
     assert data["parameter_count"] == sum(int(v.size) for v in list(arg.values()) + list(aux.values()))
+
+
+def test_python2_symbol_with_long_suffixes_exports_with_default_flags(capfd, tmp_path, monkeypatch):
+    """A symbol as Python-2 MXNet wrote it (``__shape__='(1L, 3L, 16L, 16L)'``, ``kernel='(3L, 3L)'``):
+    default flags (declared input shape, onnxsim, verification against MXNet) export it, and the
+    model computes what MXNet computes on the same file. ``info`` reads the declared shape too."""
+    from tests.support.mxnet_legacy import declared_convnet, python2_style
+
+    sym = declared_convnet()
+    params = {k: v for k, v in random_params(sym, {"data": rand(1, 3, 16, 16)}).items() if k != "softmax_label"}
+    sym_path = tmp_path / "retina-symbol.json"
+    sym_path.write_text(json.dumps(python2_style(json.loads(sym.tojson()))))
+    assert "(8L, 3L, 3L, 3L)" in sym_path.read_text()
+    params_path = tmp_path / "retina-0000.params"
+    mx.nd.save(str(params_path), {f"arg:{k}" if "moving" not in k else f"aux:{k}": mx.nd.array(v)
+                                  for k, v in params.items()})
+    monkeypatch.chdir(tmp_path)
+    code = main(["mxnet", str(sym_path), str(params_path)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "wrote retina.onnx" in out and "inputs data:1,3,16,16" in out and "verified softmax (1, 10)" in out
+    model = onnx.load(str(tmp_path / "retina.onnx"))
+    inputs = {"data": rand(1, 3, 16, 16, seed=4)}
+    reference = mx.sym.load(str(sym_path))  # MXNet reads the same file
+    expected = mxnet_forward(reference, {**params, "softmax_label": np.zeros((1,), np.float32)}, inputs)[0]
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, atol=1e-5, rtol=1e-5)
+    assert main(["info", str(sym_path), "--json"]) == 0
+    summary = json.loads(capfd.readouterr().out)
+    assert summary["inputs"] == [{"name": "data", "shape": [1, 3, 16, 16], "dtype": "float32"}]

@@ -1,13 +1,17 @@
 """Validation of MXNet inputs before MXNet sees them: symbol JSON structure, op probes, the
-``.params`` reader and parameters checked against what the symbol infers.
+``.params`` reader and parameters checked against what the symbol infers; and the other side of
+the front door: what MXNet 1.9.1 accepts loads and exports (Python-2 ``8L`` tuples, the JSON
+layouts of MXNet 0.8 to 1.9, declared shapes and dtypes read where and as MXNet reads them), and
+what it refuses is refused with its reason.
 
-References: MXNet itself (its own output counts, input lists, shape inference and ``mx.nd.load``)
-and the numbers a successful export verifies against MXNet.
+References: MXNet itself (its own loader, output counts, input lists, shape inference and
+``mx.nd.load``) and the numbers a successful export verifies against MXNet.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 from pathlib import Path
 
@@ -15,7 +19,8 @@ import numpy as np
 import pytest
 
 from common.errors import ModelLoadError, ShapeError, UnsupportedOpError
-from tests.support.mxnet_ops import mx, rand, random_params
+from tests.support.mxnet_legacy import STYLES, declared_convnet, legacy_style, python2_style
+from tests.support.mxnet_ops import mx, mxnet_forward, onnx_forward, rand, random_params
 from x2onnx.cli import main
 from x2onnx.mxnet import loading, validate
 from x2onnx.mxnet.export import export
@@ -90,6 +95,11 @@ def test_wrong_field_types_name_the_node(tmp_path, field, value, expect):
     err = _load_error(tmp_path, graph)
     assert expect in err.message
     assert err.node in ("conv", f"node {conv}")
+    with pytest.raises(mx.base.MXNetError) as reference:  # MXNet's loader refuses the file too ...
+        mx.sym.load_json(json.dumps(graph))
+    if value != "":  # ... its JSON reader, whose words end our line (an empty op is refused later)
+        reason = re.search(r" \(MXNet: (.*)\)$", err.message).group(1)
+        assert reason and reason in str(reference.value), (reason, str(reference.value))
 
 
 @pytest.mark.parametrize("ref, expect", [(-1, "but the graph has nodes 0.."), (10**9, "but the graph has nodes 0.."),
@@ -146,11 +156,16 @@ def test_bad_arg_nodes_are_refused(tmp_path, arg_nodes, expect):
     assert expect in _load_error(tmp_path, graph).message
 
 
-def test_variables_cannot_have_inputs(tmp_path):
+def test_variables_with_inputs_load_as_mxnet_loads_them(tmp_path):
+    """MXNet keeps a variable's ``inputs`` in the JSON and never reads them: the file runs."""
     graph = _graph()
     graph["nodes"][_index(graph, "conv_weight")]["inputs"] = [[0, 0, 0]]
-    err = _load_error(tmp_path, graph)
-    assert err.node == "conv_weight" and "cannot have inputs" in err.message
+    path = _write(tmp_path, graph)
+    inputs = {"data": rand(1, 3, 6, 6)}
+    params = random_params(_net(), inputs)
+    expected = mxnet_forward(mx.sym.load(str(path)), params, inputs)[0]  # reference: MXNet runs it
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items()}, {"data": (1, 3, 6, 6)})
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_op_is_unsupported_naming_node_and_op(tmp_path):
@@ -173,13 +188,27 @@ def test_malformed_attributes_name_node_and_attribute(tmp_path, key, value):
         mx.sym.Convolution(data, **dict(graph["nodes"][_index(graph, "conv")]["attrs"]))
 
 
+def _conv_params() -> dict:
+    return {k: mx.nd.array(v) for k, v in random_params(_net(), {"data": rand(1, 3, 6, 6)}).items()}
+
+
 def test_attribute_strings_are_never_evaluated(tmp_path):
     marker = tmp_path / "evaluated"
     graph = _graph()
     code = f"__import__('pathlib').Path({str(marker)!r}).touch()"
     graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": code}
-    err = _load_error(tmp_path, graph)
-    assert err.node == "data" and "__shape__" in err.message and "is not a shape" in err.message
+    path = _write(tmp_path, graph)
+    # MXNet loads it and reads __shape__ only when inference has no shape for the input ...
+    loaded, _ = loading.load_symbol(path)
+    assert loaded.infer_shape(data=(1, 3, 6, 6))[1] == [(1, 3)]
+    with pytest.raises(mx.base.MXNetError, match="Invalid attribute"):
+        loaded.infer_shape_partial()
+    # ... so the export refuses it only without --input-shape, in MXNet's words, naming the input
+    with pytest.raises(ShapeError) as info:
+        export(str(path), _conv_params(), verify=False, simplify=False)
+    assert str(info.value).startswith(f"{path}: input 'data': MXNet cannot use its declared shape __shape__=")
+    assert "Invalid attribute" in str(info.value) and "--input-shape data:" in str(info.value)
+    assert export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=True, simplify=False).graph.node
     graph = _graph()
     graph["nodes"][_index(graph, "conv")]["attrs"]["kernel"] = code
     err = _load_error(tmp_path, graph)
@@ -187,25 +216,76 @@ def test_attribute_strings_are_never_evaluated(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("value, ok", [("(1, 3, 8, 8)", True), ("[1, 3, 8, 8]", True), ("(0, 3, 8, 8)", True),
-                                       ("(3, 3", False), ("None", False), ("1e999", False), ("(1.5, 2)", False),
-                                       ("(-2, 3)", False), ("(True, 3)", False)])
-def test_declared_shape_attribute(value, ok):
-    def fail(msg):
-        return ValueError(msg)
+@pytest.mark.parametrize("value, shape", [("(1L, 3L, 6L, 6L)", (1, 3, 6, 6)), ("[1, 3, 6, 6]", (1, 3, 6, 6)),
+                                          ("(0, 3, 6, 6)", (1, 3, 6, 6)), ("(1, 3, 6, 6)junk", (1, 3, 6, 6)),
+                                          ("(2L,3L,6L,6L)", (2, 3, 6, 6))])
+def test_declared_shape_is_read_as_mxnet_reads_it(tmp_path, value, shape):
+    """The input plan takes the declared shape MXNet's inference takes (batch 0: any, exported at 1)."""
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": value}
+    path = _write(tmp_path, graph)
+    loaded, _ = loading.load_symbol(path)
+    mx_shape = loaded.infer_shape_partial()[0][0]  # reference: what MXNet reads
+    assert tuple(mx_shape) == (shape[0] if value[:3] != "(0," else 0,) + shape[1:]
+    model = export(str(path), _conv_params(), verify=True, simplify=False)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert tuple(dims) == shape
 
-    if ok:
-        assert validate.check_shape_attribute(value, fail) == tuple(json.loads(value.replace("(", "[")
-                                                                              .replace(")", "]")))
-    else:
-        with pytest.raises(ValueError, match="__shape__"):
-            validate.check_shape_attribute(value, fail)
+
+@pytest.mark.parametrize("value, reason", [("(3, 3", "Invalid attribute"), ("(1.5, 2)", "Invalid attribute"),
+                                           ("(-2, 3, 6, 6)", "shape dim size must be >= -1")])
+def test_declared_shape_mxnet_cannot_use_is_refused_with_its_reason_only_when_used(tmp_path, value, reason):
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": value}
+    path = _write(tmp_path, graph)
+    loaded, _ = loading.load_symbol(path)
+    with pytest.raises(mx.base.MXNetError, match=reason.replace("(", r"\(")):  # reference: MXNet, unshaped
+        loaded.infer_shape_partial()
+    with pytest.raises(ShapeError, match=f"input 'data': MXNet cannot use its declared shape .*{reason}"):
+        export(str(path), _conv_params(), verify=False, simplify=False)
+    assert export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=True, simplify=False).graph.node
 
 
-def test_declared_dtype_attribute_must_be_an_mxnet_type_flag(tmp_path):
+def test_declared_shapes_mxnet_would_misread_are_refused_on_loading(tmp_path):
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__shape__": "(2147483648L, 3L, 6L, 6L)"}
+    mx_shape = mx.sym.var("data", attr={"__shape__": "(2147483648L, 3L)"}).infer_shape_partial()[0][0]
+    assert mx_shape[0] < 0  # reference: MXNet wraps the dimension to a negative size
+    assert "a dimension exceeds 2**31-1" in _load_error(tmp_path, graph).message
+
+
+@pytest.mark.parametrize("value, dtype", [("0", np.float32), ("0L", np.float32), ("1", np.float64),
+                                          (" 2", np.float16), ("-1", np.float32)])
+def test_declared_dtype_is_read_as_mxnet_reads_it(tmp_path, value, dtype):
+    graph = _graph()
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__dtype__": value}
+    path = _write(tmp_path, graph)
+    loaded, _ = loading.load_symbol(path)
+    mx_type = loaded.infer_type_partial()[0][0]  # reference: MXNet's reading (-1: unknown)
+    assert mx_type == (None if value == "-1" else dtype)
+    from x2onnx.mxnet.export import export_report
+
+    report = export_report(str(path), {k: v.astype(np.dtype(dtype)) for k, v in _conv_params().items()},
+                           {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
+    assert report.inputs.dtypes["data"] == np.dtype(dtype)
+
+
+def test_declared_dtype_must_be_an_mxnet_type_flag_where_it_is_used(tmp_path):
     graph = _graph()
     graph["nodes"][_index(graph, "data")]["attrs"] = {"__dtype__": "99"}
-    assert "__dtype__='99' is not an MXNet type flag" in _load_error(tmp_path, graph).message
+    path = _write(tmp_path, graph)
+    loading.load_symbol(path)  # MXNet loads it too
+    with pytest.raises(ModelLoadError, match="__dtype__='99' is not an MXNet type flag"):
+        export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
+    graph["nodes"][_index(graph, "data")]["attrs"] = {"__dtype__": "float32"}  # MXNet cannot read it either
+    path = _write(tmp_path, graph)
+    with pytest.raises(mx.base.MXNetError, match="Invalid attribute"):
+        loading.load_symbol(path)[0].infer_type_partial()
+    with pytest.raises(ModelLoadError, match="MXNet cannot use its declared __dtype__='float32' .*Invalid attribute"):
+        export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, verify=False, simplify=False)
+    model = export(str(path), _conv_params(), {"data": (1, 3, 6, 6)}, input_dtypes={"data": "float32"},
+                   verify=False, simplify=False)
+    assert model.graph.input[0].type.tensor_type.elem_type == 1
     # reference: the flags are MXNet's own numbering
     from mxnet.ndarray.ndarray import _DTYPE_MX_TO_NP
 
@@ -239,6 +319,104 @@ def test_valid_symbol_with_pair_references_loads_like_mxnet(tmp_path):
     loaded, _ = loading.load_symbol(_write(tmp_path, graph))
     assert loaded.list_arguments() == sym.list_arguments()
     assert loaded.infer_shape(data=(1, 3, 6, 6)) == sym.infer_shape(data=(1, 3, 6, 6))
+
+
+def _declared_convnet_files(tmp_path: Path, graph: dict) -> tuple[Path, dict, dict]:
+    """The JSON written out, MXNet's own params for the net, and a seeded input."""
+    sym = declared_convnet()
+    inputs = {"data": rand(1, 3, 16, 16)}
+    params = {k: v for k, v in random_params(sym, inputs).items() if k != "softmax_label"}
+    path = tmp_path / "net-symbol.json"
+    path.write_text(json.dumps(graph))
+    return path, params, inputs
+
+
+def _mxnet_reference(path: Path, params: dict, inputs: dict) -> np.ndarray:
+    """MXNet 1.9.1 itself on the file: its loader (with the legacy upgrade), bind and forward."""
+    sym = mx.sym.load(str(path))
+    args = {k: v for k, v in params.items() if k in sym.list_arguments() + sym.list_auxiliary_states()}
+    return mxnet_forward(sym, {**args, "softmax_label": np.zeros((1,), np.float32)}, inputs)[0]
+
+
+def test_python2_long_suffixes_load_bind_and_export_like_mxnet(tmp_path):
+    graph = python2_style(json.loads(declared_convnet().tojson()))
+    attrs = {n["name"]: n.get("attrs", {}) for n in graph["nodes"]}
+    assert attrs["data"]["__shape__"] == "(1L, 3L, 16L, 16L)"
+    assert attrs["conv0_weight"]["__shape__"] == "(8L, 3L, 3L, 3L)"
+    assert attrs["conv0"]["kernel"] == "(3L, 3L)" and attrs["flat0"]["shape"] == "(0L, -1L)"
+    path, params, inputs = _declared_convnet_files(tmp_path, graph)
+    expected = _mxnet_reference(path, params, inputs)  # MXNet loads, infers and binds it
+    assert expected.shape == (1, 10)
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items()})  # declared shape, verified
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 16, 16]
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("node, key, expect", [("conv0", "num_filter", "int (non-negative)"),
+                                               ("concat", "num_args", "int")])
+def test_long_suffix_on_a_scalar_is_refused_with_mxnets_reason(tmp_path, node, key, expect):
+    """``str(8L)`` is ``'8'`` in Python 2; a hand-written ``'8L'`` is refused by MXNet's int reader."""
+    net = declared_convnet()
+    if node == "concat":
+        net = mx.sym.Concat(data, data, num_args=2, name="concat")
+    graph = python2_style(json.loads(net.tojson()))
+    graph["nodes"][_index(graph, node)]["attrs"][key] = "8L"
+    with pytest.raises(mx.base.MXNetError) as reference:
+        mx.sym.load_json(json.dumps(graph))
+    err = _load_error(tmp_path, graph)
+    assert err.node == node
+    reason = f"Invalid Parameter format for {key} expect {expect} but value='8L'"
+    assert reason in str(reference.value) and err.message == f"attribute {key}='8L' is invalid: {reason}"
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_symbols_in_every_mxnet_json_layout_load_and_export(tmp_path, style):
+    """0.8 (``param``, ``backward_source_id``, pairs, no auxiliary variables, hidden keys without
+    underscores), 0.9-0.12 (``attr``), 1.x (``attrs``), all with Python-2 tuples: what MXNet's
+    loader accepts (and upgrades) loads and exports, verified, to MXNet's numbers."""
+    graph = json.loads(declared_convnet().tojson())
+    conv = graph["nodes"][_index(graph, "conv0")]
+    conv["attrs"].update({"__ctx_group__": "stage1", "__lr_mult__": "0.5"})
+    graph["nodes"][_index(graph, "conv0_weight")]["attrs"].update({
+        "__lr_mult__": "1.0", "__wd_mult__": "0.0", "__init__": '["normal", {"sigma": 0.01}]', "__dtype__": "0",
+        "__storage_type__": "0", "__profiler_scope__": "stage1:"})
+    graph = legacy_style(python2_style(graph), style)
+    if style == "0.8":
+        graph["nodes"][_index(graph, "conv0")]["attr"]["weight_lr_mult"] = "2"
+    path, params, inputs = _declared_convnet_files(tmp_path, graph)
+    reference = mx.sym.load(str(path))
+    loaded, _ = loading.load_symbol(path)
+    assert loaded.list_arguments() == reference.list_arguments() == declared_convnet().list_arguments()
+    assert loaded.list_auxiliary_states() == reference.list_auxiliary_states() == ["bn0_moving_mean", "bn0_moving_var"]
+    expected = _mxnet_reference(path, params, inputs)
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items()})
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mxnet_08_ops_and_parameters_load_and_export(tmp_path):
+    """0.8 names: ``Softmax`` (SoftmaxOutput), ``ElementWiseSum``, Reshape's ``target_shape``."""
+    nodes = [{"op": "null", "param": {}, "name": n, "inputs": [], "backward_source_id": -1}
+             for n in ("data", "fc_weight", "fc_bias")]
+    nodes += [
+        {"op": "FullyConnected", "param": {"num_hidden": "6", "no_bias": "False"}, "name": "fc",
+         "inputs": [[0, 0], [1, 0], [2, 0]], "backward_source_id": -1},
+        {"op": "Reshape", "param": {"target_shape": "(0L, 2L, 3L)"}, "name": "rs", "inputs": [[3, 0]],
+         "backward_source_id": -1},
+        {"op": "Flatten", "param": {}, "name": "flat", "inputs": [[4, 0]], "backward_source_id": -1},
+        {"op": "ElementWiseSum", "param": {"num_args": "2"}, "name": "sum", "inputs": [[5, 0], [3, 0]],
+         "backward_source_id": -1},
+        {"op": "null", "param": {}, "name": "lbl", "inputs": [], "backward_source_id": -1},
+        {"op": "Softmax", "param": {"grad_scale": "1"}, "name": "prob", "inputs": [[6, 0], [7, 0]],
+         "backward_source_id": -1},
+    ]
+    path = _write(tmp_path, {"nodes": nodes, "arg_nodes": [0, 1, 2, 7], "heads": [[8, 0]]})
+    reference = mx.sym.load(str(path))
+    inputs = {"data": rand(2, 4)}
+    params = random_params(reference, inputs)
+    expected = mxnet_forward(reference, params, inputs)[0]
+    model = export(str(path), {k: mx.nd.array(v) for k, v in params.items() if k != "lbl"}, {"data": (2, 4)})
+    assert [i.name for i in model.graph.input] == ["data"]
+    np.testing.assert_allclose(onnx_forward(model, inputs)[0], expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["det1", "det2", "det3", "det4"])

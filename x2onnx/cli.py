@@ -26,8 +26,11 @@ inputs:
   SYMBOL.json PARAMS     an MXNet symbol file and its parameters (net-symbol.json net-0000.params)
   PREFIX --epoch N       MXNet's checkpoint naming: reads PREFIX-symbol.json and PREFIX-000N.params
   Input names come from the symbol: its arguments that are neither weights nor training labels
-  (e.g. 'prob1_label' of a SoftmaxOutput head is not an ONNX input). Shapes default to what the
-  symbol declares (mx.sym.var(..., shape=...)); otherwise give them with --input-shape.
+  (a variable that only feeds a loss head's label, whatever its name: 'prob1_label' of a
+  SoftmaxOutput head is not an ONNX input; a shape given for it is accepted and not needed).
+  Shapes default to what the symbol declares (mx.sym.var(..., shape=...), read as MXNet reads it,
+  Python-2 '(1L, 3L, 224L, 224L)' included); otherwise give them with --input-shape. Symbols saved
+  by MXNet 0.8 to 1.9 load through MXNet's own upgrade; what MXNet refuses is refused in its words.
 
 what happens:
   1. MXNet 1.9.1's own exporter converts the graph (repaired by mx2onnx_patches); weights become

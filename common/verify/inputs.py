@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, ShapeError
+from ..mxnet_attrs import AttrParseError, parse_int, parse_tuple
+from ..mxnet_heads import label_inputs
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,7 @@ def specs_from_mxnet_json(
     params = set(param_names)
     input_shapes = dict(input_shapes or {})
     used_as = _mx_variable_uses(nodes)
+    labels = set(label_inputs(nodes, heads=graph.get("heads")))
     specs = []
     for i, node in enumerate(nodes):
         if node.get("op") != "null":
@@ -178,19 +181,22 @@ def specs_from_mxnet_json(
         name = node["name"]
         if name in params or (not params and is_mxnet_param_name(name)):
             continue
-        if any(op in _MX_LABEL_OPS and slot > 0 for op, slot, _ in used_as.get(i, [])):
+        if name in labels:
             continue  # a training label, not an inference input
         attrs = node.get("attrs") or node.get("attr") or node.get("param") or {}
         shape: Optional[tuple[Dim, ...]] = None
         if "__shape__" in attrs:
             try:
-                shape = tuple(d if d > 0 else None for d in json.loads(attrs["__shape__"].replace("(", "[")
-                                                                         .replace(")", "]").replace(",]", "]")))
-            except (ValueError, TypeError):
+                dims = parse_tuple(attrs["__shape__"], stream=True)
+                shape = None if dims is None else tuple(d if d > 0 else None for d in dims)
+            except AttrParseError:
                 shape = None
         if name in input_shapes:
             shape = tuple(int(d) for d in input_shapes[name])
-        dtype = _MX_DTYPES.get(int(attrs.get("__dtype__", 0)), "float32")
+        try:
+            dtype = _MX_DTYPES.get(parse_int(attrs.get("__dtype__", "0"), stream=True), "float32")
+        except AttrParseError:
+            dtype = "float32"  # MXNet cannot read it either; the data input is float unless told
         spec = InputSpec(name, shape, dtype)
         for op, slot, op_attrs in used_as.get(i, []):
             if op == "Embedding" and slot == 0 and "input_dim" in op_attrs:
@@ -204,8 +210,6 @@ def specs_from_mxnet_json(
     return specs
 
 
-_MX_LABEL_OPS = {"SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput", "MAERegressionOutput",
-                 "SVMOutput"}
 _MX_PARAM_SUFFIXES = ("_weight", "_bias", "_gamma", "_beta", "_moving_mean", "_moving_var", "_running_mean",
                       "_running_var", "_alpha")
 

@@ -307,10 +307,6 @@ def mxnet_tensor_map(model: onnx.ModelProto) -> dict[str, str]:
     return {}
 
 
-_LABEL_OPS = {"SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput", "MAERegressionOutput",
-              "SVMOutput", "MakeLoss"}
-
-
 def load_mxnet_params(path: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """(arg_params, aux_params) from a ``.params`` file saved by MXNet."""
     mx = import_mxnet()
@@ -396,8 +392,8 @@ def _native_stderr_filtered(drop: str) -> Iterator[None]:
 class MXNetRunner(Runner):
     """An MXNet symbol with its parameters, run on the CPU in inference mode.
 
-    Label inputs of training heads (``SoftmaxOutput``'s ``*_label``) are not model inputs: they
-    are fed zeros. ``tensor_map`` (see :func:`mxnet_tensor_map`) renames outputs and
+    Label inputs of training heads (any variable that only feeds a loss head's label,
+    ``common.mxnet_heads``) are not model inputs: they are fed zeros. ``tensor_map`` (see :func:`mxnet_tensor_map`) renames outputs and
     intermediates to the ONNX names; without it MXNet's own names are used.
     """
 
@@ -427,16 +423,10 @@ class MXNetRunner(Runner):
         return value if isinstance(value, self.mx.nd.NDArray) else self.mx.nd.array(to_numpy(value), dtype=to_numpy(value).dtype)
 
     def _label_names(self) -> set[str]:
+        from ..mxnet_heads import label_inputs
+
         graph = json.loads(self.symbol.tojson())
-        nodes = graph["nodes"]
-        labels = set()
-        for node in nodes:
-            if node["op"] in _LABEL_OPS:
-                for entry in node["inputs"][1:]:
-                    src = nodes[entry[0]]
-                    if src["op"] == "null":
-                        labels.add(src["name"])
-        return labels
+        return set(label_inputs(graph["nodes"], heads=graph["heads"]))
 
     def run(self, inputs: Mapping[str, Any], *, intermediates: bool = False) -> RunResult:
         mx = self.mx
@@ -445,7 +435,7 @@ class MXNetRunner(Runner):
         arg_names = self.symbol.list_arguments()
         try:
             arg_shapes, _, aux_shapes = self.symbol.infer_shape_partial(**{n: a.shape for n, a in feeds.items()})
-            arg_types, _, _ = self.symbol.infer_type(**{n: a.dtype for n, a in feeds.items()})
+            arg_types, _, _ = self.symbol.infer_type_partial(**{n: a.dtype for n, a in feeds.items()})
         except Exception as exc:
             raise ShapeError(f"MXNet cannot infer shapes from inputs "
                              f"{ {n: a.shape for n, a in feeds.items()} }: {' '.join(str(exc).split())[:300]}") from exc

@@ -83,12 +83,14 @@ import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 from mx2onnx_patches.mxnet_import import import_mxnet
 mx = import_mxnet()
-sym = mx.sym.load(sys.argv[2])
-arrays = dict(np.load(sys.argv[3]))
-args = {k: mx.nd.array(v, dtype=v.dtype) for k, v in arrays.items() if k in set(sym.list_arguments())}
-aux = {k: mx.nd.array(v, dtype=v.dtype) for k, v in arrays.items() if k not in set(sym.list_arguments())}
-exe = sym.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
-np.savez(sys.argv[4], *[o.asnumpy() for o in exe.forward(is_train=False)])
+for case in range(int(sys.argv[3])):
+    folder = f"{sys.argv[2]}/{case}"
+    sym = mx.sym.load(f"{folder}/sym.json")
+    arrays = dict(np.load(f"{folder}/in.npz"))
+    args = {k: mx.nd.array(v, dtype=v.dtype) for k, v in arrays.items() if k in set(sym.list_arguments())}
+    aux = {k: mx.nd.array(v, dtype=v.dtype) for k, v in arrays.items() if k not in set(sym.list_arguments())}
+    exe = sym.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
+    np.savez(f"{folder}/out.npz", *[o.asnumpy() for o in exe.forward(is_train=False)])
 """
 
 
@@ -97,20 +99,30 @@ def mxnet_forward_without_mkldnn(sym, params: Mapping[str, np.ndarray],
     """MXNet's forward in a fresh process with its MKL-DNN backend off.
 
     MXNet 1.9.1's MKL-DNN kernels reject some valid configurations (Deconvolution with
-    ``target_shape``: "could not create a descriptor"); its reference kernels run them.
+    ``target_shape``: "could not create a descriptor") or compute another function than the
+    operator's definition (SoftmaxOutput on a 1-D or 4-D input); its reference kernels do not.
     """
+    return mxnet_forwards_without_mkldnn([(sym, params, inputs)])[0]
+
+
+def mxnet_forwards_without_mkldnn(cases: Sequence[tuple]) -> list[list[np.ndarray]]:
+    """:func:`mxnet_forward_without_mkldnn` for several ``(sym, params, inputs)`` in one process."""
     import subprocess
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with tempfile.TemporaryDirectory() as tmp:
-        sym_path, arrays_path, out_path = (os.path.join(tmp, n) for n in ("sym.json", "in.npz", "out.npz"))
-        sym.save(sym_path)
-        np.savez(arrays_path, **{**params, **inputs})
+        for k, (sym, params, inputs) in enumerate(cases):
+            os.makedirs(os.path.join(tmp, str(k)))
+            sym.save(os.path.join(tmp, str(k), "sym.json"))
+            np.savez(os.path.join(tmp, str(k), "in.npz"), **{**params, **inputs})
         env = {**os.environ, "MXNET_MKLDNN_ENABLED": "0", "MXNET_STORAGE_FALLBACK_LOG_VERBOSE": "0"}
-        subprocess.run([sys.executable, "-c", _SUBPROCESS_FORWARD, repo, sym_path, arrays_path, out_path],
-                       check=True, env=env, capture_output=True, timeout=300)
-        with np.load(out_path) as result:
-            return [result[f"arr_{i}"] for i in range(len(result.files))]
+        subprocess.run([sys.executable, "-c", _SUBPROCESS_FORWARD, repo, tmp, str(len(cases))],
+                       check=True, env=env, capture_output=True, timeout=600)
+        results = []
+        for k in range(len(cases)):
+            with np.load(os.path.join(tmp, str(k), "out.npz")) as result:
+                results.append([result[f"arr_{i}"] for i in range(len(result.files))])
+        return results
 
 
 def onnx_forward(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -126,9 +138,10 @@ def _label_arguments(sym) -> set[str]:
     """Arguments used only as a loss head's label: bound for MXNet, never given to the exporter."""
     import json
 
-    from mx2onnx_patches.graph_builder import label_inputs
+    from common.mxnet_heads import label_inputs
 
-    return set(label_inputs(json.loads(sym.tojson())["nodes"]))
+    graph = json.loads(sym.tojson())
+    return set(label_inputs(graph["nodes"], heads=graph["heads"]))
 
 
 def check_export(sym, inputs: Mapping[str, np.ndarray], *, params: Mapping[str, np.ndarray] | None = None,

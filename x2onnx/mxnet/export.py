@@ -97,7 +97,8 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         opset = opset_stamp.validate_opset(opset)
     except ValueError as exc:
         raise ConversionError(str(exc)) from None
-    nodes = json.loads(sym.tojson())["nodes"]
+    graph = json.loads(sym.tojson())
+    nodes = graph["nodes"]
     all_params = weights.merged(arg_params, aux_params)
     params_label = params_file if params_file != "<params>" else None
     all_params = loading.drop_unused_params(sym, all_params, params_label)
@@ -108,7 +109,7 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
                            params_file if params_file != "<params>" else None)
     try:
         progress.stage("convert")
-        plan = inputs_mod.plan_inputs(sym, nodes, all_params, input_shapes, input_dtypes)
+        plan = inputs_mod.plan_inputs(sym, nodes, all_params, input_shapes, input_dtypes, graph["heads"])
         all_params = loading.conform_params(sym, all_params, plan.shapes, plan.dtypes, params_label)
         arg_params = {k: v for k, v in all_params.items() if k not in aux_names}
         aux_params = {k: v for k, v in all_params.items() if k in aux_names}

@@ -87,7 +87,30 @@ def validate_symbol_json(text: str, file: Optional[str]) -> dict:
         raise ModelLoadError(f"not JSON ({exc.msg} at line {exc.lineno})", file=file) from None
     except (RecursionError, ValueError) as exc:  # nesting too deep, numbers too long
         raise ModelLoadError(f"not an MXNet symbol file ({_first_line(exc)})", file=file) from None
-    return validate.check_structure(graph, file)
+    try:
+        return validate.check_structure(graph, file)
+    except ModelLoadError as exc:
+        if getattr(exc, "mxnet_reader_refuses", False):
+            reason = _mxnet_reader_reason(text)
+            if reason:
+                exc.message = f"{exc.message} (MXNet: {reason})"
+        raise
+
+
+def _mxnet_reader_reason(text: str) -> Optional[str]:
+    """MXNet's own words for a file its JSON reader refuses (asked only for problems that stop
+    the reader before any graph is built, where MXNet cannot crash); None if it accepts it."""
+    mx = import_mxnet()
+    try:
+        with native_stderr_to_log():
+            mx.sym.load_json(text)
+    except Exception as exc:  # noqa: BLE001 - MXNetError
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Check failed" in ln or "JSONReader" in ln]
+        line = lines[0] if lines else op_probe.mxnet_message(exc)
+        context = re.search(r"around \^`.*`, (.*)$", line)  # the reader quotes the text it stopped at
+        reason = context.group(1) if context else line.rsplit(": ", 1)[-1]
+        return reason.strip()[:200] or op_probe.mxnet_message(exc)
+    return None
 
 
 def _check_with_mxnet(graph: dict, file: Optional[str]) -> None:
@@ -231,12 +254,16 @@ def _expected_per_argument(sym: Any, infer: str, known: Mapping[str, Any]) -> di
     return dict(zip(names, list(args or []) + list(aux or [])))
 
 
-def _full_inference(sym: Any, infer: str, known: Mapping[str, Any], what: str) -> None:
+def _full_inference(sym: Any, infer: str, known: Mapping[str, Any], what: str,
+                    inputs: Optional[Mapping[str, tuple[int, ...]]] = None) -> None:
     """Run MXNet's inference with inputs and parameters; its error becomes one :class:`ShapeError`
-    naming the operator MXNet names (the caller adds the symbol file)."""
+    naming the operator MXNet names (the caller adds the symbol file), or naming the input whose
+    rank differs from its declared shape (``inputs``: the input shapes given)."""
     try:
         _quiet_inference(sym, infer, known)
     except Exception as exc:  # noqa: BLE001 - MXNetError
+        if inputs:
+            _check_declared_ranks(sym, inputs)
         detail = op_probe.mxnet_message(exc)
         match = re.search(r"Error in operator ([^:\s]+):\s*", detail)
         node = match.group(1) if match else None
@@ -247,16 +274,17 @@ def _full_inference(sym: Any, infer: str, known: Mapping[str, Any], what: str) -
 
 def _check_declared_ranks(sym: Any, input_shapes: Mapping[str, tuple[int, ...]]) -> None:
     """An input shape of another rank than the variable's declared ``__shape__``: name the input
-    (MXNet would blame the first operator that reads it)."""
+    (MXNet would blame the first operator that reads it). Only asked once MXNet has refused the
+    shapes: MXNet itself ignores a declared shape when one is given."""
     declared = sym.attr_dict()
     for name, shape in input_shapes.items():
         text = declared.get(name, {}).get("__shape__")
         if not text:
             continue
         try:
-            dims = validate.check_shape_attribute(text, ValueError)
-        except ValueError:
-            continue  # files are checked on loading; a Symbol built in Python is MXNet's business
+            dims = validate.declared_shape(text)
+        except ValueError:  # AttrParseError included: MXNet did not read it either
+            continue
         if dims and len(dims) != len(shape):
             raise ShapeError(f"input '{name}' has rank {len(shape)} ({','.join(map(str, shape))}), but the symbol "
                              f"declares rank {len(dims)} (__shape__ {text})")
@@ -277,7 +305,6 @@ def conform_params(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
     dtypes_in = {n: np.dtype(t) for n, t in input_dtypes.items()}
     given_shapes = ", ".join(f"{n}:{','.join(map(str, s))}" for n, s in shapes_in.items())
     given_dtypes = ", ".join(f"{n}:{t.name}" for n, t in dtypes_in.items())
-    _check_declared_ranks(sym, shapes_in)
     shapes = _expected_per_argument(sym, "infer_shape_partial", shapes_in)
     for name, value in params.items():
         expected = shapes.get(name)
@@ -299,7 +326,7 @@ def conform_params(sym: Any, params: Mapping[str, Any], input_shapes: Mapping[st
         raise ModelLoadError(f"parameter '{name}' has dtype {have.name}, but the network needs {want.name} there "
                              f"(with input dtype(s) {given_dtypes})", file=file)
     known_shapes = dict(shapes_in, **{n: tuple(v.shape) for n, v in out.items()})
-    _full_inference(sym, "infer_shape_partial", known_shapes, f"input shape(s) {given_shapes}")
+    _full_inference(sym, "infer_shape_partial", known_shapes, f"input shape(s) {given_shapes}", shapes_in)
     known_dtypes = dict(dtypes_in, **{n: np.dtype(v.dtype) for n, v in out.items()})
     _full_inference(sym, "infer_type_partial", known_dtypes, f"input dtype(s) {given_dtypes}")
     return out
