@@ -18,7 +18,7 @@ format change. MXNet's CPU kernel (src/operator/contrib/bounding_box-inl.h):
 
 The translation writes these steps out in plain ONNX ops rather than ONNX NonMaxSuppression,
 whose IoU arithmetic is left to the runtime (onnxruntime flips inverted boxes and derives
-center-format areas from corners; other runtimes compute in float64): ONNX TopK breaks ties
+center-format areas from corners; onnx2x's PyTorch runtime computes in float64): ONNX TopK breaks ties
 by lower index, which is MXNet's stable order; IoU is computed with MXNet's own operations in
 the input's dtype (ternaries as Where, so NaNs behave alike), so suppression decisions are the
 same bit for bit; the greedy pass is a Loop over candidates (it is inherently sequential).
@@ -48,7 +48,10 @@ DEFORM_CONV_OPSET = 19
 # ----------------------------------------------------------------------------------------------
 
 class _Body:
-    """Nodes of a subgraph (a Loop body), named from the emitter's namespace; constants inline."""
+    """Nodes of a subgraph (a Loop body), named from the emitter's namespace; constants inline.
+
+    ``op`` and ``scalar`` have the emitter's signatures, so helpers can emit into either.
+    """
 
     def __init__(self, e: Emitter) -> None:
         self.e = e
@@ -59,18 +62,20 @@ class _Body:
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.e.tmp(op_type), **attrs))
         return out
 
-    def const(self, value: Any, dtype: Any) -> str:
+    def scalar(self, value: Any, dtype: Any = None) -> str:
         out = self.e.tmp("k")
-        tensor = onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), out)
-        self.nodes.append(helper.make_node("Constant", [], [out], name=self.e.tmp("Constant"), value=tensor))
+        array = np.asarray(value, dtype=dtype or self.e.dtype())
+        self.nodes.append(helper.make_node("Constant", [], [out], name=self.e.tmp("Constant"),
+                                           value=onnx.numpy_helper.from_array(array, out)))
         return out
-
-    def pick(self, compare: str, first: str, second: str) -> str:
-        """``first <compare> second ? first : second``, MXNet's min/max (NaN picks ``second``)."""
-        return self.op("Where", [self.op(compare, [first, second]), first, second])
 
     def graph(self, inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto]) -> onnx.GraphProto:
         return helper.make_graph(self.nodes, self.e.tmp("body"), list(inputs), list(outputs))
+
+
+def _pick(g: Any, compare: str, first: str, second: str) -> str:
+    """``first <compare> second ? first : second``: MXNet's min/max, NaNs included."""
+    return g.op("Where", [g.op(compare, [first, second]), first, second])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,89 +115,117 @@ class _NmsParams:
         return not (self.in_format == "corner" and self.overlap_thresh >= 1.0)
 
 
-def _box_edges(e: Emitter, boxes: str, center: bool) -> tuple[str, str, str]:
-    """(left-top, right-bottom, area) of boxes [..., 4] as MXNet's NMS kernel computes them.
+class _Candidates:
+    """Per candidate: edges low and high [2 (x, y), B, K], area [B, K], class [B, K] when per class.
 
-    left-top and right-bottom are [2, ...] (x then y); area is 0 when a width or height is
-    negative (BoxArea), else width * height (center format: the given ones).
+    As MXNet's NMS kernel computes them: center boxes give edges x -/+ w/2 and area w*h; the
+    area is 0 when a width or height is negative (BoxArea). x and y lead so that a reference's
+    edges broadcast against all candidates' along contiguous rows.
     """
-    first = e.slice(boxes, [0], [2], [-1])
-    second = e.slice(boxes, [2], [4], [-1])
-    if center:
-        half = e.op("Div", [second, e.scalar(2)])
-        low, high = e.op("Sub", [first, half]), e.op("Add", [first, half])
-        size = second
-    else:
-        low, high = first, second
-        size = e.op("Sub", [second, first])
-    width = e.op("Gather", [size, e.const(np.int64(0), hint="x")], axis=-1)
-    height = e.op("Gather", [size, e.const(np.int64(1), hint="y")], axis=-1)
-    zero = e.scalar(0)
-    negative = e.op("Or", [e.op("Less", [width, zero]), e.op("Less", [height, zero])])
-    area = e.op("Where", [negative, zero, e.op("Mul", [width, height])])
-    perm = [2, 0, 1]  # [B, K, 2] -> [2, B, K]
-    return e.op("Transpose", [low], perm=perm), e.op("Transpose", [high], perm=perm), area
+
+    def __init__(self, e: Emitter, p: _NmsParams, rows: str) -> None:
+        boxes = e.op("Transpose", [e.slice(rows, [p.coord_start], [p.coord_start + 4], [2])], perm=[2, 0, 1])
+        first = e.slice(boxes, [0], [2], [0])  # [2, B, K]
+        second = e.slice(boxes, [2], [4], [0])
+        if p.in_format == "center":
+            half = e.op("Div", [second, e.scalar(2)])
+            self.low, self.high = e.op("Sub", [first, half]), e.op("Add", [first, half])
+            size = second
+        else:
+            self.low, self.high = first, second
+            size = e.op("Sub", [second, first])
+        width = e.op("Gather", [size, e.scalar(0, np.int64)], axis=0)
+        height = e.op("Gather", [size, e.scalar(1, np.int64)], axis=0)
+        zero = e.scalar(0)
+        negative = e.op("Or", [e.op("Less", [width, zero]), e.op("Less", [height, zero])])
+        self.area = e.op("Where", [negative, zero, e.op("Mul", [width, height])])
+        self.cls: Optional[str] = None
+        if p.per_class:  # MXNet compares static_cast<int>(id)
+            self.cls = e.op("Cast", [e.op("Gather", [rows, e.scalar(p.id_index, np.int64)], axis=2)],
+                            to=onnx.TensorProto.INT32)
 
 
-def _greedy_nms(e: Emitter, p: _NmsParams, cand_boxes: str, cand_class: Optional[str], alive: str,
-                k: int) -> str:
+def _overlaps(g: Any, p: _NmsParams, ref: dict, pos: dict) -> str:
+    """Whether ``ref`` suppresses ``pos`` (broadcasting): MXNet's nms_impl, operand for operand.
+
+    ``ref``/``pos``: ``low``/``high`` [2 (x, y), ...], ``area`` [...], ``cls`` [...] or None.
+    """
+    if p.in_format == "center":  # left = bl > al ? bl : al; right = br < ar ? br : ar (a: the reference)
+        left, right = _pick(g, "Greater", pos["low"], ref["low"]), _pick(g, "Less", pos["high"], ref["high"])
+    else:  # left = a1 > b1 ? a1 : b1; right = a2 < b2 ? a2 : b2
+        left, right = _pick(g, "Greater", ref["low"], pos["low"]), _pick(g, "Less", ref["high"], pos["high"])
+    zero = g.scalar(0)
+    span = g.op("Sub", [right, left])
+    span = g.op("Where", [g.op("Greater", [span, zero]), span, zero])
+    intersect = g.op("Mul", [g.op("Gather", [span, g.scalar(0, np.int64)], axis=0),
+                             g.op("Gather", [span, g.scalar(1, np.int64)], axis=0)])
+    union = g.op("Sub", [g.op("Add", [ref["area"], pos["area"]]), intersect])
+    hit = g.op("Greater", [g.op("Div", [intersect, union]), g.scalar(p.overlap_thresh)])
+    if ref["cls"] is not None:
+        hit = g.op("And", [hit, g.op("Equal", [ref["cls"], pos["cls"]])])
+    return hit
+
+
+def _greedy_nms(e: Emitter, p: _NmsParams, c: _Candidates, alive: str, positions: str, k: int) -> str:
     """Greedy suppression over candidates sorted best first: keep mask [B, K] (bool).
 
-    One Loop iteration per reference candidate (up to the largest number of live candidates in
-    a batch): a reference still kept suppresses the later candidates whose IoU with it, computed
-    with MXNet's operations and operand order, is > ``overlap_thresh``.
-    """
-    center = p.in_format == "center"
-    low, high, area = _box_edges(e, cand_boxes, center)
-    live_count = e.reduce("ReduceSum", e.cast(alive, np.int64), [1], keepdims=False)
-    trips = e.reduce("ReduceMax", live_count, [0], keepdims=False)
-    positions = e.const(np.arange(k, dtype=np.int64).reshape(1, k), hint="positions")
+    ``alive``: [B, K] the valid candidates (a prefix); ``positions``: [1, K] 0..K-1.
 
+    A Loop visits the kept candidates in order (per batch, jumping to the next one still kept);
+    each suppresses the later candidates whose overlap with it is too large. One reference per
+    iteration keeps memory at O(B K); precomputing all B K^2 overlaps measured slower in
+    onnxruntime (K=6000: 1.7 s against 0.9 s), where the Loop's per-iteration cost dominates.
+    """
     body = _Body(e)
-    it, cond, keep = e.tmp("it"), e.tmp("cond"), e.tmp("keep")
-    ref = body.op("Reshape", [it, body.const([1], np.int64)])
-    ref_low = body.op("Gather", [low, ref], axis=2)  # [2, B, 1]
-    ref_high = body.op("Gather", [high, ref], axis=2)
-    if center:  # MXNet: left = bl > al ? bl : al, right = br < ar ? br : ar (a: reference)
-        left, right = body.pick("Greater", low, ref_low), body.pick("Less", high, ref_high)
-    else:  # left = a1 > b1 ? a1 : b1, right = a2 < b2 ? a2 : b2
-        left, right = body.pick("Greater", ref_low, low), body.pick("Less", ref_high, high)
-    zero = body.const(0, e.dtype())
-    span = body.op("Sub", [right, left])
-    span = body.op("Where", [body.op("Greater", [span, zero]), span, zero])
-    span_x = body.op("Gather", [span, body.const(0, np.int64)], axis=0)
-    span_y = body.op("Gather", [span, body.const(1, np.int64)], axis=0)
-    intersect = body.op("Mul", [span_x, span_y])
-    union = body.op("Sub", [body.op("Add", [body.op("Gather", [area, ref], axis=1), area]), intersect])
-    iou = body.op("Div", [intersect, union])
-    hit = body.op("Greater", [iou, body.const(p.overlap_thresh, e.dtype())])
-    hit = body.op("And", [hit, body.op("Greater", [positions, it])])
-    if cand_class is not None:
-        hit = body.op("And", [hit, body.op("Equal", [body.op("Gather", [cand_class, ref], axis=1), cand_class])])
-    hit = body.op("And", [hit, body.op("Gather", [keep, ref], axis=1)])
-    new_keep = body.op("And", [keep, body.op("Not", [hit])])
-    cond_out = body.op("Identity", [cond])
+    cond, keep, current = e.tmp("cond"), e.tmp("keep"), e.tmp("ref")  # current: [B, 1] int64
+    at = body.op("Expand", [_unsqueeze(body, e, current, 0), body.scalar([2, 1, 1], np.int64)])  # [2, B, 1]
+    ref = {"low": body.op("GatherElements", [c.low, at], axis=2),
+           "high": body.op("GatherElements", [c.high, at], axis=2),
+           "area": body.op("GatherElements", [c.area, current], axis=1),
+           "cls": None if c.cls is None else body.op("GatherElements", [c.cls, current], axis=1)}
+    every = {"low": c.low, "high": c.high, "area": c.area, "cls": c.cls}
+    row = _overlaps(body, p, ref, every)
+    later = body.op("Greater", [positions, current])
+    active = body.op("GatherElements", [keep, current], axis=1)  # the reference is still kept
+    suppressed = body.op("And", [body.op("And", [row, later]), active])
+    new_keep = body.op("And", [keep, body.op("Not", [suppressed])])
+    waiting = body.op("Cast", [body.op("And", [new_keep, later])], to=onnx.TensorProto.INT32)
+    following = body.op("ArgMax", [waiting], axis=1, keepdims=1)  # first kept after the reference
+    more = body.op("Cast", [body.op("ReduceMax", [waiting], keepdims=0)], to=onnx.TensorProto.BOOL)
     graph = body.graph(
-        [helper.make_tensor_value_info(it, onnx.TensorProto.INT64, []),
+        [helper.make_tensor_value_info(e.tmp("it"), onnx.TensorProto.INT64, []),
          helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []),
-         helper.make_tensor_value_info(keep, onnx.TensorProto.BOOL, None)],
-        [helper.make_tensor_value_info(cond_out, onnx.TensorProto.BOOL, []),
-         helper.make_tensor_value_info(new_keep, onnx.TensorProto.BOOL, None)])
-    return e.op("Loop", [trips, "", alive], body=graph)
+         helper.make_tensor_value_info(keep, onnx.TensorProto.BOOL, None),
+         helper.make_tensor_value_info(current, onnx.TensorProto.INT64, None)],
+        [helper.make_tensor_value_info(more, onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info(new_keep, onnx.TensorProto.BOOL, None),
+         helper.make_tensor_value_info(following, onnx.TensorProto.INT64, None)])
+    alive_int = e.op("Cast", [alive], to=onnx.TensorProto.INT32)
+    first = e.op("ArgMax", [alive_int], axis=1, keepdims=1)  # 0: the alive candidates come first
+    any_alive = e.op("Cast", [e.op("ReduceMax", [alive_int], keepdims=0)], to=onnx.TensorProto.BOOL)
+    keep_final, _ = e.op("Loop", [e.const(np.int64(k), hint="trips"), any_alive, alive, first], n_out=2,
+                         body=graph)
+    return keep_final
+
+
+def _unsqueeze(body: _Body, e: Emitter, x: str, axis: int) -> str:
+    if e.opset >= 13:
+        return body.op("Unsqueeze", [x, body.scalar([axis], np.int64)])
+    return body.op("Unsqueeze", [x], axes=[axis])
 
 
 def _reencode(e: Emitter, boxes: str, to_center: bool) -> str:
-    """MXNet's corner_to_center / center_to_corner on [..., 4]; rows with a negative first
+    """MXNet's corner_to_center / center_to_corner on boxes [B, N, 4]; rows with a negative first
     coordinate (the -1 padding, and MXNet skips any such box) stay as they are."""
-    a = e.slice(boxes, [0], [2], [-1])
-    b = e.slice(boxes, [2], [4], [-1])
+    a = e.slice(boxes, [0], [2], [2])
+    b = e.slice(boxes, [2], [4], [2])
     two = e.scalar(2)
     if to_center:
-        converted = e.op("Concat", [e.op("Div", [e.op("Add", [a, b]), two]), e.op("Sub", [b, a])], axis=-1)
+        converted = e.op("Concat", [e.op("Div", [e.op("Add", [a, b]), two]), e.op("Sub", [b, a])], axis=2)
     else:
         half = e.op("Div", [b, two])
-        converted = e.op("Concat", [e.op("Sub", [a, half]), e.op("Add", [a, half])], axis=-1)
-    first = e.slice(boxes, [0], [1], [-1])
+        converted = e.op("Concat", [e.op("Sub", [a, half]), e.op("Add", [a, half])], axis=2)
+    first = e.slice(boxes, [0], [1], [2])
     return e.op("Where", [e.op("Less", [first, e.scalar(0)]), boxes, converted])
 
 
@@ -212,7 +245,7 @@ def convert_box_nms(node, **kwargs):
     data = e.op("Reshape", [x, e.ints([-1, n, width], "batched")])  # MXNet: leading dims are the batch
 
     def column(index: int) -> str:
-        return e.op("Gather", [data, e.const(np.int64(index), hint="col")], axis=2)  # [B, N]
+        return e.op("Gather", [data, e.scalar(index, np.int64)], axis=2)  # [B, N]
 
     score = column(p.score_index)
     valid = e.op("Greater", [score, e.scalar(p.valid_thresh)])
@@ -225,18 +258,10 @@ def convert_box_nms(node, **kwargs):
     alive = e.op("Greater", [best, minus_inf])
     rows = e.op("GatherND", [data, e.unsqueeze(order, [2])], batch_dims=1)  # [B, K, W]
 
-    if p.can_suppress():
-        cand_boxes = e.slice(rows, [p.coord_start], [p.coord_start + 4], [2])
-        cand_class = None
-        if p.per_class:
-            cand_class = e.op("Cast", [e.op("Gather", [rows, e.const(np.int64(p.id_index), hint="col")], axis=2)],
-                              to=onnx.TensorProto.INT32)
-        keep = _greedy_nms(e, p, cand_boxes, cand_class, alive, k)
-    else:
-        keep = alive
+    positions = e.const(np.arange(k, dtype=np.int64).reshape(1, k), hint="positions")
+    keep = _greedy_nms(e, p, _Candidates(e, p, rows), alive, positions, k) if p.can_suppress() else alive
 
     # kept rows first, in candidate order: sort positions with the dropped ones moved past K
-    positions = e.const(np.arange(k, dtype=np.int64).reshape(1, k), hint="positions")
     moved = e.op("Where", [keep, positions, e.op("Add", [positions, e.const(np.int64(k), hint="k")])])
     _, packed = e.op("TopK", [moved, e.ints([k], "k")], n_out=2, axis=1, largest=0, sorted=1)
     kept_rows = e.op("GatherND", [rows, e.unsqueeze(packed, [2])], batch_dims=1)
@@ -283,18 +308,19 @@ def _dcn1_sampling(e: Emitter, offset: str, kernel: Sequence[int], stride: Seque
         (np.arange(kh) * dilate[0])[None, :, None, None, None]
     base[:, :, :, 1] = (np.arange(out_w) * stride[1] - pad[1])[None, None, None, None, :] + \
         (np.arange(kw) * dilate[1])[None, None, :, None, None]
-    base = e.const(base.reshape(1, channels, out_h, out_w).astype(e.dtype(1)), hint="dcn_base")
-    last = np.tile(np.array([height - 1, width - 1], dtype=e.dtype(1)), groups * taps).reshape(1, channels, 1, 1)
-    last = e.const(last, hint="dcn_last")
+    dtype = e.dtype(1)
+    base = e.const(base.reshape(1, channels, out_h, out_w).astype(dtype), hint="dcn_base")
+    size = np.tile(np.array([height, width], dtype=dtype), groups * taps).reshape(1, channels, 1, 1)
+    last = e.const(size - 1, hint="dcn_last")
     position = e.op("Add", [base, offset])
     inside = e.op("And", [e.op("GreaterOrEqual", [position, e.scalar(0)]),
-                          e.op("LessOrEqual", [e.op("Floor", [position]), last])])
-    both = e.op("Cast", [e.op("Reshape", [e.op("Cast", [inside], to=onnx.TensorProto.INT32),
-                                          e.ints([0, groups * taps, 2, out_h, out_w], "pairs")])],
-                to=e.onnx_dtype(1))
-    mask = e.reduce("ReduceMin", both, [2], keepdims=False)
+                          e.op("Less", [position, e.const(size, hint="dcn_size")])])
+    pairs = e.op("Reshape", [e.op("Cast", [inside], to=e.onnx_dtype(1)),
+                             e.ints([0, groups * taps, 2, out_h, out_w], "pairs")])
+    mask = e.reduce("ReduceMin", pairs, [2], keepdims=False)  # both coordinates inside
     clamped = e.op("Where", [e.op("Greater", [position, last]), last, position])
-    return e.op("Sub", [clamped, base]), mask
+    # taps outside sample at their base position instead (finite, so mask 0 gives 0 even for NaN offsets)
+    return e.op("Where", [inside, e.op("Sub", [clamped, base]), e.scalar(0)]), mask
 
 
 @translation(("_contrib_DeformableConvolution", "_contrib_ModulatedDeformableConvolution"), since=12)
