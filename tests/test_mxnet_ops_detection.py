@@ -1,0 +1,328 @@
+"""MXNet detection ops (mx2onnx_patches/ops_detection.py) against MXNet's own forward.
+
+box_nms must match MXNet bit for bit (atol=rtol=0): which boxes survive, their order (equal
+scores keep their input order), the -1 padding. Each case also checks that its data exercises
+what it claims (ties among kept rows, classes that would suppress each other, ...), so a
+translation ignoring the feature fails. Deformable convolutions are floating-point convolutions:
+compared within 1e-5, with offsets that move taps across the image border, where MXNet's DCNv1
+and DCNv2 differ.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.errors import UnsupportedOpError
+from tests.support.mxnet_ops import check_export, export_to_onnx, mx, mxnet_forward, onnx_forward, rand
+from tests.support.onnx_cases import run_converted
+
+data = mx.sym.var("data")
+
+
+def detections(shape: tuple, *, classes: int = 3, levels: int = 0, seed: int = 0, width: int = 6,
+               span: float = 8.0) -> np.ndarray:
+    """Rows [class, score, xmin, ymin, xmax, ymax, extra...] of shape ``shape + (width,)``.
+
+    ``levels`` > 0 rounds the scores to that many levels (many equal scores). Boxes overlap
+    often (side 0.5..4 in a ``span``-wide field that starts at -2), some coordinates are negative.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, shape + (width,)).astype(np.float32)
+    x[..., 0] = rng.integers(0, classes, shape)
+    score = rng.uniform(0, 1, shape)
+    x[..., 1] = np.round(score * levels) / levels if levels else score
+    corner = rng.uniform(-2, span - 2, shape + (2,))
+    x[..., 2:4] = corner
+    x[..., 4:6] = corner + rng.uniform(0.5, 4, shape + (2,))
+    return x
+
+
+def nms(x: np.ndarray, **attrs) -> np.ndarray:
+    """Check the exported box_nms against MXNet exactly; return MXNet's output."""
+    sym = mx.sym.contrib.box_nms(data, **attrs)
+    check_export(sym, {"data": x}, atol=0, rtol=0)
+    return mxnet_forward(sym, {}, {"data": x})[0]
+
+
+def mxnet_nms(x: np.ndarray, **attrs) -> np.ndarray:
+    return mxnet_forward(mx.sym.contrib.box_nms(data, **attrs), {}, {"data": x})[0]
+
+
+def kept(out: np.ndarray, score_index: int = 1) -> np.ndarray:
+    return out[out[..., score_index] != -1]
+
+
+# -- box_nms: ordering, classes, topk ----------------------------------------------------------
+
+def test_box_nms_separated_scores_default_attributes():
+    x = detections((2, 40))
+    out = nms(x)
+    assert 0 < len(kept(out)) < 80  # something suppressed, something kept
+
+
+def test_box_nms_tied_scores_keep_input_order():
+    x = detections((2, 60), levels=4)
+    out = nms(x, id_index=0)
+    scores = kept(out)[:, 1]
+    assert len(scores) - len(np.unique(scores)) > 10  # many kept rows share a score
+
+
+def test_box_nms_all_scores_equal():
+    x = detections((1, 50))
+    x[..., 1] = 0.5
+    nms(x, overlap_thresh=0.3, id_index=0)
+
+
+@pytest.mark.parametrize("force_suppress", [False, True])
+def test_box_nms_per_class_or_forced(force_suppress):
+    x = detections((2, 50), levels=8, seed=1)
+    out = nms(x, id_index=0, force_suppress=force_suppress, overlap_thresh=0.4)
+    other = mxnet_nms(x, id_index=0, force_suppress=not force_suppress, overlap_thresh=0.4)
+    assert len(kept(out)) != len(kept(other))  # the classes matter on this data
+
+
+def test_box_nms_class_blind_without_id_index():
+    x = detections((2, 50), seed=2)
+    out = nms(x, id_index=-1, force_suppress=False)
+    assert len(kept(out)) < len(kept(mxnet_nms(x, id_index=0)))
+
+
+def test_box_nms_fractional_class_ids_compare_as_int():
+    x = detections((2, 40), classes=2, seed=3)
+    x[..., 0] += np.random.default_rng(3).uniform(-0.9, 0.9, (2, 40)).astype(np.float32)
+    nms(x, id_index=0)
+
+
+def test_box_nms_background_id_is_dropped():
+    x = detections((2, 40), classes=3, seed=4)
+    out = nms(x, id_index=0, background_id=1)
+    assert 1 not in kept(out)[:, 0]
+    assert (x[..., 0] == 1).any()
+
+
+def test_box_nms_default_background_drops_class_minus_one():
+    x = detections((1, 30), seed=5)
+    x[0, :10, 0] = -1  # padding rows of an upstream op
+    out = nms(x, id_index=0)
+    assert -1 not in kept(out)[:, 0]
+
+
+@pytest.mark.parametrize("topk", [1, 7, 25])
+def test_box_nms_topk_applies_before_suppression(topk):
+    x = detections((2, 40), levels=10, seed=6, span=2.0)
+    out = nms(x, topk=topk, id_index=0)
+    assert (out[:, topk:] == -1).all()
+    if topk > 1:  # not the first rows of NMS over all boxes (the stock translation's reading of topk)
+        assert not np.array_equal(out[:, :topk], mxnet_nms(x, id_index=0)[:, :topk])
+
+
+def test_box_nms_topk_larger_than_boxes():
+    nms(detections((2, 20), seed=7), topk=500, id_index=0)
+
+
+def test_box_nms_topk_zero_returns_input():
+    x = detections((2, 10), seed=8)
+    out = nms(x, topk=0, out_format="center")
+    np.testing.assert_array_equal(out, x)
+
+
+def test_box_nms_topk_smaller_than_valid_count():
+    x = detections((1, 40), seed=9)
+    out = nms(x, topk=10, valid_thresh=0.2)
+    assert (x[..., 1] > 0.2).sum() > 10 and len(kept(out)) <= 10
+
+
+# -- box_nms: validity ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("valid_thresh", [0.3, -0.5])
+def test_box_nms_valid_thresh(valid_thresh):
+    x = detections((2, 40), seed=10)
+    x[..., 1] = x[..., 1] * 2 - 1  # scores in [-1, 1]
+    out = nms(x, valid_thresh=valid_thresh, overlap_thresh=0.3)
+    assert (kept(out)[:, 1] > valid_thresh).all()
+
+
+def test_box_nms_all_invalid_input():
+    x = detections((2, 20), seed=11)
+    x[..., 1] = -0.5
+    out = nms(x)
+    assert (out == -1).all()
+
+
+def test_box_nms_one_batch_entry_all_invalid():
+    x = detections((3, 20), seed=12)
+    x[1, :, 1] = 0.0  # not > valid_thresh=0
+    out = nms(x, id_index=0)
+    assert (out[1] == -1).all() and (out[0, 0] != -1).any()
+
+
+def test_box_nms_nan_score_and_coordinate():
+    x = detections((1, 30), seed=13)
+    x[0, 3, 1] = np.nan
+    x[0, 5, 2] = np.nan
+    x[0, 8, 5] = np.nan
+    nms(x)
+
+
+# -- box_nms: geometry ---------------------------------------------------------------------------
+
+def test_box_nms_negative_inverted_and_degenerate_boxes():
+    x = detections((2, 40), seed=14, span=4.0)
+    x[0, :5, 4:6] = x[0, :5, 2:4] - 1  # inverted: xmax < xmin
+    x[0, 5:10, 4:6] = x[0, 5:10, 2:4]  # zero area
+    x[1, :, 2:6] -= 10  # all negative
+    x[1, 10] = x[1, 11]  # duplicate row
+    nms(x, overlap_thresh=0.3)
+
+
+def test_box_nms_integer_coordinates_hit_the_threshold_exactly():
+    x = detections((2, 40), seed=15)
+    x[..., 2:6] = np.round(x[..., 2:6])
+    x[..., 4:6] = np.maximum(x[..., 4:6], x[..., 2:4] + 1)
+    nms(x, overlap_thresh=0.5, force_suppress=True)
+
+
+@pytest.mark.parametrize("overlap_thresh", [0.0, 1.0, 2.0])
+def test_box_nms_threshold_extremes(overlap_thresh):
+    out = nms(detections((2, 30), seed=16), overlap_thresh=overlap_thresh)
+    if overlap_thresh >= 1:  # nothing suppressed: a sort
+        assert len(kept(out)) == 60
+
+
+@pytest.mark.parametrize("in_format, out_format", [("center", "corner"), ("corner", "center"), ("center", "center")])
+def test_box_nms_formats(in_format, out_format):
+    x = detections((2, 40), seed=17)
+    if in_format == "center":
+        x[..., 4:6] -= x[..., 2:4]  # width, height
+    x[0, :4, 2] = -0.5  # negative first coordinate: MXNet does not re-encode such rows
+    nms(x, in_format=in_format, out_format=out_format, id_index=0, overlap_thresh=0.3)
+
+
+def test_box_nms_custom_layout_with_extra_columns():
+    """RPN-style rows: score first, coordinates from 1, class id after them, two extra columns."""
+    x = detections((2, 30), width=8, seed=18)[..., [1, 2, 3, 4, 5, 0, 6, 7]]
+    nms(x, coord_start=1, score_index=0, id_index=5, overlap_thresh=0.4)
+
+
+# -- box_nms: shapes and dtypes ------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(30,), (3, 30), (2, 2, 30)])
+def test_box_nms_leading_dims_are_the_batch(shape):
+    nms(detections(shape, levels=6, seed=19), id_index=0, topk=12)
+
+
+def test_box_nms_float64():
+    nms(detections((2, 30), seed=20).astype(np.float64), id_index=0)
+
+
+def test_box_nms_dynamic_batch():
+    from x2onnx.mxnet import export
+
+    sym = mx.sym.contrib.box_nms(data, id_index=0, topk=20)
+    model = export(sym, {}, {"data": (2, 40, 6)}, dynamic_batch=True, simplify=False, verify=False)
+    x = detections((5, 40), levels=5, seed=21)
+    np.testing.assert_array_equal(onnx_forward(model, {"data": x})[0], mxnet_nms(x, id_index=0, topk=20))
+
+
+@pytest.mark.parametrize("attrs", [dict(id_index=0, topk=30), dict(in_format="center", valid_thresh=0.2)])
+def test_box_nms_through_pytorch_is_exact(attrs):
+    """MXNet -> ONNX -> onnx2x PyTorch: the same rows, bit for bit."""
+    x = detections((2, 50), levels=6, seed=22)
+    model = export_to_onnx(mx.sym.contrib.box_nms(data, **attrs), {}, {"data": x})
+    _, got = run_converted(model, {"data": x})
+    np.testing.assert_array_equal(got[0], mxnet_nms(x, **attrs))
+
+
+# -- deformable convolutions ---------------------------------------------------------------------
+
+offset = mx.sym.var("offset")
+mask = mx.sym.var("mask")
+DCN_TOL = dict(atol=1e-5, rtol=1e-5, opset=19)
+
+
+def border_offsets(batch: int, channels: int, out_h: int, out_w: int, seed: int) -> np.ndarray:
+    """Offsets of up to +-3 pixels, a third of them landing in the last pixel row/column or in
+    (-1, 0), the two places where MXNet's DCNv1 and DCNv2 (= ONNX DeformConv) sample differently."""
+    rng = np.random.default_rng(seed)
+    off = rng.uniform(-3, 3, (batch, channels, out_h, out_w)).astype(np.float32)
+    frac = rng.uniform(0.05, 0.95, off.shape).astype(np.float32)
+    off[:, :, ::3] = np.where(rng.random(off[:, :, ::3].shape) < 0.5, -frac[:, :, ::3], frac[:, :, ::3] + 2)
+    return off
+
+
+def dcn_inputs(batch, cin, h, w, taps, groups, out_h, out_w, modulated: bool, seed: int = 0) -> dict:
+    ins = {"data": rand(batch, cin, h, w, seed=seed + 1),
+           "offset": border_offsets(batch, 2 * groups * taps, out_h, out_w, seed)}
+    if modulated:
+        ins["mask"] = rand(batch, groups * taps, out_h, out_w, low=0, high=1, seed=seed + 2)
+    return ins
+
+
+def test_dcn_v1_border_taps_differ_from_dcn_v2():
+    """The data of these tests reaches the taps where DCNv1's border rule matters."""
+    ins = dcn_inputs(1, 2, 6, 6, 9, 1, 6, 6, modulated=False)
+    weight = rand(3, 2, 3, 3, seed=5)
+    v1 = mx.sym.contrib.DeformableConvolution(data, offset, kernel=(3, 3), pad=(1, 1), num_filter=3, no_bias=True,
+                                              name="dcn")
+    v2 = mx.sym.contrib.ModulatedDeformableConvolution(data, offset, mask, kernel=(3, 3), pad=(1, 1), num_filter=3,
+                                                       no_bias=True, name="dcn")
+    ones = np.ones((1, 9, 6, 6), np.float32)
+    out1 = mxnet_forward(v1, {"dcn_weight": weight}, ins)[0]
+    out2 = mxnet_forward(v2, {"dcn_weight": weight}, {**ins, "mask": ones})[0]
+    assert np.abs(out1 - out2).max() > 1e-2
+
+
+@pytest.mark.parametrize("kwargs, shape", [
+    (dict(kernel=(3, 3), pad=(1, 1), num_filter=4), (2, 4, 7, 7, 7, 7)),
+    (dict(kernel=(3, 3), pad=(2, 1), stride=(2, 1), dilate=(2, 1), num_filter=6, num_group=2,
+          num_deformable_group=2, no_bias=True), (1, 4, 8, 9, 4, 9)),
+    (dict(kernel=(2, 3), stride=(1, 2), num_filter=4, num_deformable_group=4), (1, 4, 6, 8, 5, 3)),
+])
+def test_dcn_v1(kwargs, shape):
+    batch, cin, h, w, out_h, out_w = shape
+    taps = kwargs["kernel"][0] * kwargs["kernel"][1]
+    sym = mx.sym.contrib.DeformableConvolution(data, offset, name="dcn", **kwargs)
+    ins = dcn_inputs(batch, cin, h, w, taps, kwargs.get("num_deformable_group", 1), out_h, out_w, modulated=False)
+    model = check_export(sym, ins, **DCN_TOL)
+    assert "DeformConv" in [n.op_type for n in model.graph.node]
+
+
+@pytest.mark.parametrize("kwargs, shape", [
+    (dict(kernel=(3, 3), pad=(1, 1), num_filter=4), (2, 4, 7, 7, 7, 7)),
+    (dict(kernel=(3, 2), pad=(1, 0), stride=(1, 2), num_filter=8, num_group=2, num_deformable_group=4,
+          no_bias=True), (1, 4, 6, 8, 6, 4)),
+    (dict(kernel=(3, 3), pad=(2, 2), dilate=(2, 2), num_filter=2, num_group=2), (1, 4, 5, 5, 5, 5)),
+])
+def test_dcn_v2(kwargs, shape):
+    batch, cin, h, w, out_h, out_w = shape
+    taps = kwargs["kernel"][0] * kwargs["kernel"][1]
+    sym = mx.sym.contrib.ModulatedDeformableConvolution(data, offset, mask, name="dcn", **kwargs)
+    ins = dcn_inputs(batch, cin, h, w, taps, kwargs.get("num_deformable_group", 1), out_h, out_w, modulated=True)
+    check_export(sym, ins, **DCN_TOL)
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_dcn_through_pytorch(modulated):
+    """MXNet -> ONNX DeformConv -> onnx2x PyTorch (plain torch, no torchvision) against MXNet."""
+    ins = dcn_inputs(2, 4, 7, 7, 9, 1, 7, 7, modulated=modulated, seed=3)
+    if modulated:
+        sym = mx.sym.contrib.ModulatedDeformableConvolution(data, offset, mask, kernel=(3, 3), pad=(1, 1),
+                                                            num_filter=4, name="dcn")
+    else:
+        sym = mx.sym.contrib.DeformableConvolution(data, offset, kernel=(3, 3), pad=(1, 1), num_filter=4, name="dcn")
+    params = {"dcn_weight": rand(4, 4, 3, 3, seed=7), "dcn_bias": rand(4, seed=8)}
+    model = export_to_onnx(sym, params, ins, opset=19)
+    _, got = run_converted(model, {k: v for k, v in ins.items()})
+    np.testing.assert_allclose(got[0], mxnet_forward(sym, params, ins)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_dcn_below_opset_19_is_refused_naming_the_opset():
+    sym = mx.sym.contrib.ModulatedDeformableConvolution(data, offset, mask, kernel=(3, 3), pad=(1, 1), num_filter=2,
+                                                        name="dcn")
+    ins = dcn_inputs(1, 2, 5, 5, 9, 1, 5, 5, modulated=True)
+    params = {"dcn_weight": rand(2, 2, 3, 3), "dcn_bias": rand(2)}
+    with pytest.raises(UnsupportedOpError) as info:
+        export_to_onnx(sym, params, ins, opset=17)
+    text = str(info.value)
+    assert text.startswith("dcn (_contrib_ModulatedDeformableConvolution): ")
+    assert "at opset 17" in text and "use --opset 19 or higher" in text
