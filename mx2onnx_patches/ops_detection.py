@@ -69,6 +69,12 @@ class _Body:
                                            value=onnx.numpy_helper.from_array(array, out)))
         return out
 
+    def reduce_max(self, x: str, axis: int) -> str:
+        """ReduceMax over one axis, kept (axes an attribute before opset 18, an input after)."""
+        if self.e.opset >= 18:
+            return self.op("ReduceMax", [x, self.scalar([axis], np.int64)], keepdims=1)
+        return self.op("ReduceMax", [x], axes=[axis], keepdims=1)
+
     def graph(self, inputs: Sequence[onnx.ValueInfoProto], outputs: Sequence[onnx.ValueInfoProto]) -> onnx.GraphProto:
         return helper.make_graph(self.nodes, self.e.tmp("body"), list(inputs), list(outputs))
 
@@ -115,30 +121,54 @@ class _NmsParams:
         return not (self.in_format == "corner" and self.overlap_thresh >= 1.0)
 
 
+def _box_edges(e: Emitter, boxes: str, center: bool) -> tuple[str, str, str]:
+    """(low, high, area) of boxes given coordinate-major ([4, ...]) as MXNet's box kernels
+    compute them: low/high [2 (x, y), ...] are the edges (center boxes: x -/+ w/2), the area is
+    0 when a width or height is negative (BoxArea), else width * height (center: the given ones)."""
+    first = e.slice(boxes, [0], [2], [0])
+    second = e.slice(boxes, [2], [4], [0])
+    if center:
+        half = e.op("Div", [second, e.scalar(2)])
+        low, high = e.op("Sub", [first, half]), e.op("Add", [first, half])
+        size = second
+    else:
+        low, high = first, second
+        size = e.op("Sub", [second, first])
+    width = e.op("Gather", [size, e.scalar(0, np.int64)], axis=0)
+    height = e.op("Gather", [size, e.scalar(1, np.int64)], axis=0)
+    zero = e.scalar(0)
+    negative = e.op("Or", [e.op("Less", [width, zero]), e.op("Less", [height, zero])])
+    return low, high, e.op("Where", [negative, zero, e.op("Mul", [width, height])])
+
+
+def _intersection_union(g: Any, center: bool, a: dict, b: dict) -> tuple[str, str]:
+    """MXNet's Intersect(a, b) over x times over y, and area(a) + area(b) - intersection.
+
+    ``a``/``b``: ``low``/``high`` [2 (x, y), ...] and ``area`` [...], broadcasting; operand
+    order as in MXNet's kernels (``a`` is the reference box, or box_iou's left-hand side).
+    """
+    if center:  # left = bl > al ? bl : al; right = br < ar ? br : ar
+        left, right = _pick(g, "Greater", b["low"], a["low"]), _pick(g, "Less", b["high"], a["high"])
+    else:  # left = a1 > b1 ? a1 : b1; right = a2 < b2 ? a2 : b2
+        left, right = _pick(g, "Greater", a["low"], b["low"]), _pick(g, "Less", a["high"], b["high"])
+    zero = g.scalar(0)
+    span = g.op("Sub", [right, left])
+    span = g.op("Where", [g.op("Greater", [span, zero]), span, zero])
+    intersect = g.op("Mul", [g.op("Gather", [span, g.scalar(0, np.int64)], axis=0),
+                             g.op("Gather", [span, g.scalar(1, np.int64)], axis=0)])
+    return intersect, g.op("Sub", [g.op("Add", [a["area"], b["area"]]), intersect])
+
+
 class _Candidates:
     """Per candidate: edges low and high [2 (x, y), B, K], area [B, K], class [B, K] when per class.
 
-    As MXNet's NMS kernel computes them: center boxes give edges x -/+ w/2 and area w*h; the
-    area is 0 when a width or height is negative (BoxArea). x and y lead so that a reference's
-    edges broadcast against all candidates' along contiguous rows.
+    x and y lead so that a reference's edges broadcast against all candidates' along
+    contiguous rows (onnxruntime broadcasts a trailing dimension of 2 element by element).
     """
 
     def __init__(self, e: Emitter, p: _NmsParams, rows: str) -> None:
         boxes = e.op("Transpose", [e.slice(rows, [p.coord_start], [p.coord_start + 4], [2])], perm=[2, 0, 1])
-        first = e.slice(boxes, [0], [2], [0])  # [2, B, K]
-        second = e.slice(boxes, [2], [4], [0])
-        if p.in_format == "center":
-            half = e.op("Div", [second, e.scalar(2)])
-            self.low, self.high = e.op("Sub", [first, half]), e.op("Add", [first, half])
-            size = second
-        else:
-            self.low, self.high = first, second
-            size = e.op("Sub", [second, first])
-        width = e.op("Gather", [size, e.scalar(0, np.int64)], axis=0)
-        height = e.op("Gather", [size, e.scalar(1, np.int64)], axis=0)
-        zero = e.scalar(0)
-        negative = e.op("Or", [e.op("Less", [width, zero]), e.op("Less", [height, zero])])
-        self.area = e.op("Where", [negative, zero, e.op("Mul", [width, height])])
+        self.low, self.high, self.area = _box_edges(e, boxes, p.in_format == "center")
         self.cls: Optional[str] = None
         if p.per_class:  # MXNet compares static_cast<int>(id)
             self.cls = e.op("Cast", [e.op("Gather", [rows, e.scalar(p.id_index, np.int64)], axis=2)],
@@ -150,16 +180,7 @@ def _overlaps(g: Any, p: _NmsParams, ref: dict, pos: dict) -> str:
 
     ``ref``/``pos``: ``low``/``high`` [2 (x, y), ...], ``area`` [...], ``cls`` [...] or None.
     """
-    if p.in_format == "center":  # left = bl > al ? bl : al; right = br < ar ? br : ar (a: the reference)
-        left, right = _pick(g, "Greater", pos["low"], ref["low"]), _pick(g, "Less", pos["high"], ref["high"])
-    else:  # left = a1 > b1 ? a1 : b1; right = a2 < b2 ? a2 : b2
-        left, right = _pick(g, "Greater", ref["low"], pos["low"]), _pick(g, "Less", ref["high"], pos["high"])
-    zero = g.scalar(0)
-    span = g.op("Sub", [right, left])
-    span = g.op("Where", [g.op("Greater", [span, zero]), span, zero])
-    intersect = g.op("Mul", [g.op("Gather", [span, g.scalar(0, np.int64)], axis=0),
-                             g.op("Gather", [span, g.scalar(1, np.int64)], axis=0)])
-    union = g.op("Sub", [g.op("Add", [ref["area"], pos["area"]]), intersect])
+    intersect, union = _intersection_union(g, p.in_format == "center", ref, pos)
     hit = g.op("Greater", [g.op("Div", [intersect, union]), g.scalar(p.overlap_thresh)])
     if ref["cls"] is not None:
         hit = g.op("And", [hit, g.op("Equal", [ref["cls"], pos["cls"]])])
@@ -280,6 +301,199 @@ def convert_box_nms(node, **kwargs):
             pieces.append(e.slice(out, [p.coord_start + 4], [width], [2]))
         out = e.op("Concat", pieces, axis=2) if len(pieces) > 1 else pieces[0]
     e.op("Reshape", [out, e.shape(x)], e.name)
+    return e.done()
+
+
+# ----------------------------------------------------------------------------------------------
+# box_iou, box_encode, ROIAlign
+# ----------------------------------------------------------------------------------------------
+
+@translation("_contrib_box_iou", since=12)
+def convert_box_iou(node, **kwargs):
+    """IoU of every lhs box with every rhs box: shape lhs[:-1] + rhs[:-1] (MXNet has no translation).
+
+    MXNet's compute_overlap: 0 where the intersection is <= 0, else intersection / union, with
+    the NMS kernel's Intersect and BoxArea.
+    """
+    e = Emitter(node, kwargs)
+    center = e.attr_str("format", "corner") == "center"
+    lhs, rhs = e.inputs[0], e.inputs[1]
+
+    def boxes(x: str, new_axis: int) -> dict:
+        """Edges [2, n] and areas [n] with a new axis at ``new_axis`` of [L, R] (1: lhs, 0: rhs)."""
+        flat = e.op("Transpose", [e.op("Reshape", [x, e.ints([-1, 4], "boxes")])], perm=[1, 0])  # [4, n]
+        low, high, area = _box_edges(e, flat, center)
+        return {"low": e.unsqueeze(low, [new_axis + 1]), "high": e.unsqueeze(high, [new_axis + 1]),
+                "area": e.unsqueeze(area, [new_axis])}
+
+    intersect, union = _intersection_union(e, center, boxes(lhs, 1), boxes(rhs, 0))  # [L, R]
+    iou = e.op("Where", [e.op("LessOrEqual", [intersect, e.scalar(0)]), e.scalar(0),
+                         e.op("Div", [intersect, union])])
+    shape = e.op("Concat", [e.dims(lhs, 0, -1), e.dims(rhs, 0, -1)], axis=0)
+    e.op("Reshape", [iou, shape], e.name)
+    return e.done()
+
+
+@translation("_contrib_box_encode", since=12)
+def convert_box_encode(node, **kwargs):
+    """Training targets (B, N, 4) and masks from matched reference boxes (MXNet has no translation).
+
+    Inputs: samples (B, N) (> 0.5: positive), matches (B, N), anchors (B, N, 4), refs (B, M, 4),
+    means (4,), stds (4,). For positives: ((ref_center - anchor_center) / anchor_size - mean) /
+    std for x and y, (log(ref_size / anchor_size) - mean) / std for w and h; 0 elsewhere.
+    """
+    e = Emitter(node, kwargs)
+    samples, matches, anchors, refs, means, stds = e.inputs[:6]
+    m = e.need_input_shape(3)[1]
+    # unmatched anchors (match -1) read some reference in MXNet too; their targets are 0 anyway
+    index = e.op("Clip", [e.cast(matches, np.int64), e.scalar(0, np.int64), e.scalar(m - 1, np.int64)])
+    index = e.op("Expand", [e.unsqueeze(index, [2]), e.ints([1, 1, 4], "four")])
+    matched = e.op("GatherElements", [refs, index], axis=1)  # (B, N, 4)
+
+    def centre_size(boxes: str) -> tuple[str, str]:
+        low, high = e.slice(boxes, [0], [2], [2]), e.slice(boxes, [2], [4], [2])
+        size = e.op("Sub", [high, low])
+        return e.op("Add", [low, e.op("Mul", [size, e.scalar(0.5)])]), size
+
+    ref_centre, ref_size = centre_size(matched)
+    anchor_centre, anchor_size = centre_size(anchors)
+    shift = e.op("Div", [e.op("Sub", [ref_centre, anchor_centre]), anchor_size])
+    scale = e.op("Log", [e.op("Div", [ref_size, anchor_size])])
+    raw = e.op("Div", [e.op("Sub", [e.op("Concat", [shift, scale], axis=2), means]), stds])
+    positive = e.op("Greater", [samples, e.scalar(0.5)])
+    mask = e.op("Expand", [e.unsqueeze(e.op("Cast", [positive], to=e.onnx_dtype()), [2]), e.ints([1, 1, 4], "four")])
+    targets, masks = e.output_names(2)
+    e.op("Where", [e.op("Greater", [mask, e.scalar(0.5)]), raw, e.scalar(0)], targets)
+    e.op("Identity", [mask], masks)
+    return e.done()
+
+
+@translation("_contrib_bipartite_matching", since=12)
+def convert_bipartite_matching(node, **kwargs):
+    """Greedy matching of rows and columns of a score matrix (MXNet has no translation).
+
+    MXNet: per batch, entries are stably sorted by score (descending unless ``is_ascend``);
+    walking them in order, an entry whose row and column are both free is matched if its score
+    is > ``threshold`` (< when ascending), else the walk stops; with ``topk`` > 0 it stops once
+    more than ``topk`` matches are made (so topk + 1 are kept, as MXNet does). Outputs: the
+    column matched to each row and the row matched to each column, -1 where none. The Loop
+    jumps from match to match (at most min(rows, cols) iterations).
+    """
+    e = Emitter(node, kwargs)
+    shape = e.need_input_shape(0)
+    rows, cols = shape[-2], shape[-1]
+    if not e.has("threshold"):
+        raise e.fail("bipartite_matching needs threshold")
+    threshold = np.float32(e.attr_float("threshold", 0.0))
+    ascend = e.attr_bool("is_ascend", False)
+    topk = e.attr_int("topk", -1)
+    n = rows * cols
+    scores = e.op("Reshape", [e.inputs[0], e.ints([-1, n], "flat")])  # [B, R*C]
+    ordered, order = e.op("TopK", [scores, e.ints([n], "n")], n_out=2, axis=1, largest=int(not ascend), sorted=1)
+    row_of = e.op("Div", [order, e.scalar(cols, np.int64)])
+    col_of = e.op("Mod", [order, e.scalar(cols, np.int64)])
+    row_ids = e.const(np.arange(rows, dtype=np.int64).reshape(1, rows), hint="row_ids")
+    col_ids = e.const(np.arange(cols, dtype=np.int64).reshape(1, cols), hint="col_ids")
+
+    body = _Body(e)
+    cond, row_match, col_match, active, count = (e.tmp(h) for h in ("cond", "row_match", "col_match", "active",
+                                                                    "count"))
+    minus_one = body.scalar(-1)
+    row_free = body.op("Equal", [body.op("GatherElements", [row_match, row_of], axis=1), minus_one])
+    col_free = body.op("Equal", [body.op("GatherElements", [col_match, col_of], axis=1), minus_one])
+    free = body.op("Cast", [body.op("And", [row_free, col_free])], to=onnx.TensorProto.INT32)
+    first = body.op("ArgMax", [free], axis=1, keepdims=1)  # [B, 1] the best free entry
+    found = body.op("Cast", [body.reduce_max(free, 1)], to=onnx.TensorProto.BOOL)
+    score = body.op("GatherElements", [ordered, first], axis=1)
+    good = body.op("Less" if ascend else "Greater", [score, body.scalar(threshold)])
+    take = body.op("And", [body.op("And", [active, found]), good])
+    row = body.op("GatherElements", [row_of, first], axis=1)
+    col = body.op("GatherElements", [col_of, first], axis=1)
+    dtype = e.onnx_dtype()
+    new_row_match = body.op("Where", [body.op("And", [body.op("Equal", [row_ids, row]), take]),
+                                      body.op("Cast", [col], to=dtype), row_match])
+    new_col_match = body.op("Where", [body.op("And", [body.op("Equal", [col_ids, col]), take]),
+                                      body.op("Cast", [row], to=dtype), col_match])
+    new_count = body.op("Add", [count, body.op("Cast", [take], to=onnx.TensorProto.INT64)])
+    still = take
+    if topk > 0:
+        still = body.op("And", [still, body.op("LessOrEqual", [new_count, body.scalar(topk, np.int64)])])
+    more = body.op("Cast", [body.op("ReduceMax", [body.op("Cast", [still], to=onnx.TensorProto.INT32)],
+                                    keepdims=0)], to=onnx.TensorProto.BOOL)
+    graph = body.graph(
+        [helper.make_tensor_value_info(e.tmp("it"), onnx.TensorProto.INT64, []),
+         helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info(row_match, dtype, None), helper.make_tensor_value_info(col_match, dtype, None),
+         helper.make_tensor_value_info(active, onnx.TensorProto.BOOL, None),
+         helper.make_tensor_value_info(count, onnx.TensorProto.INT64, None)],
+        [helper.make_tensor_value_info(more, onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info(new_row_match, dtype, None),
+         helper.make_tensor_value_info(new_col_match, dtype, None),
+         helper.make_tensor_value_info(still, onnx.TensorProto.BOOL, None),
+         helper.make_tensor_value_info(new_count, onnx.TensorProto.INT64, None)])
+    batch = e.dims(scores, 0, 1)
+
+    def filled(value: Any, dtype: Any, width: int) -> str:
+        """[B, width] of ``value``."""
+        return e.op("Expand", [e.const(np.full((1, width), value, dtype=dtype), hint="fill"),
+                               e.op("Concat", [batch, e.ints([width], "width")], axis=0)])
+
+    start_rows, start_cols = filled(-1, e.dtype(), rows), filled(-1, e.dtype(), cols)
+    start_active, zeros = filled(True, np.bool_, 1), filled(0, np.int64, 1)
+    trips = e.const(np.int64(min(rows, cols)), hint="trips")
+    results = e.op("Loop", [trips, e.const(np.bool_(True), hint="go"), start_rows, start_cols, start_active, zeros],
+                   n_out=4, body=graph)
+    row_marker, col_marker = e.output_names(2)
+    e.op("Reshape", [results[0], e.dims(e.inputs[0], 0, -1)], row_marker)
+    e.op("Reshape", [results[1], e.op("Concat", [e.dims(e.inputs[0], 0, -2), e.dims(e.inputs[0], -1)], axis=0)],
+         col_marker)
+    return e.done()
+
+
+@translation("_contrib_ROIAlign", since=12)
+def convert_roi_align(node, **kwargs):
+    """RoiAlign with all of MXNet's options.
+
+    The stock translation passed MXNet's default ``sample_ratio=-1`` on (onnxruntime refuses
+    it; 0 is ONNX's adaptive), refused ``aligned`` and ``position_sensitive``, and at opset 16+
+    left RoiAlign's new default ``half_pixel`` in place of MXNet's ``output_half_pixel``. Rois
+    with a negative batch index give zeros, as in MXNet.
+    """
+    e = Emitter(node, kwargs)
+    pooled = [int(v) for v in e.attr_tuple("pooled_size")]
+    if len(pooled) != 2:
+        raise e.fail(f"pooled_size {tuple(pooled)} must have two values")
+    spatial_scale = e.attr_float("spatial_scale", None)
+    if spatial_scale is None:
+        raise e.fail("ROIAlign needs spatial_scale")
+    sample_ratio = max(e.attr_int("sample_ratio", -1), 0)
+    aligned = e.attr_bool("aligned", False)
+    sensitive = e.attr_bool("position_sensitive", False)
+    attrs: dict[str, Any] = {}
+    if e.opset >= 16:
+        attrs["coordinate_transformation_mode"] = "half_pixel" if aligned else "output_half_pixel"
+    elif aligned:
+        raise UnsupportedOpError(e.op_type, e.opset, e.name, supported_versions=(16,),
+                                 detail="aligned=True needs RoiAlign's coordinate_transformation_mode "
+                                        "(ONNX opset 16); use --opset 16 or higher")
+    data, rois = e.inputs[0], e.inputs[1]
+    boxes = e.slice(rois, [1], [5], [1])
+    batch = e.cast(e.op("Gather", [rois, e.scalar(0, np.int64)], axis=1), np.int64)  # truncates, as MXNet's int
+    ignored = e.op("Less", [batch, e.scalar(0, np.int64)])
+    batch = e.op("Where", [ignored, e.scalar(0, np.int64), batch])
+    pooled_all = e.op("RoiAlign", [data, boxes, batch], mode="avg", output_height=pooled[0], output_width=pooled[1],
+                      sampling_ratio=sample_ratio, spatial_scale=spatial_scale, **attrs)
+    if sensitive:  # output channel c, bin k reads input channel c * bins + k
+        bins = pooled[0] * pooled[1]
+        channels = e.need_input_shape(0)[1]
+        if channels % bins:
+            raise e.fail(f"position_sensitive needs channels ({channels}) divisible by {bins} bins")
+        grouped = e.op("Reshape", [pooled_all, e.ints([0, channels // bins, bins, bins], "grouped")])
+        diagonal = e.const(np.arange(bins, dtype=np.int64).reshape(1, 1, 1, bins), hint="diagonal")
+        target = e.op("Concat", [e.dims(grouped, 0, 2), e.ints([1, bins], "one_bins")], axis=0)
+        picked = e.op("GatherElements", [grouped, e.op("Expand", [diagonal, target])], axis=2)
+        pooled_all = e.op("Reshape", [picked, e.ints([0, channels // bins, pooled[0], pooled[1]], "pooled")])
+    e.op("Where", [e.unsqueeze(ignored, [1, 2, 3]), e.scalar(0), pooled_all], e.name)
     return e.done()
 
 

@@ -233,6 +233,110 @@ def test_box_nms_through_pytorch_is_exact(attrs):
     np.testing.assert_array_equal(got[0], mxnet_nms(x, **attrs))
 
 
+# -- box_iou, box_encode, bipartite_matching, ROIAlign -------------------------------------------
+
+def corner_boxes(shape: tuple, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    low = rng.uniform(-2, 6, shape + (2,))
+    return np.concatenate([low, low + rng.uniform(0.5, 5, shape + (2,))], -1).astype(np.float32)
+
+
+@pytest.mark.parametrize("box_format", ["corner", "center"])
+def test_box_iou(box_format):
+    lhs, rhs = corner_boxes((3, 2), seed=30), corner_boxes((5,), seed=31)
+    lhs[0, 0, 2:] = lhs[0, 0, :2]  # zero area
+    lhs[1, 0, 2:] = lhs[1, 0, :2] - 1  # inverted
+    sym = mx.sym.contrib.box_iou(data, mx.sym.var("rhs"), format=box_format)
+    check_export(sym, {"data": lhs, "rhs": rhs}, atol=0, rtol=0)
+
+
+def test_box_encode():
+    rng = np.random.default_rng(32)
+    names = ("samples", "matches", "anchors", "refs", "means", "stds")
+    sym = mx.sym.contrib.box_encode(*[mx.sym.var(n) for n in names])
+    matches = rng.integers(-1, 3, (2, 8)).astype(np.float32)
+    samples = np.where(matches < 0, -1, rng.choice([0, 1], (2, 8))).astype(np.float32)
+    ins = {"samples": samples, "matches": matches, "anchors": corner_boxes((2, 8), 33), "refs": corner_boxes((2, 3), 34),
+           "means": np.array([0.1, -0.1, 0.2, 0], np.float32), "stds": np.array([0.1, 0.1, 0.2, 0.2], np.float32)}
+    check_export(sym, ins, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("attrs, levels", [
+    (dict(threshold=0.2), 0), (dict(threshold=0.7, is_ascend=True), 0), (dict(threshold=0.1, topk=2), 0),
+    (dict(threshold=0.1), 3), (dict(threshold=0.95), 0)])
+def test_bipartite_matching(attrs, levels):
+    x = np.random.default_rng(35).uniform(0, 1, (2, 6, 4)).astype(np.float32)
+    if levels:
+        x = np.round(x * levels) / levels  # ties
+    check_export(mx.sym.contrib.bipartite_matching(data, **attrs), {"data": x}, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 5, 7)])
+def test_bipartite_matching_leading_dims(shape):
+    x = np.random.default_rng(36).uniform(0, 1, shape).astype(np.float32)
+    check_export(mx.sym.contrib.bipartite_matching(data, threshold=0.3), {"data": x}, atol=0, rtol=0)
+
+
+ROIS = np.array([[0, 1.5, 2.2, 10.3, 12.9], [1, 0, 0, 15, 15], [0, -3, -2, 4, 5], [1, 3.3, 4.4, 3.6, 4.9],
+                 [0.7, 2, 3, 9, 9], [1, 14.5, 14.2, 17, 19]], np.float32)  # batch 0.7 is 0, as MXNet's int
+
+
+ROI_ALIGN_CASES = [
+    dict(pooled_size=(4, 4), spatial_scale=1.0, sample_ratio=2),
+    dict(pooled_size=(3, 5), spatial_scale=0.5),  # sample_ratio -1: adaptive
+    dict(pooled_size=(2, 3), spatial_scale=0.7, sample_ratio=2, position_sensitive=True)]
+ALIGNED = dict(pooled_size=(4, 4), spatial_scale=1.0, sample_ratio=2, aligned=True)  # needs opset 16
+
+
+@pytest.mark.parametrize("opset, attrs", [(13, a) for a in ROI_ALIGN_CASES] + [(16, a) for a in ROI_ALIGN_CASES]
+                         + [(16, ALIGNED), (19, ALIGNED)])
+def test_roi_align(opset, attrs):
+    channels = 12 if attrs.get("position_sensitive") else 3
+    sym = mx.sym.contrib.ROIAlign(data, mx.sym.var("rois"), **attrs)
+    check_export(sym, {"data": rand(2, channels, 16, 16), "rois": ROIS}, atol=1e-5, rtol=1e-5, opset=opset)
+
+
+def test_roi_align_negative_batch_index_gives_zeros():
+    """MXNet documents such rois as ignored, but its CPU kernel leaves their output uninitialised
+    and, with them in the batch, corrupts other rois at random (MXNet 1.9.1). The translation
+    gives zeros there; the other rois must match MXNet run on each of them alone."""
+    rois = np.concatenate([ROIS[:2], [[-1, 2, 2, 8, 8]], ROIS[2:3]]).astype(np.float32)
+    x = rand(2, 3, 16, 16)
+    sym = mx.sym.contrib.ROIAlign(data, mx.sym.var("rois"), pooled_size=(3, 3), spatial_scale=1.0, sample_ratio=2)
+    model = export_to_onnx(sym, {}, {"data": x, "rois": rois})
+    got = onnx_forward(model, {"data": x, "rois": rois})[0]
+    assert (got[2] == 0).all()
+    valid = [0, 1, 3]
+    expected = np.concatenate([mxnet_forward(sym, {}, {"data": x, "rois": rois[i:i + 1]})[0] for i in valid])
+    np.testing.assert_allclose(got[valid], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_roi_align_aligned_below_opset_16_is_refused():
+    sym = mx.sym.contrib.ROIAlign(data, mx.sym.var("rois"), pooled_size=(2, 2), spatial_scale=1.0, aligned=True,
+                                  name="roi")
+    with pytest.raises(UnsupportedOpError, match=r"^roi \(_contrib_ROIAlign\): .*use --opset 16 or higher"):
+        export_to_onnx(sym, {}, {"data": rand(1, 2, 8, 8), "rois": ROIS[:1]}, opset=13)
+
+
+@pytest.mark.parametrize("op", ["box_iou", "bipartite_matching", "roi_align"])
+def test_box_ops_through_pytorch(op):
+    """MXNet -> ONNX -> onnx2x PyTorch against MXNet."""
+    if op == "box_iou":
+        sym, ins = mx.sym.contrib.box_iou(data, mx.sym.var("rhs")), {"data": corner_boxes((4,), 37),
+                                                                     "rhs": corner_boxes((6,), 38)}
+    elif op == "bipartite_matching":
+        sym = mx.sym.contrib.bipartite_matching(data, threshold=0.2, topk=3)
+        ins = {"data": np.random.default_rng(39).uniform(0, 1, (2, 6, 4)).astype(np.float32)}
+    else:
+        sym = mx.sym.contrib.ROIAlign(data, mx.sym.var("rois"), pooled_size=(2, 3), spatial_scale=0.7, sample_ratio=2,
+                                      position_sensitive=True)
+        ins = {"data": rand(2, 12, 16, 16), "rois": ROIS}
+    model = export_to_onnx(sym, {}, ins)
+    _, got = run_converted(model, {i.name: ins[i.name] for i in model.graph.input})
+    for g, want in zip(got, mxnet_forward(sym, {}, ins)):
+        np.testing.assert_allclose(g, want, atol=1e-5, rtol=1e-5)
+
+
 # -- deformable convolutions ---------------------------------------------------------------------
 
 offset = mx.sym.var("offset")
