@@ -334,6 +334,42 @@ def convert_box_iou(node, **kwargs):
     return e.done()
 
 
+@translation("_contrib_box_decode", since=12)
+def convert_box_decode(node, **kwargs):
+    """Boxes from regression deltas and anchors, in MXNet's operation order (bit for bit).
+
+    The stock translation computes the same formula in another order (and exp in float), which
+    moves about 2% of the coordinates by an ulp or two; box_nms downstream is discontinuous in
+    them. MXNet (box_decode kernel): anchors (1, N, 4) as centers (``format='corner'``: from the
+    corners, a + w * 0.5); x, y = d * std * anchor_size + anchor_center; w, h = exp(min(d * std,
+    clip)) * anchor_size * 0.5 with exp in double precision, clip only when > 0; out: corners.
+    """
+    e = Emitter(node, kwargs)
+    stds = [np.float32(e.attr_float(f"std{i}", 1.0)) for i in range(4)]
+    clip = np.float32(e.attr_float("clip", -1.0))
+    corner = e.attr_str("format", "center") == "corner"
+    deltas, anchors = e.inputs[0], e.inputs[1]
+    n = e.need_input_shape(0)[1]
+    anchors = e.op("Reshape", [anchors, e.ints([1, n, 4], "anchors")])
+    first, second = e.slice(anchors, [0], [2], [2]), e.slice(anchors, [2], [4], [2])
+    if corner:
+        size = e.op("Sub", [second, first])
+        centre = e.op("Add", [first, e.op("Mul", [size, e.scalar(0.5)])])
+    else:
+        centre, size = first, second
+    dtype = e.dtype()
+    shift = e.op("Mul", [e.slice(deltas, [0], [2], [2]), e.const(np.array(stds[:2], dtype=dtype), hint="std")])
+    middle = e.op("Add", [e.op("Mul", [shift, size]), centre])
+    scale = e.op("Mul", [e.slice(deltas, [2], [4], [2]), e.const(np.array(stds[2:], dtype=dtype), hint="std")])
+    if clip > 0:
+        limit = e.scalar(clip)
+        scale = e.op("Where", [e.op("Less", [scale, limit]), scale, limit])
+    grown = e.op("Cast", [e.op("Exp", [e.cast(scale, np.float64)])], to=e.onnx_dtype())
+    half = e.op("Mul", [e.op("Mul", [grown, size]), e.scalar(0.5)])
+    e.op("Concat", [e.op("Sub", [middle, half]), e.op("Add", [middle, half])], e.name, axis=2)
+    return e.done()
+
+
 @translation("_contrib_box_encode", since=12)
 def convert_box_encode(node, **kwargs):
     """Training targets (B, N, 4) and masks from matched reference boxes (MXNet has no translation).

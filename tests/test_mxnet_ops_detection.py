@@ -241,6 +241,17 @@ def corner_boxes(shape: tuple, seed: int) -> np.ndarray:
     return np.concatenate([low, low + rng.uniform(0.5, 5, shape + (2,))], -1).astype(np.float32)
 
 
+@pytest.mark.parametrize("attrs", [dict(std0=0.1, std1=0.1, std2=0.2, std3=0.2, clip=4.42, format="corner"),
+                                   dict(), dict(format="corner", clip=0.3)])
+def test_box_decode_bit_exact(attrs):
+    """Many boxes at image scale: the stock translation's order moved ~2% of them by an ulp."""
+    rng = np.random.default_rng(29)
+    anchors = corner_boxes((1, 3000), seed=28) * 80
+    deltas = rng.uniform(-3, 3, (2, 3000, 4)).astype(np.float32)
+    sym = mx.sym.contrib.box_decode(data, mx.sym.var("anchors"), **attrs)
+    check_export(sym, {"data": deltas, "anchors": anchors}, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("box_format", ["corner", "center"])
 def test_box_iou(box_format):
     lhs, rhs = corner_boxes((3, 2), seed=30), corner_boxes((5,), seed=31)
@@ -318,10 +329,14 @@ def test_roi_align_aligned_below_opset_16_is_refused():
         export_to_onnx(sym, {}, {"data": rand(1, 2, 8, 8), "rois": ROIS[:1]}, opset=13)
 
 
-@pytest.mark.parametrize("op", ["box_iou", "bipartite_matching", "roi_align"])
+@pytest.mark.parametrize("op", ["box_decode", "box_iou", "bipartite_matching", "roi_align"])
 def test_box_ops_through_pytorch(op):
     """MXNet -> ONNX -> onnx2x PyTorch against MXNet."""
-    if op == "box_iou":
+    if op == "box_decode":
+        sym = mx.sym.contrib.box_decode(data, mx.sym.var("anchors"), std0=0.1, std1=0.1, std2=0.2, std3=0.2, clip=4.42,
+                                        format="corner")
+        ins = {"data": rand(2, 50, 4, low=-3, high=3), "anchors": corner_boxes((1, 50), seed=40) * 80}
+    elif op == "box_iou":
         sym, ins = mx.sym.contrib.box_iou(data, mx.sym.var("rhs")), {"data": corner_boxes((4,), 37),
                                                                      "rhs": corner_boxes((6,), 38)}
     elif op == "bipartite_matching":
