@@ -29,7 +29,7 @@ tap, (dy, dx)) and mask layout are MXNet's.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -178,34 +178,41 @@ class _Candidates:
 def _overlaps(g: Any, p: _NmsParams, ref: dict, pos: dict) -> str:
     """Whether ``ref`` suppresses ``pos`` (broadcasting): MXNet's nms_impl, operand for operand.
 
-    ``ref``/``pos``: ``low``/``high`` [2 (x, y), ...], ``area`` [...], ``cls`` [...] or None.
+    ``ref``/``pos``: ``low``/``high`` [2 (x, y), ...], ``area`` [...], ``cls`` [...] (per class only).
     """
     intersect, union = _intersection_union(g, p.in_format == "center", ref, pos)
     hit = g.op("Greater", [g.op("Div", [intersect, union]), g.scalar(p.overlap_thresh)])
-    if ref["cls"] is not None:
+    if "cls" in ref:
         hit = g.op("And", [hit, g.op("Equal", [ref["cls"], pos["cls"]])])
     return hit
 
 
-def _greedy_nms(e: Emitter, p: _NmsParams, c: _Candidates, alive: str, positions: str, k: int) -> str:
+def _greedy_suppression(e: Emitter, fields: dict, suppresses: Callable[[_Body, dict, dict], str], alive: str,
+                        positions: str, k: int) -> str:
     """Greedy suppression over candidates sorted best first: keep mask [B, K] (bool).
 
-    ``alive``: [B, K] the valid candidates (a prefix); ``positions``: [1, K] 0..K-1.
+    ``fields``: name -> (per-candidate tensor, L): [B, K] when L is 0, else [L, B, K];
+    ``suppresses(body, ref, every)`` gives [B, K] bool: whether the reference (each field
+    gathered at its position, K axis kept as 1) suppresses each candidate (``every``: name ->
+    tensor). ``alive``: [B, K] the valid candidates (a
+    prefix); ``positions``: [1, K] 0..K-1.
 
     A Loop visits the kept candidates in order (per batch, jumping to the next one still kept);
-    each suppresses the later candidates whose overlap with it is too large. One reference per
-    iteration keeps memory at O(B K); precomputing all B K^2 overlaps measured slower in
-    onnxruntime (K=6000: 1.7 s against 0.9 s), where the Loop's per-iteration cost dominates.
+    each suppresses the later candidates it overlaps too much. One reference per iteration
+    keeps memory at O(B K); precomputing all B K^2 overlaps measured slower in onnxruntime
+    (K=6000: 1.7 s against 0.9 s), where the Loop's per-iteration cost dominates.
     """
     body = _Body(e)
     cond, keep, current = e.tmp("cond"), e.tmp("keep"), e.tmp("ref")  # current: [B, 1] int64
-    at = body.op("Expand", [_unsqueeze(body, e, current, 0), body.scalar([2, 1, 1], np.int64)])  # [2, B, 1]
-    ref = {"low": body.op("GatherElements", [c.low, at], axis=2),
-           "high": body.op("GatherElements", [c.high, at], axis=2),
-           "area": body.op("GatherElements", [c.area, current], axis=1),
-           "cls": None if c.cls is None else body.op("GatherElements", [c.cls, current], axis=1)}
-    every = {"low": c.low, "high": c.high, "area": c.area, "cls": c.cls}
-    row = _overlaps(body, p, ref, every)
+    ref, every = {}, {}
+    for name, (value, lead) in fields.items():
+        every[name] = value
+        if lead:
+            at = body.op("Expand", [_unsqueeze(body, e, current, 0), body.scalar([lead, 1, 1], np.int64)])
+            ref[name] = body.op("GatherElements", [value, at], axis=2)
+        else:
+            ref[name] = body.op("GatherElements", [value, current], axis=1)
+    row = suppresses(body, ref, every)
     later = body.op("Greater", [positions, current])
     active = body.op("GatherElements", [keep, current], axis=1)  # the reference is still kept
     suppressed = body.op("And", [body.op("And", [row, later]), active])
@@ -280,7 +287,13 @@ def convert_box_nms(node, **kwargs):
     rows = e.op("GatherND", [data, e.unsqueeze(order, [2])], batch_dims=1)  # [B, K, W]
 
     positions = e.const(np.arange(k, dtype=np.int64).reshape(1, k), hint="positions")
-    keep = _greedy_nms(e, p, _Candidates(e, p, rows), alive, positions, k) if p.can_suppress() else alive
+    keep = alive
+    if p.can_suppress():
+        c = _Candidates(e, p, rows)
+        fields = {"low": (c.low, 2), "high": (c.high, 2), "area": (c.area, 0)}
+        if c.cls is not None:
+            fields["cls"] = (c.cls, 0)
+        keep = _greedy_suppression(e, fields, lambda g, ref, every: _overlaps(g, p, ref, every), alive, positions, k)
 
     # kept rows first, in candidate order: sort positions with the dropped ones moved past K
     moved = e.op("Where", [keep, positions, e.op("Add", [positions, e.const(np.int64(k), hint="k")])])
@@ -301,6 +314,147 @@ def convert_box_nms(node, **kwargs):
             pieces.append(e.slice(out, [p.coord_start + 4], [width], [2]))
         out = e.op("Concat", pieces, axis=2) if len(pieces) > 1 else pieces[0]
     e.op("Reshape", [out, e.shape(x)], e.name)
+    return e.done()
+
+
+# ----------------------------------------------------------------------------------------------
+# _contrib_MultiBoxDetection (SSD heads of MXNet's own examples)
+# ----------------------------------------------------------------------------------------------
+
+def _std_min(g: Any, a: str, b: str) -> str:
+    """std::min(a, b): (b < a) ? b : a."""
+    return g.op("Where", [g.op("Less", [b, a]), b, a])
+
+
+def _std_max(g: Any, a: str, b: str) -> str:
+    """std::max(a, b): (a < b) ? b : a."""
+    return g.op("Where", [g.op("Less", [a, b]), b, a])
+
+
+def _multibox_boxes(e: Emitter, loc: str, anchors: str, variances: Sequence[float], clip: bool) -> str:
+    """MXNet's TransformLocations: (B, A, 4) corners from anchors (A, 4) and deltas (B, A, 4)."""
+    low, high = e.slice(anchors, [0], [2], [1]), e.slice(anchors, [2], [4], [1])
+    size = e.op("Sub", [high, low])
+    centre = e.op("Div", [e.op("Add", [low, high]), e.scalar(2)])
+    dtype = e.dtype()
+    shift = e.op("Mul", [e.slice(loc, [0], [2], [2]), e.const(np.array(variances[:2], dtype=dtype), hint="var")])
+    middle = e.op("Add", [e.op("Mul", [shift, size]), centre])
+    scale = e.op("Mul", [e.slice(loc, [2], [4], [2]), e.const(np.array(variances[2:], dtype=dtype), hint="var")])
+    grown = e.op("Cast", [e.op("Exp", [e.cast(scale, np.float64)])], to=e.onnx_dtype())  # std::exp(float)
+    half = e.op("Div", [e.op("Mul", [grown, size]), e.scalar(2)])
+    boxes = e.op("Concat", [e.op("Sub", [middle, half]), e.op("Add", [middle, half])], axis=2)
+    if clip:  # std::max(0, std::min(1, v))
+        boxes = _std_max(e, e.scalar(0), _std_min(e, e.scalar(1), boxes))
+    return boxes
+
+
+def _multibox_suppresses(g: Any, threshold: np.float32, per_class: bool, ref: dict, every: dict) -> str:
+    """MXNet's CalculateOverlap(ref, candidate) >= nms_threshold (same class unless forced).
+
+    Boxes are coordinate-major [4, ...]; unlike box_nms, areas are not clipped at 0 and the IoU
+    is 0 when the union is <= 0.
+    """
+    a, b = ref["box"], every["box"]
+    a_low, a_high = g.op("Slice", [a, g.scalar([0], np.int64), g.scalar([2], np.int64), g.scalar([0], np.int64)]), \
+        g.op("Slice", [a, g.scalar([2], np.int64), g.scalar([4], np.int64), g.scalar([0], np.int64)])
+    b_low, b_high = g.op("Slice", [b, g.scalar([0], np.int64), g.scalar([2], np.int64), g.scalar([0], np.int64)]), \
+        g.op("Slice", [b, g.scalar([2], np.int64), g.scalar([4], np.int64), g.scalar([0], np.int64)])
+    zero = g.scalar(0)
+    span = _std_max(g, zero, g.op("Sub", [_std_min(g, a_high, b_high), _std_max(g, a_low, b_low)]))
+
+    def along(x: str, axis: int) -> str:
+        return g.op("Gather", [x, g.scalar(axis, np.int64)], axis=0)
+
+    intersect = g.op("Mul", [along(span, 0), along(span, 1)])
+    a_size, b_size = g.op("Sub", [a_high, a_low]), g.op("Sub", [b_high, b_low])
+    union = g.op("Sub", [g.op("Add", [g.op("Mul", [along(a_size, 0), along(a_size, 1)]),
+                                     g.op("Mul", [along(b_size, 0), along(b_size, 1)])]), intersect])
+    iou = g.op("Where", [g.op("LessOrEqual", [union, zero]), zero, g.op("Div", [intersect, union])])
+    hit = g.op("GreaterOrEqual", [iou, g.scalar(threshold)])
+    if per_class:
+        hit = g.op("And", [hit, g.op("Equal", [ref["cls"], every["cls"]])])
+    return hit
+
+
+@translation("_contrib_MultiBoxDetection", since=12)
+def convert_multibox_detection(node, **kwargs):
+    """SSD detections (B, A, 6) [id, score, xmin, ymin, xmax, ymax] as MXNet's CPU kernel makes them.
+
+    MXNet has no translation. Per anchor: the best foreground class (the first of equal scores,
+    class 0 is the background whatever ``background_id`` says), dropped when its score <
+    ``threshold``; boxes decoded with ``variances`` and clipped to [0, 1]; the valid rows are
+    packed in anchor order, the rest are -1. With 0 < ``nms_threshold`` <= 1 they are then
+    stably sorted by score, the first ``nms_topk`` (-1: all) go through greedy NMS (IoU >=
+    threshold, same class unless ``force_suppress``), which sets a suppressed row's id to -1
+    and leaves the row in place; valid rows past ``nms_topk`` keep their packed order, id -1.
+    """
+    e = Emitter(node, kwargs)
+    cls_prob, loc_pred, anchor = e.inputs[:3]
+    _, classes, count = e.need_input_shape(0)
+    threshold = np.float32(e.attr_float("threshold", 0.01))
+    nms_threshold = np.float32(e.attr_float("nms_threshold", 0.5))
+    nms_topk = e.attr_int("nms_topk", -1)
+    variances = [np.float32(v) for v in e.attr_tuple("variances", (0.1, 0.1, 0.2, 0.2))]
+    if len(variances) != 4:
+        raise e.fail(f"variances {tuple(variances)} must have 4 values")
+    dtype = e.dtype()
+
+    if classes < 2:  # no foreground class: every row is -1
+        shape = e.op("Concat", [e.dims(cls_prob, 0, 1), e.ints([count, 6], "rows")], axis=0)
+        e.op("Expand", [e.const(np.full((1, 1, 1), -1, dtype=dtype), hint="minus_one"), shape], e.name)
+        return e.done()
+    # best foreground class per anchor: MXNet's loop keeps the first score > the best so far (> -1)
+    foreground = e.slice(cls_prob, [1], [classes], [1])
+    foreground = e.op("Where", [e.op("IsNaN", [foreground]), e.scalar(-np.inf), foreground])
+    best = e.reduce("ReduceMax", foreground, [1], keepdims=False)  # [B, A]
+    found = e.op("Greater", [best, e.scalar(-1)])
+    score = e.op("Where", [found, best, e.scalar(-1)])
+    valid = e.op("And", [found, e.op("Not", [e.op("Less", [score, e.scalar(threshold)])])])
+    class_id = e.cast(e.op("ArgMax", [foreground], axis=1, keepdims=0), dtype)  # MXNet's id - 1
+    class_id = e.op("Where", [valid, class_id, e.scalar(-1)])
+    anchors = e.op("Reshape", [anchor, e.ints([count, 4], "anchors")])
+    loc = e.op("Reshape", [loc_pred, e.ints([-1, count, 4], "loc")])
+    boxes = _multibox_boxes(e, loc, anchors, variances, e.attr_bool("clip", True))
+    rows = e.op("Concat", [e.unsqueeze(class_id, [2]), e.unsqueeze(score, [2]), boxes], axis=2)  # [B, A, 6]
+
+    # valid rows first, in anchor order; the rest -1
+    positions = e.const(np.arange(count, dtype=np.int64).reshape(1, count), hint="positions")
+    moved = e.op("Where", [valid, positions, e.op("Add", [positions, e.scalar(count, np.int64)])])
+    _, packed = e.op("TopK", [moved, e.ints([count], "k")], n_out=2, axis=1, largest=0, sorted=1)
+    valid_count = e.reduce("ReduceSum", e.cast(valid, np.int64), [1], keepdims=True)  # [B, 1]
+    filled = e.op("Less", [positions, valid_count])
+    packed_rows = e.op("GatherND", [rows, e.unsqueeze(packed, [2])], batch_dims=1)
+    packed_rows = e.op("Where", [e.unsqueeze(filled, [2]), packed_rows, e.scalar(-1)])
+    if not 0 < nms_threshold <= 1:
+        e.op("Identity", [packed_rows], e.name)
+        return e.done()
+
+    # stable sort by score, greedy NMS over the first nms_topk
+    packed_score = e.op("Gather", [packed_rows, e.scalar(1, np.int64)], axis=2)
+    key = e.op("Where", [filled, packed_score, e.scalar(-np.inf)])
+    _, order = e.op("TopK", [key, e.ints([count], "k")], n_out=2, axis=1, largest=1, sorted=1)
+    ranked = e.op("GatherND", [packed_rows, e.unsqueeze(order, [2])], batch_dims=1)
+    k = count if nms_topk <= 0 else min(count, nms_topk)
+    head = ranked if k == count else e.slice(ranked, [0], [k], [1])
+    head_positions = positions if k == count else e.const(np.arange(k, dtype=np.int64).reshape(1, k), hint="positions")
+    alive = e.op("Less", [head_positions, valid_count])
+    per_class = not e.attr_bool("force_suppress", False)
+    fields = {"box": (e.op("Transpose", [e.slice(head, [2], [6], [2])], perm=[2, 0, 1]), 4)}
+    if per_class:
+        fields["cls"] = (e.op("Gather", [head, e.scalar(0, np.int64)], axis=2), 0)
+    keep = _greedy_suppression(e, fields, lambda g, ref, every: _multibox_suppresses(g, nms_threshold, per_class,
+                                                                                      ref, every),
+                               alive, head_positions, k)
+    head_id = e.op("Gather", [head, e.scalar(0, np.int64)], axis=2)
+    head_id = e.op("Where", [e.op("Or", [keep, e.op("Not", [alive])]), head_id, e.scalar(-1)])
+    head = e.op("Concat", [e.unsqueeze(head_id, [2]), e.slice(head, [1], [6], [2])], axis=2)
+    if k == count:
+        e.op("Identity", [head], e.name)
+        return e.done()
+    tail = e.slice(packed_rows, [k], [count], [1])  # past nms_topk: packed order, id -1
+    tail_id = e.op("Sub", [e.op("Mul", [e.slice(tail, [0], [1], [2]), e.scalar(0)]), e.scalar(1)])
+    tail = e.op("Concat", [tail_id, e.slice(tail, [1], [6], [2])], axis=2)
+    e.op("Concat", [head, tail], e.name, axis=1)
     return e.done()
 
 

@@ -233,6 +233,55 @@ def test_box_nms_through_pytorch_is_exact(attrs):
     np.testing.assert_array_equal(got[0], mxnet_nms(x, **attrs))
 
 
+# -- MultiBoxDetection ----------------------------------------------------------------------------
+
+def multibox_inputs(batch: int = 2, classes: int = 4, anchors: int = 60, levels: int = 0, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    cls = rng.uniform(0, 1, (batch, classes, anchors)).astype(np.float32)
+    if levels:
+        cls = np.round(cls * levels) / levels
+    cls /= cls.sum(1, keepdims=True)
+    low = rng.uniform(-0.1, 0.7, (1, anchors, 2))
+    return {"cls": cls, "loc": rng.uniform(-1, 1, (batch, anchors * 4)).astype(np.float32),
+            "anchor": np.concatenate([low, low + rng.uniform(0.1, 0.5, (1, anchors, 2))], -1).astype(np.float32)}
+
+
+def multibox(ins: dict, **attrs) -> np.ndarray:
+    """Check against MXNet; the decoded boxes may differ by an ulp (MXNet's expf against ONNX Exp
+    in double), so within 1e-6, which any wrong class id or suppression exceeds."""
+    sym = mx.sym.contrib.MultiBoxDetection(mx.sym.var("cls"), mx.sym.var("loc"), mx.sym.var("anchor"), **attrs)
+    check_export(sym, ins, atol=1e-6, rtol=1e-6)
+    return mxnet_forward(sym, {}, ins)[0]
+
+
+@pytest.mark.parametrize("attrs, levels", [
+    (dict(), 0), (dict(nms_topk=10), 0), (dict(force_suppress=True, nms_threshold=0.3), 0), (dict(nms_topk=20), 4),
+    (dict(clip=False, threshold=0.2, variances=(0.2, 0.1, 0.3, 0.25)), 0), (dict(nms_threshold=0), 0),
+    (dict(nms_threshold=1.0), 4)])
+def test_multibox_detection(attrs, levels):
+    out = multibox(multibox_inputs(levels=levels), **attrs)
+    suppressed = (out[..., 0] == -1) & (out[..., 1] != -1)
+    if 0 < attrs.get("nms_threshold", 0.5) < 1:
+        assert suppressed.any()  # rows suppressed by NMS (or past nms_topk) stay in place with id -1
+
+
+def test_multibox_detection_edge_inputs():
+    ins = multibox_inputs(seed=1)
+    ins["cls"][0, 2, 5] = np.nan
+    ins["cls"][1, 1:] = 0.001  # batch entry 1: nothing above the threshold
+    out = multibox(ins, nms_topk=15)
+    assert (out[1] == -1).all()
+    multibox({**ins, "cls": ins["cls"][:, :1]})  # background only
+
+
+def test_multibox_detection_through_pytorch():
+    ins = multibox_inputs(levels=5, seed=2)
+    sym = mx.sym.contrib.MultiBoxDetection(mx.sym.var("cls"), mx.sym.var("loc"), mx.sym.var("anchor"), nms_topk=20)
+    model = export_to_onnx(sym, {}, ins)
+    _, got = run_converted(model, {i.name: ins[i.name] for i in model.graph.input})
+    np.testing.assert_allclose(got[0], mxnet_forward(sym, {}, ins)[0], atol=1e-6, rtol=1e-6)
+
+
 # -- box_iou, box_encode, bipartite_matching, ROIAlign -------------------------------------------
 
 def corner_boxes(shape: tuple, seed: int) -> np.ndarray:
