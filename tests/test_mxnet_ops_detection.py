@@ -470,17 +470,24 @@ def test_dcn_v2(kwargs, shape):
 
 
 @pytest.mark.parametrize("modulated", [False, True])
-def test_dcn_through_pytorch(modulated):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_dcn_through_pytorch(modulated, grouped):
     """MXNet -> ONNX DeformConv -> onnx2x PyTorch (plain torch, no torchvision) against MXNet."""
-    ins = dcn_inputs(2, 4, 7, 7, 9, 1, 7, 7, modulated=modulated, seed=3)
+    kwargs = dict(kernel=(3, 3), pad=(1, 1), num_filter=4)
+    shape = (2, 4, 7, 7, 7, 7)
+    if grouped:
+        kwargs.update(stride=(2, 1), dilate=(1, 2), pad=(1, 2), num_group=2, num_deformable_group=2)
+        shape = (2, 4, 7, 7, 4, 7)
+    batch, cin, h, w, out_h, out_w = shape
+    groups = kwargs.get("num_deformable_group", 1)
+    ins = dcn_inputs(batch, cin, h, w, 9, groups, out_h, out_w, modulated=modulated, seed=3)
     if modulated:
-        sym = mx.sym.contrib.ModulatedDeformableConvolution(data, offset, mask, kernel=(3, 3), pad=(1, 1),
-                                                            num_filter=4, name="dcn")
+        sym = mx.sym.contrib.ModulatedDeformableConvolution(data, offset, mask, name="dcn", **kwargs)
     else:
-        sym = mx.sym.contrib.DeformableConvolution(data, offset, kernel=(3, 3), pad=(1, 1), num_filter=4, name="dcn")
-    params = {"dcn_weight": rand(4, 4, 3, 3, seed=7), "dcn_bias": rand(4, seed=8)}
+        sym = mx.sym.contrib.DeformableConvolution(data, offset, name="dcn", **kwargs)
+    params = {"dcn_weight": rand(4, cin // kwargs.get("num_group", 1), 3, 3, seed=7), "dcn_bias": rand(4, seed=8)}
     model = export_to_onnx(sym, params, ins, opset=19)
-    _, got = run_converted(model, {k: v for k, v in ins.items()})
+    _, got = run_converted(model, dict(ins))
     np.testing.assert_allclose(got[0], mxnet_forward(sym, params, ins)[0], atol=1e-5, rtol=1e-5)
 
 
