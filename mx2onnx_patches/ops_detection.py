@@ -1,31 +1,30 @@
-"""Detection ops with MXNet 1.9.1's exact semantics: box NMS and deformable convolutions.
+"""Detection ops with MXNet 1.9.1's exact semantics (CPU kernels, src/operator/contrib).
 
-``_contrib_box_nms``: the stock translation ran one class-blind NonMaxSuppression whatever
-``id_index``/``force_suppress`` said, used ``topk`` as a cap on the boxes kept *after* NMS
-(MXNet keeps the ``topk`` best candidates *before* it), and refused ``background_id`` and a
-format change. MXNet's CPU kernel (src/operator/contrib/bounding_box-inl.h):
+- ``_contrib_box_nms`` (repaired): the stock translation ran one class-blind NonMaxSuppression
+  whatever ``id_index``/``force_suppress`` said, used ``topk`` as a cap on the boxes kept
+  *after* NMS (MXNet keeps the ``topk`` best candidates *before* it), and refused
+  ``background_id`` and a format change. MXNet (bounding_box-inl.h): rows with score >
+  ``valid_thresh`` (and, with ``id_index >= 0``, class != ``background_id``) are valid; they
+  are stably sorted by descending score per batch (equal scores keep their input order), the
+  first ``topk`` (-1: all) are the candidates; greedy NMS in that order (a kept candidate
+  suppresses every later one whose IoU with it is > ``overlap_thresh``, of the same class
+  unless ``force_suppress`` or ``id_index < 0``, classes compared as ``int``); the output has
+  the input's shape, kept rows first, then rows of -1; ``in_format != out_format`` re-encodes
+  the boxes except rows whose first coordinate is negative (MXNet skips those); ``topk=0``
+  returns the input unchanged.
+- ``_contrib_MultiBoxDetection`` (added): SSD detections of MXNet's own SSD examples.
+- ``_contrib_box_decode`` (repaired: bit for bit), ``_contrib_box_iou``, ``_contrib_box_encode``,
+  ``_contrib_bipartite_matching`` (added), ``_contrib_ROIAlign`` (repaired: every option).
+- ``_contrib_DeformableConvolution`` (DCNv1) and ``_contrib_ModulatedDeformableConvolution``
+  (DCNv2) (added) as ONNX DeformConv (opset 19+), whose offset layout (per offset group, per
+  kernel tap, (dy, dx)) and mask layout are MXNet's; refused below opset 19.
 
-1. rows whose score is > ``valid_thresh`` (and, with ``id_index >= 0``, whose class differs
-   from ``background_id``) are valid; the others are dropped;
-2. valid rows are stably sorted by descending score per batch (``std::stable_sort``: equal
-   scores keep their input order), and the first ``topk`` (-1: all) are the candidates;
-3. greedy NMS over the candidates in that order: a candidate still kept suppresses every later
-   one whose IoU with it is > ``overlap_thresh`` (of the same class unless ``force_suppress``
-   or ``id_index < 0``; classes compared as ``int``);
-4. the output has the input's shape: the kept rows in order, then rows of -1; with
-   ``in_format != out_format`` the boxes are re-encoded, except rows whose first coordinate is
-   negative (MXNet's kernel skips those); ``topk=0`` returns the input unchanged.
-
-The translation writes these steps out in plain ONNX ops rather than ONNX NonMaxSuppression,
-whose IoU arithmetic is left to the runtime (onnxruntime flips inverted boxes and derives
-center-format areas from corners; onnx2x's PyTorch runtime computes in float64): ONNX TopK breaks ties
-by lower index, which is MXNet's stable order; IoU is computed with MXNet's own operations in
-the input's dtype (ternaries as Where, so NaNs behave alike), so suppression decisions are the
-same bit for bit; the greedy pass is a Loop over candidates (it is inherently sequential).
-
-``_contrib_DeformableConvolution`` (DCNv1) and ``_contrib_ModulatedDeformableConvolution``
-(DCNv2) map to ONNX DeformConv (opset 19+), whose offset layout (per offset group, per kernel
-tap, (dy, dx)) and mask layout are MXNet's.
+The NMS ops are written out in plain ONNX ops rather than ONNX NonMaxSuppression, whose IoU
+arithmetic is left to the runtime (onnxruntime flips inverted boxes and derives center-format
+areas from corners; onnx2x's PyTorch runtime computes in float64): ONNX TopK breaks ties by
+lower index, which is MXNet's stable order; IoU is computed with MXNet's own operations and
+operand order in the input's dtype (C++ ternaries as Where, so NaNs behave alike), so the
+suppression decisions are MXNet's bit for bit; the greedy pass is a Loop (it is sequential).
 """
 from __future__ import annotations
 
@@ -68,6 +67,11 @@ class _Body:
         self.nodes.append(helper.make_node("Constant", [], [out], name=self.e.tmp("Constant"),
                                            value=onnx.numpy_helper.from_array(array, out)))
         return out
+
+    def unsqueeze(self, x: str, axis: int) -> str:
+        if self.e.opset >= 13:
+            return self.op("Unsqueeze", [x, self.scalar([axis], np.int64)])
+        return self.op("Unsqueeze", [x], axes=[axis])
 
     def reduce_max(self, x: str, axis: int) -> str:
         """ReduceMax over one axis, kept (axes an attribute before opset 18, an input after)."""
@@ -208,7 +212,7 @@ def _greedy_suppression(e: Emitter, fields: dict, suppresses: Callable[[_Body, d
     for name, (value, lead) in fields.items():
         every[name] = value
         if lead:
-            at = body.op("Expand", [_unsqueeze(body, e, current, 0), body.scalar([lead, 1, 1], np.int64)])
+            at = body.op("Expand", [body.unsqueeze(current, 0), body.scalar([lead, 1, 1], np.int64)])
             ref[name] = body.op("GatherElements", [value, at], axis=2)
         else:
             ref[name] = body.op("GatherElements", [value, current], axis=1)
@@ -234,12 +238,6 @@ def _greedy_suppression(e: Emitter, fields: dict, suppresses: Callable[[_Body, d
     keep_final, _ = e.op("Loop", [e.const(np.int64(k), hint="trips"), any_alive, alive, first], n_out=2,
                          body=graph)
     return keep_final
-
-
-def _unsqueeze(body: _Body, e: Emitter, x: str, axis: int) -> str:
-    if e.opset >= 13:
-        return body.op("Unsqueeze", [x, body.scalar([axis], np.int64)])
-    return body.op("Unsqueeze", [x], axes=[axis])
 
 
 def _reencode(e: Emitter, boxes: str, to_center: bool) -> str:
@@ -354,11 +352,11 @@ def _multibox_suppresses(g: Any, threshold: np.float32, per_class: bool, ref: di
     Boxes are coordinate-major [4, ...]; unlike box_nms, areas are not clipped at 0 and the IoU
     is 0 when the union is <= 0.
     """
-    a, b = ref["box"], every["box"]
-    a_low, a_high = g.op("Slice", [a, g.scalar([0], np.int64), g.scalar([2], np.int64), g.scalar([0], np.int64)]), \
-        g.op("Slice", [a, g.scalar([2], np.int64), g.scalar([4], np.int64), g.scalar([0], np.int64)])
-    b_low, b_high = g.op("Slice", [b, g.scalar([0], np.int64), g.scalar([2], np.int64), g.scalar([0], np.int64)]), \
-        g.op("Slice", [b, g.scalar([2], np.int64), g.scalar([4], np.int64), g.scalar([0], np.int64)])
+    def corners(boxes: str) -> tuple[str, str]:  # [4, ...] -> (x0, y0), (x1, y1) as [2, ...]
+        return (g.op("Gather", [boxes, g.scalar([0, 1], np.int64)], axis=0),
+                g.op("Gather", [boxes, g.scalar([2, 3], np.int64)], axis=0))
+
+    (a_low, a_high), (b_low, b_high) = corners(ref["box"]), corners(every["box"])
     zero = g.scalar(0)
     span = _std_max(g, zero, g.op("Sub", [_std_min(g, a_high, b_high), _std_max(g, a_low, b_low)]))
 
