@@ -501,3 +501,20 @@ def test_dcn_below_opset_19_is_refused_naming_the_opset():
     text = str(info.value)
     assert text.startswith("dcn (_contrib_ModulatedDeformableConvolution): ")
     assert "at opset 17" in text and "use --opset 19 or higher" in text
+
+
+def test_dcn_refusal_through_the_cli_is_one_line(capfd, tmp_path):
+    from x2onnx.cli import main
+
+    sym = mx.sym.contrib.DeformableConvolution(data, offset, kernel=(3, 3), pad=(1, 1), num_filter=2, name="dcn")
+    sym_path, params_path = tmp_path / "dcn-symbol.json", tmp_path / "dcn-0000.params"
+    sym.save(str(sym_path))
+    mx.nd.save(str(params_path), {"arg:dcn_weight": mx.nd.array(rand(2, 2, 3, 3)), "arg:dcn_bias": mx.nd.array(rand(2))})
+    code = main(["mxnet", str(sym_path), str(params_path), "--input-shape", "data:1,2,5,5",
+                 "--input-shape", "offset:1,18,5,5", "-o", str(tmp_path / "dcn.onnx")])
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert code == 3
+    assert lines == [f"error: {sym_path}: dcn (_contrib_DeformableConvolution): unsupported op "
+                     "_contrib_DeformableConvolution at opset 13 (converters exist from opset 19): ONNX has "
+                     "DeformConv from opset 19; use --opset 19 or higher"]
+    assert not (tmp_path / "dcn.onnx").exists()
