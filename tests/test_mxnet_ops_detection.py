@@ -211,8 +211,9 @@ def test_box_nms_leading_dims_are_the_batch(shape):
     nms(detections(shape, levels=6, seed=19), id_index=0, topk=12)
 
 
-def test_box_nms_float64():
-    nms(detections((2, 30), seed=20).astype(np.float64), id_index=0)
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_box_nms_other_float_types(dtype):
+    nms(detections((2, 30), levels=5, seed=20).astype(dtype), id_index=0, in_format="center")
 
 
 def test_box_nms_dynamic_batch():
