@@ -519,3 +519,18 @@ def test_dcn_refusal_through_the_cli_is_one_line(capfd, tmp_path):
                      "_contrib_DeformableConvolution at opset 13 (converters exist from opset 19): ONNX has "
                      "DeformConv from opset 19; use --opset 19 or higher"]
     assert not (tmp_path / "dcn.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", [12, 18])
+@pytest.mark.parametrize("op", ["box_nms", "bipartite_matching", "MultiBoxDetection"])
+def test_loop_translations_at_other_opsets(op, opset):
+    """Unsqueeze/ReduceMax change form at opsets 13 and 18, inside the Loop bodies too."""
+    if op == "box_nms":
+        sym, ins = mx.sym.contrib.box_nms(data, id_index=0, topk=20, out_format="center"), {"data": detections((2, 30))}
+    elif op == "bipartite_matching":
+        sym = mx.sym.contrib.bipartite_matching(data, threshold=0.2, topk=3)
+        ins = {"data": np.random.default_rng(41).uniform(0, 1, (2, 5, 4)).astype(np.float32)}
+    else:
+        sym = mx.sym.contrib.MultiBoxDetection(mx.sym.var("cls"), mx.sym.var("loc"), mx.sym.var("anchor"), nms_topk=20)
+        ins = multibox_inputs()
+    check_export(sym, ins, atol=1e-6, rtol=1e-6, opset=opset)
