@@ -110,12 +110,15 @@ def test_mismatch_exits_3_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     out_dir = tmp_path / "o"
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt")]) == 3
     err = capsys.readouterr().err
-    assert "differs from onnxruntime" in err and "'y'" in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "output y (1, 6) differs from onnxruntime" in line
+    # the locator names the node whose own output is wrong: the broken Relu
+    assert line.startswith(f"error: {src}: relu (Relu): ") and "first divergent node: relu (Relu)" in line
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
-    # --debug names the first ONNX value that diverges: the output of the broken Relu.
+    # --debug adds the locator's whole report
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt"), "--debug"]) == 3
     err = capsys.readouterr().err
-    assert "first divergent node: relu (Relu)" in err
+    assert "own error (inputs from the reference): r  DIFFERS" in err
     # and --no-verify writes what it converted
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt"), "--no-verify", "-q"]) == 0
     assert (out_dir / "net.py").is_file()

@@ -192,16 +192,35 @@ def specs_from_mxnet_json(
             shape = tuple(int(d) for d in input_shapes[name])
         dtype = _MX_DTYPES.get(int(attrs.get("__dtype__", 0)), "float32")
         spec = InputSpec(name, shape, dtype)
-        for op, slot, op_attrs in used_as.get(i, []):
-            if op == "Embedding" and slot == 0 and "input_dim" in op_attrs:
-                spec.low, spec.high, spec.why = 0, int(op_attrs["input_dim"]), "indices of Embedding"
-                spec.integral = True
+        _range_from_mxnet_consumers(spec, used_as.get(i, []))
         specs.append(spec)
     unknown = [n for n in input_shapes if n not in {s.name for s in specs}]
     if unknown:
         raise ShapeError(f"--input-shape names {', '.join(map(repr, unknown))}, not an input of the model "
                          f"(inputs: {', '.join(s.name for s in specs)})")
     return specs
+
+
+def mxnet_input_specs(symbol_json: "str | PathLike | Mapping[str, Any]", shapes: Mapping[str, Sequence[int]],
+                      dtypes: Mapping[str, Any]) -> list[InputSpec]:
+    """Specs for exactly the inputs named in ``shapes`` (an exporter's input plan), with the value
+    ranges their MXNet consumers need (indices of Embedding stay below ``input_dim``)."""
+    nodes = _mx_graph(symbol_json)["nodes"]
+    used_as = _mx_variable_uses(nodes)
+    index = {node["name"]: i for i, node in enumerate(nodes) if node.get("op") == "null"}
+    specs = []
+    for name, shape in shapes.items():
+        spec = InputSpec(name, tuple(int(d) for d in shape), np.dtype(dtypes.get(name, np.float32)).name)
+        _range_from_mxnet_consumers(spec, used_as.get(index.get(name, -1), []))
+        specs.append(spec)
+    return specs
+
+
+def _range_from_mxnet_consumers(spec: InputSpec, uses: Sequence[tuple[str, int, Mapping[str, Any]]]) -> None:
+    for op, slot, op_attrs in uses:
+        if op == "Embedding" and slot == 0 and "input_dim" in op_attrs:
+            spec.low, spec.high, spec.why = 0, int(str(op_attrs["input_dim"]).rstrip("L")), "indices of Embedding"
+            spec.integral = True
 
 
 _MX_LABEL_OPS = {"SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput", "MAERegressionOutput",
