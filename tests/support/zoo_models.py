@@ -123,6 +123,8 @@ def calibrate_batchnorm(net: Any, batch: Any) -> None:
     batch.attach_grad()
     with mx.autograd.record():
         out = net(batch)
+        if isinstance(out, (list, tuple)):  # several heads: one loss over all of them
+            out = mx.nd.add_n(*[o.sum() for o in out])
     out.backward()
     for bn in layers:
         keep = 1.0 - bn._kwargs["momentum"]
