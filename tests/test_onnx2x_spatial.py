@@ -279,7 +279,9 @@ def test_qlinear_conv_per_channel():
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
                             pads=[1, 1, 1, 1], strides=[2, 2])
     inits = [("xs", np.array(0.02, np.float32)), ("xz", np.array(120, np.uint8)),
-             ("w", RNG.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8)),
+             # 7-bit weights: onnxruntime's AVX2 uint8 x int8 kernel saturates pair sums at int16 beyond
+             # that (full-range operands: test_onnx2x_quantized.py::test_qlinear_conv_full_range_is_exact)
+             ("w", RNG.integers(-63, 64, (4, 3, 3, 3)).astype(np.int8)),
              ("ws", np.array([0.01, 0.02, 0.005, 0.03], np.float32)), ("wz", np.zeros(4, np.int8)),
              ("ys", np.array(0.2, np.float32)), ("yz", np.array(100, np.uint8)),
              ("b", RNG.integers(-500, 500, 4).astype(np.int32))]

@@ -6,6 +6,7 @@ saturate to the target range; float8 results saturate to the largest finite valu
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -81,31 +82,69 @@ def dynamic_quantize(x: torch.Tensor):
     return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
 
 
+def requantize(acc: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+               out_dtype: torch.dtype) -> torch.Tensor:
+    """onnxruntime's (MLAS) requantization of an integer accumulator, bit for bit.
+
+    ``float32(acc) * scale`` in float32, clamped to the output range less the zero point, rounded
+    half to even, plus the zero point. ``scale`` is the float32 ratio onnxruntime precomputes
+    (e.g. ``x_scale * w_scale / y_scale``, each step rounded to float32); the accumulator is
+    exact (float64 or an integer type) and is rounded to float32 as MLAS converts int32 to float.
+    """
+    lo, hi = _INT_RANGES[out_dtype]
+    v = acc.to(torch.float32) * scale.to(torch.float32)
+    if zero_point is None:
+        return torch.round(v.clamp(lo, hi)).to(out_dtype)
+    zp = zero_point.to(torch.float32)
+    v = torch.minimum(torch.maximum(v, lo - zp), hi - zp)
+    return (torch.round(v) + zp).to(out_dtype)
+
+
 def _requantize(acc: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor, y_scale: torch.Tensor,
                 y_zero_point: Optional[torch.Tensor], fallback: torch.dtype) -> torch.Tensor:
-    multiplier = (a_scale * b_scale / y_scale).to(torch.float64)
-    r = acc * multiplier
+    """Requantize with onnxruntime's float32 ratio ``a_scale * b_scale / y_scale``."""
+    ratio = (a_scale.to(torch.float32) * b_scale.to(torch.float32)) / y_scale.to(torch.float32)
     out_dtype = fallback if y_zero_point is None else y_zero_point.dtype
-    if y_zero_point is not None:
-        r = r + y_zero_point.to(torch.float64)
-    lo, hi = _INT_RANGES[out_dtype]
-    return torch.round(r.clamp(lo, hi)).to(out_dtype)
+    return requantize(acc, ratio, y_zero_point, out_dtype)
 
 
 def qlinear_matmul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optional[torch.Tensor],
                    b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: Optional[torch.Tensor],
                    y_scale: torch.Tensor, y_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    a_s = a_scale.reshape(-1, 1) if a_scale.numel() > 1 else a_scale.reshape(())
+    b_s = b_scale.reshape(-1) if b_scale.numel() > 1 else b_scale.reshape(())
+    acc = _int_product(a, b, a_zero_point, b_zero_point)
+    return _requantize(acc, a_s, b_s, y_scale.reshape(()), y_zero_point, a.dtype)
+
+
+def _int_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor],
+                 b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """(A - za) @ (B - zb), exact (float64 holds every 8-bit product sum of realistic K); per-row
+    A zero points ([M]) and per-column B zero points ([N]) broadcast as ONNX defines."""
     av = a.to(torch.float64)
-    bv = b.to(torch.float64)
     if a_zero_point is not None:
         zp = a_zero_point.to(torch.float64)
         av = av - (zp.reshape(-1, 1) if zp.numel() > 1 else zp.reshape(()))
+    bv = b.to(torch.float64)
     if b_zero_point is not None:
         zp = b_zero_point.to(torch.float64)
         bv = bv - (zp.reshape(-1) if zp.numel() > 1 else zp.reshape(()))
-    a_s = a_scale.reshape(-1, 1) if a_scale.numel() > 1 else a_scale.reshape(())
-    b_s = b_scale.reshape(-1) if b_scale.numel() > 1 else b_scale.reshape(())
-    return _requantize(torch.matmul(av, bv), a_s, b_s, y_scale.reshape(()), y_zero_point, a.dtype)
+    return torch.matmul(av, bv)
+
+
+def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
+                            a_zero_point: Optional[torch.Tensor], b_zero_point: Optional[torch.Tensor],
+                            bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``float32(acc) * (a_scale * b_scale) + bias``, the multiplier rounded to float32 (MLAS's
+    scale-bias output processor); per-column ``b_scale`` broadcasts along the last axis."""
+    out_dtype = a_scale.dtype
+    acc = _int_product(a, b, a_zero_point, b_zero_point)
+    bs = b_scale.to(torch.float32)
+    bs = bs.reshape(-1) if bs.numel() > 1 else bs.reshape(())
+    y = acc.to(torch.float32) * (a_scale.to(torch.float32).reshape(()) * bs)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y.to(out_dtype)
 
 
 def qlinear_conv(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor],
@@ -137,3 +176,204 @@ def qlinear_conv(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[
         acc = acc + bias.to(torch.float64).reshape([1, -1] + [1] * r)
     ws = w_scale.reshape([1, -1] + [1] * r) if w_scale.numel() > 1 else w_scale.reshape(())
     return _requantize(acc, x_scale.reshape(()), ws, y_scale.reshape(()), y_zero_point, x.dtype)
+
+
+# --- onnxruntime's com.microsoft QLinear* kernels ----------------------------------------------
+# Each follows the arithmetic of onnxruntime's CPU kernel (MLAS), so that results agree bit for
+# bit except where a float32 value lands within an ulp of a rounding boundary.
+
+def _scalar(t: Optional[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A per-tensor scale or zero point as a 0-d tensor (0 when omitted)."""
+    if t is None:
+        return torch.zeros((), dtype=dtype)
+    return t.reshape(()).to(dtype)
+
+
+def _byte_values(dtype: torch.dtype) -> torch.Tensor:
+    """The 256 values of an 8-bit type, indexed by their byte (int8: 0..127, -128..-1)."""
+    return torch.arange(256, dtype=torch.int32).to(torch.uint8).view(dtype).to(torch.int32)
+
+
+def quantize_mlas(v: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                  out_dtype: torch.dtype) -> torch.Tensor:
+    """MLAS's QuantizeLinear: ``v / scale`` in float32, clamped, rounded half to even, plus the zero point."""
+    lo, hi = _INT_RANGES[out_dtype]
+    zp = _scalar(zero_point)
+    q = v.to(torch.float32) / _scalar(scale)
+    q = torch.minimum(torch.maximum(q, lo - zp), hi - zp)
+    return (torch.round(q) + zp).to(out_dtype)
+
+
+def lookup_table(x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor], y_scale: torch.Tensor,
+                 y_zero_point: Optional[torch.Tensor], dtype: torch.dtype, kind: str,
+                 alpha: float = 0.0) -> torch.Tensor:
+    """The 256-entry table onnxruntime builds for an 8-bit unary op: quantize(f(dequantize(v))).
+
+    ``kind``: 'identity' (requantization, as QLinearConcat and QLinearWhere do), 'sigmoid' or
+    'leaky_relu' (with ``alpha``). Indexed by the input's byte (see :func:`apply_table`).
+    """
+    v = (_byte_values(dtype) - _scalar(x_zero_point, torch.int32)).to(torch.float32) * _scalar(x_scale)
+    if kind == "sigmoid":
+        v = torch.sigmoid(v)
+    elif kind == "leaky_relu":
+        v = torch.where(v >= 0, v, v * torch.tensor(alpha, dtype=torch.float32))
+    elif kind != "identity":
+        raise ValueError(f"unknown lookup-table function {kind!r}")
+    return quantize_mlas(v, y_scale, y_zero_point, dtype)
+
+
+def apply_table(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``table[byte of x]`` for a uint8 or int8 tensor."""
+    return table[x.to(torch.int64) & 255]
+
+
+def qlinear_add(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optional[torch.Tensor],
+                b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: Optional[torch.Tensor],
+                c_scale: torch.Tensor, c_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """com.microsoft QLinearAdd as MLAS computes it.
+
+    ``c = a * (sa/sc) + (b * (sb/sc) + (zc - (sa/sc)*za - (sb/sc)*zb))`` with the ratios and every
+    fused multiply-add rounded to float32, then rounded half to even and saturated.
+    """
+    f32, f64 = torch.float32, torch.float64
+    r_a = (_scalar(a_scale) / _scalar(c_scale)).to(f64)
+    r_b = (_scalar(b_scale) / _scalar(c_scale)).to(f64)
+    zp_a, zp_b, zp_c = (_scalar(z, f64) for z in (a_zero_point, b_zero_point, c_zero_point))
+    fixed = (zp_c - (r_a * zp_a + r_b * zp_b).to(f32).to(f64)).to(f32).to(f64)
+    partial = (b.to(f64) * r_b + fixed).to(f32).to(f64)
+    c = (a.to(f64) * r_a + partial).to(f32)
+    lo, hi = _INT_RANGES[a.dtype]
+    return torch.round(c).clamp(lo, hi).to(a.dtype)
+
+
+def qlinear_mul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optional[torch.Tensor],
+                b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: Optional[torch.Tensor],
+                c_scale: torch.Tensor, c_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """com.microsoft QLinearMul as MLAS computes it: the exact integer product
+    ``(a - za)(b - zb)`` times the float32 ratio ``sa*sb/sc``, rounded half to even, plus ``zc``,
+    saturated."""
+    prod = (a.to(torch.int32) - _scalar(a_zero_point, torch.int32)) * (b.to(torch.int32) - _scalar(b_zero_point, torch.int32))
+    ratio = (_scalar(a_scale) * _scalar(b_scale)) / _scalar(c_scale)
+    lo, hi = _INT_RANGES[a.dtype]
+    v = torch.round(prod.to(torch.float32) * ratio) + _scalar(c_zero_point)
+    return v.clamp(lo, hi).to(a.dtype)
+
+
+def qlinear_global_average_pool(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor],
+                                y_scale: torch.Tensor, y_zero_point: Optional[torch.Tensor],
+                                channels_last: bool) -> torch.Tensor:
+    """com.microsoft QLinearGlobalAveragePool: the exact integer sum of ``x - zx`` over the spatial
+    axes, requantized with the float32 scale ``sx / (sy * size)`` (MLAS)."""
+    dims = list(range(1, x.dim() - 1)) if channels_last else list(range(2, x.dim()))
+    size = 1
+    for d in dims:
+        size *= int(x.shape[d])
+    acc = (x.to(torch.int64) - _scalar(x_zero_point, torch.int64)).sum(dim=dims, keepdim=True)
+    scale = _scalar(x_scale) / (_scalar(y_scale) * torch.tensor(float(size), dtype=torch.float32))
+    return requantize(acc, scale, _scalar(y_zero_point), x.dtype)
+
+
+def dequantize_f32(x: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """``scale * (x - zero_point)`` in float32 (per tensor), as onnxruntime's QLinear pools dequantize."""
+    return (x.to(torch.int32) - _scalar(zero_point, torch.int32)).to(torch.float32) * _scalar(scale)
+
+
+def quantize_pool(y: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                  out_dtype: torch.dtype) -> torch.Tensor:
+    """QLinearAveragePool's output: ``round(y / scale + zero_point)`` in float32, saturated."""
+    lo, hi = _INT_RANGES[out_dtype]
+    v = y.to(torch.float32) / _scalar(scale) + _scalar(zero_point)
+    return torch.round(v).clamp(lo, hi).to(out_dtype)
+
+
+def qlinear_concat(axis: int, y_scale: torch.Tensor, y_zero_point: Optional[torch.Tensor],
+                   *triples: Optional[torch.Tensor]) -> torch.Tensor:
+    """com.microsoft QLinearConcat: inputs come as (x, x_scale, x_zero_point) triples; each is
+    requantized to the output's scale and zero point (a lookup table, as onnxruntime) and concatenated."""
+    parts = []
+    out_dtype = y_zero_point.dtype if y_zero_point is not None else triples[0].dtype
+    for i in range(0, len(triples), 3):
+        x, s, z = triples[i], triples[i + 1], triples[i + 2]
+        table = lookup_table(s, z, y_scale, y_zero_point, out_dtype, "identity")
+        parts.append(apply_table(x, table))
+    return torch.cat(parts, dim=axis)
+
+
+def qlinear_where(condition: torch.Tensor, x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor],
+                  y: torch.Tensor, y_scale: torch.Tensor, y_zero_point: Optional[torch.Tensor],
+                  z_scale: torch.Tensor, z_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """com.microsoft QLinearWhere: both branches requantized to the output's parameters, then selected."""
+    dtype = x.dtype
+    xt = apply_table(x, lookup_table(x_scale, x_zero_point, z_scale, z_zero_point, dtype, "identity"))
+    yt = apply_table(y, lookup_table(y_scale, y_zero_point, z_scale, z_zero_point, dtype, "identity"))
+    return torch.where(condition, xt, yt)
+
+
+def softmax_exp_table(x_scale: torch.Tensor, reduce_len: int, signed: bool) -> torch.Tensor:
+    """onnxruntime's QLinearSoftmax table: ``exp((i - 255 + shift) * x_scale)`` (float64, stored as
+    float32) for i in 0..255, with ``shift`` keeping the sum of ``reduce_len`` terms finite."""
+    max_f32 = float(torch.finfo(torch.float32).max)
+    shift = max(0.0, math.log(max_f32 / reduce_len) - 5.0) / float(_scalar(x_scale))
+    i = torch.arange(256, dtype=torch.float64)
+    table = torch.exp((i - 255 + shift) * float(_scalar(x_scale))).to(torch.float32)
+    if signed:  # entry i lives at byte (i - 128)
+        table = torch.roll(table, -128)
+    return table
+
+
+def qlinear_softmax(x: torch.Tensor, x_scale: torch.Tensor, table: Optional[torch.Tensor], y_scale: torch.Tensor,
+                    y_zero_point: Optional[torch.Tensor], axis: int, flatten: bool) -> torch.Tensor:
+    """com.microsoft QLinearSoftmax as onnxruntime computes it.
+
+    Per row: ``e = table[x - max(x) + 255]`` (float32), ``y = round(e * floor(1 / y_scale) / sum(e)) + zy``,
+    capped at 255 (uint8) or wrapped to int8. ``flatten``: opset < 13 semantics (the row is every axis
+    from ``axis`` on); otherwise the row is ``axis`` alone. ``table``: :func:`softmax_exp_table`,
+    built here when None.
+    """
+    shape = x.shape
+    axis = axis + x.dim() if axis < 0 else axis
+    if flatten:
+        rows = x.reshape(math.prod(int(d) for d in shape[:axis]), -1)
+    else:
+        rows = x.movedim(axis, -1)
+    signed = x.dtype == torch.int8
+    if table is None:
+        table = softmax_exp_table(x_scale, int(rows.shape[-1]), signed)
+    xi = rows.to(torch.int64)
+    xmax = xi.amax(dim=-1, keepdim=True)
+    if signed:
+        index = (127 - xmax + xi) & 255
+    else:
+        index = 255 - xmax + xi
+    e = table[index]
+    total = e.sum(dim=-1, keepdim=True, dtype=torch.float32)
+    inv = torch.floor(torch.tensor(1.0, dtype=torch.float32) / _scalar(y_scale))
+    q = torch.round((e * inv) / total).to(torch.int64) + _scalar(y_zero_point, torch.int64)
+    if signed:
+        q = torch.where(q > 255, torch.full_like(q, 255), q)
+        out = (q & 255).to(torch.uint8).view(torch.int8)
+    else:
+        out = q.clamp(max=255).to(torch.uint8)
+    if flatten:
+        return out.reshape(shape)
+    return out.movedim(-1, axis)
+
+
+def qgemm(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Tensor, b: torch.Tensor,
+          b_scale: torch.Tensor, b_zero_point: torch.Tensor, c: Optional[torch.Tensor],
+          y_scale: Optional[torch.Tensor], y_zero_point: Optional[torch.Tensor], alpha: float,
+          trans_a: bool, trans_b: bool) -> torch.Tensor:
+    """com.microsoft QGemm: ``C + (A - za)(B - zb)`` exactly, then scaled by the float32
+    ``alpha * sa * sb[n] (/ sy)``: requantized when ``y_zero_point`` is given, float32 otherwise."""
+    f64 = torch.float64
+    acc = _int_product(a.transpose(0, 1) if trans_a else a, b.transpose(0, 1) if trans_b else b,
+                       a_zero_point, b_zero_point)
+    if c is not None:
+        acc = acc + c.to(f64)
+    scale = torch.tensor(alpha, dtype=torch.float32) * _scalar(a_scale) * b_scale.to(torch.float32).reshape(-1)
+    if y_scale is not None:
+        scale = scale / _scalar(y_scale)
+    scale = scale if scale.numel() > 1 else scale.reshape(())
+    if y_zero_point is None:
+        return acc.to(torch.float32) * scale
+    return requantize(acc, scale, _scalar(y_zero_point), y_zero_point.dtype)
