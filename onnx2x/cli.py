@@ -205,7 +205,8 @@ def convert_torch(args: argparse.Namespace) -> int:
             saved = artifact.load(s_tmp)  # check what the user gets: the written files
             with verify_json(getattr(args, "verify_json", None)) as record:
                 result = check_module(saved, reference, input_shapes=shapes, seed=args.seed, rtol=args.rtol,
-                                      atol=args.atol, label=label, debug_gm=gm, debug_proto=proto)
+                                      atol=args.atol, label=label, debug_gm=gm, debug_proto=proto,
+                                      unfused=lambda: convert_prepared(proto, label, fuse=False))
                 record(result.verdict)
             verdict = (f"verification skipped: {result.reason}" if result.skipped else
                        "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")")

@@ -63,6 +63,7 @@ class Divergence:
     suspects: list[str] = field(default_factory=list)
     origin: Optional[Origin] = None
     own: list[OutputComparison] = field(default_factory=list)  # outputs recomputed from reference inputs
+    cause: str = ""  # what the locating found beyond the node (e.g. "introduced by the fusion passes")
 
     @property
     def inputs_agree(self) -> bool:
@@ -92,6 +93,8 @@ class Divergence:
         if self.suspects:
             lines.append("  some inputs could not be compared; the fault lies in this node or in: "
                          + ", ".join(self.suspects))
+        if self.cause:
+            lines.append(f"  {self.cause}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +115,8 @@ class Divergence:
             text += f", converted from {self.origin}"
         if bad is not None:
             text += f"; its {'own ' if bad in self.own else ''}output {bad.name}: {bad.figures()}"
+        if self.cause:
+            text += f"; {self.cause}"
         return text
 
 

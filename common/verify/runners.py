@@ -125,6 +125,12 @@ class OnnxRuntimeRunner(Runner):
                     text = " ".join(str(exc2).split())
             raise ConversionFailure(f"onnxruntime cannot load the model: {text[:400]}") from exc
 
+    def session(self) -> Any:
+        """The onnxruntime session of the model (made once; :class:`ConversionFailure` if refused)."""
+        if self._session is None:
+            self._session = self._make_session(self.model, self.optimize)
+        return self._session
+
     def run(self, inputs: Mapping[str, Any], *, intermediates: bool = False) -> RunResult:
         self._check_inputs(inputs)
         feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
@@ -132,9 +138,7 @@ class OnnxRuntimeRunner(Runner):
             model, _ = with_intermediate_outputs(self.model)
             session = self._make_session(model, optimize=False)
         else:
-            if self._session is None:
-                self._session = self._make_session(self.model, self.optimize)
-            session = self._session
+            session = self.session()
         names = [o.name for o in session.get_outputs()]
         start = time.perf_counter()
         try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
 import torch
 
-from common.errors import VerificationError
+from common.errors import ConversionFailure, VerificationError
+from common.verify.locator import LocatorResult
 from common.verify.rowsets import selection_groups
 from common.verify.verdict import Verdict, judge_conversion
 
@@ -73,34 +74,32 @@ def random_inputs(
     return [drawn[n] for n in names]
 
 
-def onnxruntime_session(proto: onnx.ModelProto) -> tuple[Any, str]:
-    """(session, "") for ``proto``, or (None, why) when onnxruntime refuses the model."""
+def onnxruntime_reference(proto: onnx.ModelProto) -> tuple[Any, str]:
+    """(runner, "") for ``proto`` with onnxruntime's graph optimizations off, or (None, why) when
+    onnxruntime refuses the model.
+
+    Off, because the reference should be the most literal reading of the graph: onnxruntime's
+    optimized run fuses QuantizeLinear/DequantizeLinear pairs into integer kernels that round
+    differently (one quantization step) from the graph as written, which the converted module
+    follows.
+    """
     try:
-        import onnxruntime as ort
+        from common.verify.runners import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(proto, optimize=False)
+        runner.session()
+        return runner, ""
     except ImportError:
         return None, "onnxruntime is not installed"
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    except ConversionFailure as exc:
+        return None, exc.message
+
+
+def _run_reference(runner: Any, feeds: Mapping[str, np.ndarray]) -> tuple[Optional[list[Any]], str]:
     try:
-        return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]), ""
-    except Exception as exc:  # ORT raises its own exception types for every refusal
-        return None, f"onnxruntime cannot load the model ({_short(exc)})"
-
-
-def onnxruntime_outputs(proto: onnx.ModelProto, feeds: Sequence[np.ndarray]) -> tuple[Optional[list[Any]], str]:
-    """(outputs, "") from onnxruntime, or (None, why) when it refuses the model or the inputs."""
-    session, why = onnxruntime_session(proto)
-    if session is None:
-        return None, why
-    return _run_session(session, feeds)
-
-
-def _run_session(session: Any, feeds: Sequence[np.ndarray]) -> tuple[Optional[list[Any]], str]:
-    names = [i.name for i in session.get_inputs()]
-    try:
-        return session.run(None, dict(zip(names, feeds))), ""
-    except Exception as exc:
-        return None, f"onnxruntime cannot run the model on random inputs ({_short(exc)})"
+        return list(runner.run(feeds).outputs.values()), ""
+    except ConversionFailure as exc:
+        return None, f"onnxruntime cannot run the model on random inputs ({exc.message.split(': ', 1)[-1][:300]})"
 
 
 def _short(exc: BaseException) -> str:
@@ -139,6 +138,7 @@ def check_module(
     label: str = "",
     debug_gm: Optional[torch.fx.GraphModule] = None,
     debug_proto: Optional[onnx.ModelProto] = None,
+    unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
 ) -> CheckResult:
     """Run ``module`` and onnxruntime on the same seeded inputs; raise when they differ.
 
@@ -146,15 +146,18 @@ def check_module(
     :mod:`common.verify.judge` (scale-aware; detections as sets; onnxruntime's own sensitivity to
     a one-part-in-a-million input change when an output would fail). With ``debug_gm`` and
     ``debug_proto`` (the converted GraphModule and the ONNX model it was built from), a mismatch
-    also names the node whose own error is out of tolerance.
+    also names the node whose own error is out of tolerance; ``unfused()`` converts
+    ``debug_proto`` again without fusions, for when fusion removed the values that would tell.
     """
     where = label or proto.graph.name or "model"
     try:
         feeds = random_inputs(proto, input_shapes, seed)
     except ValueError as exc:
         return _skip(where, str(exc))
-    session, why = onnxruntime_session(proto)
-    expected, why = _run_session(session, feeds) if session is not None else (None, why)
+    input_names = [v.name for v in graph_inputs(proto)]
+    inputs = dict(zip(input_names, feeds))
+    runner, why = onnxruntime_reference(proto)
+    expected, why = _run_reference(runner, inputs) if runner is not None else (None, why)
     if expected is None:
         return _skip(where, why)
     try:
@@ -168,21 +171,16 @@ def check_module(
     if len(actual) != len(expected):
         raise VerificationError(f"the converted module returns {len(actual)} outputs, onnxruntime {len(expected)}",
                                 file=label or None)
-    input_names = [v.name for v in graph_inputs(proto)]
-    inputs = dict(zip(input_names, feeds))
-
     def rerun(jittered: dict[str, np.ndarray]) -> dict[str, Any]:
-        values, problem = _run_session(session, [jittered[n] for n in input_names])
+        values, problem = _run_reference(runner, jittered)
         if values is None:
             raise RuntimeError(problem)
         return _flat_outputs(names, values)
 
     locate = None
     if debug_gm is not None and debug_proto is not None:
-        from common.verify.diagnose import diagnose_onnx_to_torch
-
         def locate():
-            return diagnose_onnx_to_torch(debug_proto, debug_gm, inputs, rtol=rtol, atol=atol)
+            return locate_divergence(debug_proto, debug_gm, inputs, unfused=unfused, rtol=rtol, atol=atol)
 
     verdict = judge_conversion(_flat_outputs(names, expected), list(_flat_outputs(names, to_numpy(actual)).values()),
                                reference_name="onnxruntime", inputs=inputs, seed=seed, rtol=rtol, atol=atol,
@@ -197,6 +195,31 @@ def check_module(
     result.max_abs_diff = max((o.max_abs or 0.0 for o in verdict.comparison), default=0.0)
     log.info("%s: outputs match onnxruntime (%s)", where, "; ".join(verdict.lines()))
     return result
+
+
+def locate_divergence(proto: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: Mapping[str, np.ndarray], *,
+                      unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
+                      rtol: Optional[float] = None, atol: Optional[float] = None) -> LocatorResult:
+    """The node whose own error is out of tolerance (:func:`common.verify.diagnose.diagnose_onnx_to_torch`).
+
+    Fusion removes values (a convolution's output before its folded BatchNormalization), so a
+    divergence found on the fused module may only be narrowed to a chain of nodes. Then the
+    unfused conversion is located too: it names the converter at fault, or, when it agrees
+    with onnxruntime, shows that the fusion passes introduced the error.
+    """
+    from common.verify.diagnose import diagnose_onnx_to_torch
+
+    found = diagnose_onnx_to_torch(proto, gm, inputs, rtol=rtol, atol=atol)
+    divergence = found.divergence
+    if unfused is None or (divergence is not None and divergence.inputs_agree):
+        return found
+    plain = diagnose_onnx_to_torch(proto, unfused(), inputs, rtol=rtol, atol=atol)
+    if plain.divergence is not None:
+        return plain
+    if divergence is not None and not plain.accumulated:
+        divergence.cause = ("the conversion without fusions agrees with onnxruntime here: the error comes from the "
+                            "inference fusions (onnx2x/torch/fusion.py) of this node's chain")
+    return found
 
 
 def _skip(where: str, why: str) -> CheckResult:

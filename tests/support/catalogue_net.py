@@ -3,17 +3,18 @@
 The mistranslation catalogue (tests/support/mistranslations.py) injects one realistic conversion
 error at one node and checks that verification refuses the result and names that node. Its
 network has the layer types the injected errors concern, with the conditioning of a trained
-network (He-initialised layers, BatchNorm statistics measured on a calibration batch, logits of
-standard deviation ~2; see tests/support/zoo_models.py), so that the verification has to tell
+network (He-initialised layers, small non-zero biases, BatchNorm statistics measured on a
+calibration batch, logits of standard deviation ~2; see tests/support/zoo_models.py), so that the verification has to tell
 realistic errors from float32 noise:
 
     data (1, 3, 32, 32)
     stem: conv0 3x3 -> bn0 -> relu0 -> pool0 (max 3x3/2, pooling_convention='full')
-    block: conv1a -> bn1a -> relu1a -> conv1b -> bn1b, + stem -> relu1
-    leaky1 (LeakyReLU 0.25) -> conv2 3x3/2 -> bn2 -> relu2 -> avg2 (avg 3x3/1, count_include_pad=False)
+    block: conv1a -> bn1a -> relu1a -> conv1b -> bn1b, + stem -> leaky1 (LeakyReLU 0.25)
+    conv2 3x3/2 -> bn2 -> relu2 -> avg2 (avg 3x3/1, count_include_pad=False)
     up2 (UpSampling nearest x2) -> slice_axis a/b -> concat3 (b, a) -> conv3 1x1 -> clip3 (relu6)
     head_seg: conv_seg 1x1 -> softmax over channels (output "seg")
     head_cls: global avg pool -> flatten -> fc_cls (output "logits")
+    head_aux: slice_w (columns 1..16) -> mean over H and W (output "aux")
 """
 from __future__ import annotations
 
@@ -55,8 +56,7 @@ def _block_class() -> Any:
                              pooling_convention="full", name="pool0")
             y = F.Activation(self.bn1a(self.conv1a(stem)), act_type="relu", name="relu1a")
             y = self.bn1b(self.conv1b(y))
-            y = F.Activation(F.elemwise_add(y, stem, name="add1"), act_type="relu", name="relu1")
-            y = F.LeakyReLU(y, act_type="leaky", slope=0.25, name="leaky1")
+            y = F.LeakyReLU(F.elemwise_add(y, stem, name="add1"), act_type="leaky", slope=0.25, name="leaky1")
             y = F.Activation(self.bn2(self.conv2(y)), act_type="relu", name="relu2")
             y = F.Pooling(y, kernel=(3, 3), stride=(1, 1), pad=(1, 1), pool_type="avg",
                           count_include_pad=False, name="avg2")
@@ -68,7 +68,8 @@ def _block_class() -> Any:
             seg = F.softmax(self.conv_seg(y), axis=1, name="seg")
             pooled = F.Pooling(y, kernel=(1, 1), global_pool=True, pool_type="avg", name="gap")
             logits = self.fc_cls(F.flatten(pooled, name="flat"))
-            return logits, seg
+            aux = F.mean(F.slice_axis(y, axis=3, begin=1, end=17, name="slice_w"), axis=(2, 3), name="aux")
+            return logits, seg, aux
 
     return CatalogueNet
 
@@ -82,6 +83,8 @@ def catalogue_network(seed: int = 0) -> Any:
     net.hybridize()
     net(mx.nd.zeros(SHAPE))
     rng = np.random.default_rng(seed)
+    for layer in (net.conv0, net.conv1a, net.conv1b, net.conv2, net.conv3, net.conv_seg, net.fc_cls):
+        layer.bias.set_data(mx.nd.array(rng.normal(0.0, 0.1, size=layer.bias.shape)))
     for bn in _batchnorms(net):
         bn.gamma.set_data(mx.nd.array(rng.uniform(*GAMMA, size=bn.gamma.shape)))
         bn.beta.set_data(mx.nd.array(rng.normal(*BETA, size=bn.beta.shape)))
