@@ -208,3 +208,17 @@ def float32_error(symbol: Any, params: dict[str, Any], inputs: dict[str, np.ndar
         return [o.asnumpy().astype(np.float64) for o in ex.forward(is_train=False)]
 
     return max(float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30)) for a, b in zip(run("float64"), run("float32")))
+
+
+def uncalibrated_network(name: str, shape: tuple[int, ...], *, seed: int = 0, magnitude: float = 6.0) -> Any:
+    """A model-zoo network as it is before training: Gaussian Xavier weights, BatchNorm statistics
+    left at (0, 1). Deep ones output 1e4..1e13 (ResNets) or are ill-conditioned (MobileNetV2):
+    what "random init" means when users try a converter, and what verification must not refuse."""
+    mx = _mx()
+    mx.random.seed(seed)
+    net = gluon_vision().get_model(name, pretrained=False)
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=magnitude))
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    mx.nd.waitall()
+    return net
