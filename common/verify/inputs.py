@@ -43,6 +43,7 @@ class InputSpec:
     high: Optional[float] = None
     why: str = ""  # where the range comes from, e.g. "indices of Gather 'emb' (axis size 10)"
     integral: bool = False  # whole numbers in a float input (MXNet's Embedding takes float indices)
+    fill: Optional[str] = None  # "ones" (attention masks) or "positions" (0, 1, 2... on the last axis)
 
     def concrete_shape(self) -> tuple[int, ...]:
         if self.shape is None:
@@ -117,13 +118,31 @@ def _onnx_dtype_name(dtype: Any) -> str:
         return "float32"
 
 
-def _range_from_onnx_consumers(spec: InputSpec, value: Any) -> None:
+# Ops that pass index values on unchanged (an index cast to int32 and unsqueezed is still an index).
+_VALUE_PRESERVING = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand",
+                               "Transpose"})
+# com.microsoft EmbedLayerNormalization: input slot of the ids -> input slot of the table they index
+_EMBED_TABLES = {0: 2, 1: 4, 7: 3}
+
+
+def _range_from_onnx_consumers(spec: InputSpec, value: Any, depth: int = 0) -> None:
     from .. import ir as cir
 
     is_int = spec.dtype.startswith(("int", "uint"))
+    if depth == 0 and (is_int or spec.dtype == "bool"):
+        _fill_by_name(spec)
     for node, index in value.uses():
         op = node.op_type
         attrs = cir.attributes(node)
+        if is_int and op in _VALUE_PRESERVING and index == 0 and depth < 4 and node.outputs:
+            _range_from_onnx_consumers(spec, node.outputs[0], depth + 1)
+            if spec.high is not None:
+                return
+            continue
+        if is_int and op == "EmbedLayerNormalization" and index in _EMBED_TABLES:
+            table = node.inputs[_EMBED_TABLES[index]] if len(node.inputs) > _EMBED_TABLES[index] else None
+            _bound_by_dim(spec, table, 0, f"ids of EmbedLayerNormalization {node.name!r}")
+            return
         if is_int and op in ("Gather", "GatherElements", "ScatterElements", "Scatter") and index == 1:
             axis = int(attrs.get("axis", 0))
             _bound_by_dim(spec, node.inputs[0], axis, f"indices of {op} {node.name!r}")
@@ -142,6 +161,17 @@ def _range_from_onnx_consumers(spec: InputSpec, value: Any) -> None:
         if not is_int and op in ("Log", "Sqrt", "Reciprocal") and index == 0:
             spec.low, spec.high, spec.why = 0.01, 1.0, f"positive input of {op}"
             return
+
+
+def _fill_by_name(spec: InputSpec) -> None:
+    """Inputs whose valid values are not random by convention (Hugging Face and onnxruntime-genai
+    naming): attention masks are all ones (no padding: every model accepts that), position ids
+    count along the sequence."""
+    name = spec.name.lower()
+    if "mask" in name and (spec.dtype != "bool" or "attention_mask" in name):
+        spec.fill, spec.why = "ones", "attention mask (all ones: no padding)"
+    elif name.endswith("position_ids"):
+        spec.fill, spec.why = "positions", "position ids (0, 1, 2, ... along the sequence)"
 
 
 def _bound_by_dim(spec: InputSpec, data: Any, axis: int, why: str) -> None:
@@ -275,6 +305,10 @@ def random_array(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
     shape = spec.concrete_shape()
     dtype = spec.dtype
     integral = spec.integral
+    if spec.fill == "ones":
+        return np.ones(shape, dtype=np.bool_ if dtype == "bool" else dtype)
+    if spec.fill == "positions" and shape:
+        return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype).copy()
     if dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if dtype.startswith(("int", "uint")) or integral:
