@@ -208,8 +208,12 @@ def convert_torch(args: argparse.Namespace) -> int:
                                       atol=args.atol, label=label, debug_gm=gm, debug_proto=proto,
                                       unfused=lambda: convert_prepared(proto, label, fuse=False))
                 record(result.verdict)
-            verdict = (f"verification skipped: {result.reason}" if result.skipped else
-                       "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")")
+            if result.skipped:
+                verdict = f"verification skipped: {result.reason}"
+            elif result.verdict.overruled:
+                verdict = "differs from onnxruntime where onnxruntime deviates from the ONNX specification (see warning)"
+            else:
+                verdict = "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")"
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")

@@ -225,3 +225,35 @@ def test_selection_groups_and_row_axes():
     assert row_axis([(1, 100, 4)]) == 1
     assert row_axis([()]) is None
     assert isinstance(onnx.helper.printable_graph(graph), str)
+
+
+# --- arbitration by the ONNX specification -----------------------------------------------------------
+def _relu_chain() -> onnx.ModelProto:
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Neg", ["r"], ["y"], name="neg")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_specification_sides_with_whoever_computes_the_node_right():
+    from common.verify.arbiter import arbitrate
+    from common.verify.locator import locate
+
+    x = np.array([-1.0, 2.0, -3.0, 4.0], np.float32)
+    right = {"x": x, "r": np.maximum(x, 0), "y": -np.maximum(x, 0)}
+    wrong = {"x": x, "r": np.abs(x), "y": -np.abs(x)}  # a runtime computing Relu as Abs
+    model = _relu_chain()
+    # the reference runtime is wrong, the candidate right: the specification says so. Teacher
+    # forcing: the candidate's Neg reads the reference's r, so only Relu has an own error.
+    own = {"r": np.maximum(x, 0), "y": -wrong["r"]}
+    result = locate(model, wrong, right, local=own)
+    assert result.divergence is not None and result.divergence.key == "relu" and not result.also
+    result.arbitration = arbitrate(model, [result.divergence.key], wrong, own)
+    (verdict,) = result.arbitration
+    assert verdict.candidate_right and "agrees with the converted module" in verdict.detail
+    assert result.reference_deviates
+    # the usual case: the candidate is wrong
+    own = {"r": np.abs(x), "y": -right["r"]}
+    result = locate(model, right, wrong, local=own)
+    result.arbitration = arbitrate(model, [result.divergence.key], right, own)
+    assert not result.arbitration[0].candidate_right and not result.reference_deviates

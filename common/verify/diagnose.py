@@ -36,7 +36,14 @@ def diagnose_onnx_to_torch(
     reference = ort_runner.run(_rename_inputs(inputs, ort_runner.input_names), intermediates=True).all_tensors()
     candidate = torch_runner.run(feeds, intermediates=True).all_tensors()
     local = _forced(torch_runner, feeds, reference, candidate)
-    return locate(onnx_model, reference, candidate, rtol=rtol, atol=atol, local=local)
+    result = locate(onnx_model, reference, candidate, rtol=rtol, atol=atol, local=local)
+    if result.divergence is not None and local is not None:
+        from .arbiter import arbitrate
+
+        known = {**_rename_inputs(inputs, ort_runner.input_names), **reference}
+        result.arbitration = arbitrate(onnx_model, [result.divergence.key] + result.also[:20], known, local,
+                                       rtol=rtol, atol=atol)
+    return result
 
 
 def _forced(runner: Any, inputs: Mapping[str, Any], reference: Mapping[str, Any],

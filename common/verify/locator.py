@@ -66,6 +66,11 @@ class Divergence:
     cause: str = ""  # what the locating found beyond the node (e.g. "introduced by the fusion passes")
 
     @property
+    def key(self) -> str:
+        """The node's name, or its first output's when it has none (as :attr:`LocatorResult.also` names nodes)."""
+        return self.node_name or (self.outputs[0].name if self.outputs else self.op_type)
+
+    @property
     def inputs_agree(self) -> bool:
         """True when every input was compared (or is a constant/graph input) and agrees."""
         return all(i.status in ("agrees", "graph input", "constant", "omitted") for i in self.inputs)
@@ -129,6 +134,16 @@ class LocatorResult:
     largest: Optional[OutputComparison] = None
     accumulated: bool = False  # tensors differ, but no node's own error does
     largest_own: Optional[OutputComparison] = None
+    also: list[str] = field(default_factory=list)  # other nodes whose own error is out of tolerance
+    arbitration: list["Arbitration"] = field(default_factory=list)  # see common/verify/arbiter.py
+
+    @property
+    def reference_deviates(self) -> bool:
+        """Every node with an own error was judged by the ONNX reference implementation, which sided
+        with the candidate: the reference runtime deviates from the ONNX specification there."""
+        judged = {a.node for a in self.arbitration}
+        names = ([self.divergence.key] if self.divergence is not None else []) + self.also
+        return bool(names) and set(names) <= judged and all(a.candidate_right for a in self.arbitration)
 
     @property
     def found(self) -> bool:
@@ -154,7 +169,8 @@ class LocatorResult:
         return {"found": self.found, "compared": self.compared, "accumulated": self.accumulated,
                 "divergence": None if self.divergence is None else self.divergence.to_dict(),
                 "largest": None if self.largest is None else self.largest.to_dict(),
-                "largest_own": None if self.largest_own is None else self.largest_own.to_dict()}
+                "largest_own": None if self.largest_own is None else self.largest_own.to_dict(),
+                "also": list(self.also), "arbitration": [a.to_dict() for a in self.arbitration]}
 
 
 def _figures(c: Optional[OutputComparison]) -> str:
@@ -232,6 +248,8 @@ def locate(
     largest: Optional[OutputComparison] = None
     largest_own: Optional[OutputComparison] = None
     first_bad: Optional[tuple[int, Any, list[OutputComparison]]] = None
+    first: Optional[Divergence] = None
+    also: list[str] = []  # later nodes whose own error is out of tolerance too
 
     for index, node in enumerate(nodes):
         is_constant_node = node.op_type == "Constant" and node.domain in ("", "ai.onnx")
@@ -262,14 +280,19 @@ def locate(
                     largest_own = mine
         if local is not None:
             if any(not c.ok for c in own):
-                return LocatorResult(_divergence(node, index, nodes, outs, own, status, producer, graph_inputs,
-                                                 constants, origins), compared, largest, largest_own=largest_own)
+                if first is None:
+                    first = _divergence(node, index, nodes, outs, own, status, producer, graph_inputs, constants,
+                                        origins)
+                else:
+                    also.append(node.name or node.outputs[0].name)
             if first_bad is None and any(not c.ok for c in outs):
                 first_bad = (index, node, outs)
             continue
         if any(not c.ok for c in outs):
             return LocatorResult(_divergence(node, index, nodes, outs, own, status, producer, graph_inputs,
                                              constants, origins), compared, largest)
+    if first is not None:
+        return LocatorResult(first, compared, largest, largest_own=largest_own, also=also)
     return LocatorResult(None, compared, largest, accumulated=first_bad is not None, largest_own=largest_own)
 
 

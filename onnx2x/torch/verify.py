@@ -185,8 +185,8 @@ def check_module(
     verdict = judge_conversion(_flat_outputs(names, expected), list(_flat_outputs(names, to_numpy(actual)).values()),
                                reference_name="onnxruntime", inputs=inputs, seed=seed, rtol=rtol, atol=atol,
                                row_groups=selection_groups(proto), rerun_reference=rerun, locate=locate)
-    for note in verdict.notes:
-        log.warning("%s: %s", where, note)
+    for line in verdict.notes + verdict.warnings:
+        log.warning("%s: %s", where, line)
     if not verdict.ok:
         if verdict.locator is not None:
             log.info("%s", verdict.locator.describe())
