@@ -81,7 +81,8 @@ def diagnose_mxnet_to_onnx(
     reference = mx_runner.run(mx_inputs, intermediates=True)
     ort_runner = OnnxRuntimeRunner(onnx_model)
     feeds = _rename_inputs(inputs, ort_runner.input_names)
-    candidate = ort_runner.run(feeds, intermediates=True).all_tensors()
+    # only the tensors MXNet has values for: every tensor of a detector at once takes gigabytes
+    candidate = ort_runner.run(feeds, intermediates=set(reference.intermediates) or True).all_tensors()
     local = _forced(ort_runner, feeds, reference.intermediates, candidate)
     origins = mxnet_origins(json.loads(mx_runner.symbol.tojson()), tensor_map)
     return locate(onnx_model, reference.intermediates, candidate, rtol=rtol, atol=atol, origins=origins, local=local)

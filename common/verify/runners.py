@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Collection, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -131,11 +131,13 @@ class OnnxRuntimeRunner(Runner):
             self._session = self._make_session(self.model, self.optimize)
         return self._session
 
-    def run(self, inputs: Mapping[str, Any], *, intermediates: bool = False) -> RunResult:
+    def run(self, inputs: Mapping[str, Any], *, intermediates: "bool | Collection[str]" = False) -> RunResult:
+        """``intermediates``: True for every node output, or the names of those wanted (a large
+        model's every tensor at once can take many times its activations' memory)."""
         self._check_inputs(inputs)
         feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
         if intermediates:
-            model, _ = with_intermediate_outputs(self.model)
+            model, _ = with_intermediate_outputs(self.model, None if intermediates is True else intermediates)
             session = self._make_session(model, optimize=False)
         else:
             session = self.session()
@@ -158,8 +160,8 @@ class OnnxRuntimeRunner(Runner):
 
     def run_forced(self, inputs: Mapping[str, Any], forced: Mapping[str, Any],
                    like: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Every node output, computed from the ``forced`` values of its inputs instead of this
-        model's own: each node's *own* error against a reference (see :func:`with_forced_values`).
+        """The tensors of ``like``, each computed from the ``forced`` values of its inputs instead of
+        this model's own: each node's *own* error against a reference (see :func:`with_forced_values`).
 
         ``like`` holds this runner's ordinary values of the same tensors (their dtype and shape
         are what the forced values are cast and reshaped to; tensors whose size differs are not
@@ -170,7 +172,7 @@ class OnnxRuntimeRunner(Runner):
         values = forced_feeds(forced, like)
         model, fed = with_forced_values(self.model, values)
         feeds.update({fed[name]: value for name, value in values.items() if name in fed})
-        traced, _ = with_intermediate_outputs(model)
+        traced, _ = with_intermediate_outputs(model, set(like))
         session = self._make_session(traced, optimize=False)
         names = [o.name for o in session.get_outputs()]
         try:
@@ -239,8 +241,10 @@ def _session_from_model(model: onnx.ModelProto, options: Any, providers: list[st
         return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def with_intermediate_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of ``model`` whose graph also outputs every node output of the main graph.
+def with_intermediate_outputs(model: onnx.ModelProto, names: Optional[Collection[str]] = None
+                              ) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` whose graph also outputs every node output of the main graph (only those
+    in ``names``, when given).
 
     Types come from shape inference where it knows them; onnxruntime accepts untyped outputs
     for the rest. Constant nodes are left out (their value is the same on every side).
@@ -257,7 +261,7 @@ def with_intermediate_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             continue
         for name in node.output:
-            if not name or name in existing:
+            if not name or name in existing or (names is not None and name not in names):
                 continue
             existing.add(name)
             vi = typed.get(name)

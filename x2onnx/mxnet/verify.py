@@ -20,6 +20,7 @@ from common.errors import ConversionFailure, VerificationError
 from common.verify.compare import compare
 from common.verify.diagnose import diagnose_mxnet_to_onnx
 from common.verify.inputs import mxnet_input_specs, random_inputs
+from common.verify.mxnet_worker import run_without_onednn
 from common.verify.rowsets import selection_groups
 from common.verify.runners import MXNetRunner, OnnxRuntimeRunner
 from common.verify.verdict import Verdict, judge_conversion
@@ -88,13 +89,20 @@ def verify_model(model: onnx.ModelProto, sym: Any, arg_params: Mapping[str, Any]
             raise ValueError("the model records no MXNet tensor map")
         return diagnose_mxnet_to_onnx(sym, arg_params, aux_params, model, inputs, rtol=rtol, atol=atol)
 
+    def without_onednn() -> tuple[str, dict, str]:
+        outputs = run_without_onednn(runner.symbol.tojson(), runner.arg_params, runner.aux_params, inputs)
+        return ("MXNet without its oneDNN kernels", dict(zip(names, outputs)),
+                "MXNet's oneDNN CPU kernels depart from the operators' definitions here (its GPU and other CPU "
+                "kernels follow them; run MXNet with MXNET_MKLDNN_ENABLED=0 to see)")
+
     verdict = judge_conversion(reference, [candidate[n] for n in names], reference_name=REFERENCE, inputs=inputs,
                                seed=seed, rtol=rtol, atol=atol, row_groups=selection_groups(model),
-                               rerun_reference=rerun, locate=locate, warnings=warnings)
+                               rerun_reference=rerun, locate=locate, warnings=warnings,
+                               second_opinion=without_onednn)
     for line in verdict.lines():
         log.info("verify: %s", line)
-    for note in verdict.notes:
-        log.warning("%s", note)
+    for line in verdict.notes + ([verdict.overruled] if verdict.overruled else []):
+        log.warning("%s", line)
     if not verdict.ok and raise_on_failure:
         raise verdict.error(file)
     return verdict
