@@ -18,6 +18,7 @@ from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run
 from common.cli import add_common_flags, cli_main, parse_shapes
 from common.errors import ConversionError
 from common.progress import Progress, wants_progress
+from common.verify.options import add_tolerance_flags, check_tolerances, verify_json
 
 log = logging.getLogger("onnx2x")
 
@@ -98,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime run on the same seeded random inputs; a mismatch writes "
                         "nothing and exits 3; a model onnxruntime cannot load is converted with a "
                         "warning)")
-    p.add_argument("--rtol", type=float, default=None, metavar="R",
-                   help="relative tolerance of the check (default 1e-3). Example: --rtol 1e-2")
-    p.add_argument("--atol", type=float, default=None, metavar="A",
-                   help="absolute tolerance of the check (default 1e-4). Example: --atol 1e-3")
+    add_tolerance_flags(p)
+    p.add_argument("--verify-json", metavar="PATH",
+                   help="also write the check's figures as JSON (per output: error relative to the output's "
+                        "scale, elements out of tolerance; onnxruntime's sensitivity; the located node), also "
+                        "when the check fails. Example: --verify-json resnet.verify.json")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the random check inputs (default 0). Example: --seed 7")
     add_jobs_flag(p, "onnx2x torch a.onnx b.onnx c.onnx -j 2 -o out/")
@@ -156,6 +158,7 @@ def _torch_outputs(args: argparse.Namespace) -> tuple[Path, Path]:
 def cmd_torch(args: argparse.Namespace) -> int:
     """One model: convert it here, as always. Several: one worker process per ``-j``."""
     parse_shapes(args.input_shape)  # a bad --input-shape fails once, before any work
+    check_tolerances(args)
     several = len(args.model) > 1
     jobs = [_torch_job(args, model, several) for model in args.model]
     if not several:
@@ -175,7 +178,7 @@ def convert_torch(args: argparse.Namespace) -> int:
 
     from .torch import artifact
     from .torch.convert import _fix_input_shapes, convert_prepared, prepare
-    from .torch.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_module
+    from .torch.verify import check_module
 
     shapes = parse_shapes(args.input_shape)
     label = str(args.model)
@@ -200,14 +203,17 @@ def convert_torch(args: argparse.Namespace) -> int:
         if reference is not None:
             progress.stage("verify")
             saved = artifact.load(s_tmp)  # check what the user gets: the written files
-            result = check_module(
-                saved, reference, input_shapes=shapes, seed=args.seed,
-                rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
-                atol=DEFAULT_ATOL if args.atol is None else args.atol,
-                label=label, debug_gm=gm if args.debug else None, debug_proto=proto if args.debug else None,
-            )
-            verdict = (f"verification skipped: {result.reason}" if result.skipped else
-                       f"matches onnxruntime (max abs diff {result.max_abs_diff:.3g})")
+            with verify_json(getattr(args, "verify_json", None)) as record:
+                result = check_module(saved, reference, input_shapes=shapes, seed=args.seed, rtol=args.rtol,
+                                      atol=args.atol, label=label, debug_gm=gm, debug_proto=proto,
+                                      unfused=lambda: convert_prepared(proto, label, fuse=False))
+                record(result.verdict)
+            if result.skipped:
+                verdict = f"verification skipped: {result.reason}"
+            elif result.verdict.overruled:
+                verdict = "differs from onnxruntime where onnxruntime deviates from the ONNX specification (see warning)"
+            else:
+                verdict = "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")"
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")

@@ -33,7 +33,8 @@ import onnx
 
 from common.errors import EXIT_BAD_INPUT, EXIT_UNSUPPORTED, ConversionError, ConversionFailure
 from common.model_io import PathLike, as_model_proto, save_onnx
-from common.verify.compare import compare
+from common.verify.judge import judge_outputs
+from common.verify.rowsets import selection_groups
 from common.verify.inputs import ImageOptions, InputSpec, PreparedInputs, prepare_inputs, specs_from_mxnet_json, \
     specs_from_onnx
 from common.verify.diagnose import diagnose_mxnet_to_onnx, diagnose_onnx_to_torch
@@ -89,11 +90,22 @@ def _error_text(exc: BaseException) -> str:
 class _Recorder:
     """Runs stages, timing them and turning failures into report rows instead of exceptions."""
 
-    def __init__(self, report: RoundTripReport, rtol: Optional[float], atol: Optional[float]) -> None:
+    def __init__(self, report: RoundTripReport, rtol: Optional[float], atol: Optional[float],
+                 inputs: Optional[Mapping[str, np.ndarray]] = None) -> None:
         self.report = report
         self.rtol, self.atol = rtol, atol
         self.reference: Optional[RunResult] = None
+        self.rerun_reference: Optional[Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]] = None
+        self.inputs = inputs
+        self.row_groups: list[list[str]] = []  # reference output names compared as detection sets
         self.broken = False
+
+    def set_row_groups(self, model: onnx.ModelProto) -> None:
+        """Detection outputs of ``model`` (after NMS/TopK), named as the reference names them (by position)."""
+        names = [o.name for o in model.graph.output]
+        ref_names = list(self.reference.outputs) if self.reference is not None else names
+        by_position = dict(zip(names, ref_names))
+        self.row_groups = [[by_position[n] for n in group if n in by_position] for group in selection_groups(model)]
 
     def skip(self, name: str, framework: str, description: str) -> Stage:
         stage = Stage(name, framework, description, skipped=True)
@@ -135,7 +147,9 @@ class _Recorder:
             stage.reference_outputs = [OutputInfo(k, tuple(np.shape(v)), str(getattr(v, "dtype", "")))
                                        for k, v in result.outputs.items()]
         else:
-            stage.comparison = compare(self.reference.outputs, result.outputs, rtol=self.rtol, atol=self.atol)
+            stage.comparison = judge_outputs(self.reference.outputs, result.outputs, rtol=self.rtol, atol=self.atol,
+                                             row_groups=self.row_groups, rerun_reference=self.rerun_reference,
+                                             inputs=self.inputs, reference_name=self.report.stages[0].framework)
         return stage, product, result
 
     def locate(self, stage: Stage, action: Callable[[], LocatorResult]) -> None:
@@ -269,15 +283,22 @@ def mxnet_roundtrip(
         mx_runner["r"] = MXNetRunner(sym, arg_params, aux_params)
         return mx_runner["r"]
 
-    rec.stage(STAGE_MXNET, "mxnet", "MXNet 1.x executor (reference)", make_mx,
+    rec.inputs = prepared.arrays
+    rec.stage(STAGE_MXNET, "mxnet", "MXNet 1.x plain executor (reference)", make_mx,
               lambda r: r.run(prepared.arrays))
     if rec.reference is None:
         rec.broken = True
+    else:
+        rec.rerun_reference = lambda jittered: mx_runner["r"].run(jittered).outputs
+
+    def export() -> onnx.ModelProto:
+        model = export_mxnet(symbol_path, params_path, shapes, opset=opset, simplify=simplify)
+        rec.set_row_groups(model)
+        return model
 
     onnx_stage, onnx_model, _ = rec.stage(
         STAGE_ONNX, "onnxruntime", f"x2onnx.mxnet.export (opset {opset}), run by onnxruntime",
-        lambda: export_mxnet(symbol_path, params_path, shapes, opset=opset, simplify=simplify),
-        lambda m: _run_onnx(m, prepared.arrays))
+        export, lambda m: _run_onnx(m, prepared.arrays))
     if onnx_model is not None:
         onnx_stage.artifact = _save(onnx_model, save_dir, symbol_path.name.replace("-symbol.json", "") + ".onnx")
     if locate_failures and onnx_model is not None and onnx_stage.comparison is not None and not onnx_stage.ok:
@@ -367,10 +388,15 @@ def onnx_roundtrip(
     prepared = resolve_inputs(specs, inputs, seed=seed, image=image)
     report.inputs = prepared.describe()
 
-    rec.stage(STAGE_ONNX, "onnxruntime", "the ONNX model, run by onnxruntime (reference)",
-              lambda: OnnxRuntimeRunner(proto, optimize=False), lambda r: r.run(prepared.arrays))
+    rec.inputs = prepared.arrays
+    ort_stage, ort_runner, _ = rec.stage(STAGE_ONNX, "onnxruntime", "the ONNX model, run by onnxruntime (reference)",
+                                         lambda: OnnxRuntimeRunner(proto, optimize=False),
+                                         lambda r: r.run(prepared.arrays))
     if rec.reference is None:
         rec.broken = True
+    else:
+        rec.rerun_reference = lambda jittered: ort_runner.run(jittered).outputs
+        rec.set_row_groups(proto)
     _torch_stages(rec, proto if rec.reference is not None else None, prepared.arrays, back_to_onnx=back_to_onnx,
                   simplify=simplify, locate_failures=locate_failures, exporter=exporter, save_dir=save_dir,
                   base_name=Path(label).stem or "model")

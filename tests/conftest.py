@@ -1,6 +1,7 @@
 """Fixtures shared by test files."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import onnx
@@ -21,3 +22,13 @@ def onnxsim_inputs(monkeypatch: pytest.MonkeyPatch) -> list[onnx.ModelProto]:
 
     monkeypatch.setattr(onnxsim, "simplify", spy)
     return seen
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The mistranslation catalogue's catch rate (tests/test_verify_catalogue.py), when it ran."""
+    results = getattr(sys.modules.get("tests.test_verify_catalogue"), "RESULTS", None)
+    if results:
+        caught = sum(c for c, _ in results.values())
+        named = sum(n for _, n in results.values())
+        terminalreporter.write_line(f"mistranslation catalogue: {caught}/{len(results)} caught (exit 3), "
+                                    f"injected node named in {named}/{len(results)}")

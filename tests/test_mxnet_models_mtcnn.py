@@ -108,7 +108,7 @@ def test_cli_exports_det1_from_its_checkpoint_prefix(capfd, tmp_path):
     stdout, stderr = capfd.readouterr()
     assert code == 0, stderr
     assert stderr.strip() == ""  # MXNet's "upgrading a v0.8 symbol" chatter stays out of the CLI's stderr
-    assert "verified conv4_2 (1, 4, 7, 7): max-abs" in stdout and "verified prob1 (1, 2, 7, 7)" in stdout
+    assert "verified conv4_2 (1, 4, 7, 7): max error" in stdout and "verified prob1 (1, 2, 7, 7)" in stdout
     model = onnx.load(str(out))
     data = np.random.default_rng(1).uniform(-1, 1, (1, 3, 24, 24)).astype(np.float32)
     for g, e in zip(onnx_forward(model, {"data": data}), mxnet_reference(*_load("det1"), data)):

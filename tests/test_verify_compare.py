@@ -33,11 +33,19 @@ def test_figures_match_numpy():
     diff = np.abs(c64 - r64)
     assert c.max_abs == pytest.approx(diff.max(), rel=1e-12)
     assert c.mse == pytest.approx(np.mean(diff ** 2), rel=1e-12)
-    assert c.max_rel == pytest.approx((diff / np.maximum(np.abs(r64), 1e-5)).max(), rel=1e-12)
+    scale = np.abs(r64).max()
+    assert c.scale == pytest.approx(scale) and c.max_rel == pytest.approx(diff.max() / scale, rel=1e-12)
     cos = np.dot(r64.ravel(), c64.ravel()) / (np.linalg.norm(r64) * np.linalg.norm(c64))
     assert c.cosine == pytest.approx(cos, abs=1e-12)
-    expected_bad = int(np.count_nonzero(~np.isclose(c64, r64, rtol=1e-4, atol=1e-5)))
-    assert expected_bad > 0
+    bound = 1e-5 + 1e-4 * (np.abs(r64) + scale)
+    assert c.worst == pytest.approx((diff / bound).max(), rel=1e-12)
+    assert c.n_bad == int(np.count_nonzero(diff > bound)) == 0 and c.ok
+    # ten times the noise: elements beyond the scale-aware bound are counted, and refused
+    cand = ref + rng.normal(scale=1e-3, size=ref.shape).astype(np.float32)
+    c = compare_arrays(ref, cand, rtol=1e-4, atol=1e-5)
+    diff = np.abs(cand.astype(np.float64) - r64)
+    expected_bad = int(np.count_nonzero(diff > 1e-5 + 1e-4 * (np.abs(r64) + scale)))
+    assert expected_bad > 3
     assert c.n_bad == expected_bad
     assert c.bad_fraction == pytest.approx(expected_bad / ref.size)
     assert not c.ok and "out of tolerance" in c.problem()
@@ -48,7 +56,8 @@ def test_one_wrong_channel_is_counted():
     cand = ref.copy()
     cand[0, 3] *= -1  # a sign error on one channel
     c = compare_arrays(ref, cand)
-    assert c.n_bad == int(np.count_nonzero(np.abs(2 * ref[0, 3]) > 1e-5 + 1e-4 * np.abs(ref[0, 3])))
+    scale = float(np.abs(ref).max())
+    assert c.n_bad == int(np.count_nonzero(np.abs(2 * ref[0, 3]) > 1e-5 + 1e-4 * (np.abs(ref[0, 3]) + scale)))
     assert c.max_abs == pytest.approx(float(np.abs(2 * ref[0, 3]).max()))
     assert not c.ok
 

@@ -60,7 +60,7 @@ def test_export_writes_model_and_prints_verification(capfd, tmp_path, monkeypatc
     assert err.strip() == ""
     written = tmp_path / "net.onnx"  # default name: the symbol's, without -symbol.json
     assert "wrote net.onnx (opset 13" in out
-    assert re.search(r"verified fc \(1, 5\): max-abs [0-9.e-]+, relative", out)
+    assert re.search(r"verified fc \(1, 5\): max error [0-9.e-]+ of scale [0-9.e-]+ \(max-abs [0-9.e-]+\)", out)
     model = onnx.load(str(written))
     onnx.checker.check_model(model, full_check=True)
     inputs = {"data": rand(1, 3, 7, 7, seed=9)}

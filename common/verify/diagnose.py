@@ -32,9 +32,29 @@ def diagnose_onnx_to_torch(
     by ONNX name through ``module.onnx_value_to_fx``.
     """
     ort_runner, torch_runner = OnnxRuntimeRunner(onnx_model), TorchRunner(module)
-    reference = ort_runner.run(_rename_inputs(inputs, ort_runner.input_names), intermediates=True)
-    candidate = torch_runner.run(_rename_inputs(inputs, torch_runner.input_names), intermediates=True)
-    return locate(onnx_model, reference.all_tensors(), candidate.all_tensors(), rtol=rtol, atol=atol)
+    feeds = _rename_inputs(inputs, torch_runner.input_names)
+    reference = ort_runner.run(_rename_inputs(inputs, ort_runner.input_names), intermediates=True).all_tensors()
+    candidate = torch_runner.run(feeds, intermediates=True).all_tensors()
+    local = _forced(torch_runner, feeds, reference, candidate)
+    result = locate(onnx_model, reference, candidate, rtol=rtol, atol=atol, local=local)
+    if result.divergence is not None and local is not None:
+        from .arbiter import arbitrate
+
+        known = {**_rename_inputs(inputs, ort_runner.input_names), **reference}
+        result.arbitration = arbitrate(onnx_model, [result.divergence.key] + result.also[:20], known, local,
+                                       rtol=rtol, atol=atol)
+    return result
+
+
+def _forced(runner: Any, inputs: Mapping[str, Any], reference: Mapping[str, Any],
+            candidate: Mapping[str, Any]) -> Optional[dict]:
+    """The candidate's values recomputed from the reference's (None when that run fails: the
+    locator then falls back to comparing propagated values)."""
+    try:
+        return runner.run_forced(inputs, {k: v for k, v in reference.items() if k in candidate}, candidate)
+    except Exception as exc:  # diagnosis must never hide the failure it explains
+        log.warning("teacher-forced run failed (%s); locating by propagated values", exc)
+        return None
 
 
 def diagnose_mxnet_to_onnx(
@@ -60,9 +80,12 @@ def diagnose_mxnet_to_onnx(
     mx_inputs = _rename_inputs(inputs, mx_runner.input_names)
     reference = mx_runner.run(mx_inputs, intermediates=True)
     ort_runner = OnnxRuntimeRunner(onnx_model)
-    candidate = ort_runner.run(_rename_inputs(inputs, ort_runner.input_names), intermediates=True)
+    feeds = _rename_inputs(inputs, ort_runner.input_names)
+    # only the tensors MXNet has values for: every tensor of a detector at once takes gigabytes
+    candidate = ort_runner.run(feeds, intermediates=set(reference.intermediates) or True).all_tensors()
+    local = _forced(ort_runner, feeds, reference.intermediates, candidate)
     origins = mxnet_origins(json.loads(mx_runner.symbol.tojson()), tensor_map)
-    return locate(onnx_model, reference.intermediates, candidate.all_tensors(), rtol=rtol, atol=atol, origins=origins)
+    return locate(onnx_model, reference.intermediates, candidate, rtol=rtol, atol=atol, origins=origins, local=local)
 
 
 def _rename_inputs(inputs: Mapping[str, Any], names: list[str]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class InputSpec:
     high: Optional[float] = None
     why: str = ""  # where the range comes from, e.g. "indices of Gather 'emb' (axis size 10)"
     integral: bool = False  # whole numbers in a float input (MXNet's Embedding takes float indices)
+    fill: Optional[str] = None  # "ones" (attention masks) or "positions" (0, 1, 2... on the last axis)
 
     def concrete_shape(self) -> tuple[int, ...]:
         if self.shape is None:
@@ -119,13 +120,31 @@ def _onnx_dtype_name(dtype: Any) -> str:
         return "float32"
 
 
-def _range_from_onnx_consumers(spec: InputSpec, value: Any) -> None:
+# Ops that pass index values on unchanged (an index cast to int32 and unsqueezed is still an index).
+_VALUE_PRESERVING = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand",
+                               "Transpose"})
+# com.microsoft EmbedLayerNormalization: input slot of the ids -> input slot of the table they index
+_EMBED_TABLES = {0: 2, 1: 4, 7: 3}
+
+
+def _range_from_onnx_consumers(spec: InputSpec, value: Any, depth: int = 0) -> None:
     from .. import ir as cir
 
     is_int = spec.dtype.startswith(("int", "uint"))
+    if depth == 0 and (is_int or spec.dtype == "bool"):
+        _fill_by_name(spec)
     for node, index in value.uses():
         op = node.op_type
         attrs = cir.attributes(node)
+        if is_int and op in _VALUE_PRESERVING and index == 0 and depth < 4 and node.outputs:
+            _range_from_onnx_consumers(spec, node.outputs[0], depth + 1)
+            if spec.high is not None:
+                return
+            continue
+        if is_int and op == "EmbedLayerNormalization" and index in _EMBED_TABLES:
+            table = node.inputs[_EMBED_TABLES[index]] if len(node.inputs) > _EMBED_TABLES[index] else None
+            _bound_by_dim(spec, table, 0, f"ids of EmbedLayerNormalization {node.name!r}")
+            return
         if is_int and op in ("Gather", "GatherElements", "ScatterElements", "Scatter") and index == 1:
             axis = int(attrs.get("axis", 0))
             _bound_by_dim(spec, node.inputs[0], axis, f"indices of {op} {node.name!r}")
@@ -144,6 +163,17 @@ def _range_from_onnx_consumers(spec: InputSpec, value: Any) -> None:
         if not is_int and op in ("Log", "Sqrt", "Reciprocal") and index == 0:
             spec.low, spec.high, spec.why = 0.01, 1.0, f"positive input of {op}"
             return
+
+
+def _fill_by_name(spec: InputSpec) -> None:
+    """Inputs whose valid values are not random by convention (Hugging Face and onnxruntime-genai
+    naming): attention masks are all ones (no padding: every model accepts that), position ids
+    count along the sequence."""
+    name = spec.name.lower()
+    if "mask" in name and (spec.dtype != "bool" or "attention_mask" in name):
+        spec.fill, spec.why = "ones", "attention mask (all ones: no padding)"
+    elif name.endswith("position_ids"):
+        spec.fill, spec.why = "positions", "position ids (0, 1, 2, ... along the sequence)"
 
 
 def _bound_by_dim(spec: InputSpec, data: Any, axis: int, why: str) -> None:
@@ -198,16 +228,35 @@ def specs_from_mxnet_json(
         except AttrParseError:
             dtype = "float32"  # MXNet cannot read it either; the data input is float unless told
         spec = InputSpec(name, shape, dtype)
-        for op, slot, op_attrs in used_as.get(i, []):
-            if op == "Embedding" and slot == 0 and "input_dim" in op_attrs:
-                spec.low, spec.high, spec.why = 0, int(op_attrs["input_dim"]), "indices of Embedding"
-                spec.integral = True
+        _range_from_mxnet_consumers(spec, used_as.get(i, []))
         specs.append(spec)
     unknown = [n for n in input_shapes if n not in {s.name for s in specs}]
     if unknown:
         raise ShapeError(f"--input-shape names {', '.join(map(repr, unknown))}, not an input of the model "
                          f"(inputs: {', '.join(s.name for s in specs)})")
     return specs
+
+
+def mxnet_input_specs(symbol_json: "str | PathLike | Mapping[str, Any]", shapes: Mapping[str, Sequence[int]],
+                      dtypes: Mapping[str, Any]) -> list[InputSpec]:
+    """Specs for exactly the inputs named in ``shapes`` (an exporter's input plan), with the value
+    ranges their MXNet consumers need (indices of Embedding stay below ``input_dim``)."""
+    nodes = _mx_graph(symbol_json)["nodes"]
+    used_as = _mx_variable_uses(nodes)
+    index = {node["name"]: i for i, node in enumerate(nodes) if node.get("op") == "null"}
+    specs = []
+    for name, shape in shapes.items():
+        spec = InputSpec(name, tuple(int(d) for d in shape), np.dtype(dtypes.get(name, np.float32)).name)
+        _range_from_mxnet_consumers(spec, used_as.get(index.get(name, -1), []))
+        specs.append(spec)
+    return specs
+
+
+def _range_from_mxnet_consumers(spec: InputSpec, uses: Sequence[tuple[str, int, Mapping[str, Any]]]) -> None:
+    for op, slot, op_attrs in uses:
+        if op == "Embedding" and slot == 0 and "input_dim" in op_attrs:
+            spec.low, spec.high, spec.why = 0, parse_int(op_attrs["input_dim"]), "indices of Embedding"
+            spec.integral = True
 
 
 _MX_PARAM_SUFFIXES = ("_weight", "_bias", "_gamma", "_beta", "_moving_mean", "_moving_var", "_running_mean",
@@ -260,6 +309,10 @@ def random_array(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
     shape = spec.concrete_shape()
     dtype = spec.dtype
     integral = spec.integral
+    if spec.fill == "ones":
+        return np.ones(shape, dtype=np.bool_ if dtype == "bool" else dtype)
+    if spec.fill == "positions" and shape:
+        return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype).copy()
     if dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if dtype.startswith(("int", "uint")) or integral:

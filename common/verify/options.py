@@ -11,25 +11,51 @@ Use from a CLI::
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ..errors import ShapeError
 from .inputs import ImageOptions, InputSpec, PreparedInputs, prepare_inputs
 
 TOLERANCE_HELP = ("float32 defaults: atol 1e-5, rtol 1e-4 (float16: 1e-3/1e-2, bfloat16: 1e-2/2e-2, "
                   "float64: 1e-8/1e-7; integers and booleans exact). An element passes when "
-                  "|candidate - reference| <= atol + rtol * |reference|.")
+                  "|candidate - reference| <= atol + rtol * (|reference| + S), S the output's largest "
+                  "magnitude; when an output fails, the reference is rerun on inputs moved by one part in a "
+                  "million and the bound widened by 4x how far its own output moves (see docs/ARCHITECTURE.md)")
 
 
 def add_tolerance_flags(parser: argparse.ArgumentParser, *, rtol: "float | None" = None,
                         atol: "float | None" = None) -> None:
     """``--rtol``/``--atol``; ``None`` defaults mean the per-dtype defaults of :mod:`.compare`."""
     parser.add_argument("--rtol", type=float, default=rtol, metavar="R",
-                        help=f"relative tolerance for float outputs (default: {rtol if rtol is not None else 'per dtype'}). "
-                             + TOLERANCE_HELP)
+                        help=f"relative tolerance for float outputs (default: {rtol if rtol is not None else 'per dtype'}); "
+                             "e.g. --rtol 1e-3. " + TOLERANCE_HELP)
     parser.add_argument("--atol", type=float, default=atol, metavar="A",
                         help=f"absolute tolerance for float outputs (default: {atol if atol is not None else 'per dtype'}); "
                              "e.g. --atol 1e-4")
+
+
+def check_tolerances(args: argparse.Namespace) -> None:
+    """``--rtol``/``--atol`` must be non-negative (one clear line, before any work)."""
+    for flag in ("rtol", "atol"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 0:
+            raise ShapeError(f"--{flag} must be >= 0, got {value:g}")
+
+
+@contextlib.contextmanager
+def verify_json(path: Optional[str]) -> Iterator[Callable[[Any], None]]:
+    """``--verify-json PATH``: write the verdict of the block, whether verification passed (the block
+    calls ``record(verdict)``) or failed (the :class:`VerificationError` carries the verdict)."""
+    def record(verdict: Any) -> None:
+        if path and verdict is not None:
+            verdict.write_json(path)
+
+    try:
+        yield record
+    except Exception as exc:
+        record(getattr(exc, "verdict", None))
+        raise
 
 
 def add_input_flags(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Collection, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -125,16 +125,22 @@ class OnnxRuntimeRunner(Runner):
                     text = " ".join(str(exc2).split())
             raise ConversionFailure(f"onnxruntime cannot load the model: {text[:400]}") from exc
 
-    def run(self, inputs: Mapping[str, Any], *, intermediates: bool = False) -> RunResult:
+    def session(self) -> Any:
+        """The onnxruntime session of the model (made once; :class:`ConversionFailure` if refused)."""
+        if self._session is None:
+            self._session = self._make_session(self.model, self.optimize)
+        return self._session
+
+    def run(self, inputs: Mapping[str, Any], *, intermediates: "bool | Collection[str]" = False) -> RunResult:
+        """``intermediates``: True for every node output, or the names of those wanted (a large
+        model's every tensor at once can take many times its activations' memory)."""
         self._check_inputs(inputs)
         feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
         if intermediates:
-            model, _ = with_intermediate_outputs(self.model)
+            model, _ = with_intermediate_outputs(self.model, None if intermediates is True else intermediates)
             session = self._make_session(model, optimize=False)
         else:
-            if self._session is None:
-                self._session = self._make_session(self.model, self.optimize)
-            session = self._session
+            session = self.session()
         names = [o.name for o in session.get_outputs()]
         start = time.perf_counter()
         try:
@@ -152,6 +158,76 @@ class OnnxRuntimeRunner(Runner):
         return RunResult(outputs, inter, seconds)
 
 
+    def run_forced(self, inputs: Mapping[str, Any], forced: Mapping[str, Any],
+                   like: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The tensors of ``like``, each computed from the ``forced`` values of its inputs instead of
+        this model's own: each node's *own* error against a reference (see :func:`with_forced_values`).
+
+        ``like`` holds this runner's ordinary values of the same tensors (their dtype and shape
+        are what the forced values are cast and reshaped to; tensors whose size differs are not
+        forced).
+        """
+        self._check_inputs(inputs)
+        feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
+        values = forced_feeds(forced, like)
+        model, fed = with_forced_values(self.model, values)
+        feeds.update({fed[name]: value for name, value in values.items() if name in fed})
+        traced, _ = with_intermediate_outputs(model, set(like))
+        session = self._make_session(traced, optimize=False)
+        names = [o.name for o in session.get_outputs()]
+        try:
+            got = session.run(names, feeds)
+        except Exception as exc:
+            raise ConversionFailure(f"onnxruntime failed to run the model: {' '.join(str(exc).split())[:400]}") from exc
+        return {n: v for n, v in zip(names, got) if isinstance(v, np.ndarray)}
+
+
+def forced_feeds(forced: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``forced`` values cast to the dtype and shape of their counterparts in ``like`` (same size only)."""
+    out = {}
+    for name, value in forced.items():
+        target = like.get(name)
+        if target is None:
+            continue
+        array, target = to_numpy(value), to_numpy(target)
+        if array.size != target.size:
+            continue
+        out[name] = np.ascontiguousarray(array.reshape(target.shape).astype(target.dtype, copy=False))
+    return out
+
+
+def with_forced_values(model: onnx.ModelProto, values: Mapping[str, np.ndarray]
+                       ) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """A copy of ``model`` whose nodes read a new graph input in place of each tensor in ``values``
+    (the tensor itself is still computed); returns it and ``{tensor: new input name}``.
+
+    Teacher forcing: with every compared tensor fed from the reference, each node's output
+    differs from the reference only by that node's own error, however large the error upstream.
+    Only main-graph node inputs are redirected (subgraph bodies keep their outer references).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    produced = {o for n in graph.node for o in n.output if o}
+    taken = produced | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    renamed: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in produced:
+            continue
+        new = f"{name}__forced"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        renamed[name] = new
+        graph.input.append(onnx.helper.make_tensor_value_info(
+            new, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+    return out, renamed
+
+
 def _session_from_model(model: onnx.ModelProto, options: Any, providers: list[str]):
     import onnxruntime as ort
 
@@ -165,8 +241,10 @@ def _session_from_model(model: onnx.ModelProto, options: Any, providers: list[st
         return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def with_intermediate_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of ``model`` whose graph also outputs every node output of the main graph.
+def with_intermediate_outputs(model: onnx.ModelProto, names: Optional[Collection[str]] = None
+                              ) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` whose graph also outputs every node output of the main graph (only those
+    in ``names``, when given).
 
     Types come from shape inference where it knows them; onnxruntime accepts untyped outputs
     for the rest. Constant nodes are left out (their value is the same on every side).
@@ -183,7 +261,7 @@ def with_intermediate_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, 
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             continue
         for name in node.output:
-            if not name or name in existing:
+            if not name or name in existing or (names is not None and name not in names):
                 continue
             existing.add(name)
             vi = typed.get(name)
@@ -242,6 +320,25 @@ class TorchRunner(Runner):
         return RunResult(outputs, captured, seconds)
 
 
+    def run_forced(self, inputs: Mapping[str, Any], forced: Mapping[str, Any],
+                   like: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Every mapped value computed from the ``forced`` values of its inputs (teacher forcing, as
+        :meth:`OnnxRuntimeRunner.run_forced`): each node's own error, whatever happened upstream."""
+        import torch
+
+        self._check_inputs(inputs)
+        args = [_to_torch(inputs[n]) for n in self.input_names]
+        values = forced_feeds(forced, like)
+        local: dict[str, np.ndarray] = {}
+        try:
+            with torch.no_grad():
+                _CapturingInterpreter(self.module, self.fx_to_onnx, local, forced=values).run(*args)
+        except Exception as exc:
+            raise ConversionFailure(f"the PyTorch module failed to run on forced values: {type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:400]}") from exc
+        return local
+
+
 def _to_torch(value: Any):
     import torch
 
@@ -265,8 +362,10 @@ def _torch_to_numpy(value: Any) -> Any:
     return value
 
 
-def _CapturingInterpreter(module: Any, fx_to_onnx: Mapping[str, list[str]], store: dict[str, np.ndarray]):
-    """An fx Interpreter that copies the result of every node named in ``fx_to_onnx`` into ``store``."""
+def _CapturingInterpreter(module: Any, fx_to_onnx: Mapping[str, list[str]], store: dict[str, np.ndarray],
+                          forced: Optional[Mapping[str, np.ndarray]] = None):
+    """An fx Interpreter that copies the result of every node named in ``fx_to_onnx`` into ``store``
+    and, with ``forced``, continues from the forced value of that node instead of its own."""
     import torch
     import torch.fx as fx
 
@@ -278,6 +377,10 @@ def _CapturingInterpreter(module: Any, fx_to_onnx: Mapping[str, list[str]], stor
                 array = to_numpy(result).copy()
                 for onnx_name in names:
                     store[onnx_name] = array
+                if forced:
+                    value = next((forced[k] for k in names if k in forced), None)
+                    if value is not None and value.size == result.numel():
+                        return torch.from_numpy(value.reshape(tuple(result.shape)).copy()).to(result.dtype)
             return result
 
     return Capture(module)
@@ -390,7 +493,9 @@ def _native_stderr_filtered(drop: str) -> Iterator[None]:
 
 
 class MXNetRunner(Runner):
-    """An MXNet symbol with its parameters, run on the CPU in inference mode.
+    """An MXNet symbol with its parameters, run on the CPU in inference mode, on MXNet's plain
+    executor (``fused=True``: its default one, with oneDNN subgraph fusion, which computes some
+    graphs wrongly; only to warn about that).
 
     Label inputs of training heads (any variable that only feeds a loss head's label,
     ``common.mxnet_heads``) are not model inputs: they are fed zeros. ``tensor_map`` (see :func:`mxnet_tensor_map`) renames outputs and
@@ -401,8 +506,9 @@ class MXNetRunner(Runner):
 
     def __init__(self, symbol: Any, arg_params: Any = None, aux_params: Optional[Mapping[str, Any]] = None, *,
                  tensor_map: Optional[Mapping[str, str]] = None,
-                 output_names: Optional[Sequence[str]] = None) -> None:
+                 output_names: Optional[Sequence[str]] = None, fused: bool = False) -> None:
         self.mx = import_mxnet()
+        self.fused = fused  # MXNet's default CPU executor (oneDNN subgraph fusion) instead of the plain one
         self.symbol = load_mxnet_symbol(symbol) if isinstance(symbol, (str, os.PathLike)) else symbol
         if isinstance(arg_params, (str, os.PathLike)):
             arg_params, file_aux = load_mxnet_params(arg_params)
@@ -465,7 +571,7 @@ class MXNetRunner(Runner):
             target = self.symbol
         start = time.perf_counter()
         try:
-            with _plain_mxnet_executor():
+            with contextlib.nullcontext() if self.fused and not intermediates else _plain_mxnet_executor():
                 executor = target.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
             values = [o.asnumpy() for o in executor.forward(is_train=False)]
         except Exception as exc:

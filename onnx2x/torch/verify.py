@@ -2,7 +2,9 @@
 
 Why by default: a converter bug shows up as silently wrong numbers, so ``onnx2x torch`` runs the
 converted module and onnxruntime on the same inputs and refuses to write a model whose outputs
-differ (:class:`VerificationError`, exit 3). When onnxruntime itself cannot load or run the model
+differ (:class:`VerificationError`, exit 3), naming the node whose own error is out of tolerance.
+The criterion is :mod:`common.verify.compare`'s, shared with every other check. When onnxruntime
+itself cannot load or run the model
 (an IR version or opset newer than it knows, an op it lacks, string inputs) there is no reference:
 the check is skipped with a warning instead of failing the conversion.
 """
@@ -10,18 +12,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
 import torch
 
-from common.errors import VerificationError
+from common.errors import ConversionFailure, VerificationError
+from common.verify.locator import LocatorResult
+from common.verify.rowsets import selection_groups
+from common.verify.verdict import Verdict, judge_conversion
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RTOL = 1e-3
-DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL: Optional[float] = None  # the per-dtype defaults of common.verify.compare
+DEFAULT_ATOL: Optional[float] = None
 
 
 @dataclass
@@ -32,6 +37,7 @@ class CheckResult:
     reason: str = ""
     max_abs_diff: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    verdict: Optional[Verdict] = None
 
 
 def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -68,24 +74,32 @@ def random_inputs(
     return [drawn[n] for n in names]
 
 
-def onnxruntime_outputs(proto: onnx.ModelProto, feeds: Sequence[np.ndarray]) -> tuple[Optional[list[Any]], str]:
-    """(outputs, "") from onnxruntime, or (None, why) when it refuses the model or the inputs."""
+def onnxruntime_reference(proto: onnx.ModelProto) -> tuple[Any, str]:
+    """(runner, "") for ``proto`` with onnxruntime's graph optimizations off, or (None, why) when
+    onnxruntime refuses the model.
+
+    Off, because the reference should be the most literal reading of the graph: onnxruntime's
+    optimized run fuses QuantizeLinear/DequantizeLinear pairs into integer kernels that round
+    differently (one quantization step) from the graph as written, which the converted module
+    follows.
+    """
     try:
-        import onnxruntime as ort
+        from common.verify.runners import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(proto, optimize=False)
+        runner.session()
+        return runner, ""
     except ImportError:
         return None, "onnxruntime is not installed"
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    except ConversionFailure as exc:
+        return None, exc.message
+
+
+def _run_reference(runner: Any, feeds: Mapping[str, np.ndarray]) -> tuple[Optional[list[Any]], str]:
     try:
-        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types for every refusal
-        return None, f"onnxruntime cannot load the model ({_short(exc)})"
-    names = [i.name for i in sess.get_inputs()]
-    try:
-        outs = sess.run(None, dict(zip(names, feeds)))
-    except Exception as exc:
-        return None, f"onnxruntime cannot run the model on random inputs ({_short(exc)})"
-    return outs, ""
+        return list(runner.run(feeds).outputs.values()), ""
+    except ConversionFailure as exc:
+        return None, f"onnxruntime cannot run the model on random inputs ({exc.message.split(': ', 1)[-1][:300]})"
 
 
 def _short(exc: BaseException) -> str:
@@ -100,42 +114,17 @@ def to_numpy(obj: Any) -> Any:
     return obj
 
 
-def compare(expected: Any, actual: Any, rtol: float, atol: float) -> tuple[Optional[str], float]:
-    """(None, max diff) when equal within tolerance, else (one-line reason, max diff)."""
-    if isinstance(expected, list):
-        if not isinstance(actual, list) or len(actual) != len(expected):
-            return f"expected a sequence of {len(expected)}, got {type(actual).__name__}", float("inf")
-        worst = 0.0
-        for k, (e, a) in enumerate(zip(expected, actual)):
-            msg, diff = compare(e, a, rtol, atol)
-            if msg:
-                return f"[{k}] {msg}", diff
-            worst = max(worst, diff)
-        return None, worst
-    exp, act = np.asarray(expected), np.asarray(actual)
-    if exp.shape != act.shape:
-        return f"shape {act.shape} != onnxruntime's {exp.shape}", float("inf")
-    if exp.dtype != act.dtype:
-        return f"dtype {act.dtype} != onnxruntime's {exp.dtype}", float("inf")
-    if exp.size == 0:
-        return None, 0.0
-    if exp.dtype.kind in "fc":
-        e, a = exp.astype(np.complex128 if exp.dtype.kind == "c" else np.float64), act.astype(np.complex128 if exp.dtype.kind == "c" else np.float64)
-        with np.errstate(invalid="ignore"):
-            diff = np.abs(a - e)
-        both_nan = np.isnan(e) & np.isnan(a)
-        same_inf = np.isinf(e) & (a == e)
-        diff = np.where(both_nan | same_inf, 0.0, diff)
-        diff = np.where(np.isnan(diff), np.inf, diff)
-        worst = float(diff.max())
-        bad = diff > atol + rtol * np.abs(np.where(np.isfinite(e), e, 0))
-        if bad.any():
-            return (f"max abs diff {worst:.3g} ({int(bad.sum())} of {bad.size} elements beyond "
-                    f"rtol {rtol:g}, atol {atol:g})"), worst
-        return None, worst
-    if not np.array_equal(exp, act):
-        return f"{int(np.sum(exp != act))} of {exp.size} elements differ", float("inf")
-    return None, 0.0
+def _flat_outputs(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    """Outputs by name, ONNX sequences spread into ``name[k]`` entries (judged one by one)."""
+    flat: dict[str, Any] = {}
+    for name, value in zip(names, values):
+        if isinstance(value, list):
+            flat[f"{name}#length"] = np.asarray(len(value), dtype=np.int64)
+            for k, item in enumerate(value):
+                flat[f"{name}[{k}]"] = item
+        else:
+            flat[name] = value
+    return flat
 
 
 def check_module(
@@ -144,24 +133,31 @@ def check_module(
     *,
     input_shapes: Optional[dict[str, Sequence[int]]] = None,
     seed: int = 0,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: Optional[float] = None,
+    atol: Optional[float] = None,
     label: str = "",
     debug_gm: Optional[torch.fx.GraphModule] = None,
     debug_proto: Optional[onnx.ModelProto] = None,
+    unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
 ) -> CheckResult:
-    """Run ``module`` and onnxruntime on the same seeded inputs; raise on any difference.
+    """Run ``module`` and onnxruntime on the same seeded inputs; raise when they differ.
 
-    ``proto`` is the reference model (the one the user gave). With ``debug_gm`` and
+    ``proto`` is the reference model (the one the user gave). Outputs are judged by
+    :mod:`common.verify.judge` (scale-aware; detections as sets; onnxruntime's own sensitivity to
+    a one-part-in-a-million input change when an output would fail). With ``debug_gm`` and
     ``debug_proto`` (the converted GraphModule and the ONNX model it was built from), a mismatch
-    also names the first ONNX value whose PyTorch counterpart diverges.
+    also names the node whose own error is out of tolerance; ``unfused()`` converts
+    ``debug_proto`` again without fusions, for when fusion removed the values that would tell.
     """
     where = label or proto.graph.name or "model"
     try:
         feeds = random_inputs(proto, input_shapes, seed)
     except ValueError as exc:
         return _skip(where, str(exc))
-    expected, why = onnxruntime_outputs(proto, feeds)
+    input_names = [v.name for v in graph_inputs(proto)]
+    inputs = dict(zip(input_names, feeds))
+    runner, why = onnxruntime_reference(proto)
+    expected, why = _run_reference(runner, inputs) if runner is not None else (None, why)
     if expected is None:
         return _skip(where, why)
     try:
@@ -175,41 +171,57 @@ def check_module(
     if len(actual) != len(expected):
         raise VerificationError(f"the converted module returns {len(actual)} outputs, onnxruntime {len(expected)}",
                                 file=label or None)
-    result = CheckResult(outputs=names)
-    for name, e, a in zip(names, expected, actual):
-        msg, diff = compare(e, to_numpy(a), rtol, atol)
-        result.max_abs_diff = max(result.max_abs_diff, diff)
-        if msg:
-            text = f"output {name!r} differs from onnxruntime: {msg}"
-            if debug_gm is not None and debug_proto is not None:
-                located = first_divergence(debug_gm, debug_proto, feeds, rtol, atol)
-                if located:
-                    text += f"; {located}"
-            raise VerificationError(text, file=label or None)
-    log.info("%s: outputs match onnxruntime (max abs diff %.3g)", where, result.max_abs_diff)
+    def rerun(jittered: dict[str, np.ndarray]) -> dict[str, Any]:
+        values, problem = _run_reference(runner, jittered)
+        if values is None:
+            raise RuntimeError(problem)
+        return _flat_outputs(names, values)
+
+    locate = None
+    if debug_gm is not None and debug_proto is not None:
+        def locate():
+            return locate_divergence(debug_proto, debug_gm, inputs, unfused=unfused, rtol=rtol, atol=atol)
+
+    verdict = judge_conversion(_flat_outputs(names, expected), list(_flat_outputs(names, to_numpy(actual)).values()),
+                               reference_name="onnxruntime", inputs=inputs, seed=seed, rtol=rtol, atol=atol,
+                               row_groups=selection_groups(proto), rerun_reference=rerun, locate=locate)
+    for line in verdict.notes + verdict.warnings:
+        log.warning("%s: %s", where, line)
+    if not verdict.ok:
+        if verdict.locator is not None:
+            log.info("%s", verdict.locator.describe())
+        raise verdict.error(label or None)
+    result = CheckResult(outputs=names, verdict=verdict)
+    result.max_abs_diff = max((o.max_abs or 0.0 for o in verdict.comparison), default=0.0)
+    log.info("%s: outputs match onnxruntime (%s)", where, "; ".join(verdict.lines()))
     return result
+
+
+def locate_divergence(proto: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: Mapping[str, np.ndarray], *,
+                      unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
+                      rtol: Optional[float] = None, atol: Optional[float] = None) -> LocatorResult:
+    """The node whose own error is out of tolerance (:func:`common.verify.diagnose.diagnose_onnx_to_torch`).
+
+    Fusion removes values (a convolution's output before its folded BatchNormalization), so a
+    divergence found on the fused module may only be narrowed to a chain of nodes. Then the
+    unfused conversion is located too: it names the converter at fault, or, when it agrees
+    with onnxruntime, shows that the fusion passes introduced the error.
+    """
+    from common.verify.diagnose import diagnose_onnx_to_torch
+
+    found = diagnose_onnx_to_torch(proto, gm, inputs, rtol=rtol, atol=atol)
+    divergence = found.divergence
+    if unfused is None or (divergence is not None and divergence.inputs_agree):
+        return found
+    plain = diagnose_onnx_to_torch(proto, unfused(), inputs, rtol=rtol, atol=atol)
+    if plain.divergence is not None:
+        return plain
+    if divergence is not None and not plain.accumulated:
+        divergence.cause = ("the conversion without fusions agrees with onnxruntime here: the error comes from the "
+                            "inference fusions (onnx2x/torch/fusion.py) of this node's chain")
+    return found
 
 
 def _skip(where: str, why: str) -> CheckResult:
     log.warning("%s: verification skipped: %s", where, why)
     return CheckResult(skipped=True, reason=why)
-
-
-def first_divergence(
-    gm: torch.fx.GraphModule, proto: onnx.ModelProto, feeds: Sequence[np.ndarray], rtol: float, atol: float
-) -> Optional[str]:
-    """Where the module first departs from onnxruntime (``common.verify``'s locator), or None.
-
-    ``proto`` must be the graph ``gm`` was built from. The full report goes to the log; the
-    returned line names the node.
-    """
-    from common.verify.diagnose import diagnose_onnx_to_torch
-
-    names = [v.name for v in graph_inputs(proto)]
-    try:
-        result = diagnose_onnx_to_torch(proto, gm, dict(zip(names, feeds)), rtol=rtol, atol=atol)
-    except Exception as exc:  # diagnosis is a help on top of the failure: never replace it
-        return f"cannot locate the divergent node: {_short(exc)}"
-    text = result.describe()
-    log.error("%s", text)
-    return text.splitlines()[0] if text else None

@@ -25,7 +25,9 @@ from mx2onnx_patches import graph_builder, opset_stamp
 from . import inputs as inputs_mod
 from . import loading, weights
 from .simplify import simplify_model
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_model
+from common.verify.verdict import Verdict
+
+from .verify import verify_model
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,15 @@ class Exported:
     """What :func:`export_report` returns: the model and what was checked."""
 
     model: onnx.ModelProto
-    report: Optional[VerifyReport]
+    report: Optional[Verdict]
     inputs: inputs_mod.InputPlan
     labels: list[str]
 
 
 def export(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = opset_stamp.DEFAULT_OPSET,
            dynamic_batch: bool = False, simplify: bool = True, verify: bool = True,
-           input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: float = DEFAULT_ATOL,
-           rtol: float = DEFAULT_RTOL, verify_batch: Optional[int] = None) -> onnx.ModelProto:
+           input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: Optional[float] = None,
+           rtol: Optional[float] = None, verify_batch: Optional[int] = None) -> onnx.ModelProto:
     """Export an MXNet model to ONNX and return the checked ``onnx.ModelProto``.
 
     ``symbol``: a ``-symbol.json`` path or an ``mx.sym.Symbol``. ``params``: a ``.params`` path, a
@@ -85,8 +87,8 @@ def export(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = o
 
 def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = opset_stamp.DEFAULT_OPSET,
                   dynamic_batch: bool = False, simplify: bool = True, verify: bool = True,
-                  input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: float = DEFAULT_ATOL,
-                  rtol: float = DEFAULT_RTOL, verify_batch: Optional[int] = None) -> Exported:
+                  input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: Optional[float] = None,
+                  rtol: Optional[float] = None, verify_batch: Optional[int] = None) -> Exported:
     """:func:`export`, returning the verification figures and the input plan with the model."""
     started = time.perf_counter()
     progress.stage("load")
@@ -141,7 +143,7 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
                                   seed=seed, atol=atol, rtol=rtol)
         except ConversionError as exc:
             raise exc.with_context(file=sym_file if sym_file != "<symbol>" else None)
-        log.info("verified against MXNet: %s", report.summary())
+        log.info("verified against MXNet: %s", report.comparison.summary())
     log.info("export done in %.2f s", time.perf_counter() - started)
     return Exported(model, report, plan, result.labels)
 
