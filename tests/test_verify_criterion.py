@@ -177,7 +177,7 @@ def test_near_tied_detections_in_another_order_pass():
     assert not judge_outputs(ref, swapped).ok  # element-wise: a large error
     report = judge_outputs(ref, swapped, row_groups=group)
     assert report.ok and {o.compared_as for o in report} == {"rows"}
-    assert report["boxes"].figures() == "4 of 4 detection rows matched"
+    assert report["boxes"].figures().startswith("4 rows matched of 4 reference and 4 candidate rows")
 
 
 def test_a_wrong_or_missing_detection_fails():
@@ -192,6 +192,17 @@ def test_a_wrong_or_missing_detection_fails():
         v[0, 2] = -1  # the last detection suppressed
     report = judge_outputs(ref, dropped, row_groups=group)
     assert not report.ok and report["scores"].n_bad == 1 and "no match" in report["scores"].problem()
+
+
+def test_which_of_the_rows_tied_at_the_cutoff_are_kept_is_not_defined():
+    """YOLOv3 at random init: every score 0.25; the top 4 of 6 tied candidates may be any 4."""
+    boxes = _rng(13).uniform(0, 300, size=(6, 4)).astype(np.float32)
+    ref = _detections([0.25] * 4, boxes[:4], pad=0)
+    other = _detections([0.25] * 4, boxes[[0, 1, 4, 5]], pad=0)
+    report = judge_outputs(ref, other, row_groups=[["ids", "scores", "boxes"]])
+    assert report.ok and "4 rows tied with the last kept score" in report["boxes"].figures()
+    lower = _detections([0.25, 0.25, 0.25, 0.2], boxes[[0, 1, 2, 5]], pad=0)  # a lower score is no tie
+    assert not judge_outputs(ref, lower, row_groups=[["ids", "scores", "boxes"]]).ok
 
 
 def test_a_detection_dropped_where_the_reference_itself_is_unstable_passes():

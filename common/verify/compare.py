@@ -229,7 +229,7 @@ class OutputComparison:
         if self.compared_as == "exact":
             return "equal" if self.n_bad == 0 else f"{self.n_bad} of {self.n_elements} elements differ"
         if self.compared_as == "rows":
-            head = f"{self.n_elements - (self.n_bad or 0)} of {self.n_elements} detection rows matched"
+            return self.message
         else:
             head = (f"max error {self.max_rel:.2g} of scale {self.scale:.3g}" if self.max_rel is not None and self.scale
                     else f"max-abs {self.max_abs:.3g}")

@@ -133,10 +133,11 @@ class RowMatch:
     max_abs: list[float]  # per output, over matched rows
     max_rel: list[Optional[float]]
     worst: float  # largest matched distance as a multiple of the bound
+    tied_at_cutoff: int = 0  # unmatched rows whose score ties the last kept score: either side may keep them
 
     @property
     def unmatched(self) -> int:
-        return (self.n_reference - self.matched) + (self.n_candidate - self.matched)
+        return (self.n_reference - self.matched) + (self.n_candidate - self.matched) - self.tied_at_cutoff
 
 
 def match_rows(reference: Sequence[Any], candidate: Sequence[Any], axis: int, tolerances: Sequence[Tolerance],
@@ -154,9 +155,10 @@ def match_rows(reference: Sequence[Any], candidate: Sequence[Any], axis: int, to
         finite = np.abs(a[np.isfinite(a)].astype(np.float64)) if a.size else np.zeros(0)
         scales.append(float(finite.max()) if finite.size else 0.0)
     widen = list(widen) or [0.0] * len(refs)
-    n_ref = n_cand = matched = 0
+    n_ref = n_cand = matched = tied = 0
     max_abs = [0.0] * len(refs)
     worst = 0.0
+    key = _score_column(ref_table, cand_table)
     for r_rows, c_rows in zip(ref_table.rows, cand_table.rows):
         n_ref += len(r_rows)
         n_cand += len(c_rows)
@@ -168,18 +170,46 @@ def match_rows(reference: Sequence[Any], candidate: Sequence[Any], axis: int, to
         bound = np.maximum(bound, np.finfo(np.float64).tiny)
         distance = _distances(r_rows, c_rows, bound)
         taken = np.zeros(len(c_rows), bool)
+        kept = np.zeros(len(r_rows), bool)
         for i in range(len(r_rows)):
             row = np.where(taken, np.inf, distance[i])
             j = int(np.argmin(row))
             if row[j] <= 1.0:
-                taken[j] = True
+                taken[j] = kept[i] = True
                 matched += 1
                 worst = max(worst, float(row[j]))
                 diff = np.abs(r_rows[i] - c_rows[j])
                 for k, (start, stop) in enumerate(ref_table.columns):
                     max_abs[k] = max(max_abs[k], float(diff[start:stop].max(initial=0.0)))
+        if key is not None:
+            tied += _tied_at_cutoff(r_rows[~kept, key], c_rows[:, key], bound[:, key].max())
+            tied += _tied_at_cutoff(c_rows[~taken, key], r_rows[:, key], bound[:, key].max())
     max_rel = [m / s if s > 0 else (0.0 if m == 0 else None) for m, s in zip(max_abs, scales)]
-    return RowMatch(n_ref, n_cand, matched, max_abs, max_rel, worst)
+    return RowMatch(n_ref, n_cand, matched, max_abs, max_rel, worst, tied)
+
+
+def _score_column(*tables: _Table) -> Optional[int]:
+    """The column both sides list their rows in descending order of (detections come sorted by
+    score), preferring the one with the most distinct values; None when no column is sorted."""
+    if not tables[0].rows:
+        return None
+    best, best_distinct = None, -1
+    for col in range(tables[0].rows[0].shape[1]):
+        if not all(np.all(np.diff(rows[:, col]) <= 0) for t in tables for rows in t.rows):
+            continue
+        distinct = len(np.unique(np.concatenate([rows[:, col] for t in tables for rows in t.rows])))
+        if distinct > best_distinct:
+            best, best_distinct = col, distinct
+    return best
+
+
+def _tied_at_cutoff(unmatched_keys: np.ndarray, other_keys: np.ndarray, bound: float) -> int:
+    """Unmatched rows whose score equals, within ``bound``, the lowest score the other side kept:
+    among candidates tied at the cut-off (top-k, NMS order) either may be the one kept."""
+    if not len(unmatched_keys) or not len(other_keys):
+        return 0
+    cutoff = float(other_keys.min())
+    return int(np.count_nonzero(np.abs(unmatched_keys - cutoff) <= bound))
 
 
 def _distances(r_rows: np.ndarray, c_rows: np.ndarray, bound: np.ndarray) -> np.ndarray:
@@ -224,5 +254,7 @@ def compare_row_set(names: Sequence[str], reference: Mapping[str, Any], candidat
             bad_fraction=match.unmatched / max(1, match.n_reference), n_allowed=allowed_unmatched,
             worst=match.worst, widened_by=float((widen or [0.0] * len(names))[k]), compared_as="rows",
             message=f"{match.matched} rows matched of {match.n_reference} reference and {match.n_candidate} "
-                    f"candidate rows, compared as a set along axis {axis}"))
+                    f"candidate rows, compared as a set along axis {axis}"
+                    + (f"; {match.tied_at_cutoff} rows tied with the last kept score, which either side may keep"
+                       if match.tied_at_cutoff else "")))
     return results
