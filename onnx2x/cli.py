@@ -169,49 +169,100 @@ def cmd_torch(args: argparse.Namespace) -> int:
 
 
 def convert_torch(args: argparse.Namespace) -> int:
-    """Convert the one model ``args.model`` (what a batch worker runs for each model)."""
+    """Convert the one model ``args.model`` (what a batch worker runs for each model).
+
+    The weights are read once, from the file straight into the module's tensors (the ONNX
+    model is held as a skeleton: :mod:`common.weight_refs`); the module is written, then let go,
+    and the check runs the written files (weights memory-mapped) against onnxruntime, so that
+    at no point two copies of the weights are held by this process's own code.
+    """
     from common.atomic import atomic_files
-    from common.model_io import load_onnx, save_onnx
+    from common.model_io import load_onnx
 
     from .torch import artifact
     from .torch.convert import _fix_input_shapes, convert_prepared, prepare
-    from .torch.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_module
 
     shapes = parse_shapes(args.input_shape)
     label = str(args.model)
     progress.stage("load")
-    original = load_onnx(args.model)
-    progress.stage("prepare" if args.no_simplify else "simplify")
-    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
-    progress.stage("convert")
-    gm = convert_prepared(proto, label)
-    if args.simplify_path:
-        save_onnx(proto, args.simplify_path)
-        log.info("wrote the converted ONNX model to %s", args.simplify_path)
+    original = load_onnx(args.model, lazy=True)
     reference = None
     if not args.no_verify:
         reference = _fix_input_shapes(original, shapes, label) if shapes else original
+    progress.stage("prepare" if args.no_simplify else "simplify")
+    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
     del original
+    progress.stage("convert")
+    gm = convert_prepared(proto, label)
+    if args.simplify_path:
+        _save_materialized(proto, args.simplify_path)
+        log.info("wrote the converted ONNX model to %s", args.simplify_path)
     weights, source = artifact.artifact_paths(args.output or default_output(args.model))
     verdict = "not verified (--no-verify)"
     with atomic_files([weights, source]) as (w_tmp, s_tmp):
         progress.stage("write")
         artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
+        debug_gm = gm if args.debug else None
+        del gm  # written: the check reads the files, and the weights are held once
         if reference is not None:
             progress.stage("verify")
-            saved = artifact.load(s_tmp)  # check what the user gets: the written files
-            result = check_module(
-                saved, reference, input_shapes=shapes, seed=args.seed,
-                rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
-                atol=DEFAULT_ATOL if args.atol is None else args.atol,
-                label=label, debug_gm=gm if args.debug else None, debug_proto=proto if args.debug else None,
-            )
-            verdict = (f"verification skipped: {result.reason}" if result.skipped else
-                       f"matches onnxruntime (max abs diff {result.max_abs_diff:.3g})")
+            verdict = _verify_written(args, s_tmp, reference, shapes, label, debug_gm,
+                                      proto if args.debug else None)
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
     return 0
+
+
+def _save_materialized(proto, path: str) -> None:
+    """Save a (lazily loaded) model with its weights in it: ``--simplify-path``."""
+    import onnx
+
+    from common.model_io import save_onnx
+    from common.weight_refs import is_lazy, materialize
+
+    if is_lazy(proto):
+        whole = onnx.ModelProto()
+        whole.CopyFrom(proto)
+        proto = materialize(whole)
+    save_onnx(proto, path)
+
+
+def _verify_written(args: argparse.Namespace, source: Path, reference, shapes, label: str, debug_gm,
+                    debug_proto) -> str:
+    """Check the written module (weights memory-mapped) against onnxruntime on ``reference``.
+
+    onnxruntime reads a model given as bytes with its external data relative to the working
+    directory: a lazily loaded reference is handed over that way when the model lies below it,
+    else with its weights read in for the check.
+    """
+    import os
+
+    import onnx
+
+    from common.weight_refs import materialize, relative_to
+
+    from .torch import artifact
+    from .torch.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_module
+
+    for_ort = relative_to(reference, os.getcwd())
+    if for_ort is None:
+        for_ort = onnx.ModelProto()
+        for_ort.CopyFrom(reference)
+        materialize(for_ort)
+    if debug_proto is not None:  # the locator runs onnxruntime on the converted graph too
+        whole = onnx.ModelProto()
+        whole.CopyFrom(debug_proto)
+        debug_proto = materialize(whole)
+    saved = artifact.load(source, mmap=True)  # check what the user gets: the written files
+    result = check_module(
+        saved, for_ort, input_shapes=shapes, seed=args.seed,
+        rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+        atol=DEFAULT_ATOL if args.atol is None else args.atol,
+        label=label, debug_gm=debug_gm, debug_proto=debug_proto,
+    )
+    return (f"verification skipped: {result.reason}" if result.skipped else
+            f"matches onnxruntime (max abs diff {result.max_abs_diff:.3g})")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
