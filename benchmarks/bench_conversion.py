@@ -16,10 +16,11 @@ comes from a fresh subprocess per model and mode:
 
 Before the clock starts, each subprocess imports what the mode needs and runs the same mode once
 on a tiny model (one-time costs: imports, onnxsim's and onnxruntime's first-call set-up, as
-``import onnx`` is for ``onnx.load``). Time: the best of ``--repeat`` subprocesses. Memory: peak
-resident size (VmHWM, reset through ``/proc/self/clear_refs``) minus the resident size just
-before, in units of the model's weight bytes (median over the subprocesses). Targets:
-conversion <= 1.5x ``onnx.load``, peak <= 1.2 weight copies.
+``import onnx`` is for ``onnx.load``; ``tests/support/peak_memory.py``). Time: the best of
+``--repeat`` subprocesses. Memory: peak resident size (VmHWM, reset through
+``/proc/self/clear_refs``) minus the resident size just before, in units of the model's weight
+bytes (median over the subprocesses). Targets: conversion <= 1.5x ``onnx.load``, peak <= 1.2
+weight copies.
 
 **x2onnx mxnet** (the real MTCNN checkpoints of ``$X2ONNX_MODELS_DIR`` and gluon model-zoo
 networks with seeded random weights): wall time of the whole command in a fresh process,
@@ -56,104 +57,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.report import Section, machine, write_section  # noqa: E402
+from tests.support.peak_memory import measure_in_subprocess  # noqa: E402
 
 ONNX2X_MODES = ("load", "convert", "cli", "cli-noverify")
 MXNET_MODES = ("stock", "x2onnx", "x2onnx-nv-ns")
 MTCNN = {"det1": (1, 3, 12, 12), "det2": (1, 3, 24, 24), "det3": (1, 3, 48, 48), "det4": (1, 15, 24, 24)}
 GLUON = {"squeezenet1.1": (1, 3, 224, 224), "mobilenet0.25": (1, 3, 224, 224), "resnet18_v1": (1, 3, 224, 224)}
 SMOKE_MODEL, SMOKE_MXNET = "squeezenet", "det1"
-
-
-# --- one measurement in this (fresh) process ---------------------------------------------------
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _tiny_model(folder: str) -> str:
-    """Conv + BatchNormalization + Relu + pooling + MatMul: every stage of a conversion, once."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(np.ones(8, np.float32), "s"), numpy_helper.from_array(np.zeros(8, np.float32), "b"),
-             numpy_helper.from_array(np.ones(8, np.float32), "v"),
-             numpy_helper.from_array(rng.standard_normal((8, 2048)).astype(np.float32), "fc")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["c", "s", "b", "b", "v"], ["n"]),
-             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["y"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2048])], inits)
-    path = os.path.join(folder, "tiny.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
-    return path
-
-
-def _onnx2x_runner(mode: str, out_dir: str):
-    """The function one measurement times, its imports done."""
-    import onnx
-
-    if mode == "load":
-        return lambda path: onnx.load(path)
-    import logging
-
-    from onnx2x import cli
-    from onnx2x.torch import convert
-
-    logging.basicConfig(level=logging.ERROR)
-    if mode == "convert":
-        return convert
-    flags = ["--no-verify"] if mode == "cli-noverify" else []
-
-    def run(path: str) -> int:
-        args = cli.build_parser().parse_args(["torch", path, "-q", "-o", os.path.join(out_dir, Path(path).stem + ".pt"),
-                                              *flags])
-        args.model = path
-        return cli.convert_torch(args)
-
-    return run
-
-
-def onnx2x_child(mode: str, path: str) -> dict[str, Any]:
-    import gc
-
-    with tempfile.TemporaryDirectory(prefix="bench_conversion_") as out_dir:
-        run = _onnx2x_runner(mode, out_dir)
-        result = run(_tiny_model(out_dir))  # one-time costs, outside the measurement
-        del result
-        gc.collect()
-        exact = _reset_peak()
-        base = _status_mb("VmRSS")
-        start = time.perf_counter()
-        result = run(path)
-        seconds = time.perf_counter() - start
-        peak = _status_mb("VmHWM") if exact else _status_mb("VmRSS")
-        return {"seconds": seconds, "peak_mb": peak - base, "held_mb": _status_mb("VmRSS") - base, "exact_peak": exact}
-
-
-def _spawn_child(args: list[str], timeout: float = 3600) -> dict[str, Any]:
-    """Run this script as ``--child ...``; a failure is returned as ``{"error": ...}``."""
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=str(REPO))
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
-        return {"error": last[:300]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --- onnx2x torch ------------------------------------------------------------------------------
@@ -175,7 +85,10 @@ def bench_onnx2x(name: str, folder: Path, repeat: int, modes: tuple[str, ...]) -
     weights_mb = weight_bytes(str(path)) / 2**20
     row: dict[str, Any] = {"model": name, "weights_mb": round(weights_mb, 1)}
     for mode in modes:
-        runs = [_spawn_child(["--child", "onnx2x", mode, str(path)]) for _ in range(repeat)]
+        cli_mode = mode.startswith("cli")
+        runs = [measure_in_subprocess("cli" if cli_mode else mode, path,
+                                      cli_flags=["--no-verify"] if mode == "cli-noverify" else ())
+                for _ in range(repeat)]
         good = [r for r in runs if "error" not in r]
         if not good:
             row[f"{mode}_error"] = runs[0]["error"]
@@ -365,11 +278,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "no thresholds)")
     parser.add_argument("--out-dir", help="write BENCHMARKS.json/.md here instead of docs/")
     parser.add_argument("--no-write", action="store_true", help="print the rows only")
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(onnx2x_child(args.child[1], args.child[2])))
-        return 0
     if args.smoke:
         args.models, args.mxnet_models, args.repeat = [SMOKE_MODEL], [SMOKE_MXNET], 1
     out_dir = Path(args.out_dir) if args.out_dir else REPO / "docs"

@@ -291,10 +291,16 @@ def relative_to(model: onnx.ModelProto, folder: "str | os.PathLike[str]") -> Opt
     return out
 
 
+def data_folder(model: onnx.ModelProto) -> Optional[str]:
+    """The innermost folder holding every file the lazy ``model`` references (None: no reference)."""
+    folders = {os.path.dirname(reference(t)[0]) for t in _external_tensors(model.graph)}
+    return os.path.commonpath(sorted(folders)) if folders else None
+
+
 def is_lazy(model: onnx.ModelProto) -> bool:
     """True when some main-graph initializer of ``model`` still lives in a file."""
     return any(True for _ in _external_tensors(model.graph))
 
 
-__all__ = ["INLINE_MAX_BYTES", "empty_array", "is_lazy", "materialize", "read_array", "read_into", "reference", "relative_to",
+__all__ = ["INLINE_MAX_BYTES", "data_folder", "empty_array", "is_lazy", "materialize", "read_array", "read_into", "reference", "relative_to",
            "skeleton_from_file"]

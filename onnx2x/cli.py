@@ -8,10 +8,11 @@ Exit codes: 0 done, 1 internal error (a bug: rerun with --debug and report it), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from common import progress
 from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run_jobs
@@ -203,7 +204,9 @@ def convert_torch(args: argparse.Namespace) -> int:
         progress.stage("write")
         artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
         debug_gm = gm if args.debug else None
-        del gm  # written: the check reads the files, and the weights are held once
+        if debug_gm is None:
+            _drop_tensors(gm)  # written: the check reads the files, and the weights are held once
+        del gm
         if reference is not None:
             progress.stage("verify")
             verdict = _verify_written(args, s_tmp, reference, shapes, label, debug_gm,
@@ -212,6 +215,18 @@ def convert_torch(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
     return 0
+
+
+def _drop_tensors(gm) -> None:
+    """Let go of every tensor of ``gm`` now (an fx GraphModule and its graph reference each
+    other: without this its weights would live on until the garbage collector runs)."""
+    import torch
+
+    for module in gm.modules():
+        module._parameters.clear()
+        module._buffers.clear()
+        for name in [k for k, v in vars(module).items() if isinstance(v, torch.Tensor)]:
+            delattr(module, name)
 
 
 def _save_materialized(proto, path: str) -> None:
@@ -230,39 +245,61 @@ def _save_materialized(proto, path: str) -> None:
 
 def _verify_written(args: argparse.Namespace, source: Path, reference, shapes, label: str, debug_gm,
                     debug_proto) -> str:
-    """Check the written module (weights memory-mapped) against onnxruntime on ``reference``.
-
-    onnxruntime reads a model given as bytes with its external data relative to the working
-    directory: a lazily loaded reference is handed over that way when the model lies below it,
-    else with its weights read in for the check.
-    """
-    import os
-
+    """Check the written module (weights memory-mapped) against onnxruntime on ``reference``."""
     import onnx
 
-    from common.weight_refs import materialize, relative_to
+    from common.weight_refs import materialize
 
     from .torch import artifact
     from .torch.verify import DEFAULT_ATOL, DEFAULT_RTOL, check_module
 
-    for_ort = relative_to(reference, os.getcwd())
-    if for_ort is None:
-        for_ort = onnx.ModelProto()
-        for_ort.CopyFrom(reference)
-        materialize(for_ort)
     if debug_proto is not None:  # the locator runs onnxruntime on the converted graph too
         whole = onnx.ModelProto()
         whole.CopyFrom(debug_proto)
         debug_proto = materialize(whole)
     saved = artifact.load(source, mmap=True)  # check what the user gets: the written files
-    result = check_module(
-        saved, for_ort, input_shapes=shapes, seed=args.seed,
-        rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
-        atol=DEFAULT_ATOL if args.atol is None else args.atol,
-        label=label, debug_gm=debug_gm, debug_proto=debug_proto,
-    )
+    with _reference_for_onnxruntime(reference) as for_ort:
+        result = check_module(
+            saved, for_ort, input_shapes=shapes, seed=args.seed,
+            rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+            atol=DEFAULT_ATOL if args.atol is None else args.atol,
+            label=label, debug_gm=debug_gm, debug_proto=debug_proto,
+        )
     return (f"verification skipped: {result.reason}" if result.skipped else
             f"matches onnxruntime (max abs diff {result.max_abs_diff:.3g})")
+
+
+@contextlib.contextmanager
+def _reference_for_onnxruntime(reference) -> Iterator:
+    """The lazily loaded ``reference`` in a form onnxruntime reads without a copy of the weights.
+
+    onnxruntime reads the external data of a model given as bytes relative to the working
+    directory, never above it: the check runs with the working directory set to the folder of
+    the weights (restored after), which it then memory-maps. Without that folder (no
+    permission), the weights are read into the model for the check.
+    """
+    import os
+
+    import onnx
+
+    from common.weight_refs import data_folder, materialize, relative_to
+
+    folder = data_folder(reference)
+    if folder is None:
+        yield reference
+        return
+    previous = os.getcwd()
+    try:
+        os.chdir(folder)
+    except OSError:
+        whole = onnx.ModelProto()
+        whole.CopyFrom(reference)
+        yield materialize(whole)
+        return
+    try:
+        yield relative_to(reference, folder)
+    finally:
+        os.chdir(previous)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
