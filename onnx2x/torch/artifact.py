@@ -244,7 +244,9 @@ _LOAD_FN = '''
 def load(weights_path=None, map_location="cpu", mmap=False):
     """Build ``Model`` and read its weights (torch.load with weights_only=True: no code runs).
 
-    ``weights_path`` defaults to WEIGHTS_FILE beside this file.
+    ``weights_path`` defaults to WEIGHTS_FILE beside this file. ``mmap=True`` reads nothing now:
+    every parameter and buffer is a view of the memory-mapped weights file (pages are read when
+    first used, and the file must stay unchanged while the model lives).
     """
     if weights_path is None:
         weights_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE)
