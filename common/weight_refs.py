@@ -24,6 +24,8 @@ from typing import Iterator, Optional
 import numpy as np
 import onnx
 
+from .protobuf_wire import delimited, encode_varint
+
 # A tensor whose payload is at most this many bytes stays in the proto: shape tensors, axes and
 # scalars, which onnxsim's constant folding and shape inference's data propagation read.
 INLINE_MAX_BYTES = 4096
@@ -54,22 +56,6 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _delimited(field: int, payload: bytes) -> bytes:
-    return _encode_varint((field << 3) | 2) + _encode_varint(len(payload)) + payload
 
 
 def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
@@ -147,8 +133,8 @@ def _tensor(buf: memoryview, start: int, end: int, location: str, min_bytes: int
         pos = b
     out += buf[pos:end]
     for key, value in (("location", location), ("offset", str(body)), ("length", str(size))):
-        out += _delimited(_T_EXTERNAL_DATA, _delimited(1, key.encode()) + _delimited(2, value.encode()))
-    out += _encode_varint(_T_DATA_LOCATION << 3) + _encode_varint(onnx.TensorProto.EXTERNAL)
+        out += delimited(_T_EXTERNAL_DATA, delimited(1, key.encode()) + delimited(2, value.encode()))
+    out += encode_varint(_T_DATA_LOCATION << 3) + encode_varint(onnx.TensorProto.EXTERNAL)
     return bytes(out)
 
 
@@ -159,7 +145,7 @@ def _graph(buf: memoryview, start: int, end: int, location: str, min_bytes: int)
         if rewritten is None:
             out += buf[at:stop]
         else:
-            out += _delimited(field, rewritten)
+            out += delimited(field, rewritten)
     return bytes(out)
 
 
@@ -181,7 +167,7 @@ def skeleton_from_file(path: "str | os.PathLike[str]", *, min_bytes: int = INLIN
         out = bytearray()
         for field, wire, at, body, stop in _fields(buf, 0, size):
             if field == _MODEL_GRAPH and wire == 2:
-                out += _delimited(field, _graph(buf, body, stop, location, min_bytes))
+                out += delimited(field, _graph(buf, body, stop, location, min_bytes))
             else:
                 out += buf[at:stop]
         model = onnx.ModelProto()

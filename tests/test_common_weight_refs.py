@@ -21,7 +21,7 @@ from common.errors import ModelLoadError, SecurityError
 from common.model_io import load_onnx
 from onnx2x.cli import main
 from onnx2x.torch import artifact, convert
-from tests.support.peak_memory import measure_in_subprocess
+from tests.support.peak_memory import mapped_file, measure_in_subprocess
 
 
 def _mlp(widths: list[int], *, seed: int = 0, batch: "str | int" = "N") -> onnx.ModelProto:
@@ -52,16 +52,6 @@ def _save_external(model: onnx.ModelProto, path: Path) -> None:
 
 def _arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def _mapped_file(address: int) -> str:
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            parts = line.split(maxsplit=5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            if lo <= address < hi:
-                return parts[5].strip() if len(parts) > 5 else ""
-    return ""
 
 
 def test_skeleton_references_give_back_the_same_bytes(tmp_path: Path) -> None:
@@ -132,7 +122,7 @@ def test_converted_module_owns_its_weights(tmp_path: Path) -> None:
     with torch.no_grad():
         np.testing.assert_array_equal(before, reference(torch.from_numpy(x)).numpy())
     big = [t for t in gm.state_dict().values() if t.numel() * t.element_size() >= 1 << 16]
-    assert big and all(_mapped_file(t.data_ptr()) != str(path.resolve()) for t in big)
+    assert big and all(mapped_file(t.data_ptr()) != str(path.resolve()) for t in big)
     path.write_bytes(b"\0" * os.path.getsize(path))  # the file changes: the module does not
     with torch.no_grad():
         np.testing.assert_array_equal(gm(torch.from_numpy(x)).numpy(), before)

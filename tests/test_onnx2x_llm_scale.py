@@ -25,21 +25,10 @@ import torch
 
 from onnx2x.torch import artifact
 from tests.support.llama_onnx import LLAMA_1B, LLAMA_TINY, LlamaConfig, build, feeds
-from tests.support.peak_memory import measure_in_subprocess
+from tests.support.peak_memory import mapped_file, measure_in_subprocess
 
 PROMPT, BATCH = 6, 1
 MAX_PEAK_COPIES = 1.2
-
-
-def _mapped_file(address: int) -> "str | None":
-    """The file (or [heap], [anon]...) of this process's mapping that holds ``address``."""
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            parts = line.split(maxsplit=5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            if lo <= address < hi:
-                return parts[5].strip() if len(parts) > 5 else ""
-    return None
 
 
 def _onnxruntime_runs(path, cfg: LlamaConfig, prompt: np.ndarray, token: np.ndarray) -> dict[str, list[np.ndarray]]:
@@ -78,7 +67,7 @@ def _convert_and_check(tmp_path, cfg: LlamaConfig, *, atol: float) -> dict:
     gc.collect()  # the session's weights go before the module's pages come in
 
     net = artifact.load(out, mmap=True)
-    files = {_mapped_file(t.data_ptr()) for t in net.state_dict().values() if t.numel()}
+    files = {mapped_file(t.data_ptr()) for t in net.state_dict().values() if t.numel()}
     assert files == {str(out.resolve())}, f"load(mmap=True) gave tensors outside the weights file: {files}"
     got_prompt = _torch_run(net, feeds(cfg, prompt))
     got_step = _torch_run(net, feeds(cfg, token, got_prompt[1:]))

@@ -43,6 +43,17 @@ def reset_peak() -> bool:
         return False
 
 
+def mapped_file(address: int) -> Optional[str]:
+    """What this process maps at ``address``: a file path, ``[heap]``, ``""`` (anonymous), None."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= address < hi:
+                return parts[5].strip() if len(parts) > 5 else ""
+    return None
+
+
 def tiny_model(folder: str) -> str:
     """Conv + BatchNormalization + Relu + pooling + MatMul: every stage of a conversion, once."""
     import numpy as np
