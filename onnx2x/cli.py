@@ -204,7 +204,7 @@ def convert_torch(args: argparse.Namespace) -> int:
         progress.stage("write")
         artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
         debug_gm = gm if args.debug else None
-        if debug_gm is None:
+        if reference is not None and debug_gm is None:
             _drop_tensors(gm)  # written: the check reads the files, and the weights are held once
         del gm
         if reference is not None:
