@@ -9,6 +9,7 @@ never reaches the forward pass.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import warnings
@@ -292,7 +293,8 @@ class GraphBuilder:
             results = result
         else:
             results = [result]
-        fresh = set(list(self.graph.nodes)[nodes_before:]) if len(self.graph.nodes) > nodes_before else set()
+        added = len(self.graph.nodes) - nodes_before  # the last ``added`` nodes (not a copy of the whole list)
+        fresh = set(itertools.islice(reversed(self.graph.nodes), added)) if added > 0 else set()
         for j, value in enumerate(node.outputs):
             handle = results[j] if j < len(results) else None
             if not value.name:
