@@ -288,8 +288,11 @@ def _reference_for_onnxruntime(reference) -> Iterator:
     if folder is None:
         yield reference
         return
+    relative = relative_to(reference, folder)
     previous = os.getcwd()
     try:
+        if relative is None:
+            raise OSError("references outside their folder")
         os.chdir(folder)
     except OSError:
         whole = onnx.ModelProto()
@@ -297,7 +300,7 @@ def _reference_for_onnxruntime(reference) -> Iterator:
         yield materialize(whole)
         return
     try:
-        yield relative_to(reference, folder)
+        yield relative
     finally:
         os.chdir(previous)
 
