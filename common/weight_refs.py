@@ -4,11 +4,11 @@ Why: ``onnx.load`` reads the whole file and parses it into a protobuf (two copie
 at its peak), and everything after it (onnxsim, shape inference, the graph IR) only needs the
 graph. :func:`skeleton_from_file` walks the protobuf wire format of the memory-mapped file and
 parses everything *but* the large initializer payloads, which become ONNX external-data
-references (``location``, ``offset``, ``length``) into the model file itself. Initializers already
-stored as external data keep their reference. In the returned proto every such ``location`` is the
-absolute path of a file that :func:`common.model_io.load_onnx` has checked (inside the model's
-folder): such a *lazy* proto is an in-memory form of this toolkit, not something to save as is
-(:func:`materialize` puts the bytes back).
+references (``location``, ``offset``, ``length``) into the model file itself (by its absolute path).
+Initializers already stored as external data keep their reference, which
+:func:`common.model_io.load_onnx` (``lazy=True``) checks (inside the model's folder) and then
+makes absolute too: such a *lazy* proto is an in-memory form of this toolkit, not something to
+save as is (:func:`materialize` puts the bytes back).
 
 :func:`read_array` reads one reference into a fresh, writable numpy array (one ``readinto`` from
 the page cache: the only copy, owned by whoever converts it, independent of the file afterwards).
@@ -219,9 +219,10 @@ def empty_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = dtype.itemsize
     for d in shape:
         nbytes *= int(d)
-    if nbytes < _OWN_MAPPING_MIN_BYTES:
+    private = getattr(mmap, "MAP_PRIVATE", None)  # POSIX only
+    if nbytes < _OWN_MAPPING_MIN_BYTES or private is None:
         return np.empty(shape, dtype=dtype)
-    mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+    mapping = mmap.mmap(-1, nbytes, flags=private)
     return np.frombuffer(mapping, dtype=dtype, count=nbytes // dtype.itemsize).reshape(shape)
 
 
