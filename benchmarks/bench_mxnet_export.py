@@ -28,27 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.peak_memory import reset_peak, status_mb  # noqa: E402
+
 
 def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(status_mb("VmRSS") * 2**20)
 
 
 def _peak_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    return int(status_mb("VmHWM") * 2**20)
 
 
 def prepare(name: str, folder: Path, size: int) -> None:
@@ -95,7 +83,7 @@ def child(name: str, folder: Path, size: int, mode: str, profile: bool) -> dict:
             save_model(export(sym, (arg, aux), {"data": shape}, simplify=mode == "x2onnx+sim", verify=False), out)
 
     before = _rss_bytes()
-    exact = _reset_peak()
+    exact = reset_peak()
     profiler = None
     if profile:
         import cProfile

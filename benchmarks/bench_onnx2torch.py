@@ -1,13 +1,9 @@
-"""Benchmark of the ONNX -> PyTorch converter on real-size model-zoo graphs.
+"""Forward latency of modules converted by onnx2x on real-size model-zoo graphs.
 
-For resnet50, vgg19, densenet121 and inception_v1 (onnx's light graphs with seeded random weights
-of the real size and a symbolic batch, see ``tests/support/light_weights.py``) it measures:
+(Conversion time and memory: ``benchmarks/bench_conversion.py``.) For resnet50, vgg19,
+densenet121 and inception_v1 (onnx's light graphs with seeded random weights of the real size and
+a symbolic batch, see ``tests/support/light_weights.py``) it measures:
 
-* conversion time of ``onnx2x.torch.convert(path)`` against ``onnx.load(path)`` (target <= 1.5x),
-  with and without onnx-simplifier (one-time imports of onnx2x, its converters and onnxsim are
-  done before the clock starts, as ``import onnx`` is for ``onnx.load``);
-* peak memory of the conversion, in copies of the weights (target: at most one copy beyond the
-  loaded model), each measurement in a fresh subprocess;
 * forward latency of the converted module at batch 1 and 8 against onnxruntime with the same
   thread count (``torch.set_num_threads`` == ORT ``intra_op_num_threads``; targets: <= 1.2x on
   every model, <= 1.0x geometric mean), and against onnx2torch / onnx2pytorch when importable.
@@ -29,7 +25,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,54 +37,6 @@ if str(REPO) not in sys.path:
 
 MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1")
 BATCHES = (1, 8)
-
-
-# --- conversion time and memory (each in a fresh subprocess) ---------------------------------
-_MEASURE = r'''
-import gc, json, sys, time
-import onnx, numpy, torch
-sys.path.insert(0, sys.argv[3])
-
-def status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-
-mode, path = sys.argv[1], sys.argv[2]
-if mode != "load":  # one-time imports are not conversion work: done before the clock starts
-    from onnx2x.torch import convert
-    import onnx2x.torch.registry as registry
-    registry._ensure_loaded()
-if mode == "convert":
-    try:
-        import onnxsim  # imports onnxruntime: ~0.4 s and ~100 MB once per process
-    except ImportError:
-        pass
-gc.collect()
-with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
-    f.write("5")
-base = status("VmRSS")
-start = time.perf_counter()
-if mode == "load":
-    obj = onnx.load(path)
-elif mode == "convert":
-    obj = convert(path)
-elif mode == "convert-nosim":
-    obj = convert(path, simplify=False)
-seconds = time.perf_counter() - start
-peak = status("VmHWM")
-gc.collect()
-print(json.dumps({"seconds": seconds, "peak_mb": peak - base, "held_mb": status("VmRSS") - base}))
-'''
-
-
-def measure_in_subprocess(mode: str, path: str) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, mode, path, str(REPO)], capture_output=True, text=True,
-                          timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} {path} failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --- latency ------------------------------------------------------------------------------------
@@ -148,21 +95,6 @@ def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str
     onnx.save(model, str(path))
     row: dict[str, Any] = {"model": name, "weights_mb": round(float(weights_mb), 1)}
 
-    load = measure_in_subprocess("load", str(path))
-    conv = measure_in_subprocess("convert", str(path))
-    nosim = measure_in_subprocess("convert-nosim", str(path))
-    row.update({
-        "load_s": round(load["seconds"], 3),
-        "convert_s": round(conv["seconds"], 3),
-        "convert_nosim_s": round(nosim["seconds"], 3),
-        "convert_ratio": round(conv["seconds"] / load["seconds"], 2),
-        "convert_nosim_ratio": round(nosim["seconds"] / load["seconds"], 2),
-        "load_peak_copies": round(load["peak_mb"] / weights_mb, 2),
-        "convert_peak_copies": round(conv["peak_mb"] / weights_mb, 2),
-        "convert_nosim_peak_copies": round(nosim["peak_mb"] / weights_mb, 2),
-        "convert_held_copies": round(conv["held_mb"] / weights_mb, 2),
-    })
-
     torch.set_num_threads(threads)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -170,7 +102,11 @@ def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
     gm = convert(str(path)).eval()
-    others = {k: fn(onnx.load(str(path))).eval() for k, fn in optional_converters().items()}
+    others = {}
+    for k, fn in optional_converters().items():
+        mod = _peer_module(k, fn, path, model, row)  # a peer that fails is a row entry, not a crash
+        if mod is not None:
+            others[k] = mod
     for batch in BATCHES:
         x = light_feed(model, batch=batch, seed=batch)
         xt = torch.from_numpy(x)
@@ -180,7 +116,13 @@ def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str
             fns["onnxruntime"] = lambda: sess.run(None, {in_name: x})
             row[f"max_abs_diff_b{batch}"] = float(np.abs(gm(xt).numpy() - ref).max())
             fns["onnx2x"] = lambda: gm(xt)
-            for k, mod in others.items():
+            for k, mod in list(others.items()):
+                try:
+                    row[f"{k}_max_abs_diff_b{batch}"] = float(np.abs(_first(mod(xt)).numpy() - ref).max())
+                except Exception as exc:  # noqa: BLE001 - the peer's failure is its row entry
+                    row[f"{k}_error"] = f"batch {batch}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                    del others[k]
+                    continue
                 fns[k] = (lambda m=mod: m(xt))
             lat = median_latency(fns, repeat, block=1 if threads == 1 else 5)
         for k, v in lat.items():
@@ -191,18 +133,33 @@ def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str
     return row
 
 
+def _first(out: Any) -> Any:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _peer_module(name: str, fn: Callable[[Any], Any], path: Path, model: Any, row: dict[str, Any]) -> Any:
+    """The peer converter's module for ``path``, or None with ``row[name + "_error"]`` saying why."""
+    import onnx
+
+    try:
+        return fn(onnx.load(str(path))).eval()
+    except Exception as exc:  # noqa: BLE001 - any failure of a peer is recorded, never raised
+        row[f"{name}_error"] = f"conversion: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return None
+
+
 def print_table(rows: list[dict[str, Any]], threads: int) -> None:
     print(f"\nthreads: torch.set_num_threads({threads}) == ORT intra_op_num_threads={threads}\n")
-    print("| model | weights MB | onnx.load s | convert s (x load) | convert no-simplify s (x load) "
-          "| peak mem, weight copies: load / convert / no-simplify | fwd b1 ms onnx2x / ORT (x) | fwd b8 ms onnx2x / ORT (x) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | weights MB | fwd b1 ms onnx2x / ORT (x) | fwd b8 ms onnx2x / ORT (x) |")
+    print("|---|---|---|---|")
     for r in rows:
         def lat(b: int) -> str:
             return f"{r[f'onnx2x_b{b}_ms']} / {r[f'onnxruntime_b{b}_ms']} ({r[f'ratio_b{b}']}x)"
-        print(f"| {r['model']} | {r['weights_mb']} | {r['load_s']} | {r['convert_s']} ({r['convert_ratio']}x) "
-              f"| {r['convert_nosim_s']} ({r['convert_nosim_ratio']}x) "
-              f"| {r['load_peak_copies']} / {r['convert_peak_copies']} / {r['convert_nosim_peak_copies']} "
-              f"| {lat(1)} | {lat(8)} |")
+        print(f"| {r['model']} | {r['weights_mb']} | {lat(1)} | {lat(8)} |")
+    for r in rows:
+        for key, value in r.items():
+            if key.endswith("_error"):
+                print(f"\n{r['model']}: {key[:-len('_error')]} failed: {value}")
     for b in BATCHES:
         ratios = [r[f"ratio_b{b}"] for r in rows if f"ratio_b{b}" in r]
         if ratios:

@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from .errors import ModelLoadError
 from .model_io import PathLike, as_model_proto, copy_fields, save_onnx, tensor_nbytes
+from .weight_refs import read_array
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,15 @@ def attribute_value(attr: Any) -> Any:
 
 
 def tensor_to_numpy(tensor: Any) -> np.ndarray:
-    """A numpy view of an IR tensor (no copy where the bytes allow)."""
+    """The values of an IR tensor: a view of the protobuf bytes where they allow, and for
+    external data (also a lazy model's weights, :mod:`common.weight_refs`) an array of its own,
+    read once from the file (onnx-ir would map the whole file per tensor and hand out read-only views)."""
+    if isinstance(tensor, ir.ExternalTensor) and tensor.dtype.bitwidth % 8 == 0 and tensor.dtype != ir.DataType.STRING:
+        try:
+            return read_array(tensor.path, tensor.offset or 0, tensor.length, np.dtype(tensor.dtype.numpy()),
+                              tuple(tensor.shape.numpy()))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"tensor {tensor.name!r}: cannot read its external data ({exc})") from exc
     return np.asarray(tensor.numpy())
 
 

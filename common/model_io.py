@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from .atomic import atomic_path
 from .errors import ModelLoadError, SecurityError
+from .weight_refs import skeleton_from_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 PROTOBUF_LIMIT = 2**31 - 1
@@ -23,8 +24,10 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
+def _iter_tensors(graph: onnx.GraphProto, *, initializers: bool = True) -> Iterator[onnx.TensorProto]:
+    """Every tensor of ``graph`` and its subgraphs (``initializers=False``: but its own initializers)."""
+    if initializers:
+        yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
@@ -55,10 +58,17 @@ def external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return found
 
 
-def check_external_data(model: onnx.ModelProto, base_dir: PathLike, file: str = "") -> None:
-    """Refuse external-data locations that leave ``base_dir`` or do not exist."""
+def check_external_data(model: onnx.ModelProto, base_dir: PathLike, file: str = "", *,
+                        own_file: Optional[str] = None) -> None:
+    """Refuse external-data locations that leave ``base_dir`` or do not exist.
+
+    ``own_file``: the absolute path of the model file itself, which references written by
+    :func:`common.weight_refs.skeleton_from_file` name (allowed: it is the file being loaded).
+    """
     base = Path(base_dir).resolve()
     for name, loc in external_locations(model):
+        if own_file is not None and loc == own_file:
+            continue
         where = f"tensor {name!r}: external data location {loc!r}"
         if not loc:
             raise SecurityError(f"{where} is empty", file=file)
@@ -156,30 +166,59 @@ def check_tensors(model: onnx.ModelProto, file: str = "") -> None:
         _check_tensor(tensor, file)
 
 
-def load_onnx(path: PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file with clear errors and safe external data."""
+def load_onnx(path: PathLike, *, load_external_data: bool = True, lazy: bool = False) -> onnx.ModelProto:
+    """Load an ONNX file with clear errors and safe external data.
+
+    ``lazy=True`` reads no weight: initializers over :data:`common.weight_refs.INLINE_MAX_BYTES`
+    stay in their file as references with absolute, checked locations
+    (:mod:`common.weight_refs`; ``read_array`` reads one, ``materialize`` all of them).
+    """
     p = Path(path)
     file = str(path)
     if not p.exists():
         raise ModelLoadError("no such file", file=file)
     if not p.is_file():
         raise ModelLoadError("not a regular file", file=file)
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, TypeError, RuntimeError, OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"not a valid ONNX model ({' '.join(str(exc).split()) or type(exc).__name__})", file=file) from exc
-    except RecursionError as exc:
-        raise ModelLoadError("not a valid ONNX model (nesting too deep)", file=file) from exc
+    model = skeleton_from_file(p) if lazy else None
+    own_file = str(p.resolve()) if model is not None else None
+    if model is None:
+        try:
+            model = onnx.load(str(p), load_external_data=False)
+        except (DecodeError, ValueError, TypeError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"not a valid ONNX model ({' '.join(str(exc).split()) or type(exc).__name__})", file=file) from exc
+        except RecursionError as exc:
+            raise ModelLoadError("not a valid ONNX model (nesting too deep)", file=file) from exc
     if not model.HasField("graph"):
         raise ModelLoadError("not a valid ONNX model (no graph)", file=file)
-    check_external_data(model, p.parent, file)
+    check_external_data(model, p.parent, file, own_file=own_file)
     check_tensors(model, file)
-    if load_external_data and external_locations(model):
+    if lazy:
+        _absolute_locations(model, p.parent)
+    elif load_external_data and external_locations(model):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read external data ({exc})", file=file) from exc
     return model
+
+
+def _absolute_locations(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Make the (checked) external-data locations of the main graph's initializers absolute, so
+    that a lazy model names its files wherever it goes in this process; external tensors elsewhere
+    (subgraphs, Constant attributes, functions: small in practice) are read in now."""
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and not os.path.isabs(entry.value):
+                    entry.value = str((base_dir / entry.value).resolve())
+    others = [t for t in _iter_tensors(model.graph, initializers=False)
+              if t.data_location == onnx.TensorProto.EXTERNAL]
+    others += [n.attribute[k].t for f in model.functions for n in f.node for k in range(len(n.attribute))
+               if n.attribute[k].HasField("t") and n.attribute[k].t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in others:
+        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
+        tensor.ClearField("external_data")
+        tensor.ClearField("data_location")
 
 
 def as_model_proto(model: "onnx.ModelProto | PathLike") -> tuple[onnx.ModelProto, str]:

@@ -19,6 +19,7 @@ from typing import Optional
 
 import onnx
 
+from common.lazy_import import deferring
 from common.model_io import copy_fields, tensor_nbytes
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ def _interface(model: onnx.ModelProto, hidden: frozenset = frozenset()) -> tuple
 
 
 def _is_large(t: onnx.TensorProto) -> bool:
-    """Large enough to keep away from onnxsim; strings and unknown types are left to it."""
-    return t.data_location != onnx.TensorProto.EXTERNAL and (tensor_nbytes(t) or 0) > LARGE_INITIALIZER_BYTES
+    """Kept away from onnxsim: large tensors, and every tensor whose bytes are in a file (a lazily
+    loaded model's weights, :mod:`common.weight_refs`: onnxsim would read them all, or fail on
+    their absolute locations). Small strings and unknown types are left to it."""
+    return t.data_location == onnx.TensorProto.EXTERNAL or (tensor_nbytes(t) or 0) > LARGE_INITIALIZER_BYTES
 
 
 NONDETERMINISTIC_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -72,7 +75,7 @@ def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[on
     visible = _read_by_constant_subgraphs(model.graph) if keep_foldable else set()
     large = []
     for t in model.graph.initializer:
-        if not _is_large(t) or t.name in visible:
+        if not _is_large(t) or (t.name in visible and t.data_location != onnx.TensorProto.EXTERNAL):
             out.graph.initializer.append(t)
             continue
         large.append(t.name)
@@ -154,7 +157,8 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
               track: bool = False) -> tuple[onnx.ModelProto, Optional[set[str]]]:
     label = label or "model"
     try:
-        import onnxsim
+        with deferring(("torch",)):  # onnxsim's package imports torch, which simplify never uses
+            import onnxsim
     except ImportError:
         log.warning("%s: onnxsim is not installed; using the model unsimplified", label)
         return model, None

@@ -5,8 +5,13 @@ import os
 from types import ModuleType
 
 from common.errors import ConversionError
+from common.lazy_import import deferring
 
 from .numpy_compat import restore_numpy_aliases
+
+# Imported by ``import mxnet`` but never used by export or verification: created lazily (their
+# code, with scipy.stats, runs only if something reads them): 2-3 s of MXNet's import.
+_UNUSED_AT_IMPORT = ("mxnet.test_utils", "mxnet.contrib.quantization")
 
 INSTALL_HINT = 'MXNet is not installed; install the extra: pip install -c constraints.txt -e ".[mxnet]"'
 
@@ -20,7 +25,8 @@ def import_mxnet() -> ModuleType:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     restore_numpy_aliases()
     try:
-        import mxnet  # noqa: F401
+        with deferring(_UNUSED_AT_IMPORT):
+            import mxnet  # noqa: F401
     except ImportError as exc:
         raise MXNetMissingError(INSTALL_HINT) from exc
     return mxnet

@@ -8,10 +8,11 @@ Exit codes: 0 done, 1 internal error (a bug: rerun with --debug and report it), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from common import progress
 from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run_jobs
@@ -172,52 +173,140 @@ def cmd_torch(args: argparse.Namespace) -> int:
 
 
 def convert_torch(args: argparse.Namespace) -> int:
-    """Convert the one model ``args.model`` (what a batch worker runs for each model)."""
+    """Convert the one model ``args.model`` (what a batch worker runs for each model).
+
+    The weights are read once, from the file straight into the module's tensors (the ONNX
+    model is held as a skeleton: :mod:`common.weight_refs`); the module is written, then let go,
+    and the check runs the written files (weights memory-mapped) against onnxruntime, so that
+    at no point two copies of the weights are held by this process's own code.
+    """
     from common.atomic import atomic_files
-    from common.model_io import load_onnx, save_onnx
+    from common.model_io import load_onnx
 
     from .torch import artifact
     from .torch.convert import _fix_input_shapes, convert_prepared, prepare
-    from .torch.verify import check_module
 
     shapes = parse_shapes(args.input_shape)
     label = str(args.model)
     progress.stage("load")
-    original = load_onnx(args.model)
-    progress.stage("prepare" if args.no_simplify else "simplify")
-    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
-    progress.stage("convert")
-    gm = convert_prepared(proto, label)
-    if args.simplify_path:
-        save_onnx(proto, args.simplify_path)
-        log.info("wrote the converted ONNX model to %s", args.simplify_path)
+    original = load_onnx(args.model, lazy=True)
     reference = None
     if not args.no_verify:
         reference = _fix_input_shapes(original, shapes, label) if shapes else original
+    progress.stage("prepare" if args.no_simplify else "simplify")
+    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
     del original
+    progress.stage("convert")
+    gm = convert_prepared(proto, label)
+    if args.simplify_path:
+        _save_materialized(proto, args.simplify_path)
+        log.info("wrote the converted ONNX model to %s", args.simplify_path)
     weights, source = artifact.artifact_paths(args.output or default_output(args.model))
     verdict = "not verified (--no-verify)"
     with atomic_files([weights, source]) as (w_tmp, s_tmp):
         progress.stage("write")
         artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
         if reference is not None:
+            _drop_tensors(gm)  # written: the check reads the files, and the weights are held once
+        del gm
+        if reference is not None:
             progress.stage("verify")
-            saved = artifact.load(s_tmp)  # check what the user gets: the written files
-            with verify_json(getattr(args, "verify_json", None)) as record:
-                result = check_module(saved, reference, input_shapes=shapes, seed=args.seed, rtol=args.rtol,
-                                      atol=args.atol, label=label, debug_gm=gm, debug_proto=proto,
-                                      unfused=lambda: convert_prepared(proto, label, fuse=False))
-                record(result.verdict)
-            if result.skipped:
-                verdict = f"verification skipped: {result.reason}"
-            elif result.verdict.overruled:
-                verdict = "differs from onnxruntime where onnxruntime deviates from the ONNX specification (see warning)"
-            else:
-                verdict = "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")"
+            verdict = _verify_written(args, s_tmp, reference, proto, shapes, label)
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
     return 0
+
+
+def _drop_tensors(gm) -> None:
+    """Let go of every tensor of ``gm`` now (an fx GraphModule and its graph reference each
+    other: without this its weights would live on until the garbage collector runs)."""
+    import torch
+
+    for module in gm.modules():
+        module._parameters.clear()
+        module._buffers.clear()
+        for name in [k for k, v in vars(module).items() if isinstance(v, torch.Tensor)]:
+            delattr(module, name)
+
+
+def _save_materialized(proto, path: str) -> None:
+    """Save a (lazily loaded) model with its weights in it: ``--simplify-path``."""
+    import onnx
+
+    from common.model_io import save_onnx
+    from common.weight_refs import is_lazy, materialize
+
+    if is_lazy(proto):
+        whole = onnx.ModelProto()
+        whole.CopyFrom(proto)
+        proto = materialize(whole)
+    save_onnx(proto, path)
+
+
+def _verify_written(args: argparse.Namespace, source: Path, reference, proto, shapes, label: str) -> str:
+    """Check the written module (weights memory-mapped) against onnxruntime on ``reference``.
+
+    When the outputs differ, the locator converts ``proto`` (the graph the module was built from)
+    once more, with and without fusions, to compare node by node: that costs only on failure.
+    """
+    from .torch import artifact
+    from .torch.convert import convert_prepared
+    from .torch.verify import check_module
+
+    saved = artifact.load(source, mmap=True)  # check what the user gets: the written files
+    with _reference_for_onnxruntime(reference, proto) as (for_ort, proto_for_ort):
+        with verify_json(getattr(args, "verify_json", None)) as record:
+            result = check_module(saved, for_ort, input_shapes=shapes, seed=args.seed, rtol=args.rtol,
+                                  atol=args.atol, label=label, debug_gm=lambda: convert_prepared(proto, label),
+                                  debug_proto=proto_for_ort,
+                                  unfused=lambda: convert_prepared(proto, label, fuse=False))
+            record(result.verdict)
+    if result.skipped:
+        return f"verification skipped: {result.reason}"
+    if result.verdict.overruled:
+        return "differs from onnxruntime where onnxruntime deviates from the ONNX specification (see warning)"
+    return "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")"
+
+
+@contextlib.contextmanager
+def _reference_for_onnxruntime(*models) -> Iterator[tuple]:
+    """The lazily loaded ``models`` in a form onnxruntime reads without a copy of the weights.
+
+    onnxruntime reads the external data of a model given as bytes relative to the working
+    directory, never above it: the check runs with the working directory set to the folder of
+    the weights (restored after), which it then memory-maps. Without that folder (no
+    permission), the weights are read into the models for the check.
+    """
+    import os
+
+    import onnx
+
+    from common.weight_refs import data_folder, materialize, relative_to
+
+    folders = {data_folder(m) for m in models} - {None}
+    folder = os.path.commonpath(sorted(folders)) if folders else None
+    if folder is None:
+        yield models
+        return
+    relative = tuple(relative_to(m, folder) for m in models)
+    previous = os.getcwd()
+    try:
+        if any(r is None for r in relative):
+            raise OSError("references outside their folder")
+        os.chdir(folder)
+    except OSError:
+        whole = []
+        for m in models:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(m)
+            whole.append(materialize(copy))
+        yield tuple(whole)
+        return
+    try:
+        yield relative
+    finally:
+        os.chdir(previous)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -244,7 +244,9 @@ _LOAD_FN = '''
 def load(weights_path=None, map_location="cpu", mmap=False):
     """Build ``Model`` and read its weights (torch.load with weights_only=True: no code runs).
 
-    ``weights_path`` defaults to WEIGHTS_FILE beside this file.
+    ``weights_path`` defaults to WEIGHTS_FILE beside this file. ``mmap=True`` reads nothing now:
+    every parameter and buffer is a view of the memory-mapped weights file (pages are read when
+    first used, and the file must stay unchanged while the model lives).
     """
     if weights_path is None:
         weights_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE)
@@ -331,8 +333,12 @@ def save(gm: fx.GraphModule, path: PathLike, *, source_label: str = "") -> tuple
     return weights, source
 
 
-def load(path: PathLike, *, weights_path: Optional[PathLike] = None, map_location: str = "cpu") -> torch.nn.Module:
-    """Import a saved ``NAME.py`` (runs it: only load files you trust) and return ``load()``'s module."""
+def load(path: PathLike, *, weights_path: Optional[PathLike] = None, map_location: str = "cpu",
+         mmap: bool = False) -> torch.nn.Module:
+    """Import a saved ``NAME.py`` (runs it: only load files you trust) and return ``load()``'s module.
+
+    ``mmap=True``: the weights are pages of the ``.pt`` file, read when first used.
+    """
     weights, source = artifact_paths(path)
     if not source.is_file():
         raise ModelLoadError("no such file", file=str(source))
@@ -345,7 +351,7 @@ def load(path: PathLike, *, weights_path: Optional[PathLike] = None, map_locatio
         spec.loader.exec_module(module)
     except Exception as exc:
         raise ModelLoadError(f"the model source fails to import ({type(exc).__name__}: {exc})", file=str(source)) from exc
-    return module.load(str(weights_path or weights), map_location=map_location)
+    return module.load(str(weights_path or weights), map_location=map_location, mmap=mmap)
 
 
 __all__ = ["artifact_paths", "generate_source", "load", "save", "write"]

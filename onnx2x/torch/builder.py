@@ -9,6 +9,7 @@ never reaches the forward pass.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import warnings
@@ -55,14 +56,20 @@ _ML_DTYPES_AS_TORCH = {  # numpy (ml_dtypes) name -> (same-width integer view, t
 }
 
 
+_ADOPT_MIN_BYTES = 1 << 16
+
+
 def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
     """Tensor sharing memory with ``arr`` where possible (weights are not copied twice)."""
     arr = np.asarray(arr)
     if arr.dtype == object or arr.dtype.kind in "SUO":
         raise ConversionFailure("string tensors have no PyTorch equivalent")
-    if not arr.flags.writeable and arr.flags.c_contiguous and arr.size and _views_private_bytes(arr):
+    if (not arr.flags.writeable and arr.flags.c_contiguous and arr.nbytes >= _ADOPT_MIN_BYTES
+            and _views_private_bytes(arr)):
         # protobuf returns a fresh ``bytes`` for every read of raw_data: the tensor may own it
         # instead of copying it once more (half the time and peak memory for big models).
+        # Small ones are copied: cheaper than silencing the warning (catch_warnings resets
+        # the warning filters' cache each time).
         ml_dtype = _ML_DTYPES_AS_TORCH.get(arr.dtype.name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "non-writable array": nobody else holds it
@@ -177,6 +184,20 @@ class GraphBuilder:
         self._keepalive.append(tensor)
         self.env[value] = tensor
 
+    def release_tensors(self) -> None:
+        """Drop the builder's references to known tensors (the module keeps those it uses).
+
+        Why: the builder and the IR graph form reference cycles that only the garbage collector
+        breaks; until it runs, a weight that a later pass replaces (folded, relaid out) would
+        stay alive beside its replacement: up to a second copy of the weights.
+        """
+        self.env.clear()
+        self._keepalive.clear()
+        self._attr_cache.clear()
+        self._initializer_of.clear()
+        for table in (self.root._parameters, self.root._buffers):  # ``finish`` copied them to the module
+            table.clear()
+
     def materialize(self, tensor: torch.Tensor, hint: str = "const") -> fx.Node:
         """A ``get_attr`` node for a known tensor (parameter if it is an initializer of float type)."""
         key = id(tensor)
@@ -272,7 +293,8 @@ class GraphBuilder:
             results = result
         else:
             results = [result]
-        fresh = set(list(self.graph.nodes)[nodes_before:]) if len(self.graph.nodes) > nodes_before else set()
+        added = len(self.graph.nodes) - nodes_before  # the last ``added`` nodes (not a copy of the whole list)
+        fresh = set(itertools.islice(reversed(self.graph.nodes), added)) if added > 0 else set()
         for j, value in enumerate(node.outputs):
             handle = results[j] if j < len(results) else None
             if not value.name:

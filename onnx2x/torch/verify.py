@@ -136,7 +136,7 @@ def check_module(
     rtol: Optional[float] = None,
     atol: Optional[float] = None,
     label: str = "",
-    debug_gm: Optional[torch.fx.GraphModule] = None,
+    debug_gm: "torch.fx.GraphModule | Callable[[], torch.fx.GraphModule] | None" = None,
     debug_proto: Optional[onnx.ModelProto] = None,
     unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
 ) -> CheckResult:
@@ -145,8 +145,8 @@ def check_module(
     ``proto`` is the reference model (the one the user gave). Outputs are judged by
     :mod:`common.verify.judge` (scale-aware; detections as sets; onnxruntime's own sensitivity to
     a one-part-in-a-million input change when an output would fail). With ``debug_gm`` and
-    ``debug_proto`` (the converted GraphModule and the ONNX model it was built from), a mismatch
-    also names the node whose own error is out of tolerance; ``unfused()`` converts
+    ``debug_proto`` (the converted GraphModule, or a function making it again, and the ONNX model
+    it was built from), a mismatch also names the node whose own error is out of tolerance; ``unfused()`` converts
     ``debug_proto`` again without fusions, for when fusion removed the values that would tell.
     """
     where = label or proto.graph.name or "model"
@@ -180,7 +180,8 @@ def check_module(
     locate = None
     if debug_gm is not None and debug_proto is not None:
         def locate():
-            return locate_divergence(debug_proto, debug_gm, inputs, unfused=unfused, rtol=rtol, atol=atol)
+            gm = debug_gm if isinstance(debug_gm, torch.nn.Module) else debug_gm()
+            return locate_divergence(debug_proto, gm, inputs, unfused=unfused, rtol=rtol, atol=atol)
 
     verdict = judge_conversion(_flat_outputs(names, expected), list(_flat_outputs(names, to_numpy(actual)).values()),
                                reference_name="onnxruntime", inputs=inputs, seed=seed, rtol=rtol, atol=atol,

@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 
 from common.atomic import atomic_path
+from common.protobuf_wire import encode_varint as _varint
+from common.protobuf_wire import key as _key
 from common.model_io import EXTERNAL_DATA_THRESHOLD, save_onnx
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -28,22 +30,6 @@ _FIXED_SIZE_TYPES = {
     onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
     onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL,
 }
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(field_number: int) -> bytes:
-    return _varint((field_number << 3) | 2)  # wire type 2: length-delimited
 
 
 def _repeated(field) -> bool:

@@ -1,0 +1,47 @@
+"""The conversion benchmark runs end to end (smoke mode: one model each, one run, no thresholds),
+and its report writer keeps the sections other benchmarks own."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.report import Section, write_section
+from tests.support.shared_models import MODELS_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_conversion_benchmark_smoke_writes_both_sections(tmp_path: Path) -> None:
+    assert (MODELS_DIR / "mxnet" / "mtcnn" / "det1-symbol.json").is_file(), f"MTCNN models not in {MODELS_DIR}"
+    (tmp_path / "BENCHMARKS.json").write_text(json.dumps({"sections": {"forward": {
+        "key": "forward", "title": "someone else's", "intro": "kept", "columns": [["model", "model"]],
+        "rows": [{"model": "x"}], "notes": [], "meta": {}}}}))
+    proc = subprocess.run([sys.executable, "benchmarks/bench_conversion.py", "--smoke", "--out-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = json.loads((tmp_path / "BENCHMARKS.json").read_text())["sections"]
+    assert set(sections) == {"forward", "onnx2x_conversion", "x2onnx_cli"}
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    onnx2x, mxnet = rows
+    assert onnx2x["model"] == "squeezenet" and not any(k.endswith("_error") for k in onnx2x)
+    for mode in ("load", "convert", "cli", "cli-noverify"):
+        assert onnx2x[f"{mode}_s"] > 0 and onnx2x[f"{mode}_copies"] > 0, mode
+    assert mxnet["model"] == "det1" and "x2onnx_error" not in mxnet and "x2onnx-nv-ns_error" not in mxnet
+    assert mxnet["stock_s"] > 0 and mxnet["x2onnx_s"] > 0 and mxnet["x2onnx-nv-ns_s"] > 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## someone else's" in text and "| squeezenet |" in text and "| det1 |" in text
+
+
+def test_report_replaces_only_its_own_section(tmp_path: Path) -> None:
+    def section(key: str, value: float) -> Section:
+        return Section(key=key, title=key, intro="", columns=[("v", "value")], rows=[{"v": value}])
+
+    write_section(section("a", 1.0), tmp_path / "b.json", tmp_path / "b.md")
+    write_section(section("b", 2.0), tmp_path / "b.json", tmp_path / "b.md")
+    write_section(section("a", 3.0), tmp_path / "b.json", tmp_path / "b.md")
+    data = json.loads((tmp_path / "b.json").read_text())["sections"]
+    assert [data["a"]["rows"][0]["v"], data["b"]["rows"][0]["v"]] == [3.0, 2.0]
+    text = (tmp_path / "b.md").read_text()
+    assert text.index("## a") < text.index("## b") and "| 3 |" in text and "| 1 |" not in text
