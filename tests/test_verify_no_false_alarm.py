@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from tests.support.zoo_models import save_checkpoint, uncalibrated_network
@@ -93,3 +94,33 @@ def test_mxnet_fused_executor_error_is_not_blamed_on_the_export(tmp_path, capsys
     (warning,) = mxnet_side["warnings"]
     assert "relu1" in warning and "default CPU executor" in warning
     assert [ln for ln in err.splitlines() if ln.startswith("WARNING")] == [f"WARNING: {warning}"]
+
+
+def test_softmax_output_on_4d_input_follows_mxnet_s_definition(tmp_path, capsys):
+    """SoftmaxOutput without multi_output normalises over all trailing axes (its definition, MXNet's
+    GPU and non-oneDNN kernels); MXNet's oneDNN CPU kernel normalises over the last axis only. The
+    export follows the definition, and MXNet without oneDNN confirms it: exit 0, with a warning."""
+    from mx2onnx_patches.mxnet_import import import_mxnet
+
+    mx = import_mxnet()
+    shape = (1, 4, 8, 8)
+    head = mx.sym.SoftmaxOutput(mx.sym.Convolution(mx.sym.var("data", shape=shape), kernel=(1, 1), num_filter=3,
+                                                   name="score"), name="prob")
+    arg_shapes, _, _ = head.infer_shape(data=shape)
+    rng = np.random.default_rng(0)
+    params = {f"arg:{n}": mx.nd.array(rng.normal(0, 1, s).astype(np.float32))
+              for n, s in zip(head.list_arguments(), arg_shapes) if n not in ("data", "prob_label")}
+    head.save(str(tmp_path / "seg-symbol.json"))
+    mx.nd.save(str(tmp_path / "seg-0000.params"), params)
+    mxnet_side, torch_side, err = _convert_both(tmp_path / "seg-symbol.json", tmp_path / "seg-0000.params", shape,
+                                                tmp_path, capsys)
+    assert mxnet_side["ok"] and torch_side["ok"]
+    assert "without its oneDNN kernels" in mxnet_side["overruled"] and mxnet_side["overruled"] in err
+    (out,) = mxnet_side["comparison"]["outputs"]
+    assert out["max_rel"] < 1e-5  # against MXNet without oneDNN: float32 rounding only
+    exported = onnx.load(str(tmp_path / "model.onnx"))
+    x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    from common.verify.runners import OnnxRuntimeRunner
+
+    y = next(iter(OnnxRuntimeRunner(exported).run({"data": x}).outputs.values()))
+    np.testing.assert_allclose(y.reshape(1, -1).sum(axis=1), 1.0, rtol=1e-5)  # one softmax over C*H*W
