@@ -179,3 +179,24 @@ def test_recurrent_matches_onnxruntime(op, direction, layout, extra, seq_lens):
         y, *states = reference_outputs(twin, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})
         ref = [y.transpose(2, 0, 1, 3)] + [s.transpose(1, 0, 2) for s in states]
     _check(gm(torch.from_numpy(x)), ref)
+
+
+def test_scalar_initializers_stay_scalars():
+    """A 0-d weight read from ``raw_data`` keeps rank 0 (a scalar Gather index drops the axis)."""
+    from onnx import numpy_helper
+
+    index = numpy_helper.from_array(np.array(1, dtype=np.int64), "index")  # raw_data, 0-d
+    graph = h.make_graph(
+        [h.make_node("Gather", ["x", "index"], ["y"], axis=1),
+         h.make_node("Mul", ["y", "scale"], ["z"])],
+        "scalars",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 3, 4])],
+        [h.make_tensor_value_info("z", T.FLOAT, None)],
+        [index, numpy_helper.from_array(np.array(0.5, dtype=np.float32), "scale")],
+    )
+    model = _model(graph)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    ref = reference_outputs(model, {"x": x})
+    got = convert(model, simplify=False)(torch.from_numpy(x))
+    assert tuple(got.shape) == ref[0].shape == (2, 4)
+    _check(got, ref)

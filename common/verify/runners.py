@@ -135,7 +135,7 @@ class OnnxRuntimeRunner(Runner):
         """``intermediates``: True for every node output, or the names of those wanted (a large
         model's every tensor at once can take many times its activations' memory)."""
         self._check_inputs(inputs)
-        feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
+        feeds = {n: np.asarray(to_numpy(inputs[n]), order="C") for n in self.input_names}
         if intermediates:
             model, _ = with_intermediate_outputs(self.model, None if intermediates is True else intermediates)
             session = self._make_session(model, optimize=False)
@@ -168,7 +168,7 @@ class OnnxRuntimeRunner(Runner):
         forced).
         """
         self._check_inputs(inputs)
-        feeds = {n: np.ascontiguousarray(to_numpy(inputs[n])) for n in self.input_names}
+        feeds = {n: np.asarray(to_numpy(inputs[n]), order="C") for n in self.input_names}
         values = forced_feeds(forced, like)
         model, fed = with_forced_values(self.model, values)
         feeds.update({fed[name]: value for name, value in values.items() if name in fed})
@@ -192,7 +192,7 @@ def forced_feeds(forced: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str
         array, target = to_numpy(value), to_numpy(target)
         if array.size != target.size:
             continue
-        out[name] = np.ascontiguousarray(array.reshape(target.shape).astype(target.dtype, copy=False))
+        out[name] = np.asarray(array.reshape(target.shape).astype(target.dtype, copy=False), order="C")
     return out
 
 
@@ -344,7 +344,7 @@ def _to_torch(value: Any):
 
     if isinstance(value, torch.Tensor):
         return value
-    arr = np.ascontiguousarray(to_numpy(value))
+    arr = np.asarray(to_numpy(value), order="C")
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(arr.copy())

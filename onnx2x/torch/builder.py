@@ -80,7 +80,8 @@ def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
         if tensor is not None:
             return tensor.view(ml_dtype[1]) if ml_dtype else tensor
     if not arr.flags.writeable or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr).copy() if not arr.flags.writeable else np.ascontiguousarray(arr)
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,)
+        arr = np.array(arr, order="C", copy=True)
     ml_dtype = _ML_DTYPES_AS_TORCH.get(arr.dtype.name)
     if ml_dtype is not None:  # ml_dtypes arrays (bfloat16, float8): reinterpret the bits
         return torch.from_numpy(arr.view(ml_dtype[0])).view(ml_dtype[1])
