@@ -200,3 +200,48 @@ def test_scalar_initializers_stay_scalars():
     got = convert(model, simplify=False)(torch.from_numpy(x))
     assert tuple(got.shape) == ref[0].shape == (2, 4)
     _check(got, ref)
+
+
+def test_constant_sliced_to_a_run_time_length():
+    """A constant buffer sliced to the input's length (transformers' position ids): a run-time slice."""
+    positions = np.arange(16, dtype=np.int64).reshape(1, 16)
+    from onnx import numpy_helper
+
+    graph = h.make_graph(
+        [h.make_node("Shape", ["ids"], ["shape"]),
+         h.make_node("Gather", ["shape", "one"], ["length"], axis=0),
+         h.make_node("Unsqueeze", ["length", "zero_axis"], ["end"]),
+         h.make_node("Slice", ["positions", "start", "end", "axis1"], ["sliced"]),
+         h.make_node("Add", ["ids", "sliced"], ["y"])],
+        "position_ids",
+        [h.make_tensor_value_info("ids", T.INT64, ["batch", "sequence"])],
+        [h.make_tensor_value_info("y", T.INT64, ["batch", "sequence"])],
+        [numpy_helper.from_array(positions, "positions"),
+         numpy_helper.from_array(np.array(1, dtype=np.int64), "one"),
+         numpy_helper.from_array(np.array([0], dtype=np.int64), "zero_axis"),
+         numpy_helper.from_array(np.array([0], dtype=np.int64), "start"),
+         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")],
+    )
+    model = _model(graph)
+    gm = convert(model, simplify=False)
+    for length in (3, 7):
+        ids = np.arange(2 * length, dtype=np.int64).reshape(2, length)
+        ref = reference_outputs(model, {"ids": ids})
+        np.testing.assert_array_equal(gm(torch.from_numpy(ids)).numpy(), ref[0])
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"])
+def test_global_pool_of_unknown_rank(op: str):
+    """The rank of a reshaped tensor may be known only at run time (shapes computed in the graph)."""
+    graph = h.make_graph(
+        [h.make_node("Reshape", ["x", "shape"], ["r"]), h.make_node(op, ["r"], ["y"])],
+        "global_pool",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 60]), h.make_tensor_value_info("shape", T.INT64, [None])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+    )
+    model = _model(graph)
+    gm = convert(model, simplify=False)
+    x = np.random.default_rng(1).standard_normal((2, 60)).astype(np.float32)
+    for shape in ([2, 3, 4, 5], [2, 6, 10]):
+        feeds = {"x": x, "shape": np.array(shape, dtype=np.int64)}
+        _check(gm(torch.from_numpy(x), torch.tensor(shape)), reference_outputs(model, feeds))

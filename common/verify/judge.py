@@ -87,6 +87,8 @@ def _rejudge(report: ComparisonReport, sensitivity: Sensitivity, groups: list[li
              reference: Mapping[str, Any], candidate: Mapping[str, Any], rtol: Optional[float],
              atol: Optional[float], check_dtype: bool, reference_name: str) -> None:
     """Judge the failed outputs again with bounds widened by the reference's own movement."""
+    unsteadiness = {o.name: sensitivity.unsteady(o.name, reference[o.name]) for o in report.outputs
+                    if o.name in reference}
     widen: dict[str, float] = {}
     allowed: dict[tuple, int] = {}
     for group in groups:
@@ -108,7 +110,7 @@ def _rejudge(report: ComparisonReport, sensitivity: Sensitivity, groups: list[li
         for name in group:
             report[name].sensitivity = widen[name]
         _note(report, report[group[0]], reference_name, moved_rows=allowed[group] / SENSITIVITY_FACTOR,
-              label=", ".join(group))
+              label=", ".join(group), unsteadiness=unsteadiness)
     for out in list(report.outputs):
         name = out.name
         if name in as_rows or out.ok or out.n_bad is None or out.compared_as == "rows" or name not in candidate:
@@ -130,13 +132,21 @@ def _rejudge(report: ComparisonReport, sensitivity: Sensitivity, groups: list[li
                                  cand_name=out.cand_name, widen=SENSITIVITY_FACTOR * moved)
             new.sensitivity = moved
         report.replace(new)
-        _note(report, new, reference_name)
+        _note(report, new, reference_name, unsteadiness=unsteadiness)
 
 
 def _note(report: ComparisonReport, out: OutputComparison, reference_name: str, *,
-          moved_rows: float = 0.0, label: str = "") -> None:
+          moved_rows: float = 0.0, label: str = "", unsteadiness: Optional[Mapping[str, float]] = None) -> None:
     """One line saying how sensitive the reference is, when that is large enough to matter."""
     moved = out.sensitivity
+    unsteady = unsteadiness.get(out.name) if unsteadiness else None
+    if unsteady:
+        what = (f"{int(unsteady)} of {out.n_elements} elements" if out.compared_as == "exact"
+                else f"by up to {unsteady:.2g}" + (f" ({unsteady / out.scale:.2g} of its scale)" if out.scale else ""))
+        verdict = "judged against that" if out.ok else "the difference is larger still"
+        report.notes.append(f"{label or out.name}: {reference_name} is not deterministic: two runs on the same inputs "
+                            f"differ {what} (random ops, such as Dropout in training mode?); {verdict}")
+        return
     if not moved_rows and (not moved or out.compared_as == "elements" and out.scale is not None
                            and SENSITIVITY_FACTOR * moved < out.rtol * out.scale):
         return  # too small to change anything: not worth a line

@@ -11,7 +11,8 @@ far its outputs move. :mod:`.judge` widens an output's tolerance by a multiple o
 so no conversion is blamed for less than the model's own sensitivity.
 
 Two runs with opposite signs of the same seeded pattern are taken; an output's sensitivity is
-the larger of the two movements.
+the larger of the two movements. A third run on the unchanged inputs tells a reference that is
+not deterministic (random ops such as Dropout left in training mode) from a sensitive one.
 """
 from __future__ import annotations
 
@@ -55,6 +56,21 @@ class Sensitivity:
     samples: list[dict[str, np.ndarray]] = field(default_factory=list)
     error: Optional[str] = None
     amount: float = JITTER
+    repeat: dict[str, np.ndarray] = field(default_factory=dict)  # a run on the very same inputs
+
+    def unsteady(self, name: str, reference: Any) -> Optional[float]:
+        """How far output ``name`` moved between two runs on identical inputs (0: deterministic)."""
+        if name not in self.repeat:
+            return None
+        ref, again = to_numpy(reference), self.repeat[name]
+        if again.shape != ref.shape:
+            return float("inf")
+        if again.dtype.kind != "f" or ref.dtype.kind != "f":
+            return float(np.count_nonzero(again != ref))
+        with np.errstate(invalid="ignore", over="ignore"):
+            a, b = again.astype(np.float64), ref.astype(np.float64)
+            finite = np.isfinite(a) & np.isfinite(b)
+            return float(np.max(np.abs(a[finite] - b[finite]), initial=0.0))
 
     @property
     def available(self) -> bool:
@@ -92,12 +108,15 @@ class Sensitivity:
 def measure(rerun: RerunFn, inputs: Mapping[str, Any], *, seed: int = 0, amount: float = JITTER) -> Sensitivity:
     """Run ``rerun`` on ``inputs`` jittered both ways; a failure is recorded, never raised."""
     result = Sensitivity(amount=amount)
-    for sign in (1.0, -1.0):
+    for sign in (0.0, 1.0, -1.0):
         try:
             outputs = rerun(jitter_inputs(inputs, sign, seed=seed + 7919, amount=amount))
         except Exception as exc:  # the measurement is a help to the judgement: never replace it
             result.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
             log.info("sensitivity run failed: %s", result.error)
             return result
-        result.samples.append({k: to_numpy(v) for k, v in outputs.items()})
+        sample = {k: to_numpy(v) for k, v in outputs.items()}
+        if sign == 0.0:
+            result.repeat = sample
+        result.samples.append(sample)
     return result

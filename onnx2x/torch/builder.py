@@ -44,6 +44,8 @@ def is_dynamic(obj: Any) -> bool:
         return any(is_dynamic(o) for o in obj)
     if isinstance(obj, dict):
         return any(is_dynamic(o) for o in obj.values())
+    if isinstance(obj, slice):  # an index whose bounds are run-time sizes
+        return any(is_dynamic(o) for o in (obj.start, obj.stop, obj.step))
     return False
 
 
@@ -245,6 +247,8 @@ class GraphBuilder:
             return tuple(self.lift(o, hint) for o in obj)
         if isinstance(obj, dict):
             return {k: self.lift(v, hint) for k, v in obj.items()}
+        if isinstance(obj, slice):
+            return slice(self.lift(obj.start, hint), self.lift(obj.stop, hint), self.lift(obj.step, hint))
         return obj
 
     def add_submodule(self, module: torch.nn.Module, hint: str) -> str:

@@ -85,27 +85,35 @@ def lp_pool(ctx):
                     ceil_mode, p)
 
 
-def _spatial_axes(ctx) -> list[int]:
+def _spatial_axes(ctx) -> "list[int] | None":
+    """Axes 2.. of input 0; None when its rank is known only at run time."""
     rank = ctx.rank(0)
-    if rank is None:
-        raise ctx.fail("input rank must be known")
-    return list(range(2, rank))
+    return None if rank is None else list(range(2, rank))
 
 
 @converter("GlobalAveragePool", since=1)
 def global_average_pool(ctx):
-    return ctx.call(torch.mean, ctx.input(0), _spatial_axes(ctx), True)
+    axes = _spatial_axes(ctx)
+    if axes is None:
+        return ctx.call(rt.global_pool, ctx.input(0), "mean")
+    return ctx.call(torch.mean, ctx.input(0), axes, True)
 
 
 @converter("GlobalMaxPool", since=1)
 def global_max_pool(ctx):
-    return ctx.call(torch.amax, ctx.input(0), _spatial_axes(ctx), True)
+    axes = _spatial_axes(ctx)
+    if axes is None:
+        return ctx.call(rt.global_pool, ctx.input(0), "max")
+    return ctx.call(torch.amax, ctx.input(0), axes, True)
 
 
 @converter("GlobalLpPool", since=1)
 def global_lp_pool(ctx):
     p = float(ctx.attr("p", 2))
-    return ctx.call(torch.linalg.vector_norm, ctx.input(0), p, _spatial_axes(ctx), True)
+    axes = _spatial_axes(ctx)
+    if axes is None:
+        return ctx.call(rt.global_pool, ctx.input(0), "lp", p)
+    return ctx.call(torch.linalg.vector_norm, ctx.input(0), p, axes, True)
 
 
 @converter("MaxUnpool", since=9)

@@ -153,3 +153,14 @@ def max_unpool(x: torch.Tensor, indices: torch.Tensor, inferred: Sequence[int],
     for i in range(len(full) - 1, -1, -1):
         pads += [0, target[i] - full[i]]
     return F.pad(y, pads)
+
+
+def global_pool(x: torch.Tensor, kind: str, p: float = 2.0) -> torch.Tensor:
+    """GlobalAveragePool/GlobalMaxPool/GlobalLpPool over every axis after the channels, for an
+    input whose rank is known only at run time."""
+    axes = list(range(2, x.dim()))
+    if kind == "mean":
+        return torch.mean(x, axes, True)
+    if kind == "max":
+        return torch.amax(x, axes, True)
+    return torch.linalg.vector_norm(x, p, axes, True)
