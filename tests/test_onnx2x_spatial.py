@@ -323,3 +323,27 @@ def test_max_unpool_roundtrip():
                               [helper.make_tensor_value_info("y", TP.FLOAT, None)])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=9)
     check(m, {"x": x_of(2, 3, 6, 8)})
+
+
+def test_upsample_with_scales_attribute_in_a_newer_opset_is_read_as_opset_7():
+    """Old exporters write Upsample's scales as an attribute in opset-9 models; runtimes such as
+    OpenCV read them, onnxruntime refuses the file: the module follows the attribute, checked
+    against onnxruntime on the same node in the opset-7 form."""
+    node = helper.make_node("Upsample", ["x"], ["y"], scales=[1.0, 1.0, 2.0, 3.0], mode="nearest")
+    x = x_of(1, 2, 3, 4)
+    newer = model_of(node, [("x", TP.FLOAT, [1, 2, 3, 4])], [("y", TP.FLOAT, None)], opset=9)
+    older = model_of(node, [("x", TP.FLOAT, [1, 2, 3, 4])], [("y", TP.FLOAT, None)], opset=7)
+    expected = ort.InferenceSession(older.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = convert(newer, simplify=False)(torch.from_numpy(x)).numpy()
+    assert got.shape == (1, 2, 6, 12)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_resize_without_scales_or_sizes_is_refused_at_conversion():
+    from common.errors import ConversionError
+
+    node = helper.make_node("Resize", ["x"], ["y"], mode="nearest", name="up")
+    model = model_of(node, [("x", TP.FLOAT, [1, 2, 3, 4])], [("y", TP.FLOAT, None)], opset=13)
+    with pytest.raises(ConversionError, match="needs scales or sizes") as info:
+        convert(model, simplify=False)
+    assert (info.value.node, info.value.op_type) == ("up", "Resize")

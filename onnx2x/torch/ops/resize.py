@@ -8,6 +8,7 @@ static shapes, :func:`..runtime.resize.resize` does the whole computation at run
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from ..registry import converter
 from ..runtime import resize as rt
 from ..runtime import spatial as rt_spatial
+
+log = logging.getLogger(__name__)
 
 _LINEAR = {3: "linear", 4: "bilinear", 5: "trilinear"}
 
@@ -102,6 +105,13 @@ def _resize(ctx, *, roi_i: Optional[int], scales_i: Optional[int], sizes_i: Opti
     if mode not in ("nearest", "linear", "cubic"):
         raise ctx.unsupported(f"mode {mode!r}")
     use_sizes = sizes_i is not None and _present(ctx, sizes_i)
+    if scales_attr is None and not use_sizes and (scales_i is None or not _present(ctx, scales_i)):
+        scales_attr = ctx.attr("scales", None)
+        if scales_attr is None:
+            raise ctx.fail(f"{ctx.op_type} needs scales or sizes: the node has neither")
+        # the opset-7 form (scales as an attribute) in a newer model: read as OpenCV and others do
+        log.warning("%s (%s): scales given as an attribute, the opset-7 form; opset %d expects an input: "
+                    "using the attribute", ctx.name, ctx.op_type, ctx.opset)
     tf_crop = ctm == "tf_crop_and_resize"
     sizes_c = ctx.const_ints(sizes_i) if use_sizes else None
     if scales_attr is not None:
