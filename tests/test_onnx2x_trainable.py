@@ -248,3 +248,24 @@ def test_cli_trainable_writes_a_module_that_trains(tmp_path: Path) -> None:
     net.train()
     net(_x())
     assert not torch.equal(net.bn1_moving_mean, torch.from_numpy(_inits(model)["bn1_moving_mean"]))
+
+
+def test_weight_read_inside_an_if_branch_learns() -> None:
+    """A branch reads the outer weight as an argument (not a copy of its own), so gradients reach it."""
+    w = np.array([1.0, 2.0, 3.0], np.float32)
+    branch = {k: helper.make_graph([helper.make_node(op, ["x", "w"], [k])], k, [],
+                                   [helper.make_tensor_value_info(k, TensorProto.FLOAT, [3])])
+              for k, op in (("then", "Mul"), ("else", "Add"))}
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch["then"], else_branch=branch["else"])], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], [_init("w", w)])
+    gm = convert(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), trainable=True)
+    assert [n for n, _ in gm.named_parameters()] == ["w"]
+    x = torch.tensor([0.5, -1.0, 2.0])
+    for cond, expected_y, expected_grad in ((True, x.numpy() * w, x.numpy()), (False, x.numpy() + w, np.ones(3))):
+        gm.zero_grad()
+        y = gm(torch.tensor(cond), x)
+        y.sum().backward()
+        np.testing.assert_allclose(y.detach().numpy(), expected_y)
+        np.testing.assert_allclose(gm.w.grad.numpy(), expected_grad)
