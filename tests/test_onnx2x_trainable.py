@@ -247,7 +247,7 @@ def test_cli_trainable_writes_a_module_that_trains(tmp_path: Path) -> None:
     assert net.onnx2x_trainable is True and all(p.requires_grad for p in net.parameters())
     net.train()
     net(_x())
-    assert not torch.equal(net.bn1_moving_mean, torch.from_numpy(_inits(model)["bn1_moving_mean"]))
+    assert not torch.equal(net.bn1_moving_mean, torch.tensor(_inits(model)["bn1_moving_mean"]))
 
 
 def test_weight_read_inside_an_if_branch_learns() -> None:
