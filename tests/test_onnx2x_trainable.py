@@ -269,3 +269,36 @@ def test_weight_read_inside_an_if_branch_learns() -> None:
         y.sum().backward()
         np.testing.assert_allclose(y.detach().numpy(), expected_y)
         np.testing.assert_allclose(gm.w.grad.numpy(), expected_grad)
+
+
+def test_batch_norm_trains_as_mxnet_does() -> None:
+    """The reference the migration targets: MXNet's BatchNorm in training (output, and moving
+    statistics with momentum 0.8 from the population variance), against the converted ONNX node."""
+    from tests.support.mxnet_ops import mx
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    p = {"g": rng.uniform(0.5, 1.5, 3), "b": rng.standard_normal(3), "m": rng.standard_normal(3),
+         "v": rng.uniform(0.5, 1.5, 3)}
+    p = {k: v.astype(np.float32) for k, v in p.items()}
+    sym = mx.sym.BatchNorm(mx.sym.var("data"), momentum=0.8, eps=1e-3, fix_gamma=False, name="bn")
+    ex = sym.simple_bind(mx.cpu(), data=x.shape, grad_req="write")
+    ex.arg_dict["data"][:] = x
+    for mx_name, key in (("bn_gamma", "g"), ("bn_beta", "b")):
+        ex.arg_dict[mx_name][:] = p[key]
+    for mx_name, key in (("bn_moving_mean", "m"), ("bn_moving_var", "v")):
+        ex.aux_dict[mx_name][:] = p[key]
+    ex.forward(is_train=True)
+    ex.backward(mx.nd.ones(x.shape))  # MXNet updates its moving statistics in backward
+    mx.nd.waitall()
+
+    node = helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y"], momentum=0.8, epsilon=1e-3)
+    graph = helper.make_graph([node], "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3, 5, 5])],
+                              [_init(k, v) for k, v in p.items()])
+    gm = convert(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), trainable=True)
+    gm.train()
+    y = gm(torch.from_numpy(x))
+    np.testing.assert_allclose(y.detach().numpy(), ex.outputs[0].asnumpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gm.m.numpy(), ex.aux_dict["bn_moving_mean"].asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gm.v.numpy(), ex.aux_dict["bn_moving_var"].asnumpy(), rtol=1e-5, atol=1e-6)
