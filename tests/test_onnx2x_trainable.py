@@ -312,3 +312,81 @@ def test_batch_norm_trains_as_mxnet_does() -> None:
     np.testing.assert_allclose(y.detach().numpy(), ex.outputs[0].asnumpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gm.m.numpy(), ex.aux_dict["bn_moving_mean"].asnumpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gm.v.numpy(), ex.aux_dict["bn_moving_var"].asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def _torch_net() -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, bias=False), torch.nn.BatchNorm2d(6),
+                               torch.nn.ReLU(), torch.nn.Conv2d(6, 6, 3, stride=2), torch.nn.BatchNorm2d(6, momentum=0.3),
+                               torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 81, 4))
+
+
+def _through_onnx(net: torch.nn.Module, x: torch.Tensor) -> onnx.ModelProto:
+    import io
+
+    buf = io.BytesIO()
+    torch.onnx.export(net.eval(), (x,), buf, dynamo=False, do_constant_folding=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    return onnx.load_from_string(buf.getvalue())
+
+
+def test_pytorch_model_through_onnx_trains_like_the_original() -> None:
+    """torch -> ONNX (eval export) -> trainable module: in train() the same outputs, gradients and
+    running means as the original torch module (running variances differ on purpose: population
+    variance here, torch's unbiased one there)."""
+    torch.manual_seed(0)
+    net = _torch_net()
+    for bn in (net[1], net[4]):  # distinct values: the exporter merges equal initializers
+        for t, lo, hi in ((bn.running_mean, -0.3, 0.3), (bn.running_var, 0.5, 1.5), (bn.weight, 0.5, 1.5),
+                          (bn.bias, -0.3, 0.3)):
+            t.data.uniform_(lo, hi)
+    x = torch.randn(5, 3, 20, 20)
+    gm = convert(_through_onnx(net, x), trainable=True)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), net(x), rtol=1e-5, atol=1e-5)
+    net.train()
+    gm.train()
+    y_ref, y = net(x), gm(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    y_ref.square().sum().backward()
+    y.square().sum().backward()
+    ref_params, ref_buffers = dict(net.named_parameters()), dict(net.named_buffers())
+    for attr, onnx_name in gm.onnx_param_names.items():
+        if onnx_name in ref_params:
+            ref = ref_params[onnx_name].grad
+            torch.testing.assert_close(getattr(gm, attr).grad, ref, rtol=1e-4, atol=max(1e-5, 1e-4 * float(ref.abs().max())))
+        elif onnx_name.endswith("running_mean"):
+            torch.testing.assert_close(getattr(gm, attr), ref_buffers[onnx_name], rtol=1e-5, atol=1e-6)
+    assert {v for v in gm.onnx_param_names.values() if v in ref_params} == set(ref_params)
+
+
+@pytest.mark.parametrize("simplify", [True, False])
+def test_merged_initializers_keep_private_running_statistics(simplify: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Fresh BatchNorm layers exported in eval mode share one tensor of zeros (bias, running mean)
+    and one of ones (weight, running variance), through Identity nodes (which onnx-simplifier
+    removes): each layer still gets its own statistics, the update changes no parameter, and the
+    tie that remains between the layers' weights is named."""
+    torch.manual_seed(0)
+    net = _torch_net()
+    x = torch.randn(5, 3, 20, 20)
+    model = _through_onnx(net, x)
+    merged = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+    assert merged["1.running_mean"] == merged["4.bias"] == "1.bias"  # what the exporter does
+    with caplog.at_level("WARNING", logger="onnx2x.torch.convert"):
+        gm = convert(model, trainable=True, simplify=simplify)
+    assert "read by several nodes train as one tensor each: 1.bias, 1.weight" in caplog.text
+    params_before = {k: v.detach().clone() for k, v in gm.named_parameters()}
+    assert set(params_before) == {"_0_weight", "_1_weight", "_1_bias", "_3_weight", "_3_bias", "_7_weight", "_7_bias"}
+    net.train()
+    gm.train()
+    with torch.no_grad():
+        net(x)
+        gm(x)
+    means = [v for k, v in gm.named_buffers() if k.endswith("running_mean")]
+    assert len(means) == 2
+    if not simplify:  # the statistics keep the names the exporter gave them
+        assert {gm.onnx_param_names[k] for k, _ in gm.named_buffers()} == {
+            f"{i}.running_{s}" for i in (1, 4) for s in ("mean", "var")}
+    for got, bn in zip(means, (net[1], net[4])):
+        torch.testing.assert_close(got, bn.running_mean, rtol=1e-5, atol=1e-6)
+    for k, v in gm.named_parameters():
+        torch.testing.assert_close(v, params_before[k], rtol=0, atol=0)

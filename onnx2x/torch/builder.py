@@ -138,6 +138,8 @@ class GraphBuilder:
         # emit train()/eval()-dependent code (BatchNormalization statistics, Dropout).
         self.trainable = parent.trainable if parent is not None else trainable
         self._stat_ids: set[int] = set()  # initializers that are running statistics: buffers
+        self._attr_names: dict[int, str] = {}  # module attribute names chosen by a converter
+        self._initializer_value: dict[int, ir.Value] = {}  # tensor id -> the initializer it came from
         self._training_node: Optional[fx.Node] = None
         self.root = torch.nn.Module()
         self.graph = fx.Graph()
@@ -193,6 +195,7 @@ class GraphBuilder:
             raise ConversionFailure(f"initializer {value.name!r} has no data", file=self.file or None)
         tensor = numpy_to_handle(arr)
         self._initializer_of[id(tensor)] = value.name
+        self._initializer_value[id(tensor)] = value
         self._keepalive.append(tensor)
         self.env[value] = tensor
 
@@ -208,6 +211,8 @@ class GraphBuilder:
         self._attr_cache.clear()
         self._initializer_of.clear()
         self._stat_ids.clear()
+        self._attr_names.clear()
+        self._initializer_value.clear()
         for table in (self.root._parameters, self.root._buffers):  # ``finish`` copied them to the module
             table.clear()
 
@@ -217,7 +222,7 @@ class GraphBuilder:
         if key in self._attr_cache:
             return self._attr_cache[key]
         onnx_name = self._initializer_of.get(key)
-        base = sanitize(onnx_name or hint, "const")
+        base = sanitize(self._attr_names.get(key) or onnx_name or hint, "const")
         name = base
         i = 1
         while hasattr(self.root, name) or name in self.root._modules:
@@ -247,17 +252,31 @@ class GraphBuilder:
             return any(self.is_weight(o) for o in obj.values())
         return False
 
-    def running_statistic(self, tensor: torch.Tensor) -> bool:
-        """Mark an initializer as running statistics (a buffer that updates in ``train()``).
+    def running_statistic(self, value: ir.Value, name: str) -> Optional[torch.Tensor]:
+        """The buffer a BatchNormalization updates in ``train()`` for its input ``value``.
 
-        False when ``tensor`` is not an initializer of this graph or was already emitted as
-        something else (then it cannot become a buffer).
+        The initializer itself (a buffer named after it) when the node reads it directly and
+        nothing else does; otherwise a private copy, so that the update changes nothing else
+        (exporters merge equal initializers: torch.onnx.export gives fresh BatchNorm layers one
+        tensor of ones for every weight and running variance, read directly or through
+        Identity nodes). The copy is named after ``value`` when that is a name of its own (the
+        exporter's ``bn.running_mean``), else ``name``. None when ``value`` is not known to
+        come from an initializer of this graph.
         """
-        key = id(tensor)
-        if key not in self._initializer_of or key in self._attr_cache:
-            return key in self._stat_ids
-        self._stat_ids.add(key)
-        return True
+        tensor = self.env.get(value)
+        if not isinstance(tensor, torch.Tensor) or id(tensor) not in self._initializer_of:
+            return None
+        origin = self._initializer_value.get(id(tensor))
+        if (origin is value and len(value.uses()) == 1 and not value.is_graph_output()
+                and id(tensor) not in self._attr_cache):
+            self._stat_ids.add(id(tensor))
+            return tensor
+        copy = tensor.detach().clone()
+        self._initializer_of[id(copy)] = value.name
+        self._attr_names[id(copy)] = name if origin is value else value.name
+        self._stat_ids.add(id(copy))
+        self._keepalive.append(copy)
+        return copy
 
     def training_flag(self) -> fx.Node:
         """The module's ``self.training`` (one node per graph): what train()/eval() switches."""

@@ -152,6 +152,21 @@ def _convert_owned(box: list, label: str, *, fuse: bool, trainable: bool = False
     return gm
 
 
+def _warn_tied(gm: fx.GraphModule, graph, label: str) -> None:
+    """Say which parameters several nodes read: they train as one (tied) tensor.
+
+    Why: ties may be the model's own (shared embeddings) or an exporter's doing (torch.onnx.export
+    in eval mode merges equal initializers, such as the weights of freshly initialized
+    BatchNorm layers); only the user can tell, and fine-tuning differs between the two.
+    """
+    params = {gm.onnx_param_names.get(name) for name, _ in gm.named_parameters(remove_duplicate=False)}
+    tied = sorted(v.name for v in graph.initializers.values() if v.name in params and len(
+        [u for u in v.uses() if not (u.node.op_type == "BatchNormalization" and u.idx in (3, 4))]) > 1)
+    if tied:
+        log.warning("%s: %d parameter(s) read by several nodes train as one tensor each: %s%s", label or "model",
+                    len(tied), ", ".join(tied[:5]), " ..." if len(tied) > 5 else "")
+
+
 def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: bool = False) -> fx.GraphModule:
     model = cir.from_proto(box.pop(), file=label)
     opsets = {("" if d == "ai.onnx" else d): int(v) for d, v in model.opset_imports.items()}
@@ -160,6 +175,8 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False)
+        if trainable:
+            _warn_tied(gm, model.graph, label)
         info = fusion.value_info(gm, model.graph) if fuse else {}
     except ConversionError as exc:
         exc.with_context(file=label)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from ..dtypes import float32_literal
 from ..registry import converter
 from ..runtime import normalization as rt
@@ -30,9 +28,10 @@ def _bn_inference(ctx):
     """
     eps = float(ctx.attr("epsilon", 1e-5))
     if ctx.builder.trainable:
-        x, scale, bias, mean, var = _bn_args(ctx)
-        stats_known = all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in (mean, var))
-        if stats_known and ctx.builder.running_statistic(mean) and ctx.builder.running_statistic(var):
+        x, scale, bias = (ctx.input(i) for i in range(3))
+        mean, var = (ctx.builder.running_statistic(ctx.node.inputs[i], f"{ctx.name}_running_{what}")
+                     for i, what in ((3, "mean"), (4, "var")))
+        if mean is not None and var is not None and mean.dim() == 1 and var.dim() == 1:
             momentum = round(1.0 - float32_literal(ctx.attr("momentum", 0.9)), 9)
             return ctx.call(rt.batch_norm, x, mean, var, scale, bias, ctx.builder.training_flag(), momentum,
                             float32_literal(eps))
