@@ -111,7 +111,7 @@ def test_mismatch_exits_3_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt")]) == 3
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert "output y (1, 6) differs from onnxruntime" in line
+    assert "output y (2, 6) differs from onnxruntime" in line
     # the locator names the node whose own output is wrong: the broken Relu
     assert line.startswith(f"error: {src}: relu (Relu): ") and "first divergent node: relu (Relu)" in line
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
