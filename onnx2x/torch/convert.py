@@ -105,7 +105,9 @@ def convert(
     ``momentum`` m is PyTorch's ``1 - m``; the variance that updates them is the population
     one, as in ONNX and MXNet) and that normalize in ``eval()``; Dropout drops at the node's
     ratio in ``train()`` and is the identity in ``eval()``. The module comes back in
-    ``eval()`` mode, with ``gm.onnx2x_trainable = True``.
+    ``eval()`` mode, with ``gm.onnx2x_trainable = True``. Statistics that an exporter merged
+    with other tensors (equal initializers) get private copies; a parameter that several nodes
+    read stays one tied tensor, with a warning naming it.
     """
     if trainable and fuse:
         raise ValueError("fuse=True folds weights into one another; a trainable conversion keeps each of them")
