@@ -65,9 +65,15 @@ def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
     return {i for node in constant_nodes(graph) for i in node.input if i}
 
 
-def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[onnx.ModelProto, frozenset]:
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16})
+
+
+def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False,
+             hide_weights: bool = False) -> tuple[onnx.ModelProto, frozenset]:
     """A copy of ``model`` whose large initializers are graph inputs; returns it and their names.
-    With ``keep_foldable``, initializers read by constant subgraphs stay initializers."""
+    With ``keep_foldable``, initializers read by constant subgraphs stay initializers; with
+    ``hide_weights``, every float initializer is an input (onnxsim can fold none of them)."""
     out = onnx.ModelProto()
     copy_fields(out, model, ("graph",))
     copy_fields(out.graph, model.graph, ("initializer",))
@@ -75,7 +81,8 @@ def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[on
     visible = _read_by_constant_subgraphs(model.graph) if keep_foldable else set()
     large = []
     for t in model.graph.initializer:
-        if not _is_large(t) or (t.name in visible and t.data_location != onnx.TensorProto.EXTERNAL):
+        hidden = hide_weights and t.data_type in _FLOAT_TYPES
+        if not hidden and (not _is_large(t) or (t.name in visible and t.data_location != onnx.TensorProto.EXTERNAL)):
             out.graph.initializer.append(t)
             continue
         large.append(t.name)
@@ -131,15 +138,19 @@ def simplify(
     in_place: bool = False,
     keep_foldable: bool = False,
     skip_fuse_bn: bool = False,
+    keep_trainable: bool = False,
 ) -> onnx.ModelProto:
     """Return the onnxsim-simplified model, or ``model`` itself with a one-line warning.
 
     ``in_place=True`` lets the result reuse ``model``'s initializers (``model`` is then changed,
     or returned unchanged when simplification fails). ``skip_fuse_bn`` keeps onnxsim from folding
-    BatchNormalization into a Conv whose weights it can see (small ones).
+    BatchNormalization into a Conv whose weights it can see (small ones). ``keep_trainable``
+    (trainable conversion) shows onnxsim no float initializer at all, so that none is folded
+    into another and every weight stays the parameter of its name, and keeps BatchNormalization
+    and Dropout nodes (which onnxsim removes as no-ops of inference).
     """
     return _simplify(model, input_shapes, label=label, in_place=in_place, keep_foldable=keep_foldable,
-                     skip_fuse_bn=skip_fuse_bn)[0]
+                     skip_fuse_bn=skip_fuse_bn, keep_trainable=keep_trainable)[0]
 
 
 def simplify_tracking_names(model: onnx.ModelProto, *, label: str = "", in_place: bool = False,
@@ -154,7 +165,7 @@ def simplify_tracking_names(model: onnx.ModelProto, *, label: str = "", in_place
 
 def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int, ...]]], *, label: str,
               in_place: bool, keep_foldable: bool, skip_fuse_bn: bool,
-              track: bool = False) -> tuple[onnx.ModelProto, Optional[set[str]]]:
+              track: bool = False, keep_trainable: bool = False) -> tuple[onnx.ModelProto, Optional[set[str]]]:
     label = label or "model"
     try:
         with deferring(("torch",)):  # onnxsim's package imports torch, which simplify never uses
@@ -162,10 +173,12 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
     except ImportError:
         log.warning("%s: onnxsim is not installed; using the model unsimplified", label)
         return model, None
-    kwargs: dict = {"skip_fuse_bn": True} if skip_fuse_bn else {}
+    kwargs: dict = {"skip_fuse_bn": True} if skip_fuse_bn or keep_trainable else {}
+    if keep_trainable:
+        kwargs["skipped_optimizers"] = ["eliminate_nop_dropout"]
     if input_shapes:
         kwargs["overwrite_input_shapes"] = {k: list(v) for k, v in input_shapes.items()}
-    small, large = skeleton(model, keep_foldable=keep_foldable)
+    small, large = skeleton(model, keep_foldable=keep_foldable, hide_weights=keep_trainable)
     try:
         simplified, ok = onnxsim.simplify(small, check_n=0, **kwargs)
     except Exception as exc:  # onnxsim raises anything from its C++ core

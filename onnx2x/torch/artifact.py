@@ -127,8 +127,8 @@ def _collect(gm: fx.GraphModule, class_name: str, prefix: str, out: _Collected) 
             spec.lines.append(f"self.{name} = {_leaf_module_expr(prefix + name, child)}")
     # get_attr targets that are plain tensors (not registered) become buffers of the saved model.
     for node in gm.graph.nodes:
-        if node.op != "get_attr" or "." in node.target:
-            continue
+        if node.op != "get_attr" or "." in node.target or node.target == "training":
+            continue  # ``self.training`` (trainable conversion) is every module's own flag
         if node.target in gm._parameters or node.target in gm._buffers or node.target in gm._modules:
             continue
         value = getattr(gm, node.target, None)
@@ -293,6 +293,8 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
         "ONNX_OUTPUT_NAMES": list(getattr(gm, "onnx_output_names", [])),
         "ONNX_PARAM_NAMES": dict(getattr(gm, "onnx_param_names", {})),
     }
+    if getattr(gm, "onnx2x_trainable", False):  # converted with trainable=True (absent otherwise)
+        meta["onnx2x_trainable"] = True
     for spec in reversed(collected.classes):  # children first, so readers meet them before use
         parts.append("")
         parts.append(f"class {spec.name}(torch.nn.Module):")

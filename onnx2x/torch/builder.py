@@ -128,10 +128,17 @@ class GraphBuilder:
         file: str = "",
         parent: Optional["GraphBuilder"] = None,
         value_shapes: Optional[dict[str, tuple]] = None,
+        trainable: bool = False,
     ) -> None:
         self.opsets = dict(opsets)
         self.file = file
         self.parent = parent
+        # Trainable conversion (:func:`onnx2x.torch.convert`): float initializers become
+        # parameters that require grad, nothing computed from them is folded, and converters
+        # emit train()/eval()-dependent code (BatchNormalization statistics, Dropout).
+        self.trainable = parent.trainable if parent is not None else trainable
+        self._stat_ids: set[int] = set()  # initializers that are running statistics: buffers
+        self._training_node: Optional[fx.Node] = None
         self.root = torch.nn.Module()
         self.graph = fx.Graph()
         self.env: dict[ir.Value, Handle] = {}
@@ -151,7 +158,9 @@ class GraphBuilder:
             return self.env[value]
         if self.parent is not None:
             outer = self.parent.lookup(value)
-            if not is_dynamic(outer):
+            # A weight of an outer graph is passed in like a run-time value when training: a
+            # copy in the body's module would be a constant that no gradient reaches.
+            if not is_dynamic(outer) and not (self.trainable and self.parent.is_weight(outer)):
                 self.env[value] = outer
                 return outer
             ph = self._capture_placeholder(value)
@@ -198,6 +207,7 @@ class GraphBuilder:
         self._keepalive.clear()
         self._attr_cache.clear()
         self._initializer_of.clear()
+        self._stat_ids.clear()
         for table in (self.root._parameters, self.root._buffers):  # ``finish`` copied them to the module
             table.clear()
 
@@ -213,8 +223,8 @@ class GraphBuilder:
         while hasattr(self.root, name) or name in self.root._modules:
             i += 1
             name = f"{base}_{i}"
-        if onnx_name is not None and tensor.dtype.is_floating_point:
-            self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+        if onnx_name is not None and tensor.dtype.is_floating_point and key not in self._stat_ids:
+            self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=self.trainable))
         else:
             self.root.register_buffer(name, tensor)
         self.param_names[name] = onnx_name or hint
@@ -222,6 +232,38 @@ class GraphBuilder:
         self._attr_cache[key] = node
         self._keepalive.append(tensor)
         return node
+
+    def is_weight(self, obj: Any) -> bool:
+        """True when ``obj`` (or a tensor inside it) is a float initializer of this graph.
+
+        Trainable conversion does not fold calls on weights: the result would be a new unnamed
+        constant, and the weight would no longer be a parameter that learns.
+        """
+        if isinstance(obj, torch.Tensor):
+            return obj.dtype.is_floating_point and id(obj) in self._initializer_of
+        if isinstance(obj, (list, tuple)):
+            return any(self.is_weight(o) for o in obj)
+        if isinstance(obj, dict):
+            return any(self.is_weight(o) for o in obj.values())
+        return False
+
+    def running_statistic(self, tensor: torch.Tensor) -> bool:
+        """Mark an initializer as running statistics (a buffer that updates in ``train()``).
+
+        False when ``tensor`` is not an initializer of this graph or was already emitted as
+        something else (then it cannot become a buffer).
+        """
+        key = id(tensor)
+        if key not in self._initializer_of or key in self._attr_cache:
+            return key in self._stat_ids
+        self._stat_ids.add(key)
+        return True
+
+    def training_flag(self) -> fx.Node:
+        """The module's ``self.training`` (one node per graph): what train()/eval() switches."""
+        if self._training_node is None:
+            self._training_node = self.graph.get_attr("training")
+        return self._training_node
 
     def materialize_strings(self, arr: np.ndarray, hint: str = "const") -> fx.Node:
         """A node rebuilding a known string array from literals (saved models keep it as source)."""
@@ -478,9 +520,15 @@ class NodeContext:
         return torch_dtype(self.node.outputs[j].dtype.value)
 
     # --- emitting code -------------------------------------------------------------------------
+    def _foldable(self, *parts: Any) -> bool:
+        """Compute now: every argument is known and (trainable conversion) none is a weight."""
+        if not self.fold or is_dynamic(parts):
+            return False
+        return not (self.builder.trainable and self.builder.is_weight(parts))
+
     def call(self, target: Callable, *args: Any, **kwargs: Any) -> Handle:
         """``target(*args, **kwargs)``: computed now when every argument is known, else emitted."""
-        if self.fold and not is_dynamic(args) and not is_dynamic(kwargs):
+        if self._foldable(args, kwargs):
             try:
                 return target(*args, **kwargs)
             except Exception as exc:
@@ -497,7 +545,7 @@ class NodeContext:
 
     def method(self, name: str, obj: Any, *args: Any, **kwargs: Any) -> Handle:
         """``obj.name(*args, **kwargs)`` (folded when everything is known)."""
-        if self.fold and not is_dynamic((obj, args, kwargs)):
+        if self._foldable(obj, args, kwargs):
             return getattr(obj, name)(*args, **kwargs)
         hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
         return self.builder.graph.call_method(

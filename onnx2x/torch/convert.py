@@ -27,8 +27,13 @@ def prepare(
     simplify: bool = True,
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
     lazy: bool = False,
+    trainable: bool = False,
 ) -> tuple[onnx.ModelProto, str]:
     """Load, densify sparse tensors, simplify (optionally), inline local functions and infer shapes.
+
+    ``trainable=True``: onnx-simplifier sees no float initializer, so it folds none of them
+    into another (BatchNormalization into a convolution, a reshaped weight into a constant),
+    and it keeps Dropout.
 
     ``lazy=True`` (for a path): the weights stay in the file (:func:`common.model_io.load_onnx`);
     :func:`convert_prepared` reads each of them once, straight into the module's tensors.
@@ -40,7 +45,8 @@ def prepare(
     proto = densify_sparse(proto, label=label)
     given = model if isinstance(model, onnx.ModelProto) else None
     if simplify:
-        proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given)
+        proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given,
+                            keep_trainable=trainable)
     elif input_shapes:
         proto = _fix_input_shapes(proto, input_shapes, label)
     if len(proto.functions):
@@ -78,6 +84,7 @@ def convert(
     simplify: bool = True,
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
     fuse: Optional[bool] = None,
+    trainable: bool = False,
 ) -> fx.GraphModule:
     """Convert an ONNX model (proto or path) to a ``torch.fx.GraphModule``.
 
@@ -89,16 +96,31 @@ def convert(
     when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
     ``gm.onnx_param_names`` (attribute -> initializer) and ``gm.onnx_value_to_fx`` (ONNX tensor
     name -> fx node name) tie the module back to the ONNX graph.
+
+    ``trainable=True`` converts for fine-tuning instead of fast inference: every float
+    initializer is a parameter that requires grad, and nothing is folded into anything (no
+    fusion; neither onnx-simplifier nor the converter computes a new tensor from a weight).
+    BatchNormalization keeps its mean and variance as buffers (named after their initializers)
+    that the batch statistics update in ``train()`` with the node's momentum (ONNX
+    ``momentum`` m is PyTorch's ``1 - m``; the variance that updates them is the population
+    one, as in ONNX and MXNet) and that normalize in ``eval()``; Dropout drops at the node's
+    ratio in ``train()`` and is the identity in ``eval()``. The module comes back in
+    ``eval()`` mode, with ``gm.onnx2x_trainable = True``.
     """
-    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True)
+    if trainable and fuse:
+        raise ValueError("fuse=True folds weights into one another; a trainable conversion keeps each of them")
+    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, trainable=trainable)
     box = [proto]  # hand the only reference over: the proto is freed once the weights are tensors
     del proto
-    return _convert_owned(box, label, fuse=simplify if fuse is None else fuse)
+    return _convert_owned(box, label, fuse=bool(simplify if fuse is None else fuse) and not trainable,
+                          trainable=trainable)
 
 
-def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True) -> fx.GraphModule:
-    """Convert a model that :func:`prepare` already processed (``fuse``: see :func:`convert`)."""
-    return _convert_owned([proto], label, fuse=fuse)
+def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True,
+                     trainable: bool = False) -> fx.GraphModule:
+    """Convert a model that :func:`prepare` already processed (``fuse``, ``trainable``: see
+    :func:`convert`; ``trainable`` implies no fusion, and wants ``prepare(trainable=True)``)."""
+    return _convert_owned([proto], label, fuse=fuse and not trainable, trainable=trainable)
 
 
 @contextlib.contextmanager
@@ -120,17 +142,21 @@ def _one_thread() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-def _convert_owned(box: list, label: str, *, fuse: bool) -> fx.GraphModule:
+def _convert_owned(box: list, label: str, *, fuse: bool, trainable: bool = False) -> fx.GraphModule:
     """Convert ``box[0]`` (a prepared proto), dropping this function's references to it early."""
     with _one_thread():
-        return _convert_on_this_thread(box, label, fuse=fuse)
+        gm = _convert_on_this_thread(box, label, fuse=fuse, trainable=trainable)
+    gm.onnx2x_trainable = trainable
+    if trainable:
+        gm.eval()  # like a loaded artifact; train() switches statistics updates and dropout on
+    return gm
 
 
-def _convert_on_this_thread(box: list, label: str, *, fuse: bool) -> fx.GraphModule:
+def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: bool = False) -> fx.GraphModule:
     model = cir.from_proto(box.pop(), file=label)
     opsets = {("" if d == "ai.onnx" else d): int(v) for d, v in model.opset_imports.items()}
     opsets.setdefault("", 1)
-    builder = GraphBuilder(opsets, file=label)
+    builder = GraphBuilder(opsets, file=label, trainable=trainable)
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import torch
+
 from ..registry import converter
 from ..runtime import normalization as rt
 
@@ -16,6 +19,31 @@ def _wanted(ctx, j: int) -> bool:
 
 def _bn_args(ctx):
     return [ctx.input(i) for i in range(5)]
+
+
+def _decimal(value: float) -> float:
+    """The shortest decimal of a float32 attribute (0.9, not 0.8999999761581421): the code reads as written."""
+    return float(str(np.float32(value)))
+
+
+def _bn_inference(ctx):
+    """An inference BatchNormalization; in a trainable conversion, one that also trains.
+
+    Trainable: the mean and variance initializers become buffers that the batch statistics
+    update in ``train()`` and that normalize in ``eval()``; ONNX's ``momentum`` (MXNet's
+    convention: running = running * m + batch * (1 - m)) becomes PyTorch's ``1 - m``.
+    """
+    eps = float(ctx.attr("epsilon", 1e-5))
+    if ctx.builder.trainable:
+        x, scale, bias, mean, var = _bn_args(ctx)
+        stats_known = all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in (mean, var))
+        if stats_known and ctx.builder.running_statistic(mean) and ctx.builder.running_statistic(var):
+            momentum = round(1.0 - _decimal(ctx.attr("momentum", 0.9)), 9)
+            return ctx.call(rt.batch_norm, x, mean, var, scale, bias, ctx.builder.training_flag(), momentum,
+                            _decimal(eps))
+        log.warning("%s: BatchNormalization statistics are not per-channel initializers; they stay fixed in "
+                    "train()", ctx.name)
+    return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), eps)
 
 
 def _bn_training(ctx, momentum: float):
@@ -37,7 +65,7 @@ def batch_norm_legacy(ctx):
     elif ctx.opset < 7 and not training:
         log.debug("%s: is_test=0 without statistics outputs; converted for inference", ctx.name)
     if not training:
-        return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), float(ctx.attr("epsilon", 1e-5)))
+        return _bn_inference(ctx)
     return _bn_training(ctx, momentum)
 
 
@@ -45,7 +73,7 @@ def batch_norm_legacy(ctx):
 def batch_norm(ctx):
     """Opset 14+: ``training_mode`` selects batch statistics and the running-stat outputs."""
     if not ctx.attr("training_mode", 0):
-        return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), float(ctx.attr("epsilon", 1e-5)))
+        return _bn_inference(ctx)
     y, rmean, rvar, _, _ = _bn_training(ctx, float(ctx.attr("momentum", 0.9)))
     return y, rmean, rvar
 

@@ -1,6 +1,7 @@
 """Pad, DepthToSpace, SpaceToDepth, CenterCropPad, Dropout and NonMaxSuppression."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -118,14 +119,30 @@ def _dropout_outputs(ctx, x):
     return y
 
 
+def _trainable_dropout(ctx, ratio: float):
+    """Dropout of a trainable conversion: active in ``train()`` (at ``ratio``), identity in ``eval()``."""
+    training = ctx.builder.training_flag()
+    if ctx.num_outputs > 1 and ctx.node.outputs[1].name:
+        res = ctx.call(rt.dropout, ctx.input(0), ratio, training)
+        return ctx.getitem(res, 0), ctx.getitem(res, 1)
+    return ctx.call(F.dropout, ctx.input(0), ratio, training)
+
+
 @converter("Dropout", since=1)
 def dropout_legacy(ctx):
+    if ctx.builder.trainable:
+        return _trainable_dropout(ctx, float(ctx.attr("ratio", 0.5)))
     return _dropout_outputs(ctx, ctx.input(0))
 
 
 @converter("Dropout", since=12, foldable=False)
 def dropout(ctx):
+    """Inference (no ``training_mode`` or a false one) is the identity. A trainable conversion
+    follows the module's train()/eval() instead of a constant ``training_mode``."""
     x = ctx.input(0)
+    ratio = ctx.const(1) if ctx.has_input(1) else np.float32(0.5)
+    if ctx.builder.trainable and ratio is not None and (not ctx.has_input(2) or ctx.is_const(2)):
+        return _trainable_dropout(ctx, float(np.asarray(ratio).reshape(-1)[0]))
     if not ctx.has_input(2):
         return _dropout_outputs(ctx, x)
     training = ctx.const(2)

@@ -54,6 +54,28 @@ def batch_norm_training(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
     return (y, running_mean.to(mean.dtype), running_var.to(var.dtype), saved_mean.to(x.dtype), saved_var.to(x.dtype))
 
 
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor, training: bool, momentum: float, eps: float) -> torch.Tensor:
+    """BatchNormalization that trains: ``torch.nn.functional.batch_norm`` with one difference.
+
+    In ``training`` it normalizes with the batch's statistics and updates the running ones in
+    place, ``running = (1 - momentum) * running + momentum * batch`` (PyTorch's convention of
+    ``momentum``, the opposite of ONNX's and MXNet's); otherwise it uses the running ones. The
+    difference: ``running_var`` takes the batch's population (biased) variance, as ONNX's
+    BatchNormalization and MXNet's BatchNorm do, where torch would take the unbiased one; so
+    the statistics evolve as they would in the framework the model came from.
+    """
+    if not training:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+    y = F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    with torch.no_grad():
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+        running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+        running_var.lerp_(var.to(running_var.dtype), momentum)
+    return y
+
+
 def layer_norm(x: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor], axis: int, eps: float,
                stash_float32: bool = True, stats_dtype: Optional[torch.dtype] = None
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -173,8 +173,8 @@ def train_dropout(x: torch.Tensor, ratio) -> tuple:
     return torch.where(keep, x / (1.0 - r), torch.zeros_like(x)), keep
 
 
-def dropout(x: torch.Tensor, ratio, training: torch.Tensor) -> tuple:
-    """Dropout whose training_mode is only known at run time."""
-    if bool(training.reshape(-1)[0]):
+def dropout(x: torch.Tensor, ratio, training) -> tuple:
+    """Dropout whose training_mode is only known at run time (a tensor, or the module's ``training``)."""
+    if training if isinstance(training, bool) else bool(training.reshape(-1)[0]):
         return train_dropout(x, ratio)
     return x, dropout_mask(x)
