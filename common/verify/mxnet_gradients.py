@@ -20,19 +20,17 @@ auxiliary states (a training forward updates the moving statistics in place).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..errors import ConversionFailure, ShapeError
 from ..mxnet_heads import label_inputs
 from .compare import to_numpy
-from .runners import import_mxnet
+from .runners import _plain_mxnet_executor, import_mxnet
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +140,6 @@ def consumers(symbol_json: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-@contextlib.contextmanager
-def _plain_executor() -> Iterator[None]:
-    key = "MXNET_SUBGRAPH_BACKEND"
-    old = os.environ.get(key)
-    os.environ[key] = "NONE"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 @dataclass
 class MXNetGradientResult:
     """One forward + backward: outputs (model order), parameter and input gradients (MXNet names)."""
@@ -198,7 +182,7 @@ class MXNetGradients:
         aux = {n: mx.nd.array(self.aux_params[n], dtype=dtype) for n in self.symbol.list_auxiliary_states()}
         grads = {n: mx.nd.zeros(a.shape, dtype=dtype) for n, a in args.items()} if with_grads else None
         try:
-            with _plain_executor():
+            with _plain_mxnet_executor():
                 return self.symbol.bind(mx.cpu(), args=args, args_grad=grads,
                                         grad_req="write" if with_grads else "null", aux_states=aux), grads
         except Exception as exc:

@@ -105,6 +105,7 @@ class RoundTripReport:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     rtol: Optional[float] = None
     atol: Optional[float] = None
+    gradients: list[Any] = field(default_factory=list)  # GradientReport per mode (roundtrip --check-gradients)
 
     @property
     def reference(self) -> Optional[Stage]:
@@ -112,7 +113,7 @@ class RoundTripReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.stages) and all(s.ok for s in self.stages)
+        return bool(self.stages) and all(s.ok for s in self.stages) and all(g.ok for g in self.gradients)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -173,6 +174,9 @@ class RoundTripReport:
         if self.ok:
             return f"OK: every stage is within tolerance of {ref}"
         bad = [s.name for s in self.stages if not s.ok]
+        if not bad:
+            modes = [g.mode for g in self.gradients if not g.ok]
+            return f"FAILED: gradients ({', '.join(modes)} mode) differ from {ref}'s"
         return f"FAILED: {', '.join(bad)} not within tolerance of {ref}"
 
     def to_markdown(self) -> str:
