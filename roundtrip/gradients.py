@@ -54,8 +54,24 @@ def trainable_module(model: onnx.ModelProto, *, input_shapes: Optional[Mapping[s
         for p in gm.parameters():
             if p.dtype.is_floating_point:
                 p.requires_grad_(True)
+    if train:
+        without_dropout(gm)
     gm.train(train)
     return gm
+
+
+def without_dropout(gm: Any) -> int:
+    """Set every Dropout of ``gm`` to ratio 0 (in place; how many): MXNet's and PyTorch's random masks
+    cannot agree, so the train-mode check compares the deterministic part (MXNet's Dropout is
+    replaced by the identity the same way, :func:`common.verify.mxnet_gradients.gradient_symbol_json`)."""
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and getattr(node.target, "__name__", "") == "dropout" and len(node.args) > 1:
+            node.args = (node.args[0], 0.0, *node.args[2:])
+            count += 1
+    if count:
+        gm.recompile()
+    return count
 
 
 @dataclass

@@ -38,6 +38,9 @@ FD_DECISIVE = 0.1
 # steps, relative to the tensor's norm (at least 1): one-sided estimates stay exact on the smooth
 # side of a kink (ReLU, PReLU, max pooling) that a central difference straddles
 FD_STEPS = (1e-2, 1e-3, 1e-4)
+# ... and when its best estimate is this many times closer than the other side's best (next to a
+# kink, one one-sided slope may happen to lie near the other side too)
+FD_CLOSER = 5.0
 
 OK, SOURCE_WRONG, DIFFERS, SKIPPED = "ok", "source wrong", "differs", "skipped"
 
@@ -110,11 +113,11 @@ def adjudicate(loss: Callable[[np.ndarray], float], point: np.ndarray, source_gr
     ``candidate_grad - source_grad`` (same shape as ``point``).
 
     Central, forward and backward differences at each of :data:`FD_STEPS` (times the tensor's norm,
-    at least 1). A side is backed when some estimate lies within :data:`FD_DECISIVE` of the gap
-    from it, and only that side is: where the loss has a kink next to ``point`` the central
-    difference is neither one-sided derivative, but the one-sided difference on the smooth side
-    is exact, and autograd returns one of those two. Estimates backing both sides (a kink whose
-    two slopes are the two gradients) or neither leave the dispute open.
+    at least 1). A side is backed when its nearest estimate lies within :data:`FD_DECISIVE` of the
+    gap from it and :data:`FD_CLOSER` times closer than the other side's nearest: where the loss
+    has a kink next to ``point`` the central difference is neither one-sided derivative, but the
+    one-sided difference on the smooth side is exact, and autograd returns that one. Otherwise
+    the dispute stays open (a failure).
     """
     src = np.asarray(source_grad, np.float64)
     cand = np.asarray(candidate_grad, np.float64)
@@ -132,15 +135,17 @@ def adjudicate(loss: Callable[[np.ndarray], float], point: np.ndarray, source_gr
         up, down = loss(base + step * direction), loss(base - step * direction)
         estimates += [((up - down) / (2 * step), "central", step), ((up - at_base) / step, "forward", step),
                       ((at_base - down) / step, "backward", step)]
-    near_cand = [e for e in estimates if abs(e[0] - a_cand) <= FD_DECISIVE * gap]
-    near_src = [e for e in estimates if abs(e[0] - a_src) <= FD_DECISIVE * gap]
-    if near_cand and not near_src:
-        supports, best = "candidate", min(near_cand, key=lambda e: abs(e[0] - a_cand))
-    elif near_src and not near_cand:
-        supports, best = "source", min(near_src, key=lambda e: abs(e[0] - a_src))
+    best_cand = min(estimates, key=lambda e: abs(e[0] - a_cand))
+    best_src = min(estimates, key=lambda e: abs(e[0] - a_src))
+    err_cand, err_src = abs(best_cand[0] - a_cand), abs(best_src[0] - a_src)
+    log.debug("finite differences: candidate %.6g (best %s), source %.6g (best %s)", a_cand, best_cand, a_src,
+              best_src)
+    if err_cand <= FD_DECISIVE * gap and err_cand * FD_CLOSER <= err_src:
+        supports, best = "candidate", best_cand
+    elif err_src <= FD_DECISIVE * gap and err_src * FD_CLOSER <= err_cand:
+        supports, best = "source", best_src
     else:
-        supports = "neither"
-        best = min(estimates, key=lambda e: min(abs(e[0] - a_cand), abs(e[0] - a_src)))
+        supports, best = "neither", min(best_cand, best_src, key=lambda e: min(abs(e[0] - a_cand), abs(e[0] - a_src)))
     return FiniteDifference(float(best[0]), a_src, a_cand, float(best[2]), best[1], supports, dtype)
 
 
