@@ -259,3 +259,29 @@ def test_save_dir_writes_an_artifact_that_matches_mxnet(tmp_path, capsys, traina
         assert compare_arrays(ref, value.numpy()).ok
     params = [p for p in module.parameters()]
     assert params and all(p.requires_grad for p in params) == trainable
+
+
+# --- the README's migration section is true -----------------------------------------------------
+def test_readme_migration_section_runs(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Migrating from MXNet to PyTorch", 1)[1].split("\n## ", 1)[0]
+    command = section.split("```bash", 1)[1].split("```", 1)[0].strip()
+    snippet = section.split("```python", 1)[1].split("```", 1)[0]
+    sym_path, params_path = _mtcnn("det1")
+    argv = shlex.split(command)
+    assert argv[:2] == ["roundtrip", "mxnet"]
+    argv = [str(sym_path) if a == "det1-symbol.json" else str(params_path) if a == "det1-0001.params" else a
+            for a in argv[1:]]
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0, capsys.readouterr().err
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the README's own snippet
+    model = scope["model"]
+    reloaded = __import__("onnx2x.torch.artifact", fromlist=["load"]).load(tmp_path / "det1_torch" / "det1.pt")
+    # the step changed every weight the loss reaches (the classifier's; conv4_2 is the box branch)
+    before = dict(reloaded.named_parameters())
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    reached = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert moved == reached and "conv1_weight" in moved and "conv4_2_weight" not in moved
