@@ -169,7 +169,7 @@ def _check_one(mode: str, mx: MXNetGradients, gm: Any, inputs: Mapping[str, np.n
     matches, unmatched = param_matches(gm, mx.arg_params)
     source_grads: dict[str, np.ndarray] = {}
     cand_grads: dict[str, Optional[np.ndarray]] = {}
-    kinds, notes, skipped, points = {}, {}, {}, {}
+    kinds, notes, skipped, points, attributes = {}, {}, {}, {}, {}
     for name in mx.param_names:
         kinds[name] = "parameter"
         source_grads[name] = ref.param_grads[name]
@@ -181,6 +181,7 @@ def _check_one(mode: str, mx: MXNetGradients, gm: Any, inputs: Mapping[str, np.n
         if match is None:
             skipped[name] = "no PyTorch parameter under this name (renamed in conversion and no unique value match)"
             continue
+        attributes[name] = match.attribute
         grad = cand.param_grads.get(match.attribute)
         cand_grads[name] = None if grad is None else grad.reshape(ref.param_grads[name].shape)
         if match.how != "name" or match.attribute != name:
@@ -203,7 +204,11 @@ def _check_one(mode: str, mx: MXNetGradients, gm: Any, inputs: Mapping[str, np.n
 
     order = backward_order(mx.symbol_json, mx.param_names) + list(mx.input_names)
     report = judge_gradients(mode, source_grads, cand_grads, kinds=kinds, order=order,
-                             layers=mx.consumers, notes=notes, skipped=skipped, loss=loss, points=points)
+                             layers=mx.consumers, notes=notes, skipped=skipped, loss=loss, points=points,
+                             attributes=attributes)
+    if mx.dropouts:
+        report.notes.append(f"Dropout ({', '.join(mx.dropouts)}) compared switched off in both frameworks "
+                            "(their random masks cannot agree)")
     for attr in unmatched:
         report.notes.append(f"torch parameter {attr!r} has no MXNet counterpart; its gradient is not compared")
     return report

@@ -117,9 +117,12 @@ def test_mtcnn_gradients_pass_in_eval_mode(name):
             assert e.finite_difference.supports == "candidate"
 
 
-def test_det4_prelu_after_fully_connected_is_adjudicated_with_a_warning(capsys):
+def test_det4_prelu_after_fully_connected_is_adjudicated_with_a_warning(tmp_path, capsys):
+    import json
+
     sym_path, params_path = _mtcnn("det4")
-    code = main(["mxnet", str(sym_path), str(params_path), "--input-shape", "data:1,15,24,24", "--check-gradients"])
+    code = main(["mxnet", str(sym_path), str(params_path), "--input-shape", "data:1,15,24,24", "--check-gradients",
+                 "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     warning = next(line for line in captured.err.splitlines() if "'prelu4_gamma'" in line)
@@ -127,6 +130,10 @@ def test_det4_prelu_after_fully_connected_is_adjudicated_with_a_warning(capsys):
                               "(LeakyReLU) is wrong")
     assert "finite differences of mxnet's forward (float64" in warning and "torch is right" in warning
     assert "gradients (eval mode): 74 compared with mxnet" in captured.out
+    (gradients,) = json.loads((tmp_path / "r.json").read_text())["gradients"]
+    entry = next(e for e in gradients["entries"] if e["name"] == "prelu4_gamma")
+    assert gradients["ok"] and entry["status"] == SOURCE_WRONG and entry["op"] == "LeakyReLU"
+    assert entry["finite_difference"]["supports"] == "candidate"
 
 
 # --- a wrong backward is caught and named -----------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -205,6 +205,19 @@ class GradientReport:
         fd = f"; {e.finite_difference.describe(self.source, self.candidate)}" if e.finite_difference else ""
         return f"[{self.mode}] gradient of {e.where()} differs: {why}{fd}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """For the round trip's JSON report."""
+        def fd(e: GradientEntry) -> Optional[dict[str, Any]]:
+            f = e.finite_difference
+            return None if f is None else {"measured": f.measured, "source": f.source, "candidate": f.candidate,
+                                           "step": f.step, "kind": f.kind, "supports": f.supports}
+        return {"mode": self.mode, "ok": self.ok, "source": self.source, "candidate": self.candidate,
+                "error": self.error() or None, "notes": list(self.notes),
+                "entries": [{"name": e.name, "kind": e.kind, "attribute": e.attribute, "node": e.node, "op": e.op,
+                             "status": e.status, "note": e.note,
+                             "comparison": None if e.comparison is None else e.comparison.to_dict(),
+                             "finite_difference": fd(e)} for e in self.entries]}
+
     def lines(self) -> list[str]:
         """A short table: one line per gradient."""
         compared = [e for e in self.entries if e.comparison is not None]
@@ -225,6 +238,7 @@ def judge_gradients(mode: str, source_grads: Mapping[str, np.ndarray], candidate
                     *, kinds: Mapping[str, str], order: Sequence[str],
                     layers: Mapping[str, tuple[str, str]] = {},
                     notes: Mapping[str, str] = {}, skipped: Mapping[str, str] = {},
+                    attributes: Mapping[str, str] = {},
                     loss: Optional[Callable[[str, np.ndarray], float]] = None,
                     points: Mapping[str, np.ndarray] = {}, source: str = "mxnet", candidate: str = "torch",
                     rtol: float = GRAD_RTOL) -> GradientReport:
@@ -233,14 +247,15 @@ def judge_gradients(mode: str, source_grads: Mapping[str, np.ndarray], candidate
     ``candidate_grads`` are already in the source's shapes. ``loss(name, values)`` is the source's
     loss with tensor ``name`` replaced by ``values`` (float64); with it, disagreements are
     adjudicated at ``points[name]`` by finite differences. ``skipped`` gives names with the reason
-    they are not compared.
+    they are not compared; ``attributes`` the candidate's name of each.
     """
     report = GradientReport(mode, source, candidate)
     scales = [float(np.max(np.abs(g))) for g in source_grads.values() if np.size(g)]
     atol = GRAD_ATOL_FRACTION * max(scales, default=0.0)
     for name in order:
         node, op = layers.get(name, ("", ""))
-        entry = GradientEntry(name, kinds.get(name, "parameter"), node=node, op=op, note=notes.get(name, ""))
+        entry = GradientEntry(name, kinds.get(name, "parameter"), attributes.get(name), node=node, op=op,
+                              note=notes.get(name, ""))
         report.entries.append(entry)
         if name in skipped:
             entry.status, entry.note = SKIPPED, skipped[name]

@@ -170,6 +170,8 @@ class MXNetGradients:
         self.input_names = [n for n in self.symbol.list_arguments() if n not in params and n not in labels]
         self.param_names = [n for n in self.symbol.list_arguments() if n in self.arg_params]
         self.output_names = list(self.symbol.list_outputs())
+        self.dropouts = [n["name"] for n in original["nodes"] if n.get("op") == "Dropout"]
+        self._loss_executor: Optional[Any] = None  # bound once (float64) for the many finite-difference runs
 
     def _bind(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray], dtype: str,
               with_grads: bool):
@@ -204,8 +206,19 @@ class MXNetGradients:
 
     def loss(self, inputs: Mapping[str, np.ndarray], weights: Sequence[np.ndarray], *,
              params: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "float64") -> float:
-        """The loss alone (a training forward, so batch statistics in train mode), for finite differences."""
-        executor, _ = self._bind(inputs, params or self.arg_params, dtype, False)
+        """The loss alone (a training forward, so batch statistics in train mode), for finite differences.
+
+        One executor serves every call of a dtype: binding costs far more than the forward."""
+        params = params or self.arg_params
+        if self._loss_executor is None or self._loss_executor[0] != dtype:
+            self._loss_executor = (dtype, self._bind(inputs, params, dtype, False)[0])
+        executor = self._loss_executor[1]
+        for name in self.input_names:
+            executor.arg_dict[name][:] = np.asarray(inputs[name], dtype=dtype)
+        for name in self.param_names:
+            executor.arg_dict[name][:] = np.asarray(params[name], dtype=dtype)
+        for name, value in executor.aux_dict.items():  # a training forward moves the statistics
+            value[:] = np.asarray(self.aux_params[name], dtype=dtype)
         outputs = executor.forward(is_train=True)
         return float(sum(np.sum(o.asnumpy().astype(np.float64) * np.asarray(w, np.float64))
                          for o, w in zip(outputs, weights)))

@@ -21,7 +21,7 @@ SCHEMA = "x2onnx-toolkit.roundtrip-report"
 SCHEMA_VERSION = 1
 JSON_FIELDS = {
     "report": ("schema", "version", "title", "model", "ok", "reference", "tolerance", "inputs", "stages",
-               "environment"),
+               "environment", "gradients"),
     "stage": ("name", "framework", "description", "ok", "status", "error", "convert_seconds", "run_seconds",
               "artifact", "outputs", "locator"),
     "output": ("name", "ref_shape", "cand_shape", "ref_dtype", "cand_dtype", "shape_ok", "dtype_ok", "n_elements",
@@ -203,6 +203,8 @@ class RoundTripReport:
             for stage in details:
                 assert stage.locator is not None
                 lines += [f"### {stage.name}", "", "```", stage.locator.describe(), "```", ""]
+        for gradients in self.gradients:
+            lines += ["", "```", *gradients.lines(), "```"]
         lines += ["", self.verdict(), ""]
         return "\n".join(lines)
 
@@ -213,7 +215,7 @@ class RoundTripReport:
             "tolerance": {"rtol": self.rtol, "atol": self.atol,
                           "rule": "|cand - ref| <= atol + rtol * |ref|; null = per-dtype default"},
             "inputs": list(self.inputs), "stages": [s.to_dict() for s in self.stages],
-            "environment": environment(),
+            "environment": environment(), "gradients": [g.to_dict() for g in self.gradients],
         }
 
     def to_json(self) -> str:
