@@ -223,29 +223,40 @@ def sgd_steps(symbol: Any, arg_params: Mapping[str, Any], aux_params: Mapping[st
               batches: Sequence[Mapping[str, np.ndarray]], *, lr: float = 0.01, train: bool = False,
               seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Plain SGD (``w -= lr * grad`` of the seeded loss) on ``batches`` in MXNet and with
-    ``torch.optim.SGD`` on ``gm``, from the same weights; the weights afterwards by MXNet name
-    (MXNet's, PyTorch's reshaped to MXNet's shapes)."""
+    ``torch.optim.SGD`` on ``gm``, from the same weights; then the weights by MXNet name, MXNet's
+    and PyTorch's (reshaped to MXNet's shapes). In train mode the auxiliary states (BatchNorm's
+    moving statistics) are carried from step to step and returned too, under their MXNet names."""
     import torch
 
     mx = MXNetGradients(symbol if isinstance(symbol, str) else symbol.tojson(), arg_params, aux_params, train=train)
     matches, _ = param_matches(gm, mx.arg_params)
     params = {n: v.copy() for n, v in mx.arg_params.items()}
+    aux = {n: v.copy() for n, v in mx.aux_params.items()}
     gm.train(train)
     optimizer = torch.optim.SGD([p for p in gm.parameters() if p.requires_grad], lr=lr)
-    names = list(getattr(gm, "onnx_input_names", None) or mx.input_names)
     weights = None
     for batch in batches:
         feeds = {n: np.asarray(batch[n], np.float32) for n in mx.input_names}
         if weights is None:
             weights = loss_weights(_output_shapes(mx, feeds), seed)
-        result = mx.gradients(feeds, weights, params=params)
+        result = mx.gradients(feeds, weights, params=params, aux=aux)
         for n in mx.param_names:
             if n not in mx.fixed:
                 params[n] = params[n] - lr * result.param_grads[n]
+        if train:
+            aux.update(result.aux_after)
         optimizer.zero_grad()
-        loss, _ = torch_loss(gm, [torch.from_numpy(feeds[mxn]) for mxn in mx.input_names][:len(names)], weights)
+        loss, _ = torch_loss(gm, [torch.from_numpy(feeds[n]) for n in mx.input_names], weights)
         loss.backward()
         optimizer.step()
-    state = dict(gm.named_parameters())
-    torch_params = {n: state[m.attribute].detach().numpy().reshape(params[n].shape) for n, m in matches.items()}
-    return {n: params[n] for n in matches}, torch_params
+    state = {**dict(gm.named_parameters()), **dict(gm.named_buffers())}
+    torch_after = {n: state[m.attribute].detach().numpy().reshape(params[n].shape) for n, m in matches.items()}
+    mxnet_after = {n: params[n] for n in matches}
+    if train:
+        onnx_names = {onnx: attr for attr, onnx in (getattr(gm, "onnx_param_names", {}) or {}).items()}
+        for n, value in aux.items():
+            attr = onnx_names.get(n, n)
+            if attr in state:
+                mxnet_after[n] = value
+                torch_after[n] = state[attr].detach().numpy().reshape(value.shape)
+    return mxnet_after, torch_after

@@ -148,6 +148,7 @@ class MXNetGradientResult:
     param_grads: dict[str, np.ndarray]
     input_grads: dict[str, np.ndarray]
     loss: float
+    aux_after: dict[str, np.ndarray]  # auxiliary states after the forward (train mode: moved statistics)
 
 
 class MXNetGradients:
@@ -174,14 +175,15 @@ class MXNetGradients:
         self._loss_executor: Optional[Any] = None  # bound once (float64) for the many finite-difference runs
 
     def _bind(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray], dtype: str,
-              with_grads: bool):
+              with_grads: bool, aux_params: Optional[Mapping[str, np.ndarray]] = None):
         mx = self.mx
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise ShapeError(f"mxnet gradients: no value given for input(s) {', '.join(missing)}")
         args = {n: mx.nd.array(inputs[n], dtype=dtype) for n in self.input_names}
         args.update({n: mx.nd.array(params[n], dtype=dtype) for n in self.param_names})
-        aux = {n: mx.nd.array(self.aux_params[n], dtype=dtype) for n in self.symbol.list_auxiliary_states()}
+        aux_params = self.aux_params if aux_params is None else aux_params
+        aux = {n: mx.nd.array(aux_params[n], dtype=dtype) for n in self.symbol.list_auxiliary_states()}
         grads = {n: mx.nd.zeros(a.shape, dtype=dtype) for n, a in args.items()} if with_grads else None
         try:
             with _plain_mxnet_executor():
@@ -192,17 +194,20 @@ class MXNetGradients:
                                     f"{' '.join(str(exc).split())[:300]}") from exc
 
     def gradients(self, inputs: Mapping[str, np.ndarray], weights: Sequence[np.ndarray], *,
-                  params: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "float32") -> MXNetGradientResult:
-        """Forward (``is_train=True``) and backward of ``sum(out_i * weights_i)``."""
+                  params: Optional[Mapping[str, np.ndarray]] = None, aux: Optional[Mapping[str, np.ndarray]] = None,
+                  dtype: str = "float32") -> MXNetGradientResult:
+        """Forward (``is_train=True``) and backward of ``sum(out_i * weights_i)``, from ``params`` and
+        ``aux`` (default: the model's own)."""
         mx = self.mx
-        executor, grads = self._bind(inputs, params or self.arg_params, dtype, True)
+        executor, grads = self._bind(inputs, params or self.arg_params, dtype, True, aux)
         outputs = executor.forward(is_train=True)
         executor.backward([mx.nd.array(w, dtype=dtype) for w in weights])
         values = [o.asnumpy() for o in outputs]
         loss = float(sum(np.sum(v.astype(np.float64) * w) for v, w in zip(values, weights)))
         assert grads is not None
         return MXNetGradientResult(values, {n: grads[n].asnumpy() for n in self.param_names},
-                                   {n: grads[n].asnumpy() for n in self.input_names}, loss)
+                                   {n: grads[n].asnumpy() for n in self.input_names}, loss,
+                                   {n: v.asnumpy() for n, v in executor.aux_dict.items()})
 
     def loss(self, inputs: Mapping[str, np.ndarray], weights: Sequence[np.ndarray], *,
              params: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "float64") -> float:
