@@ -20,7 +20,9 @@ import numpy as np
 import onnx
 
 from common.errors import ConversionFailure
-from common.verify.gradients import GradientReport, ParamMatch, judge_gradients, loss_weights, match_parameters
+from common.verify.compare import compare_arrays
+from common.verify.gradients import (DIFFERS, OK, GradientEntry, GradientReport, ParamMatch, judge_gradients,
+                                     loss_weights, match_parameters)
 from common.verify.mxnet_gradients import MXNetGradients
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,9 @@ def _check_one(mode: str, mx: MXNetGradients, gm: Any, inputs: Mapping[str, np.n
             continue
         attributes[name] = match.attribute
         grad = cand.param_grads.get(match.attribute)
-        cand_grads[name] = None if grad is None else grad.reshape(ref.param_grads[name].shape)
+        # no gradient at all: the loss does not reach it in torch; MXNet's must then be zeros
+        cand_grads[name] = (np.zeros_like(ref.param_grads[name]) if grad is None
+                            else grad.reshape(ref.param_grads[name].shape))
         if match.how != "name" or match.attribute != name:
             notes[name] = f"torch attribute {match.attribute!r}, matched by {match.how}"
     torch_inputs = list(getattr(gm, "onnx_input_names", None) or mx.input_names)
@@ -192,7 +196,8 @@ def _check_one(mode: str, mx: MXNetGradients, gm: Any, inputs: Mapping[str, np.n
         source_grads[name] = ref.input_grads[name]
         points[name] = feeds[name]
         key = name if name in cand.input_grads else (torch_inputs[i] if i < len(torch_inputs) else name)
-        cand_grads[name] = cand.input_grads.get(key)
+        grad = cand.input_grads.get(key)
+        cand_grads[name] = np.zeros_like(ref.input_grads[name]) if grad is None else grad
 
     base = {**feeds, **mx.arg_params}
 
@@ -206,12 +211,24 @@ def _check_one(mode: str, mx: MXNetGradients, gm: Any, inputs: Mapping[str, np.n
     report = judge_gradients(mode, source_grads, cand_grads, kinds=kinds, order=order,
                              layers=mx.consumers, notes=notes, skipped=skipped, loss=loss, points=points,
                              attributes=attributes)
+    report.entries[:0] = _output_entries(mx, ref.outputs, cand.outputs)
     if mx.dropouts:
         report.notes.append(f"Dropout ({', '.join(mx.dropouts)}) compared switched off in both frameworks "
                             "(their random masks cannot agree)")
     for attr in unmatched:
         report.notes.append(f"torch parameter {attr!r} has no MXNet counterpart; its gradient is not compared")
     return report
+
+
+def _output_entries(mx: MXNetGradients, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+                    ) -> list[GradientEntry]:
+    """The forward outputs the loss was computed from (train mode: on batch statistics), compared
+    first: when they differ, so will every gradient."""
+    entries = []
+    for name, ref, cand in zip(mx.output_names, reference, candidate):
+        comparison = compare_arrays(ref, np.asarray(cand, dtype=ref.dtype), name=name)
+        entries.append(GradientEntry(name, "output", status=OK if comparison.ok else DIFFERS, comparison=comparison))
+    return entries
 
 
 def _output_shapes(mx: MXNetGradients, feeds: Mapping[str, np.ndarray]) -> list[tuple[int, ...]]:

@@ -154,7 +154,7 @@ class GradientEntry:
     """One parameter's (or input's) gradient, source against candidate."""
 
     name: str  # the source's name
-    kind: str  # "parameter" or "input"
+    kind: str  # "parameter", "input" or "output" (the forward the loss is computed from)
     attribute: Optional[str] = None  # the candidate's attribute
     node: str = ""  # the source node that reads it
     op: str = ""
@@ -202,6 +202,8 @@ class GradientReport:
         if e is None:
             return ""
         why = e.comparison.problem() if e.comparison is not None else e.note
+        if e.kind == "output":
+            return f"[{self.mode}] output {e.name!r} of the forward the loss is computed from differs: {why}"
         fd = f"; {e.finite_difference.describe(self.source, self.candidate)}" if e.finite_difference else ""
         return f"[{self.mode}] gradient of {e.where()} differs: {why}{fd}"
 
@@ -220,16 +222,17 @@ class GradientReport:
 
     def lines(self) -> list[str]:
         """A short table: one line per gradient."""
-        compared = [e for e in self.entries if e.comparison is not None]
+        compared = [e for e in self.entries if e.comparison is not None and e.kind != "output"]
         out = [f"gradients ({self.mode} mode): {len(compared)} compared with {self.source}, "
-               f"{sum(e.status == OK for e in self.entries)} agree, "
+               f"{sum(e.status == OK for e in self.entries if e.kind != 'output')} agree, "
                f"{sum(e.status == SOURCE_WRONG for e in self.entries)} {self.source} wrong (finite differences), "
-               f"{sum(e.status == DIFFERS for e in self.entries)} differ, "
+               f"{sum(e.status == DIFFERS for e in self.entries if e.kind != 'output')} differ, "
                f"{sum(e.status == SKIPPED for e in self.entries)} not compared"]
         for e in self.entries:
             figures = e.comparison.figures() if e.comparison is not None else ""
             note = f" [{e.note}]" if e.note else ""
-            out.append(f"  {e.status:<12} {e.kind[:5]} {e.name:<28} {figures}{note}")
+            kind = {"parameter": "param"}.get(e.kind, e.kind)
+            out.append(f"  {e.status:<12} {kind:<6} {e.name:<28} {figures}{note}")
         out.extend(f"  note: {n}" for n in self.notes)
         return out
 
