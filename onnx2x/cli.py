@@ -50,6 +50,7 @@ examples:
   onnx2x torch bert.onnx --input-shape input_ids:1,128 --input-shape attention_mask:1,128
   onnx2x torch model.onnx --no-simplify --no-verify -o out/model.pt
   onnx2x torch model.onnx --simplify-path model.sim.onnx --debug
+  onnx2x torch model.onnx --trainable -o finetune/model.pt   (then net.train(): fine-tune it)
   onnx2x torch a.onnx b.onnx c.onnx -j 2 -o converted/
 
 exit codes: 0 ok, 1 internal error, 2 bad input, 3 unsupported op or outputs differ
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert the model as it is, without running onnx-simplifier first "
                         "(simplifying folds constants and removes dead code; it is skipped with a "
                         "warning whenever it fails)")
+    p.add_argument("--trainable", action="store_true",
+                   help="convert for fine-tuning instead of fast inference: every float initializer is a "
+                        "parameter that requires grad and none is folded or fused; BatchNormalization "
+                        "keeps its running mean/variance as buffers that update in train() (ONNX momentum "
+                        "m is PyTorch's 1-m) and normalize in eval(); Dropout drops in train() only. "
+                        "The module loads in eval() mode: call .train() to train it")
     p.add_argument("--simplify-path", metavar="P",
                    help="also save the ONNX model that was actually converted (simplified, shapes "
                         "inferred) to P, to inspect it. Example: --simplify-path model.sim.onnx. With "
@@ -194,10 +201,11 @@ def convert_torch(args: argparse.Namespace) -> int:
     if not args.no_verify:
         reference = _fix_input_shapes(original, shapes, label) if shapes else original
     progress.stage("prepare" if args.no_simplify else "simplify")
-    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None)
+    trainable = bool(getattr(args, "trainable", False))
+    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None, trainable=trainable)
     del original
     progress.stage("convert")
-    gm = convert_prepared(proto, label)
+    gm = convert_prepared(proto, label, trainable=trainable)
     if args.simplify_path:
         _save_materialized(proto, args.simplify_path)
         log.info("wrote the converted ONNX model to %s", args.simplify_path)
@@ -254,13 +262,15 @@ def _verify_written(args: argparse.Namespace, source: Path, reference, proto, sh
     from .torch.convert import convert_prepared
     from .torch.verify import check_module
 
+    trainable = bool(getattr(args, "trainable", False))
     saved = artifact.load(source, mmap=True)  # check what the user gets: the written files
     with _reference_for_onnxruntime(reference, proto) as (for_ort, proto_for_ort):
         with verify_json(getattr(args, "verify_json", None)) as record:
             result = check_module(saved, for_ort, input_shapes=shapes, seed=args.seed, rtol=args.rtol,
-                                  atol=args.atol, label=label, debug_gm=lambda: convert_prepared(proto, label),
+                                  atol=args.atol, label=label,
+                                  debug_gm=lambda: convert_prepared(proto, label, trainable=trainable),
                                   debug_proto=proto_for_ort,
-                                  unfused=lambda: convert_prepared(proto, label, fuse=False))
+                                  unfused=lambda: convert_prepared(proto, label, fuse=False, trainable=trainable))
             record(result.verdict)
     if result.skipped:
         return f"verification skipped: {result.reason}"

@@ -49,3 +49,12 @@ def torch_dtype_of_numpy(dtype: np.dtype) -> Optional[torch.dtype]:
 
 def is_float(dtype: Optional[torch.dtype]) -> bool:
     return dtype is not None and dtype.is_floating_point
+
+
+def float32_literal(value: float) -> float:
+    """The shortest decimal that is ``value`` in float32: 0.9 for the attribute 0.8999999761581421.
+
+    Why: ONNX float attributes are float32; written into generated code, their float64 spelling
+    reads as noise where the model's author wrote 0.9.
+    """
+    return float(str(np.float32(value)))

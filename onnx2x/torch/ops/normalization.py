@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
+from ..dtypes import float32_literal
 from ..registry import converter
 from ..runtime import normalization as rt
 
@@ -21,11 +21,6 @@ def _bn_args(ctx):
     return [ctx.input(i) for i in range(5)]
 
 
-def _decimal(value: float) -> float:
-    """The shortest decimal of a float32 attribute (0.9, not 0.8999999761581421): the code reads as written."""
-    return float(str(np.float32(value)))
-
-
 def _bn_inference(ctx):
     """An inference BatchNormalization; in a trainable conversion, one that also trains.
 
@@ -38,9 +33,9 @@ def _bn_inference(ctx):
         x, scale, bias, mean, var = _bn_args(ctx)
         stats_known = all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in (mean, var))
         if stats_known and ctx.builder.running_statistic(mean) and ctx.builder.running_statistic(var):
-            momentum = round(1.0 - _decimal(ctx.attr("momentum", 0.9)), 9)
+            momentum = round(1.0 - float32_literal(ctx.attr("momentum", 0.9)), 9)
             return ctx.call(rt.batch_norm, x, mean, var, scale, bias, ctx.builder.training_flag(), momentum,
-                            _decimal(eps))
+                            float32_literal(eps))
         log.warning("%s: BatchNormalization statistics are not per-channel initializers; they stay fixed in "
                     "train()", ctx.name)
     return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), eps)

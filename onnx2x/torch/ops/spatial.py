@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..dtypes import float32_literal
 from ..registry import converter
 from ..runtime import spatial as rt
 
@@ -131,7 +132,7 @@ def _trainable_dropout(ctx, ratio: float):
 @converter("Dropout", since=1)
 def dropout_legacy(ctx):
     if ctx.builder.trainable:
-        return _trainable_dropout(ctx, float(ctx.attr("ratio", 0.5)))
+        return _trainable_dropout(ctx, float32_literal(ctx.attr("ratio", 0.5)))
     return _dropout_outputs(ctx, ctx.input(0))
 
 
@@ -140,9 +141,10 @@ def dropout(ctx):
     """Inference (no ``training_mode`` or a false one) is the identity. A trainable conversion
     follows the module's train()/eval() instead of a constant ``training_mode``."""
     x = ctx.input(0)
-    ratio = ctx.const(1) if ctx.has_input(1) else np.float32(0.5)
-    if ctx.builder.trainable and ratio is not None and (not ctx.has_input(2) or ctx.is_const(2)):
-        return _trainable_dropout(ctx, float(np.asarray(ratio).reshape(-1)[0]))
+    if ctx.builder.trainable and (not ctx.has_input(2) or ctx.is_const(2)):
+        ratio = ctx.const(1) if ctx.has_input(1) else np.float32(0.5)
+        if ratio is not None:  # a run-time ratio: as in inference conversion, below
+            return _trainable_dropout(ctx, float32_literal(np.asarray(ratio).reshape(-1)[0]))
     if not ctx.has_input(2):
         return _dropout_outputs(ctx, x)
     training = ctx.const(2)

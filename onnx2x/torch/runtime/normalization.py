@@ -63,7 +63,9 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.T
     ``momentum``, the opposite of ONNX's and MXNet's); otherwise it uses the running ones. The
     difference: ``running_var`` takes the batch's population (biased) variance, as ONNX's
     BatchNormalization and MXNet's BatchNorm do, where torch would take the unbiased one; so
-    the statistics evolve as they would in the framework the model came from.
+    the statistics evolve as they would in the framework the model came from (MXNet 1.x checked:
+    its moving_var after one training step is the population-variance update; MXNet applies it
+    in backward, this helper in forward, to the same values).
     """
     if not training:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
