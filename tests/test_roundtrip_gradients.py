@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common.verify.compare import compare_arrays
-from common.verify.gradients import DIFFERS, OK, SOURCE_WRONG, adjudicate, match_parameters
+from common.verify.gradients import OK, SOURCE_WRONG, adjudicate, match_parameters
 from common.verify.runners import MXNetRunner, load_mxnet_params, load_mxnet_symbol
 from roundtrip.cli import main
 from roundtrip.gradients import check_mxnet_gradients, sgd_steps, trainable_module
@@ -295,3 +295,22 @@ def test_readme_migration_section_runs(tmp_path, monkeypatch, capsys):
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     reached = {n for n, p in model.named_parameters() if p.grad is not None}
     assert moved == reached and "conv1_weight" in moved and "conv4_2_weight" not in moved
+
+
+def test_embedding_indices_get_no_input_gradient_and_the_rest_is_checked(tmp_path, capsys):
+    mx = _mx()
+    data = mx.sym.Variable("data")
+    out = mx.sym.FullyConnected(mx.sym.Flatten(mx.sym.Embedding(data, input_dim=10, output_dim=4, name="emb")),
+                                num_hidden=3, name="fc")
+    shapes, _, _ = out.infer_shape(data=(2, 5))
+    rng = np.random.default_rng(0)
+    params = {f"arg:{n}": mx.nd.array(rng.normal(size=s).astype(np.float32))
+              for n, s in zip(out.list_arguments(), shapes) if n != "data"}
+    out.save(str(tmp_path / "emb-symbol.json"))
+    mx.nd.save(str(tmp_path / "emb-0000.params"), params)
+    code = main(["mxnet", str(tmp_path / "emb-symbol.json"), str(tmp_path / "emb-0000.params"),
+                 "--input-shape", "data:2,5", "--check-gradients"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "3 compared with mxnet, 3 agree" in captured.out
+    assert "note: input gradients not compared: MXNet computes none" in captured.out

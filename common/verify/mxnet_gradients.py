@@ -8,6 +8,8 @@ gradient something else, so the symbol is rewritten first (:func:`gradient_symbo
 * **Loss heads** (``SoftmaxOutput``, ``LinearRegressionOutput``, ...) ignore the gradient that
   flows into them and backpropagate ``prediction - label`` instead; each is replaced by the
   operator its forward pass computes (softmax, identity, sigmoid), with a true backward.
+  (``SoftmaxActivation`` becomes ``softmax`` too: it has no float64 kernel, and the finite
+  differences that settle disputes run the forward in float64.)
 * **Dropout** draws its own random mask in a training forward; no other framework can reproduce
   it, so it becomes an identity (the check compares the deterministic part of training).
 * **BatchNorm**: MXNet must run a training forward (``is_train=True``) before ``backward`` (with
@@ -172,23 +174,29 @@ class MXNetGradients:
         self.param_names = [n for n in self.symbol.list_arguments() if n in self.arg_params]
         self.output_names = list(self.symbol.list_outputs())
         self.dropouts = [n["name"] for n in original["nodes"] if n.get("op") == "Dropout"]
+        self.input_grads = True  # off when MXNet refuses a gradient for an input
+        self.no_input_grads = ""
         self._loss_executor: Optional[Any] = None  # bound once (float64) for the many finite-difference runs
 
     def _bind(self, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray], dtype: str,
-              with_grads: bool, aux_params: Optional[Mapping[str, np.ndarray]] = None):
+              with_grads: bool, aux_params: Optional[Mapping[str, np.ndarray]] = None, input_grads: bool = True):
         mx = self.mx
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise ShapeError(f"mxnet gradients: no value given for input(s) {', '.join(missing)}")
-        args = {n: mx.nd.array(inputs[n], dtype=dtype) for n in self.input_names}
+        # float inputs in the computation's dtype; integer inputs (indices) keep theirs and get no gradient
+        args = {n: mx.nd.array(inputs[n], dtype=dtype if np.asarray(inputs[n]).dtype.kind == "f"
+                               else np.asarray(inputs[n]).dtype) for n in self.input_names}
         args.update({n: mx.nd.array(params[n], dtype=dtype) for n in self.param_names})
         aux_params = self.aux_params if aux_params is None else aux_params
         aux = {n: mx.nd.array(aux_params[n], dtype=dtype) for n in self.symbol.list_auxiliary_states()}
-        grads = {n: mx.nd.zeros(a.shape, dtype=dtype) for n, a in args.items()} if with_grads else None
+        grads = ({n: mx.nd.zeros(a.shape, dtype=dtype) for n, a in args.items()
+                  if a.dtype == np.dtype(dtype) and (input_grads or n not in self.input_names)}
+                 if with_grads else None)
+        req = {n: "write" if grads is not None and n in grads else "null" for n in args}
         try:
             with _plain_mxnet_executor():
-                return self.symbol.bind(mx.cpu(), args=args, args_grad=grads,
-                                        grad_req="write" if with_grads else "null", aux_states=aux), grads
+                return self.symbol.bind(mx.cpu(), args=args, args_grad=grads, grad_req=req, aux_states=aux), grads
         except Exception as exc:
             raise ConversionFailure(f"MXNet failed to bind the model for gradients: "
                                     f"{' '.join(str(exc).split())[:300]}") from exc
@@ -197,16 +205,30 @@ class MXNetGradients:
                   params: Optional[Mapping[str, np.ndarray]] = None, aux: Optional[Mapping[str, np.ndarray]] = None,
                   dtype: str = "float32") -> MXNetGradientResult:
         """Forward (``is_train=True``) and backward of ``sum(out_i * weights_i)``, from ``params`` and
-        ``aux`` (default: the model's own)."""
+        ``aux`` (default: the model's own). When MXNet refuses a gradient for an input (Embedding's
+        float indices), input gradients are left out from then on (``no_input_grads`` says why)."""
+        try:
+            return self._gradients(inputs, weights, params, aux, dtype)
+        except Exception as exc:
+            if not self.input_grads or not self.input_names:
+                raise
+            self.input_grads = False
+            self.no_input_grads = f"MXNet computes none ({' '.join(str(exc).split()[-12:])})"
+            log.info("input gradients off: %s", self.no_input_grads)
+            return self._gradients(inputs, weights, params, aux, dtype)
+
+    def _gradients(self, inputs: Mapping[str, np.ndarray], weights: Sequence[np.ndarray],
+                   params: Optional[Mapping[str, np.ndarray]], aux: Optional[Mapping[str, np.ndarray]],
+                   dtype: str) -> MXNetGradientResult:
         mx = self.mx
-        executor, grads = self._bind(inputs, params or self.arg_params, dtype, True, aux)
+        executor, grads = self._bind(inputs, params or self.arg_params, dtype, True, aux, self.input_grads)
         outputs = executor.forward(is_train=True)
         executor.backward([mx.nd.array(w, dtype=dtype) for w in weights])
         values = [o.asnumpy() for o in outputs]
         loss = float(sum(np.sum(v.astype(np.float64) * w) for v, w in zip(values, weights)))
         assert grads is not None
         return MXNetGradientResult(values, {n: grads[n].asnumpy() for n in self.param_names},
-                                   {n: grads[n].asnumpy() for n in self.input_names}, loss,
+                                   {n: grads[n].asnumpy() for n in self.input_names if n in grads}, loss,
                                    {n: v.asnumpy() for n, v in executor.aux_dict.items()})
 
     def loss(self, inputs: Mapping[str, np.ndarray], weights: Sequence[np.ndarray], *,
@@ -219,7 +241,7 @@ class MXNetGradients:
             self._loss_executor = (dtype, self._bind(inputs, params, dtype, False)[0])
         executor = self._loss_executor[1]
         for name in self.input_names:
-            executor.arg_dict[name][:] = np.asarray(inputs[name], dtype=dtype)
+            executor.arg_dict[name][:] = np.asarray(inputs[name], dtype=executor.arg_dict[name].dtype)
         for name in self.param_names:
             executor.arg_dict[name][:] = np.asarray(params[name], dtype=dtype)
         for name, value in executor.aux_dict.items():  # a training forward moves the statistics
