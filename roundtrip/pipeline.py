@@ -11,7 +11,10 @@ A user's own round-trip script is a few lines::
 Stages (each compared with the first):
 
 - ``mxnet_roundtrip``: MXNet (reference) -> ONNX (``x2onnx.mxnet.export``, run by onnxruntime)
-  -> PyTorch (``onnx2x.torch.convert``) [-> ONNX again (``torch.onnx.export``)];
+  -> PyTorch (``onnx2x.torch.convert``, ``trainable=True`` for fine-tuning) [-> the PyTorch artifact
+  saved to ``save_dir`` and loaded back] [-> ONNX again (``torch.onnx.export``)]; with
+  ``check_gradients=True`` also the gradients of a seeded loss against MXNet's, by parameter name
+  (``report.gradients``, :mod:`roundtrip.gradients`);
 - ``onnx_roundtrip``: ONNX (onnxruntime, reference) -> PyTorch [-> ONNX again].
 
 When a stage differs, the locator compares it with the stage it was converted from, tensor by
