@@ -10,7 +10,6 @@ weights (the test of "fine-tuning in PyTorch continues what MXNet would have don
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -30,32 +29,13 @@ log = logging.getLogger(__name__)
 EVAL, TRAIN = "eval", "train"
 
 
-def supports_trainable() -> bool:
-    """Whether ``onnx2x.torch.convert`` takes ``trainable=`` (BatchNorm on batch statistics in train())."""
-    convert = importlib.import_module("onnx2x.torch.convert").convert
-    return "trainable" in inspect.signature(convert).parameters
-
-
 def trainable_module(model: onnx.ModelProto, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
                      simplify: bool = True, train: bool = False) -> Any:
-    """The converted module with gradients on its float parameters, in ``train``/``eval`` mode.
-
-    With ``onnx2x.torch.convert(trainable=True)`` available, that; otherwise (eval mode only) the
-    plain conversion without fusion (BatchNorm kept apart from the convolutions, so its parameters
-    keep their own gradients) with ``requires_grad`` switched on.
-    """
+    """``onnx2x.torch.convert(trainable=True)`` in ``train``/``eval`` mode; in train mode with every
+    Dropout at ratio 0 (:func:`without_dropout`)."""
     convert = importlib.import_module("onnx2x.torch.convert").convert
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()} or None
-    if supports_trainable():
-        gm = convert(model, simplify=simplify, input_shapes=shapes, trainable=True)
-    else:
-        if train:
-            raise ConversionFailure("train-mode gradients need onnx2x.torch.convert(trainable=True), "
-                                    "which this version does not have")
-        gm = convert(model, simplify=simplify, input_shapes=shapes, fuse=False)
-        for p in gm.parameters():
-            if p.dtype.is_floating_point:
-                p.requires_grad_(True)
+    gm = convert(model, simplify=simplify, input_shapes=shapes, trainable=True)
     if train:
         without_dropout(gm)
     gm.train(train)
@@ -151,11 +131,6 @@ def check_mxnet_gradients(symbol: Any, arg_params: Mapping[str, Any], aux_params
     for mode in modes:
         train = mode == TRAIN
         mx = MXNetGradients(symbol_json, arg_params, aux_params, train=train)
-        if train and not supports_trainable():
-            report = GradientReport(mode)
-            report.notes.append("train mode not checked: onnx2x.torch.convert has no trainable=True yet")
-            reports.append(report)
-            continue
         gm = trainable_module(onnx_model, input_shapes=shapes, simplify=simplify, train=train)
         reports.append(_check_one(mode, mx, gm, inputs, seed))
     return reports
