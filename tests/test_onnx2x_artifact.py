@@ -136,16 +136,37 @@ def test_weights_file_is_a_plain_state_dict_keyed_by_onnx_names(tmp_path: Path) 
     assert "import onnx2x" not in text and "from onnx2x" not in text and "from common" not in text
 
 
-def test_runtime_helpers_are_embedded(tmp_path: Path) -> None:
+def test_runtime_helpers_are_plain_functions_and_only_those_called(tmp_path: Path) -> None:
+    """The .py carries the helpers its forward calls, as top-level defs it calls by their names,
+    plus what they need from their modules, and nothing else of the runtime package."""
+    import re
+
     gm = convert(_conv_model(), simplify=False)
-    helpers = {n.target.__module__ for n in gm.graph.nodes
-               if n.op == "call_function" and getattr(n.target, "__module__", "").startswith("onnx2x.torch.runtime.")}
-    assert helpers, "this model was chosen to need a runtime helper (ReduceMean)"
+    called = {n.target for n in gm.graph.nodes
+              if n.op == "call_function" and getattr(n.target, "__module__", "").startswith("onnx2x.torch.runtime.")}
+    assert called, "this model was chosen to need runtime helpers (ReduceMean, Gemm)"
     _, source = artifact.save(gm, tmp_path / "net.pt")
     text = source.read_text()
-    for module in helpers:
-        short = module.rsplit(".", 1)[1]
-        assert f"_rt_{short} = _module_from_source" in text
+    assert "_module_from_source" not in text and "exec(" not in text
+    defined = set(re.findall(r"^def (\w+)\(", text, re.M)) - {"load"}
+    forward = text[text.index("    def forward("):]
+    for fn in called:
+        assert fn.__name__ in defined
+        assert re.search(rf"\b{fn.__name__}\(", forward), f"forward should call {fn.__name__} by its name"
+    assert {"arg_extreme", "cumulative"}.isdisjoint(defined), "reduce.py functions this model does not need"
+
+
+def test_a_model_without_helpers_has_none(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])],
+                              "plain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, source = artifact.save(convert(model, simplify=False), tmp_path / "plain.pt")
+    text = source.read_text()
+    assert "# --- helpers" not in text and "\ndef " not in text.split("class Model")[0]
+    x = torch.randn(2, 3)
+    (got,) = _run_outside(source, [x], tmp_path)
+    torch.testing.assert_close(got, torch.relu(x) + x)
 
 
 def test_subgraph_modules_become_classes(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_mismatch_exits_3_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     assert main(["torch", str(src), "-o", str(out_dir / "net.pt")]) == 3
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert "output y (1, 6) differs from onnxruntime" in line
+    assert "output y (2, 6) differs from onnxruntime" in line
     # the locator names the node whose own output is wrong: the broken Relu
     assert line.startswith(f"error: {src}: relu (Relu): ") and "first divergent node: relu (Relu)" in line
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
@@ -206,3 +206,22 @@ def test_help_documents_every_option() -> None:
         assert option in proc.stdout, option
     assert subprocess.run([sys.executable, "-m", "onnx2x"], cwd=REPO, capture_output=True,
                           timeout=120).returncode == 2
+
+
+def test_check_draws_symbolic_sizes_above_one_and_falls_back_to_ones(tmp_path: Path) -> None:
+    """Symbolic batch and length are drawn as 2 and 8 (size 1 hides batch and broadcasting
+    mix-ups); a model whose symbolic sizes only work at 1 is still checked, at 1."""
+    free = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "free",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length"])])
+    tied = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "tied",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+                             [numpy_helper.from_array(np.array([3], dtype=np.int64), "shape")])
+    for graph, shape in ((free, [2, 8]), (tied, [1, 3])):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        src = _save(model, tmp_path / f"{graph.name}.onnx")
+        report = tmp_path / f"{graph.name}.json"
+        assert main(["torch", str(src), "--verify-json", str(report), "-q"]) == 0
+        verdict = json.loads(report.read_text())
+        assert verdict["ok"] and verdict["input_shapes"]["x"] == shape

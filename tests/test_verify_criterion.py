@@ -131,6 +131,21 @@ def test_an_ill_conditioned_reference_widens_the_bound_and_says_so():
     assert not report.ok and "larger still" in report.notes[0]
 
 
+def test_a_reference_that_is_not_deterministic_is_named_so():
+    """Dropout left in training mode: two runs on the same inputs differ; that is said, not
+    reported as sensitivity to input noise."""
+    x = _rng(9).uniform(-1, 1, size=(1, 64)).astype(np.float32)
+    draws = np.random.default_rng(1)
+
+    def dropout(inputs):
+        return {"y": inputs["x"] * (draws.random(inputs["x"].shape) > 0.5) * 2}
+
+    ref = dropout({"x": x})
+    report = judge_outputs(ref, dropout({"x": x}), rerun_reference=dropout, inputs={"x": x}, reference_name="onnxruntime")
+    assert len(report.notes) == 1 and "onnxruntime is not deterministic" in report.notes[0]
+    assert "sensitive" not in report.notes[0]
+
+
 def test_a_well_conditioned_reference_is_not_widened():
     x = _rng(8).uniform(-1, 1, size=(1, 64)).astype(np.float32)
     ref = {"y": 2 * x}
