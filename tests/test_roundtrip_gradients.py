@@ -314,3 +314,25 @@ def test_embedding_indices_get_no_input_gradient_and_the_rest_is_checked(tmp_pat
     assert code == 0, captured.err
     assert "3 compared with mxnet, 3 agree" in captured.out
     assert "note: input gradients not compared: MXNet computes none" in captured.out
+
+
+def test_without_dropout_makes_train_mode_deterministic():
+    from onnx import TensorProto, helper
+
+    from onnx2x.torch import convert
+    from roundtrip.gradients import without_dropout
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.random.default_rng(0).normal(size=16).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Dropout", ["h"], ["y"], ratio=0.5)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    gm = convert(model, trainable=True).train()
+    x = torch.randn(8, 4)
+    expected = x @ gm.get_parameter(next(n for n, _ in gm.named_parameters()))
+    torch.manual_seed(0)
+    assert not torch.allclose(gm(x), expected)  # Dropout active in train()
+    assert without_dropout(gm) == 1
+    assert gm.training
+    assert torch.allclose(gm(x), expected) and torch.allclose(gm(x), expected)  # no mask, no 1/(1-p) scaling
