@@ -75,7 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("--opset", type=int, default=13, help="ONNX opset of the MXNet export (default 13); e.g. --opset 17")
     mx.add_argument("--no-simplify", dest="simplify", action="store_false",
                     help="skip onnx-simplifier in the conversions")
-    mx.add_argument("--save-dir", metavar="DIR", help="keep the ONNX files made on the way in DIR; e.g. --save-dir out/")
+    mx.add_argument("--save-dir", metavar="DIR",
+                    help="keep the ONNX files made on the way and the PyTorch model (NAME.pt + NAME.py, loadable "
+                         "without this toolkit; loaded back and compared with MXNet) in DIR; e.g. --save-dir out/")
+    mx.add_argument("--trainable", action="store_true",
+                    help="convert to PyTorch for fine-tuning (parameters require grad, BatchNorm not folded and "
+                         "updating its statistics in train(), Dropout active in train()); the saved model is this one")
+    mx.add_argument("--check-gradients", action="store_true",
+                    help="also backpropagate a seeded loss (sum of each output times a fixed random tensor) in MXNet "
+                         "and in the trainable PyTorch module and compare every parameter's gradient by MXNet name, "
+                         "and the input's, in eval mode and (with BatchNorm) train mode; a disagreement is settled "
+                         "by finite differences of MXNet's forward (exit 3 when PyTorch is wrong)")
     _add_run_flags(mx)
     mx.set_defaults(handler=_cmd_mxnet)
 
@@ -125,10 +135,22 @@ def _finish(report: RoundTripReport, args: argparse.Namespace) -> int:
         for stage in report.stages:
             if stage.locator is not None:
                 print(f"\n[{stage.name}] " + stage.locator.describe())
+        for gradients in report.gradients:
+            print()
+            print("\n".join(gradients.lines()))
+    for gradients in report.gradients:
+        for warning in gradients.warnings():
+            print(warning, file=sys.stderr)
     code = report.exit_code()
     if code:
         failed = report.first_error()
-        line = f"{failed.name}: {failed.error}" if failed is not None else report.verdict()
+        wrong = next((g for g in report.gradients if not g.ok), None)
+        if failed is not None:
+            line = f"{failed.name}: {failed.error}"
+        elif all(s.ok for s in report.stages) and wrong is not None:
+            line = wrong.error()
+        else:
+            line = report.verdict()
         print(f"error: {line}", file=sys.stderr)
     return code
 
@@ -140,7 +162,7 @@ def _cmd_mxnet(args: argparse.Namespace) -> int:
                              inputs=args.input, seed=args.seed, image=image_options(args),
                              back_to_onnx=args.back_to_onnx, rtol=args.rtol, atol=args.atol, opset=args.opset,
                              simplify=args.simplify, locate_failures=args.locate, exporter=args.exporter,
-                             save_dir=args.save_dir)
+                             save_dir=args.save_dir, trainable=args.trainable, check_gradients=args.check_gradients)
     return _finish(report, args)
 
 

@@ -11,7 +11,10 @@ A user's own round-trip script is a few lines::
 Stages (each compared with the first):
 
 - ``mxnet_roundtrip``: MXNet (reference) -> ONNX (``x2onnx.mxnet.export``, run by onnxruntime)
-  -> PyTorch (``onnx2x.torch.convert``) [-> ONNX again (``torch.onnx.export``)];
+  -> PyTorch (``onnx2x.torch.convert``, ``trainable=True`` for fine-tuning) [-> the PyTorch artifact
+  saved to ``save_dir`` and loaded back] [-> ONNX again (``torch.onnx.export``)]; with
+  ``check_gradients=True`` also the gradients of a seeded loss against MXNet's, by parameter name
+  (``report.gradients``, :mod:`roundtrip.gradients`);
 - ``onnx_roundtrip``: ONNX (onnxruntime, reference) -> PyTorch [-> ONNX again].
 
 When a stage differs, the locator compares it with the stage it was converted from, tensor by
@@ -51,6 +54,7 @@ STAGE_MXNET = "mxnet"
 STAGE_ONNX = "onnx"
 STAGE_TORCH = "torch"
 STAGE_BACK = "onnx (from torch)"
+STAGE_SAVED = "torch (saved)"
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -171,10 +175,17 @@ def export_mxnet(symbol_path: PathLike, params_path: PathLike, input_shapes: Map
 
 
 def convert_to_torch(model: onnx.ModelProto, *, simplify: bool = True,
-                     input_shapes: Optional[Mapping[str, tuple[int, ...]]] = None) -> tuple[Any, onnx.ModelProto]:
-    """ONNX -> GraphModule, and the ONNX graph the module's names refer to (after onnx2x's simplify step)."""
+                     input_shapes: Optional[Mapping[str, tuple[int, ...]]] = None,
+                     trainable: bool = False) -> tuple[Any, onnx.ModelProto]:
+    """ONNX -> GraphModule, and the ONNX graph the module's names refer to (after onnx2x's simplify step).
+
+    ``trainable``: the fine-tuning conversion (``onnx2x.torch.convert(trainable=True)``), in eval mode.
+    """
     convert_mod = importlib.import_module("onnx2x.torch.convert")
     shapes = dict(input_shapes) if input_shapes else None
+    if trainable:
+        prepared, label = convert_mod.prepare(model, simplify=simplify, input_shapes=shapes, trainable=True)
+        return convert_mod.convert_prepared(prepared, label, trainable=True), prepared
     if hasattr(convert_mod, "prepare") and hasattr(convert_mod, "convert_prepared"):
         prepared, label = convert_mod.prepare(model, simplify=simplify, input_shapes=shapes)
         return convert_mod.convert_prepared(prepared, label), prepared
@@ -263,8 +274,17 @@ def mxnet_roundtrip(
     exporter: str = "auto",
     save_dir: Optional[PathLike] = None,
     title: Optional[str] = None,
+    trainable: bool = False,
+    check_gradients: bool = False,
 ) -> RoundTripReport:
-    """MXNet -> ONNX -> PyTorch (-> ONNX), every stage compared with MXNet. Never raises on a failed stage."""
+    """MXNet -> ONNX -> PyTorch (-> ONNX), every stage compared with MXNet. Never raises on a failed stage.
+
+    ``save_dir``: also keep the ONNX file and the PyTorch artifact (``NAME.pt`` + ``NAME.py``,
+    :mod:`onnx2x.torch.artifact`), which is loaded back and compared as one more stage.
+    ``trainable``: the PyTorch stage (and the artifact) is the fine-tuning conversion.
+    ``check_gradients``: also compare the gradients of a seeded loss with MXNet's, by MXNet
+    parameter name (:mod:`roundtrip.gradients`); the results are in ``report.gradients``.
+    """
     symbol_path, params_path = Path(symbol), Path(params)
     report = RoundTripReport(title=title or f"mxnet {symbol_path.name}", model=str(symbol_path), rtol=rtol, atol=atol)
     rec = _Recorder(report, rtol, atol)
@@ -307,20 +327,42 @@ def mxnet_roundtrip(
 
     _torch_stages(rec, onnx_model, prepared.arrays, back_to_onnx=back_to_onnx, simplify=simplify,
                   locate_failures=locate_failures, exporter=exporter, save_dir=save_dir,
-                  base_name=symbol_path.name.replace("-symbol.json", ""))
+                  base_name=symbol_path.name.replace("-symbol.json", ""), trainable=trainable, save_artifact=True)
+    if check_gradients and onnx_model is not None and rec.reference is not None:
+        _gradient_check(report, sym, arg_params, aux_params, onnx_model, prepared.arrays, seed=seed,
+                        simplify=simplify)
     return report
+
+
+def _gradient_check(report: RoundTripReport, sym: Any, arg_params: Mapping[str, Any], aux_params: Mapping[str, Any],
+                    onnx_model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], *, seed: int,
+                    simplify: bool) -> None:
+    """Gradients in eval (and train) mode against MXNet; a failure to run them is a failed check."""
+    from common.verify.gradients import GradientReport
+
+    from .gradients import check_mxnet_gradients
+
+    try:
+        report.gradients.extend(check_mxnet_gradients(sym, arg_params, aux_params, onnx_model, inputs, seed=seed,
+                                                      simplify=simplify))
+    except Exception as exc:  # reported as a failed check, the table still gets written
+        log.debug("gradient check failed", exc_info=True)
+        failed = GradientReport("eval")
+        failed.failed_to_run = _error_text(exc)
+        report.gradients.append(failed)
 
 
 def _torch_stages(rec: _Recorder, onnx_model: Optional[onnx.ModelProto], inputs: Mapping[str, np.ndarray], *,
                   back_to_onnx: bool, simplify: bool, locate_failures: bool, exporter: str,
-                  save_dir: Optional[PathLike], base_name: str) -> None:
-    """The PyTorch stage (and the back-to-ONNX stage) shared by both round trips."""
+                  save_dir: Optional[PathLike], base_name: str, trainable: bool = False,
+                  save_artifact: bool = False) -> None:
+    """The PyTorch stage (the saved artifact's stage, the back-to-ONNX stage) shared by both round trips."""
     converted: dict[str, Any] = {}
 
     def convert() -> Any:
         assert onnx_model is not None
         shapes = {n: tuple(a.shape) for n, a in _feeds(inputs, _onnx_input_names(onnx_model)).items()}
-        gm, prepared = convert_to_torch(onnx_model, simplify=simplify, input_shapes=shapes)
+        gm, prepared = convert_to_torch(onnx_model, simplify=simplify, input_shapes=shapes, trainable=trainable)
         converted["prepared"] = prepared
         return gm
 
@@ -330,11 +372,13 @@ def _torch_stages(rec: _Recorder, onnx_model: Optional[onnx.ModelProto], inputs:
 
     if onnx_model is None:
         rec.broken = True
-    torch_stage, gm, _ = rec.stage(STAGE_TORCH, "torch", "onnx2x.torch.convert, run as a torch.fx.GraphModule",
-                                   convert, run)
+    how = "onnx2x.torch.convert(trainable=True)" if trainable else "onnx2x.torch.convert"
+    torch_stage, gm, _ = rec.stage(STAGE_TORCH, "torch", f"{how}, run as a torch.fx.GraphModule", convert, run)
     if locate_failures and gm is not None and torch_stage.comparison is not None and not torch_stage.ok:
         prepared = converted["prepared"]
         rec.locate(torch_stage, lambda: diagnose_onnx_to_torch(prepared, gm, inputs, rtol=rec.rtol, atol=rec.atol))
+    if save_artifact and save_dir is not None:
+        _saved_artifact_stage(rec, gm, inputs, Path(save_dir) / f"{base_name}.pt")
     if not back_to_onnx:
         return
     used: dict[str, str] = {}
@@ -352,6 +396,31 @@ def _torch_stages(rec: _Recorder, onnx_model: Optional[onnx.ModelProto], inputs:
         back_stage.description = f"torch.onnx.export ({used['kind']} exporter), run by onnxruntime"
     if back_model is not None:
         back_stage.artifact = _save(back_model, save_dir, base_name + ".back.onnx")
+
+
+def _saved_artifact_stage(rec: _Recorder, gm: Any, inputs: Mapping[str, np.ndarray], path: Path) -> None:
+    """Save the PyTorch module as ``NAME.pt`` + ``NAME.py`` and compare what loads back from them."""
+    artifact = importlib.import_module("onnx2x.torch.artifact")
+    names = list(getattr(gm, "onnx_input_names", None) or []) if gm is not None else []
+    if gm is None:
+        rec.broken = True
+    written: dict[str, str] = {}
+
+    def save_and_load() -> Any:
+        weights, source = artifact.save(gm, path, source_label=str(path.name))
+        written["files"] = f"{weights}, {source}"
+        return artifact.load(source)
+
+    def run(module: Any) -> RunResult:
+        runner = TorchRunner(module, input_names=names or None)
+        return runner.run(_feeds(inputs, runner.input_names))
+
+    broken = rec.broken
+    stage, _, _ = rec.stage(STAGE_SAVED, "torch", "onnx2x.torch.artifact save + load (NAME.pt, NAME.py)",
+                            save_and_load, run)
+    rec.broken = broken  # later stages use the in-memory module, not the files
+    if written:
+        stage.artifact = written["files"]
 
 
 def _run_onnx(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> RunResult:

@@ -21,7 +21,7 @@ SCHEMA = "x2onnx-toolkit.roundtrip-report"
 SCHEMA_VERSION = 1
 JSON_FIELDS = {
     "report": ("schema", "version", "title", "model", "ok", "reference", "tolerance", "inputs", "stages",
-               "environment"),
+               "environment", "gradients"),
     "stage": ("name", "framework", "description", "ok", "status", "error", "convert_seconds", "run_seconds",
               "artifact", "outputs", "locator"),
     "output": ("name", "ref_shape", "cand_shape", "ref_dtype", "cand_dtype", "shape_ok", "dtype_ok", "n_elements",
@@ -105,6 +105,7 @@ class RoundTripReport:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     rtol: Optional[float] = None
     atol: Optional[float] = None
+    gradients: list[Any] = field(default_factory=list)  # GradientReport per mode (roundtrip --check-gradients)
 
     @property
     def reference(self) -> Optional[Stage]:
@@ -112,7 +113,7 @@ class RoundTripReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.stages) and all(s.ok for s in self.stages)
+        return bool(self.stages) and all(s.ok for s in self.stages) and all(g.ok for g in self.gradients)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -173,6 +174,9 @@ class RoundTripReport:
         if self.ok:
             return f"OK: every stage is within tolerance of {ref}"
         bad = [s.name for s in self.stages if not s.ok]
+        if not bad:
+            modes = [g.mode for g in self.gradients if not g.ok]
+            return f"FAILED: gradients ({', '.join(modes)} mode) differ from {ref}'s"
         return f"FAILED: {', '.join(bad)} not within tolerance of {ref}"
 
     def to_markdown(self) -> str:
@@ -199,6 +203,8 @@ class RoundTripReport:
             for stage in details:
                 assert stage.locator is not None
                 lines += [f"### {stage.name}", "", "```", stage.locator.describe(), "```", ""]
+        for gradients in self.gradients:
+            lines += ["", "```", *gradients.lines(), "```"]
         lines += ["", self.verdict(), ""]
         return "\n".join(lines)
 
@@ -209,7 +215,7 @@ class RoundTripReport:
             "tolerance": {"rtol": self.rtol, "atol": self.atol,
                           "rule": "|cand - ref| <= atol + rtol * |ref|; null = per-dtype default"},
             "inputs": list(self.inputs), "stages": [s.to_dict() for s in self.stages],
-            "environment": environment(),
+            "environment": environment(), "gradients": [g.to_dict() for g in self.gradients],
         }
 
     def to_json(self) -> str:
