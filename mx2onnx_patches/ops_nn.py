@@ -140,7 +140,10 @@ def convert_batchnorm(node, **kwargs):
         if fix_gamma:
             channels = (e.input_shape(1) or (e.need_input_shape(0)[1],))
             gamma = e.const(np.ones(channels, dtype=e.dtype(1)), hint="unit_gamma")
-        e.op("BatchNormalization", [data, gamma, beta, mean, var], e.name, epsilon=eps)
+        # momentum: the same convention in both (running = running * m + batch * (1 - m)); only
+        # training reads it, which is what a model converted to train elsewhere does
+        e.op("BatchNormalization", [data, gamma, beta, mean, var], e.name, epsilon=eps,
+             momentum=e.attr_float("momentum", 0.9))
         return e.done()
     param_shape = e.ints([-1] + [1] * (rank - 1 - axis), "param_shape")
 

@@ -232,6 +232,15 @@ def test_batchnorm_axis_one_still_exported():
     check_export(sym, {"data": rand(2, 3, 4, 5)})
 
 
+@pytest.mark.parametrize("momentum", [0.9, 0.8])
+def test_batchnorm_momentum_is_kept_for_training_after_conversion(momentum):
+    sym = mx.sym.BatchNorm(data, fix_gamma=False, momentum=momentum, name="bn")
+    model = check_export(sym, {"data": rand(2, 3, 4, 5)})
+    (node,) = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    (attr,) = [a for a in node.attribute if a.name == "momentum"]
+    assert attr.f == pytest.approx(momentum)
+
+
 def test_pooling_max_still_exported():
     sym = mx.sym.Pooling(data, kernel=(2, 2), stride=(2, 2), pool_type="max", name="pool")
     check_export(sym, {"data": rand(1, 2, 4, 6)})
