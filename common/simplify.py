@@ -11,11 +11,16 @@ attached back afterwards, without copying their bytes when the model is ours to 
 input of some reader is a constant: MXNet's RNN exports slice one flat parameter vector), so
 those still fold. What is lost, onnxsim's folding of BatchNormalization into Conv, happens at
 load in runtimes and in :mod:`onnx2x.torch.fusion`.
+``keep`` names initializers onnxsim must never see, whatever their size (a converter's
+parameters): onnxsim would fold a constant computation on them (the Reshape of a PReLU slope,
+the slicing of an RNN parameter vector) into a new tensor of a new name (``_v_34``), and the
+parameter's name would be gone from the model. Kept away, they stay initializers of their own
+name and value, and the computation stays in the graph (runtimes fold it at load).
 """
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Collection, Optional
 
 import onnx
 
@@ -65,9 +70,11 @@ def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
     return {i for node in constant_nodes(graph) for i in node.input if i}
 
 
-def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[onnx.ModelProto, frozenset]:
+def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False,
+             keep: Collection[str] = ()) -> tuple[onnx.ModelProto, frozenset]:
     """A copy of ``model`` whose large initializers are graph inputs; returns it and their names.
-    With ``keep_foldable``, initializers read by constant subgraphs stay initializers."""
+    With ``keep_foldable``, initializers read by constant subgraphs stay initializers; those
+    named in ``keep`` are graph inputs whatever their size."""
     out = onnx.ModelProto()
     copy_fields(out, model, ("graph",))
     copy_fields(out.graph, model.graph, ("initializer",))
@@ -75,7 +82,9 @@ def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False) -> tuple[on
     visible = _read_by_constant_subgraphs(model.graph) if keep_foldable else set()
     large = []
     for t in model.graph.initializer:
-        if not _is_large(t) or (t.name in visible and t.data_location != onnx.TensorProto.EXTERNAL):
+        hidden = t.name in keep or (_is_large(t) and not (t.name in visible
+                                                           and t.data_location != onnx.TensorProto.EXTERNAL))
+        if not hidden:
             out.graph.initializer.append(t)
             continue
         large.append(t.name)
@@ -131,29 +140,31 @@ def simplify(
     in_place: bool = False,
     keep_foldable: bool = False,
     skip_fuse_bn: bool = False,
+    keep: Collection[str] = (),
 ) -> onnx.ModelProto:
     """Return the onnxsim-simplified model, or ``model`` itself with a one-line warning.
 
     ``in_place=True`` lets the result reuse ``model``'s initializers (``model`` is then changed,
     or returned unchanged when simplification fails). ``skip_fuse_bn`` keeps onnxsim from folding
-    BatchNormalization into a Conv whose weights it can see (small ones).
+    BatchNormalization into a Conv whose weights it can see (small ones). ``keep``: initializers
+    onnxsim never sees, so that they keep their name and value (see the module's docstring).
     """
     return _simplify(model, input_shapes, label=label, in_place=in_place, keep_foldable=keep_foldable,
-                     skip_fuse_bn=skip_fuse_bn)[0]
+                     skip_fuse_bn=skip_fuse_bn, keep=keep)[0]
 
 
 def simplify_tracking_names(model: onnx.ModelProto, *, label: str = "", in_place: bool = False,
-                            keep_foldable: bool = False, skip_fuse_bn: bool = False
-                            ) -> tuple[onnx.ModelProto, Optional[set[str]]]:
+                            keep_foldable: bool = False, skip_fuse_bn: bool = False,
+                            keep: Collection[str] = ()) -> tuple[onnx.ModelProto, Optional[set[str]]]:
     """:func:`simplify`, and the names of the result that hold the same value as in ``model``
     (:func:`common.verify.survivors.surviving_tensors`; None when ``model`` came back unchanged).
     Judged on the skeletons, so no weight is compared, and before ``in_place`` reuses ``model``."""
     return _simplify(model, None, label=label, in_place=in_place, keep_foldable=keep_foldable,
-                     skip_fuse_bn=skip_fuse_bn, track=True)
+                     skip_fuse_bn=skip_fuse_bn, keep=keep, track=True)
 
 
 def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int, ...]]], *, label: str,
-              in_place: bool, keep_foldable: bool, skip_fuse_bn: bool,
+              in_place: bool, keep_foldable: bool, skip_fuse_bn: bool, keep: Collection[str] = (),
               track: bool = False) -> tuple[onnx.ModelProto, Optional[set[str]]]:
     label = label or "model"
     try:
@@ -165,7 +176,7 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
     kwargs: dict = {"skip_fuse_bn": True} if skip_fuse_bn else {}
     if input_shapes:
         kwargs["overwrite_input_shapes"] = {k: list(v) for k, v in input_shapes.items()}
-    small, large = skeleton(model, keep_foldable=keep_foldable)
+    small, large = skeleton(model, keep_foldable=keep_foldable, keep=frozenset(keep))
     try:
         simplified, ok = onnxsim.simplify(small, check_n=0, **kwargs)
     except Exception as exc:  # onnxsim raises anything from its C++ core

@@ -6,6 +6,13 @@ computed only from those), a Python list for ONNX sequences, or ``None`` for an 
 optional input. Converters emit code through :class:`NodeContext`; a call whose arguments are
 all known runs immediately, so static shape arithmetic is folded at conversion time for free and
 never reaches the forward pass.
+
+Names: a float initializer becomes a parameter named after it (:func:`naming.sanitize`;
+``gm.onnx_param_names`` maps back). With ``keep_initializers`` (``convert(..., fuse=False)``)
+that holds for every float initializer: a tensor folded from one (a PReLU slope's Reshape, an
+RNN vector's slices) is not stored under a new name; the forward recomputes it from the
+parameter with the calls that folded it (:meth:`GraphBuilder.note_derived`), so the module's
+parameters are the ONNX initializers, names and values unchanged, and gradients reach them.
 """
 from __future__ import annotations
 
@@ -128,6 +135,7 @@ class GraphBuilder:
         file: str = "",
         parent: Optional["GraphBuilder"] = None,
         value_shapes: Optional[dict[str, tuple]] = None,
+        keep_initializers: bool = False,
     ) -> None:
         self.opsets = dict(opsets)
         self.file = file
@@ -144,6 +152,9 @@ class GraphBuilder:
         self._submodule_count = 0
         self.input_names: list[str] = []
         self.output_names: list[str] = []
+        # keep_initializers: how each tensor known from a float initializer was folded (by id)
+        self.keep_initializers = keep_initializers
+        self._recipes: dict[int, tuple] = {}
 
     # --- values --------------------------------------------------------------------------------
     def lookup(self, value: ir.Value) -> Handle:
@@ -198,14 +209,87 @@ class GraphBuilder:
         self._keepalive.clear()
         self._attr_cache.clear()
         self._initializer_of.clear()
+        self._recipes.clear()
         for table in (self.root._parameters, self.root._buffers):  # ``finish`` copied them to the module
             table.clear()
 
+    # --- keep_initializers: tensors folded from float initializers are recomputed ---------------
+    def _is_parameter(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor) and obj.dtype.is_floating_point and id(obj) in self._initializer_of
+
+    def _derives(self, obj: Any) -> bool:
+        """True when ``obj`` holds a float initializer or a value folded from one."""
+        if isinstance(obj, torch.Tensor):
+            return id(obj) in self._recipes or self._is_parameter(obj)
+        if isinstance(obj, (list, tuple)):
+            return id(obj) in self._recipes or any(self._derives(o) for o in obj)
+        if isinstance(obj, dict):
+            return any(self._derives(o) for o in obj.values())
+        if isinstance(obj, slice):
+            return any(self._derives(o) for o in (obj.start, obj.stop, obj.step))
+        return False
+
+    def note_derived(self, result: Any, recipe: tuple) -> None:
+        """Remember how a folded ``result`` was computed when it derives from a float initializer.
+
+        ``recipe``: ``("call", target, args, kwargs)`` or ``("method", name, obj, args, kwargs)``.
+        Only with ``keep_initializers``; :meth:`materialize` then replays it in the forward.
+        """
+        if not self.keep_initializers or not isinstance(result, (torch.Tensor, list, tuple)):
+            return
+        if not self._derives(recipe[2:]):
+            return
+        self._recipes[id(result)] = recipe
+        self._keepalive.append(result)  # ids stay unique while the recipe may be replayed
+        if isinstance(result, (list, tuple)):
+            for i, item in enumerate(result):
+                if isinstance(item, torch.Tensor):
+                    self._recipes[id(item)] = ("call", operator.getitem, (result, i), {})
+                    self._keepalive.append(item)
+
+    def _replay_lift(self, obj: Any, hint: str) -> Any:
+        """:meth:`lift`, turning values folded from initializers back into the calls that made them."""
+        if isinstance(obj, (torch.Tensor, list, tuple)) and id(obj) in self._recipes:
+            return self._replay(obj, hint)
+        if isinstance(obj, (torch.Tensor,)) or is_string_array(obj):
+            return self.lift(obj, hint)
+        if isinstance(obj, list):
+            return [self._replay_lift(o, hint) for o in obj]
+        if isinstance(obj, tuple):
+            return tuple(self._replay_lift(o, hint) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self._replay_lift(v, hint) for k, v in obj.items()}
+        if isinstance(obj, slice):
+            return slice(self._replay_lift(obj.start, hint), self._replay_lift(obj.stop, hint),
+                         self._replay_lift(obj.step, hint))
+        return obj
+
+    def _replay(self, value: Any, hint: str) -> fx.Node:
+        key = id(value)
+        if key in self._attr_cache:
+            return self._attr_cache[key]
+        recipe = self._recipes[key]
+        if recipe[0] == "call":
+            _, target, args, kwargs = recipe
+            node = self.graph.call_function(target, self._replay_lift(tuple(args), hint),
+                                            self._replay_lift(dict(kwargs), hint))
+            if getattr(target, "__module__", "").startswith(_RUNTIME_PREFIX):
+                node.meta["is_wrapped"] = True
+        else:
+            _, name, obj, args, kwargs = recipe
+            node = self.graph.call_method(name, self._replay_lift((obj,) + tuple(args), hint),
+                                          self._replay_lift(dict(kwargs), hint))
+        self._attr_cache[key] = node
+        return node
+
     def materialize(self, tensor: torch.Tensor, hint: str = "const") -> fx.Node:
-        """A ``get_attr`` node for a known tensor (parameter if it is an initializer of float type)."""
+        """A ``get_attr`` node for a known tensor (parameter if it is an initializer of float type);
+        with ``keep_initializers``, a tensor folded from one is recomputed from it instead."""
         key = id(tensor)
         if key in self._attr_cache:
             return self._attr_cache[key]
+        if key in self._recipes:
+            return self._replay(tensor, hint)
         onnx_name = self._initializer_of.get(key)
         base = sanitize(onnx_name or hint, "const")
         name = base
@@ -482,9 +566,11 @@ class NodeContext:
         """``target(*args, **kwargs)``: computed now when every argument is known, else emitted."""
         if self.fold and not is_dynamic(args) and not is_dynamic(kwargs):
             try:
-                return target(*args, **kwargs)
+                result = target(*args, **kwargs)
             except Exception as exc:
                 raise ConversionFailure(f"{getattr(target, '__name__', target)} failed on constant inputs: {' '.join(str(exc).split())[:300]}") from exc
+            self.builder.note_derived(result, ("call", target, args, kwargs))
+            return result
         hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
         node = self.builder.graph.call_function(
             target, self.builder.lift(tuple(args), hint), self.builder.lift(dict(kwargs), hint)
@@ -498,7 +584,9 @@ class NodeContext:
     def method(self, name: str, obj: Any, *args: Any, **kwargs: Any) -> Handle:
         """``obj.name(*args, **kwargs)`` (folded when everything is known)."""
         if self.fold and not is_dynamic((obj, args, kwargs)):
-            return getattr(obj, name)(*args, **kwargs)
+            result = getattr(obj, name)(*args, **kwargs)
+            self.builder.note_derived(result, ("method", name, obj, args, kwargs))
+            return result
         hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
         return self.builder.graph.call_method(
             name, self.builder.lift((obj,) + tuple(args), hint), self.builder.lift(dict(kwargs), hint)

@@ -27,11 +27,14 @@ def prepare(
     simplify: bool = True,
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
     lazy: bool = False,
+    keep_initializers: bool = False,
 ) -> tuple[onnx.ModelProto, str]:
     """Load, densify sparse tensors, simplify (optionally), inline local functions and infer shapes.
 
     ``lazy=True`` (for a path): the weights stay in the file (:func:`common.model_io.load_onnx`);
     :func:`convert_prepared` reads each of them once, straight into the module's tensors.
+    ``keep_initializers``: onnxsim never sees the float initializers, so none is folded into a
+    tensor of another name (:mod:`common.simplify`); for ``fuse=False``.
     """
     if lazy and not isinstance(model, onnx.ModelProto):
         proto, label = load_onnx(model, lazy=True), str(model)
@@ -40,7 +43,8 @@ def prepare(
     proto = densify_sparse(proto, label=label)
     given = model if isinstance(model, onnx.ModelProto) else None
     if simplify:
-        proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given)
+        keep = float_initializers(proto.graph) if keep_initializers else ()
+        proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given, keep=keep)
     elif input_shapes:
         proto = _fix_input_shapes(proto, input_shapes, label)
     if len(proto.functions):
@@ -52,6 +56,17 @@ def prepare(
     # In place (no serialized copy of the weights) unless the proto is the caller's own object.
     proto = cir.infer_shapes(proto, in_place=proto is not given)
     return proto, label
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16}) | frozenset(
+    getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+    if hasattr(onnx.TensorProto, n))
+
+
+def float_initializers(graph: onnx.GraphProto) -> set[str]:
+    """Names of the graph's floating-point initializers: the weights, which become parameters."""
+    return {t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES}
 
 
 def _fix_input_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], label: str) -> onnx.ModelProto:
@@ -83,17 +98,20 @@ def convert(
 
     ``fuse`` (default: the value of ``simplify``) folds BatchNormalization and per-channel
     Mul/Add into convolutions and fuses conv+add+relu (:mod:`onnx2x.torch.fusion`); without it
-    every float initializer stays a parameter of the same name and value.
+    every float initializer stays a parameter of the same name and value: onnxsim does not fold
+    them, and what the graph computes from one (a Reshape of a PReLU slope, slices of an RNN
+    vector) is computed in the forward from the parameter (:mod:`onnx2x.torch.builder`).
 
     The module's forward takes the ONNX graph inputs in order and returns one tensor, or a tuple
     when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
     ``gm.onnx_param_names`` (attribute -> initializer) and ``gm.onnx_value_to_fx`` (ONNX tensor
     name -> fx node name) tie the module back to the ONNX graph.
     """
-    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True)
+    fuse = simplify if fuse is None else fuse
+    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, keep_initializers=not fuse)
     box = [proto]  # hand the only reference over: the proto is freed once the weights are tensors
     del proto
-    return _convert_owned(box, label, fuse=simplify if fuse is None else fuse)
+    return _convert_owned(box, label, fuse=fuse)
 
 
 def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True) -> fx.GraphModule:
@@ -130,7 +148,7 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool) -> fx.GraphMod
     model = cir.from_proto(box.pop(), file=label)
     opsets = {("" if d == "ai.onnx" else d): int(v) for d, v in model.opset_imports.items()}
     opsets.setdefault("", 1)
-    builder = GraphBuilder(opsets, file=label)
+    builder = GraphBuilder(opsets, file=label, keep_initializers=not fuse)
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False)
