@@ -15,10 +15,14 @@ load in runtimes and in :mod:`onnx2x.torch.fusion`.
 parameters): onnxsim would fold a constant computation on them (the Reshape of a PReLU slope,
 the slicing of an RNN parameter vector) into a new tensor of a new name (``_v_34``), and the
 parameter's name would be gone from the model. Kept away, they stay initializers of their own
-name and value, and the computation stays in the graph (runtimes fold it at load).
+name and value, and the computation stays in the graph (runtimes fold it at load). Where onnxsim
+did fold a float initializer into a pure reshape of it (same bytes, new shape and name), the new
+initializer takes the old name back and ``metadata_props[RESHAPED_KEY]`` (JSON ``{name: dims}``)
+records the shape it had, so that ``value.reshape(dims)`` recovers the original tensor.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Collection, Optional
 
@@ -29,6 +33,9 @@ from common.model_io import copy_fields, tensor_nbytes
 
 log = logging.getLogger(__name__)
 
+RESHAPED_KEY = "simplify.reshaped_initializers"
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16})
 LARGE_INITIALIZER_BYTES = 1024  # shape tensors and axes, which constant folding needs, are smaller
 
 
@@ -121,6 +128,76 @@ def attach_weights(simplified: onnx.ModelProto, original: onnx.ModelProto, large
     return out
 
 
+def _float_bytes(t: onnx.TensorProto) -> Optional[tuple[int, bytes]]:
+    if t.data_type not in _FLOAT_TYPES or t.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    from onnx import numpy_helper
+
+    return t.data_type, numpy_helper.to_array(t).tobytes()
+
+
+def restore_reshaped_names(before: onnx.GraphProto, after: onnx.GraphProto) -> dict[str, list[int]]:
+    """Rename each initializer of ``after`` that onnxsim made by reshaping a float initializer of
+    ``before`` (now gone) back to that name; returns ``{name: shape in before}`` for those.
+
+    Only one-to-one matches by content: two gone initializers of equal bytes (zero biases) leave
+    their reshaped copies alone, as the name could be the wrong one.
+    """
+    kept = {t.name for t in after.initializer}
+    used = _referenced(after) | {o for n in after.node for o in n.output} | {i.name for i in after.input}
+    gone: dict[tuple[int, bytes], list[onnx.TensorProto]] = {}
+    for t in before.initializer:
+        if t.name not in kept and t.name not in used:
+            key = _float_bytes(t)
+            if key is not None:
+                gone.setdefault(key, []).append(t)
+    if not gone:
+        return {}
+    before_names = {t.name for t in before.initializer}
+    made: dict[tuple[int, bytes], list[onnx.TensorProto]] = {}
+    for t in after.initializer:
+        if t.name not in before_names:
+            key = _float_bytes(t)
+            if key in gone:
+                made.setdefault(key, []).append(t)
+    renamed = {}
+    for key, news in made.items():
+        if len(news) != 1 or len(gone[key]) != 1:
+            continue
+        old, new = gone[key][0], news[0]
+        _rename_value(after, new.name, old.name)
+        new.name = old.name
+        renamed[old.name] = list(old.dims)
+    return renamed
+
+
+def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every read of ``old`` in ``graph`` (and its subgraphs) reads ``new``."""
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _rename_value(sub, old, new)
+    for seq in (graph.output, graph.value_info):
+        for v in seq:
+            if v.name == old:
+                v.name = new
+
+
+def _record_reshaped(model: onnx.ModelProto, renamed: dict[str, list[int]]) -> None:
+    """Merge ``renamed`` into the model's :data:`RESHAPED_KEY` entry (an earlier shape wins)."""
+    if not renamed:
+        return
+    for prop in model.metadata_props:
+        if prop.key == RESHAPED_KEY:
+            merged = {**renamed, **json.loads(prop.value)}
+            prop.value = json.dumps(merged, sort_keys=True)
+            return
+    model.metadata_props.add(key=RESHAPED_KEY, value=json.dumps(renamed, sort_keys=True))
+
+
 def _referenced(graph: onnx.GraphProto) -> set[str]:
     """Every name a node (also inside subgraphs) or a graph output of ``graph`` reads."""
     names = {o.name for o in graph.output}
@@ -197,5 +274,10 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
         from common.verify.survivors import surviving_tensors
 
         survivors = surviving_tensors(small, simplified)
+    renamed = restore_reshaped_names(small.graph, simplified.graph)
+    if survivors is not None:
+        survivors -= set(renamed)  # an old name for another shape
     del small
-    return attach_weights(simplified, model, large, in_place=in_place), survivors
+    out = attach_weights(simplified, model, large, in_place=in_place)
+    _record_reshaped(out, renamed)
+    return out, survivors

@@ -9,6 +9,7 @@ the graph derives from it in the forward. Outputs are still checked: the export 
 """
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 import numpy as np
@@ -101,3 +102,71 @@ def test_mxnet_names_are_initializers_and_state_dict_keys(name, simplify):
     got = got if isinstance(got, tuple) else (got,)
     for g, e in zip(got, onnx_forward(model, feeds)):
         np.testing.assert_allclose(g.detach().numpy(), e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("onnxsim", [True, False], ids=["onnxsim", "no-onnxsim"])
+@pytest.mark.parametrize("name", ["det1", "det2", "det3", "det4"])
+def test_default_conversion_keeps_names_of_reshaped_prelu_slopes(name, onnxsim):
+    """fuse=True folds the slopes' Reshape (onnxsim, or the builder without it): the folded
+    slope keeps the MXNet name and ``gm.onnx_param_reshaped`` gives MXNet's shape back."""
+    from onnx2x.torch.convert import convert
+
+    sym, params, inputs = _mtcnn_case(name)
+    model = _export(sym, params, inputs, simplify=True)
+    gm = convert(model, simplify=onnxsim, fuse=True)
+    state = gm.state_dict()
+    attribute_of = {onnx_name: attr for attr, onnx_name in gm.onnx_param_names.items()}
+    assert sorted(set(params) - set(attribute_of)) == []
+    slopes = {k for k in params if k.startswith("prelu") and k.endswith("_gamma")}
+    assert gm.onnx_param_reshaped and set(gm.onnx_param_reshaped) <= slopes  # not those after a dense layer
+    for key, value in params.items():
+        stored = state[attribute_of[key]].detach().contiguous()
+        if key in gm.onnx_param_reshaped:
+            assert stored.dim() == 3  # (C, 1, 1): what PRelu broadcasts
+        recovered = stored.reshape(gm.onnx_param_reshaped.get(key, stored.shape)).numpy()
+        assert _same_bits(recovered, value), key
+    got = gm(torch.from_numpy(inputs["data"]))
+    for g, e in zip(got if isinstance(got, tuple) else (got,), onnx_forward(model, inputs)):
+        np.testing.assert_allclose(g.detach().numpy(), e, rtol=1e-5, atol=1e-5)
+
+
+def _reshape_model(slopes: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """x -> PRelu(x, Reshape(slope_k, (C, 1, 1))) for each slope, one after the other."""
+    from onnx import TensorProto, helper
+
+    nodes, inits, x = [], [numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape")], "x"
+    for k, (name, value) in enumerate(slopes.items()):
+        inits.append(numpy_helper.from_array(value, name))
+        nodes.append(helper.make_node("Reshape", [name, "shape"], [f"r{k}"]))
+        nodes.append(helper.make_node("PRelu", [x, f"r{k}"], [f"y{k}"]))
+        x = f"y{k}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 3, 2, 2])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_simplifier_gives_a_folded_reshape_its_initializer_name_back():
+    from common.simplify import RESHAPED_KEY, simplify
+
+    slopes = {"a_gamma": np.array([0.1, 0.2, 0.3], np.float32), "b_gamma": np.array([0.4, 0.5, 0.6], np.float32)}
+    out = simplify(_reshape_model(slopes), label="t")
+    assert {n.op_type for n in out.graph.node} == {"PRelu"}  # the Reshapes were folded
+    stored = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    assert sorted(stored) == ["a_gamma", "b_gamma"]
+    shapes = json.loads(dict((p.key, p.value) for p in out.metadata_props)[RESHAPED_KEY])
+    assert shapes == {"a_gamma": [3], "b_gamma": [3]}
+    for key, value in slopes.items():
+        assert stored[key].shape == (3, 1, 1)
+        assert _same_bits(stored[key].reshape(shapes[key]), value)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 2, 2)).astype(np.float32)
+    np.testing.assert_array_equal(onnx_forward(out, {"x": x})[0], onnx_forward(_reshape_model(slopes), {"x": x})[0])
+
+
+def test_simplifier_leaves_an_ambiguous_folded_reshape_unnamed():
+    """Two slopes of equal bytes: which name the folded copy should take is not known."""
+    from common.simplify import RESHAPED_KEY, simplify
+
+    same = np.array([0.1, 0.2, 0.3], np.float32)
+    out = simplify(_reshape_model({"a_gamma": same, "b_gamma": same.copy()}), label="t")
+    assert not {"a_gamma", "b_gamma"} & {t.name for t in out.graph.initializer}
+    assert RESHAPED_KEY not in {p.key for p in out.metadata_props}

@@ -13,6 +13,9 @@ that holds for every float initializer: a tensor folded from one (a PReLU slope'
 RNN vector's slices) is not stored under a new name; the forward recomputes it from the
 parameter with the calls that folded it (:meth:`GraphBuilder.note_derived`), so the module's
 parameters are the ONNX initializers, names and values unchanged, and gradients reach them.
+Otherwise a folded pure reshape of a float initializer (same bytes, new shape) that is stored in
+its place takes the initializer's name; ``gm.onnx_param_reshaped`` records the shape to reshape
+it back to.
 """
 from __future__ import annotations
 
@@ -155,6 +158,10 @@ class GraphBuilder:
         # keep_initializers: how each tensor known from a float initializer was folded (by id)
         self.keep_initializers = keep_initializers
         self._recipes: dict[int, tuple] = {}
+        # otherwise: pure reshapes of a float initializer (by id) -> (its name, its shape)
+        self._views: dict[int, tuple[str, tuple[int, ...]]] = {}
+        self._view_attrs: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.reshaped: dict[str, tuple[int, ...]] = {}  # ONNX name -> shape, for stored reshapes
 
     # --- values --------------------------------------------------------------------------------
     def lookup(self, value: ir.Value) -> Handle:
@@ -210,6 +217,7 @@ class GraphBuilder:
         self._attr_cache.clear()
         self._initializer_of.clear()
         self._recipes.clear()
+        self._views.clear()
         for table in (self.root._parameters, self.root._buffers):  # ``finish`` copied them to the module
             table.clear()
 
@@ -235,7 +243,10 @@ class GraphBuilder:
         ``recipe``: ``("call", target, args, kwargs)`` or ``("method", name, obj, args, kwargs)``.
         Only with ``keep_initializers``; :meth:`materialize` then replays it in the forward.
         """
-        if not self.keep_initializers or not isinstance(result, (torch.Tensor, list, tuple)):
+        if not self.keep_initializers:
+            self._note_reshape(result, recipe)
+            return
+        if not isinstance(result, (torch.Tensor, list, tuple)):
             return
         if not self._derives(recipe[2:]):
             return
@@ -246,6 +257,47 @@ class GraphBuilder:
                 if isinstance(item, torch.Tensor):
                     self._recipes[id(item)] = ("call", operator.getitem, (result, i), {})
                     self._keepalive.append(item)
+
+    def _note_reshape(self, result: Any, recipe: tuple) -> None:
+        """Remember ``result`` when it is a pure reshape (a contiguous view of all the same
+        elements) of a float initializer or of such a reshape."""
+        if not isinstance(result, torch.Tensor) or not result.dtype.is_floating_point or not result.is_contiguous():
+            return
+        sources = (recipe[2],) + tuple(recipe[3]) if recipe[0] == "method" else tuple(recipe[2])
+        for src in sources:
+            if not isinstance(src, torch.Tensor) or src.numel() != result.numel() or not src.is_contiguous():
+                continue
+            root = self._views.get(id(src))
+            if root is None and self._is_parameter(src):
+                root = (self._initializer_of[id(src)], tuple(src.shape))
+            if (root is not None and src.dtype == result.dtype and src.storage_offset() == result.storage_offset()
+                    and src.untyped_storage().data_ptr() == result.untyped_storage().data_ptr()):
+                self._views[id(result)] = root
+                self._keepalive.append(result)
+                return
+
+    def _name_reshapes(self) -> None:
+        """A stored pure reshape of an initializer that is not stored itself takes its name."""
+        claimed = set(self.param_names.values())
+        roots = [root for attr, (root, _) in self._view_attrs.items() if attr in self.param_names]
+        for attr, (onnx_name, shape) in self._view_attrs.items():
+            new = sanitize(onnx_name, "const")
+            if attr not in self.param_names or onnx_name in claimed or roots.count(onnx_name) != 1:
+                continue
+            if attr == new:
+                self.param_names[attr] = onnx_name
+                self.reshaped[onnx_name] = shape
+                continue
+            if hasattr(self.root, new) or new in self.root._modules:
+                continue
+            table = self.root._parameters if attr in self.root._parameters else self.root._buffers
+            table[new] = table.pop(attr)
+            for node in self.graph.nodes:
+                if node.op == "get_attr" and node.target == attr:
+                    node.target = new
+            del self.param_names[attr]
+            self.param_names[new] = onnx_name
+            self.reshaped[onnx_name] = shape
 
     def _replay_lift(self, obj: Any, hint: str) -> Any:
         """:meth:`lift`, turning values folded from initializers back into the calls that made them."""
@@ -297,7 +349,9 @@ class GraphBuilder:
         while hasattr(self.root, name) or name in self.root._modules:
             i += 1
             name = f"{base}_{i}"
-        if onnx_name is not None and tensor.dtype.is_floating_point:
+        if key in self._views:  # named after its initializer at the end, if that is not stored itself
+            self._view_attrs[name] = self._views[key]
+        if (onnx_name is not None or key in self._views) and tensor.dtype.is_floating_point:
             self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
         else:
             self.root.register_buffer(name, tensor)
@@ -410,12 +464,14 @@ class GraphBuilder:
         self.graph.output(tuple(handles) if as_tuple else handles[0])
         self.graph.eliminate_dead_code()
         self._drop_unused_attrs()
+        self._name_reshapes()
         if channels_last:
             self._conv_weights_channels_last()
         gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedModel")
         gm.onnx_input_names = list(self.input_names)
         gm.onnx_output_names = list(self.output_names)
         gm.onnx_param_names = dict(self.param_names)
+        gm.onnx_param_reshaped = dict(self.reshaped)
         live = {n.name for n in self.graph.nodes}
         gm.onnx_value_to_fx = {k: v for k, v in self.value_to_fx.items() if v in live}
         return gm

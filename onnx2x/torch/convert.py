@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import onnx
 import torch
@@ -12,6 +13,7 @@ import torch.fx as fx
 from common import ir as cir
 from common.errors import ConversionError, ConversionFailure, ModelLoadError
 from common.model_io import PathLike, as_model_proto, load_onnx
+from common.simplify import RESHAPED_KEY
 from common.simplify import simplify as run_onnxsim
 
 from . import fusion
@@ -105,7 +107,9 @@ def convert(
     The module's forward takes the ONNX graph inputs in order and returns one tensor, or a tuple
     when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
     ``gm.onnx_param_names`` (attribute -> initializer) and ``gm.onnx_value_to_fx`` (ONNX tensor
-    name -> fx node name) tie the module back to the ONNX graph.
+    name -> fx node name) tie the module back to the ONNX graph. ``gm.onnx_param_reshaped``
+    (initializer -> shape) lists the parameters stored reshaped (a PReLU slope's folded Reshape):
+    the initializer's value is ``param.reshape(shape)``.
     """
     fuse = simplify if fuse is None else fuse
     proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, keep_initializers=not fuse)
@@ -138,6 +142,24 @@ def _one_thread() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+def _reshaped_upstream(gm: fx.GraphModule, model: Any) -> None:
+    """Add to ``gm.onnx_param_reshaped`` the initializers that onnxsim stored reshaped (this
+    conversion's or an earlier one's, :data:`common.simplify.RESHAPED_KEY`): their shape there
+    is the source's, so it wins over the builder's."""
+    recorded = model.metadata_props.get(RESHAPED_KEY)
+    if not recorded:
+        return
+    try:
+        shapes = json.loads(recorded)
+    except ValueError:
+        log.warning("metadata %s is not JSON; ignored", RESHAPED_KEY)
+        return
+    stored = set(gm.onnx_param_names.values())
+    for name, dims in shapes.items():
+        if name in stored:
+            gm.onnx_param_reshaped[name] = tuple(int(d) for d in dims)
+
+
 def _convert_owned(box: list, label: str, *, fuse: bool) -> fx.GraphModule:
     """Convert ``box[0]`` (a prepared proto), dropping this function's references to it early."""
     with _one_thread():
@@ -152,6 +174,7 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool) -> fx.GraphMod
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False)
+        _reshaped_upstream(gm, model)
         info = fusion.value_info(gm, model.graph) if fuse else {}
     except ConversionError as exc:
         exc.with_context(file=label)
