@@ -110,6 +110,7 @@ def test_default_conversion_keeps_names_of_reshaped_prelu_slopes(name, onnxsim):
     """fuse=True folds the slopes' Reshape (onnxsim, or the builder without it): the folded
     slope keeps the MXNet name and ``gm.onnx_param_reshaped`` gives MXNet's shape back."""
     from onnx2x.torch.convert import convert
+    from onnx2x.torch.naming import onnx_initializer
 
     sym, params, inputs = _mtcnn_case(name)
     model = _export(sym, params, inputs, simplify=True)
@@ -120,11 +121,9 @@ def test_default_conversion_keeps_names_of_reshaped_prelu_slopes(name, onnxsim):
     slopes = {k for k in params if k.startswith("prelu") and k.endswith("_gamma")}
     assert gm.onnx_param_reshaped and set(gm.onnx_param_reshaped) <= slopes  # not those after a dense layer
     for key, value in params.items():
-        stored = state[attribute_of[key]].detach().contiguous()
         if key in gm.onnx_param_reshaped:
-            assert stored.dim() == 3  # (C, 1, 1): what PRelu broadcasts
-        recovered = stored.reshape(gm.onnx_param_reshaped.get(key, stored.shape)).numpy()
-        assert _same_bits(recovered, value), key
+            assert state[attribute_of[key]].dim() == 3  # (C, 1, 1): what PRelu broadcasts
+        assert _same_bits(onnx_initializer(gm, key).contiguous().numpy(), value), key
     got = gm(torch.from_numpy(inputs["data"]))
     for g, e in zip(got if isinstance(got, tuple) else (got,), onnx_forward(model, inputs)):
         np.testing.assert_allclose(g.detach().numpy(), e, rtol=1e-5, atol=1e-5)
@@ -170,3 +169,26 @@ def test_simplifier_leaves_an_ambiguous_folded_reshape_unnamed():
     out = simplify(_reshape_model({"a_gamma": same, "b_gamma": same.copy()}), label="t")
     assert not {"a_gamma", "b_gamma"} & {t.name for t in out.graph.initializer}
     assert RESHAPED_KEY not in {p.key for p in out.metadata_props}
+
+
+@pytest.mark.parametrize("onnxsim", [True, False], ids=["onnxsim", "no-onnxsim"])
+def test_default_conversion_keeps_the_name_of_a_folded_transposed_weight(onnxsim):
+    """MatMul(x, Transpose(W)) with W too large for onnxsim to see: the builder folds the
+    Transpose; the stored transpose is named W and ``onnx_initializer`` gives W back."""
+    from onnx import TensorProto, helper
+
+    from onnx2x.torch.convert import convert
+    from onnx2x.torch.naming import onnx_initializer
+
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["fc_weight"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])], [numpy_helper.from_array(w, "fc_weight")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    gm = convert(model, simplify=onnxsim, fuse=True)
+    assert gm.onnx_param_names == {"fc_weight": "fc_weight"}
+    assert tuple(gm.fc_weight.shape) == (32, 64) and gm.onnx_param_permuted == {"fc_weight": (1, 0)}
+    assert _same_bits(onnx_initializer(gm, "fc_weight").contiguous().numpy(), w)
+    x = np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)
+    np.testing.assert_allclose(gm(torch.from_numpy(x)).numpy(), onnx_forward(model, {"x": x})[0], rtol=1e-5, atol=1e-5)

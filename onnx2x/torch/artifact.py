@@ -293,8 +293,9 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
         "ONNX_OUTPUT_NAMES": list(getattr(gm, "onnx_output_names", [])),
         "ONNX_PARAM_NAMES": dict(getattr(gm, "onnx_param_names", {})),
     }
-    if getattr(gm, "onnx_param_reshaped", None):  # initializer -> its shape: param.reshape(shape)
-        meta["ONNX_PARAM_RESHAPED"] = dict(gm.onnx_param_reshaped)
+    for key, attr in (("ONNX_PARAM_PERMUTED", "onnx_param_permuted"), ("ONNX_PARAM_RESHAPED", "onnx_param_reshaped")):
+        if getattr(gm, attr, None):  # initializer = param.permute(PERMUTED).reshape(RESHAPED)
+            meta[key] = dict(getattr(gm, attr))
     for spec in reversed(collected.classes):  # children first, so readers meet them before use
         parts.append("")
         parts.append(f"class {spec.name}(torch.nn.Module):")

@@ -13,9 +13,9 @@ that holds for every float initializer: a tensor folded from one (a PReLU slope'
 RNN vector's slices) is not stored under a new name; the forward recomputes it from the
 parameter with the calls that folded it (:meth:`GraphBuilder.note_derived`), so the module's
 parameters are the ONNX initializers, names and values unchanged, and gradients reach them.
-Otherwise a folded pure reshape of a float initializer (same bytes, new shape) that is stored in
-its place takes the initializer's name; ``gm.onnx_param_reshaped`` records the shape to reshape
-it back to.
+Otherwise a folded reshape or transpose of a float initializer (a view of all its elements)
+that is stored in its place takes the initializer's name; ``gm.onnx_param_permuted`` and
+``gm.onnx_param_reshaped`` record how to get it back (:func:`naming.onnx_initializer`).
 """
 from __future__ import annotations
 
@@ -103,6 +103,14 @@ def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
         raise ConversionFailure(f"dtype {arr.dtype} has no PyTorch equivalent") from exc
 
 
+def _permutation_to_contiguous(t: torch.Tensor) -> Optional[tuple[int, ...]]:
+    """``perm`` with ``t.permute(perm)`` contiguous (a transposed view of a dense tensor), or None."""
+    if t.is_contiguous():
+        return tuple(range(t.dim()))
+    perm = tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.size(d))))
+    return perm if t.permute(perm).is_contiguous() else None
+
+
 def _views_private_bytes(arr: np.ndarray) -> bool:
     """True when ``arr`` is a view of a ``bytes`` object (as ``np.frombuffer(proto.raw_data)`` is)."""
     base = arr.base
@@ -161,7 +169,9 @@ class GraphBuilder:
         # otherwise: pure reshapes of a float initializer (by id) -> (its name, its shape)
         self._views: dict[int, tuple[str, tuple[int, ...]]] = {}
         self._view_attrs: dict[str, tuple[str, tuple[int, ...]]] = {}
-        self.reshaped: dict[str, tuple[int, ...]] = {}  # ONNX name -> shape, for stored reshapes
+        # ONNX name -> how its stored tensor gives it back: .permute(permuted).reshape(reshaped)
+        self.reshaped: dict[str, tuple[int, ...]] = {}
+        self.permuted: dict[str, tuple[int, ...]] = {}
 
     # --- values --------------------------------------------------------------------------------
     def lookup(self, value: ir.Value) -> Handle:
@@ -259,16 +269,17 @@ class GraphBuilder:
                     self._keepalive.append(item)
 
     def _note_reshape(self, result: Any, recipe: tuple) -> None:
-        """Remember ``result`` when it is a pure reshape (a contiguous view of all the same
-        elements) of a float initializer or of such a reshape."""
-        if not isinstance(result, torch.Tensor) or not result.dtype.is_floating_point or not result.is_contiguous():
+        """Remember ``result`` when it holds exactly the elements of a float initializer (or of
+        such a tensor), reshaped and transposed: a view of all its bytes, in another order."""
+        if (not isinstance(result, torch.Tensor) or not result.dtype.is_floating_point
+                or _permutation_to_contiguous(result) is None):
             return
         sources = (recipe[2],) + tuple(recipe[3]) if recipe[0] == "method" else tuple(recipe[2])
         for src in sources:
-            if not isinstance(src, torch.Tensor) or src.numel() != result.numel() or not src.is_contiguous():
+            if not isinstance(src, torch.Tensor) or src.numel() != result.numel():
                 continue
             root = self._views.get(id(src))
-            if root is None and self._is_parameter(src):
+            if root is None and self._is_parameter(src) and src.is_contiguous():
                 root = (self._initializer_of[id(src)], tuple(src.shape))
             if (root is not None and src.dtype == result.dtype and src.storage_offset() == result.storage_offset()
                     and src.untyped_storage().data_ptr() == result.untyped_storage().data_ptr()):
@@ -277,27 +288,31 @@ class GraphBuilder:
                 return
 
     def _name_reshapes(self) -> None:
-        """A stored pure reshape of an initializer that is not stored itself takes its name."""
+        """A stored reshape/transpose of an initializer that is not stored itself takes its name;
+        ``permuted`` and ``reshaped`` record how to get the initializer back."""
         claimed = set(self.param_names.values())
         roots = [root for attr, (root, _) in self._view_attrs.items() if attr in self.param_names]
         for attr, (onnx_name, shape) in self._view_attrs.items():
             new = sanitize(onnx_name, "const")
             if attr not in self.param_names or onnx_name in claimed or roots.count(onnx_name) != 1:
                 continue
-            if attr == new:
-                self.param_names[attr] = onnx_name
-                self.reshaped[onnx_name] = shape
-                continue
-            if hasattr(self.root, new) or new in self.root._modules:
-                continue
-            table = self.root._parameters if attr in self.root._parameters else self.root._buffers
-            table[new] = table.pop(attr)
-            for node in self.graph.nodes:
-                if node.op == "get_attr" and node.target == attr:
-                    node.target = new
-            del self.param_names[attr]
+            if attr != new:
+                if hasattr(self.root, new) or new in self.root._modules:
+                    continue
+                table = self.root._parameters if attr in self.root._parameters else self.root._buffers
+                table[new] = table.pop(attr)
+                for node in self.graph.nodes:
+                    if node.op == "get_attr" and node.target == attr:
+                        node.target = new
+                        node._rename(new)
+                del self.param_names[attr]
             self.param_names[new] = onnx_name
-            self.reshaped[onnx_name] = shape
+            stored = getattr(self.root, new)
+            perm = _permutation_to_contiguous(stored)
+            if perm is not None and perm != tuple(range(stored.dim())):
+                self.permuted[onnx_name] = perm
+            if tuple(stored.shape) != shape or onnx_name in self.permuted:
+                self.reshaped[onnx_name] = shape
 
     def _replay_lift(self, obj: Any, hint: str) -> Any:
         """:meth:`lift`, turning values folded from initializers back into the calls that made them."""
@@ -472,6 +487,7 @@ class GraphBuilder:
         gm.onnx_output_names = list(self.output_names)
         gm.onnx_param_names = dict(self.param_names)
         gm.onnx_param_reshaped = dict(self.reshaped)
+        gm.onnx_param_permuted = dict(self.permuted)
         live = {n.name for n in self.graph.nodes}
         gm.onnx_value_to_fx = {k: v for k, v in self.value_to_fx.items() if v in live}
         return gm

@@ -108,8 +108,9 @@ def convert(
     when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
     ``gm.onnx_param_names`` (attribute -> initializer) and ``gm.onnx_value_to_fx`` (ONNX tensor
     name -> fx node name) tie the module back to the ONNX graph. ``gm.onnx_param_reshaped``
-    (initializer -> shape) lists the parameters stored reshaped (a PReLU slope's folded Reshape):
-    the initializer's value is ``param.reshape(shape)``.
+    (initializer -> shape) and ``gm.onnx_param_permuted`` (initializer -> dims) list the
+    parameters stored reshaped or transposed (a PReLU slope's folded Reshape): the initializer's
+    value is ``param.permute(dims).reshape(shape)`` (:func:`onnx2x.torch.naming.onnx_initializer`).
     """
     fuse = simplify if fuse is None else fuse
     proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, keep_initializers=not fuse)

@@ -7,7 +7,8 @@ model (onnxruntime, TensorRT, and ``onnx2x torch`` after conversion), so nothing
 Large weights that a constant subgraph reads (MXNet's RNN parameter slicing) stay visible to
 onnxsim, so those subgraphs still fold into plain initializers. MXNet's parameters never reach
 onnxsim: each stays an initializer under its MXNet name and value, and what the export computes
-from it (a PReLU slope's Reshape, an RNN vector's slicing) stays in the graph.
+from it (a PReLU slope's Reshape, an RNN vector's slicing) stays in the graph. A parameter that
+nothing reads (BatchNorm's gamma with ``fix_gamma=True``, which MXNet ignores) may be left out.
 """
 from __future__ import annotations
 
