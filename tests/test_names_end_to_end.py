@@ -174,7 +174,8 @@ def test_simplifier_leaves_an_ambiguous_folded_reshape_unnamed():
 @pytest.mark.parametrize("onnxsim", [True, False], ids=["onnxsim", "no-onnxsim"])
 def test_default_conversion_keeps_the_name_of_a_folded_transposed_weight(onnxsim):
     """MatMul(x, Transpose(W)) with W too large for onnxsim to see: the builder folds the
-    Transpose; the stored transpose is named W and ``onnx_initializer`` gives W back."""
+    Transpose; the stored transpose is named W (sanitized: ``fc/weight:0`` -> ``fc_weight_0``,
+    ``gm.onnx_param_names`` maps back) and ``onnx_initializer`` gives W back."""
     from onnx import TensorProto, helper
 
     from onnx2x.torch.convert import convert
@@ -182,13 +183,29 @@ def test_default_conversion_keeps_the_name_of_a_folded_transposed_weight(onnxsim
 
     w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Transpose", ["fc_weight"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
+        [helper.make_node("Transpose", ["fc/weight:0"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])], [numpy_helper.from_array(w, "fc_weight")])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])], [numpy_helper.from_array(w, "fc/weight:0")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     gm = convert(model, simplify=onnxsim, fuse=True)
-    assert gm.onnx_param_names == {"fc_weight": "fc_weight"}
-    assert tuple(gm.fc_weight.shape) == (32, 64) and gm.onnx_param_permuted == {"fc_weight": (1, 0)}
-    assert _same_bits(onnx_initializer(gm, "fc_weight").contiguous().numpy(), w)
+    assert gm.onnx_param_names == {"fc_weight_0": "fc/weight:0"}
+    assert tuple(gm.fc_weight_0.shape) == (32, 64) and gm.onnx_param_permuted == {"fc/weight:0": (1, 0)}
+    assert _same_bits(onnx_initializer(gm, "fc/weight:0").contiguous().numpy(), w)
     x = np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)
     np.testing.assert_allclose(gm(torch.from_numpy(x)).numpy(), onnx_forward(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_default_export_lists_mxnet_names(tmp_path):
+    """The command of the issue: ``x2onnx mxnet det1 ... -o d1.onnx`` (simplified, verified)."""
+    from x2onnx.cli import main
+
+    sym, params, _ = _mtcnn_case("det1")
+    out = tmp_path / "d1.onnx"
+    assert main(["mxnet", str(MTCNN / "det1-symbol.json"), str(MTCNN / "det1-0001.params"),
+                 "--input-shape", "data:1,3,12,12", "-o", str(out), "-q"]) == 0
+    model = onnx.load(str(out))
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert {"prelu1_gamma", "prelu2_gamma", "prelu3_gamma"} <= set(initializers)
+    assert not [n for n in initializers if n.startswith("_v_")]
+    for key, value in params.items():
+        assert _same_bits(initializers[key], value), key
