@@ -11,11 +11,20 @@ attached back afterwards, without copying their bytes when the model is ours to 
 input of some reader is a constant: MXNet's RNN exports slice one flat parameter vector), so
 those still fold. What is lost, onnxsim's folding of BatchNormalization into Conv, happens at
 load in runtimes and in :mod:`onnx2x.torch.fusion`.
+``keep`` names initializers onnxsim must never see, whatever their size (a converter's
+parameters): onnxsim would fold a constant computation on them (the Reshape of a PReLU slope,
+the slicing of an RNN parameter vector) into a new tensor of a new name (``_v_34``), and the
+parameter's name would be gone from the model. Kept away, they stay initializers of their own
+name and value, and the computation stays in the graph (runtimes fold it at load). Where onnxsim
+did fold a float initializer into a pure reshape of it (same bytes, new shape and name), the new
+initializer takes the old name back and ``metadata_props[RESHAPED_KEY]`` (JSON ``{name: dims}``)
+records the shape it had, so that ``value.reshape(dims)`` recovers the original tensor.
 """
 from __future__ import annotations
 
+import json
 import logging
-from typing import Optional
+from typing import Collection, Optional
 
 import onnx
 
@@ -24,6 +33,9 @@ from common.model_io import copy_fields, tensor_nbytes
 
 log = logging.getLogger(__name__)
 
+RESHAPED_KEY = "simplify.reshaped_initializers"
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16})
 LARGE_INITIALIZER_BYTES = 1024  # shape tensors and axes, which constant folding needs, are smaller
 
 
@@ -69,11 +81,12 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.
                           onnx.TensorProto.BFLOAT16})
 
 
-def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False,
-             hide_weights: bool = False) -> tuple[onnx.ModelProto, frozenset]:
+def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False, hide_weights: bool = False,
+             keep: Collection[str] = ()) -> tuple[onnx.ModelProto, frozenset]:
     """A copy of ``model`` whose large initializers are graph inputs; returns it and their names.
     With ``keep_foldable``, initializers read by constant subgraphs stay initializers; with
-    ``hide_weights``, every float initializer is an input (onnxsim can fold none of them)."""
+    ``hide_weights``, every float initializer is an input (onnxsim can fold none of them); those
+    named in ``keep`` are graph inputs whatever their size."""
     out = onnx.ModelProto()
     copy_fields(out, model, ("graph",))
     copy_fields(out.graph, model.graph, ("initializer",))
@@ -81,8 +94,9 @@ def skeleton(model: onnx.ModelProto, *, keep_foldable: bool = False,
     visible = _read_by_constant_subgraphs(model.graph) if keep_foldable else set()
     large = []
     for t in model.graph.initializer:
-        hidden = hide_weights and t.data_type in _FLOAT_TYPES
-        if not hidden and (not _is_large(t) or (t.name in visible and t.data_location != onnx.TensorProto.EXTERNAL)):
+        hidden = (t.name in keep or (hide_weights and t.data_type in _FLOAT_TYPES)
+                  or (_is_large(t) and not (t.name in visible and t.data_location != onnx.TensorProto.EXTERNAL)))
+        if not hidden:
             out.graph.initializer.append(t)
             continue
         large.append(t.name)
@@ -119,6 +133,76 @@ def attach_weights(simplified: onnx.ModelProto, original: onnx.ModelProto, large
     return out
 
 
+def _float_bytes(t: onnx.TensorProto) -> Optional[tuple[int, bytes]]:
+    if t.data_type not in _FLOAT_TYPES or t.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    from onnx import numpy_helper
+
+    return t.data_type, numpy_helper.to_array(t).tobytes()
+
+
+def restore_reshaped_names(before: onnx.GraphProto, after: onnx.GraphProto) -> dict[str, list[int]]:
+    """Rename each initializer of ``after`` that onnxsim made by reshaping a float initializer of
+    ``before`` (now gone) back to that name; returns ``{name: shape in before}`` for those.
+
+    Only one-to-one matches by content: two gone initializers of equal bytes (zero biases) leave
+    their reshaped copies alone, as the name could be the wrong one.
+    """
+    kept = {t.name for t in after.initializer}
+    used = _referenced(after) | {o for n in after.node for o in n.output} | {i.name for i in after.input}
+    gone: dict[tuple[int, bytes], list[onnx.TensorProto]] = {}
+    for t in before.initializer:
+        if t.name not in kept and t.name not in used:
+            key = _float_bytes(t)
+            if key is not None:
+                gone.setdefault(key, []).append(t)
+    if not gone:
+        return {}
+    before_names = {t.name for t in before.initializer}
+    made: dict[tuple[int, bytes], list[onnx.TensorProto]] = {}
+    for t in after.initializer:
+        if t.name not in before_names:
+            key = _float_bytes(t)
+            if key in gone:
+                made.setdefault(key, []).append(t)
+    renamed = {}
+    for key, news in made.items():
+        if len(news) != 1 or len(gone[key]) != 1:
+            continue
+        old, new = gone[key][0], news[0]
+        _rename_value(after, new.name, old.name)
+        new.name = old.name
+        renamed[old.name] = list(old.dims)
+    return renamed
+
+
+def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every read of ``old`` in ``graph`` (and its subgraphs) reads ``new``."""
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _rename_value(sub, old, new)
+    for seq in (graph.output, graph.value_info):
+        for v in seq:
+            if v.name == old:
+                v.name = new
+
+
+def _record_reshaped(model: onnx.ModelProto, renamed: dict[str, list[int]]) -> None:
+    """Merge ``renamed`` into the model's :data:`RESHAPED_KEY` entry (an earlier shape wins)."""
+    if not renamed:
+        return
+    for prop in model.metadata_props:
+        if prop.key == RESHAPED_KEY:
+            merged = {**renamed, **json.loads(prop.value)}
+            prop.value = json.dumps(merged, sort_keys=True)
+            return
+    model.metadata_props.add(key=RESHAPED_KEY, value=json.dumps(renamed, sort_keys=True))
+
+
 def _referenced(graph: onnx.GraphProto) -> set[str]:
     """Every name a node (also inside subgraphs) or a graph output of ``graph`` reads."""
     names = {o.name for o in graph.output}
@@ -139,6 +223,7 @@ def simplify(
     keep_foldable: bool = False,
     skip_fuse_bn: bool = False,
     keep_trainable: bool = False,
+    keep: Collection[str] = (),
 ) -> onnx.ModelProto:
     """Return the onnxsim-simplified model, or ``model`` itself with a one-line warning.
 
@@ -147,24 +232,25 @@ def simplify(
     BatchNormalization into a Conv whose weights it can see (small ones). ``keep_trainable``
     (trainable conversion) shows onnxsim no float initializer at all, so that none is folded
     into another and every weight stays the parameter of its name, and keeps BatchNormalization
-    and Dropout nodes (which onnxsim removes as no-ops of inference).
+    and Dropout nodes (which onnxsim removes as no-ops of inference). ``keep``: initializers
+    onnxsim never sees, so that they keep their name and value (see the module's docstring).
     """
     return _simplify(model, input_shapes, label=label, in_place=in_place, keep_foldable=keep_foldable,
-                     skip_fuse_bn=skip_fuse_bn, keep_trainable=keep_trainable)[0]
+                     skip_fuse_bn=skip_fuse_bn, keep_trainable=keep_trainable, keep=keep)[0]
 
 
 def simplify_tracking_names(model: onnx.ModelProto, *, label: str = "", in_place: bool = False,
-                            keep_foldable: bool = False, skip_fuse_bn: bool = False
-                            ) -> tuple[onnx.ModelProto, Optional[set[str]]]:
+                            keep_foldable: bool = False, skip_fuse_bn: bool = False,
+                            keep: Collection[str] = ()) -> tuple[onnx.ModelProto, Optional[set[str]]]:
     """:func:`simplify`, and the names of the result that hold the same value as in ``model``
     (:func:`common.verify.survivors.surviving_tensors`; None when ``model`` came back unchanged).
     Judged on the skeletons, so no weight is compared, and before ``in_place`` reuses ``model``."""
     return _simplify(model, None, label=label, in_place=in_place, keep_foldable=keep_foldable,
-                     skip_fuse_bn=skip_fuse_bn, track=True)
+                     skip_fuse_bn=skip_fuse_bn, keep=keep, track=True)
 
 
 def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int, ...]]], *, label: str,
-              in_place: bool, keep_foldable: bool, skip_fuse_bn: bool,
+              in_place: bool, keep_foldable: bool, skip_fuse_bn: bool, keep: Collection[str] = (),
               track: bool = False, keep_trainable: bool = False) -> tuple[onnx.ModelProto, Optional[set[str]]]:
     label = label or "model"
     try:
@@ -178,7 +264,7 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
         kwargs["skipped_optimizers"] = ["eliminate_nop_dropout"]
     if input_shapes:
         kwargs["overwrite_input_shapes"] = {k: list(v) for k, v in input_shapes.items()}
-    small, large = skeleton(model, keep_foldable=keep_foldable, hide_weights=keep_trainable)
+    small, large = skeleton(model, keep_foldable=keep_foldable, hide_weights=keep_trainable, keep=frozenset(keep))
     try:
         simplified, ok = onnxsim.simplify(small, check_n=0, **kwargs)
     except Exception as exc:  # onnxsim raises anything from its C++ core
@@ -199,5 +285,10 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
         from common.verify.survivors import surviving_tensors
 
         survivors = surviving_tensors(small, simplified)
+    renamed = restore_reshaped_names(small.graph, simplified.graph)
+    if survivors is not None:
+        survivors -= set(renamed)  # an old name for another shape
     del small
-    return attach_weights(simplified, model, large, in_place=in_place), survivors
+    out = attach_weights(simplified, model, large, in_place=in_place)
+    _record_reshaped(out, renamed)
+    return out, survivors

@@ -12,8 +12,6 @@ c); GRU r, z, n (ONNX z, r, h, with ``linear_before_reset=1`` as in cuDNN's GRU)
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from .ops_common import Emitter
@@ -26,21 +24,24 @@ _ONNX_OP = {"rnn_relu": "RNN", "rnn_tanh": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 class _PackedParams:
-    """Reads blocks of MXNet's flat parameter vector, as constants when its value is known."""
+    """Reads blocks of MXNet's flat parameter vector in the graph (Slice, Reshape, Gather).
 
-    def __init__(self, e: Emitter, value: Optional[np.ndarray]) -> None:
+    Also when its value is known: the vector is then an initializer under its MXNet name, which
+    the graph keeps reading (blocks cut at export would drop the name from the model, see
+    :mod:`common.simplify`); runtimes fold the slicing when they load the model.
+    """
+
+    def __init__(self, e: Emitter) -> None:
         self.e = e
-        self.value = None if value is None else np.asarray(value).reshape(-1)
         self.name = e.inputs[1]
 
     def block(self, offset: int, rows: int, cols: int, row_order: np.ndarray) -> str:
         """``param[offset : offset + rows*cols]`` as a (rows, cols) matrix, rows reordered."""
         e = self.e
-        if self.value is not None:
-            matrix = self.value[offset:offset + rows * cols].reshape(rows, cols)[row_order]
-            return e.const(np.ascontiguousarray(matrix), hint="rnn_param")
         flat = e.slice(self.name, [offset], [offset + rows * cols], [0])
         matrix = e.op("Reshape", [flat, e.ints([rows, cols], "rnn_shape")])
+        if np.array_equal(row_order, np.arange(rows)):
+            return matrix
         return e.op("Gather", [matrix, e.ints(row_order, "rnn_rows")], axis=0)
 
 
@@ -76,7 +77,7 @@ def convert_rnn(node, **kwargs):
     rows = gates * hidden
     input_size = e.need_input_shape(0)[2]
     order = _row_order(mode, hidden)
-    params = _PackedParams(e, e.weight(1))
+    params = _PackedParams(e)
 
     # offsets of every (layer, direction) block in the packed vector
     weight_offsets, offset = [], 0

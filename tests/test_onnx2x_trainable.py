@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx2x.cli import main
 from onnx2x.torch import artifact, convert
+from onnx2x.torch.naming import onnx_initializer
 
 C, H, W, CLASSES = 4, 6, 6, 5
 BN = {"bn1": (0.9, 1e-5), "bn2": (0.7, 1e-3)}  # name: (ONNX momentum, epsilon); bn1 has the default momentum
@@ -204,7 +205,9 @@ def test_weights_are_not_folded_into_new_constants() -> None:
     gm(x).sum().backward()
     np.testing.assert_allclose(gm.w.grad.numpy(), np.tile(x.sum(0).numpy(), 3), rtol=1e-5)
     np.testing.assert_allclose(gm(x).detach().numpy(), x.numpy() @ w.reshape(3, 4).T, rtol=1e-5)
-    assert "w" not in dict(convert(model).named_parameters())  # default: folded
+    default = convert(model)  # folded: the transposed (4, 3) weight, stored under w's name
+    assert tuple(default.w.shape) == (4, 3) and not default.w.requires_grad
+    np.testing.assert_array_equal(onnx_initializer(default, "w").numpy(), w)
 
 
 def test_fine_tuning_reduces_the_loss() -> None:

@@ -134,7 +134,9 @@ def test_names_a_fusion_gave_a_new_value_leave_the_tensor_map(tmp_path):
     params = {name: mx.nd.array(rng.normal(size=size)) for name, size in sizes.items()}
     shape = (1, 3, 10, 10)
     model = export(out, params, {"data": shape}, verify=False)
-    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "Conv"]
+    # the Add is folded into the Conv as a bias: a Squeeze of ``shift``, which keeps its MXNet name
+    assert [n.op_type for n in model.graph.node] == ["Squeeze", "Conv", "Relu", "Conv"]
+    assert "shift" in {t.name for t in model.graph.initializer}
     tensor_map = _tensor_map(model)
     assert "conv1_output" not in tensor_map and "addb_output" not in tensor_map and tensor_map["conv2_output"]
     data = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)

@@ -338,6 +338,9 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
     }
     if getattr(gm, "onnx2x_trainable", False):  # converted with trainable=True (absent otherwise)
         meta["onnx2x_trainable"] = True
+    for key, attr in (("ONNX_PARAM_PERMUTED", "onnx_param_permuted"), ("ONNX_PARAM_RESHAPED", "onnx_param_reshaped")):
+        if getattr(gm, attr, None):  # initializer = param.permute(PERMUTED).reshape(RESHAPED)
+            meta[key] = dict(getattr(gm, attr))
     for spec in reversed(collected.classes):  # children first, so readers meet them before use
         parts.append("")
         parts.append(f"class {spec.name}(torch.nn.Module):")

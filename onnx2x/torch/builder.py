@@ -6,6 +6,16 @@ computed only from those), a Python list for ONNX sequences, or ``None`` for an 
 optional input. Converters emit code through :class:`NodeContext`; a call whose arguments are
 all known runs immediately, so static shape arithmetic is folded at conversion time for free and
 never reaches the forward pass.
+
+Names: a float initializer becomes a parameter named after it (:func:`naming.sanitize`;
+``gm.onnx_param_names`` maps back). With ``keep_initializers`` (``convert(..., fuse=False)``)
+that holds for every float initializer: a tensor folded from one (a PReLU slope's Reshape, an
+RNN vector's slices) is not stored under a new name; the forward recomputes it from the
+parameter with the calls that folded it (:meth:`GraphBuilder.note_derived`), so the module's
+parameters are the ONNX initializers, names and values unchanged, and gradients reach them.
+Otherwise a folded reshape or transpose of a float initializer (a view of all its elements)
+that is stored in its place takes the initializer's name; ``gm.onnx_param_permuted`` and
+``gm.onnx_param_reshaped`` record how to get it back (:func:`naming.onnx_initializer`).
 """
 from __future__ import annotations
 
@@ -93,6 +103,14 @@ def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
         raise ConversionFailure(f"dtype {arr.dtype} has no PyTorch equivalent") from exc
 
 
+def _permutation_to_contiguous(t: torch.Tensor) -> Optional[tuple[int, ...]]:
+    """``perm`` with ``t.permute(perm)`` contiguous (a transposed view of a dense tensor), or None."""
+    if t.is_contiguous():
+        return tuple(range(t.dim()))
+    perm = tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.size(d))))
+    return perm if t.permute(perm).is_contiguous() else None
+
+
 def _views_private_bytes(arr: np.ndarray) -> bool:
     """True when ``arr`` is a view of a ``bytes`` object (as ``np.frombuffer(proto.raw_data)`` is)."""
     base = arr.base
@@ -129,6 +147,7 @@ class GraphBuilder:
         parent: Optional["GraphBuilder"] = None,
         value_shapes: Optional[dict[str, tuple]] = None,
         trainable: bool = False,
+        keep_initializers: bool = False,
     ) -> None:
         self.opsets = dict(opsets)
         self.file = file
@@ -153,6 +172,15 @@ class GraphBuilder:
         self._submodule_count = 0
         self.input_names: list[str] = []
         self.output_names: list[str] = []
+        # keep_initializers: how each tensor known from a float initializer was folded (by id)
+        self.keep_initializers = keep_initializers
+        self._recipes: dict[int, tuple] = {}
+        # otherwise: pure reshapes of a float initializer (by id) -> (its name, its shape)
+        self._views: dict[int, tuple[str, tuple[int, ...]]] = {}
+        self._view_attrs: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # ONNX name -> how its stored tensor gives it back: .permute(permuted).reshape(reshaped)
+        self.reshaped: dict[str, tuple[int, ...]] = {}
+        self.permuted: dict[str, tuple[int, ...]] = {}
 
     # --- values --------------------------------------------------------------------------------
     def lookup(self, value: ir.Value) -> Handle:
@@ -213,14 +241,137 @@ class GraphBuilder:
         self._stat_ids.clear()
         self._attr_names.clear()
         self._initializer_value.clear()
+        self._recipes.clear()
+        self._views.clear()
         for table in (self.root._parameters, self.root._buffers):  # ``finish`` copied them to the module
             table.clear()
 
+    # --- keep_initializers: tensors folded from float initializers are recomputed ---------------
+    def _is_parameter(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor) and obj.dtype.is_floating_point and id(obj) in self._initializer_of
+
+    def _derives(self, obj: Any) -> bool:
+        """True when ``obj`` holds a float initializer or a value folded from one."""
+        if isinstance(obj, torch.Tensor):
+            return id(obj) in self._recipes or self._is_parameter(obj)
+        if isinstance(obj, (list, tuple)):
+            return id(obj) in self._recipes or any(self._derives(o) for o in obj)
+        if isinstance(obj, dict):
+            return any(self._derives(o) for o in obj.values())
+        if isinstance(obj, slice):
+            return any(self._derives(o) for o in (obj.start, obj.stop, obj.step))
+        return False
+
+    def note_derived(self, result: Any, recipe: tuple) -> None:
+        """Remember how a folded ``result`` was computed when it derives from a float initializer.
+
+        ``recipe``: ``("call", target, args, kwargs)`` or ``("method", name, obj, args, kwargs)``.
+        Only with ``keep_initializers``; :meth:`materialize` then replays it in the forward.
+        """
+        if not self.keep_initializers:
+            self._note_reshape(result, recipe)
+            return
+        if not isinstance(result, (torch.Tensor, list, tuple)):
+            return
+        if not self._derives(recipe[2:]):
+            return
+        self._recipes[id(result)] = recipe
+        self._keepalive.append(result)  # ids stay unique while the recipe may be replayed
+        if isinstance(result, (list, tuple)):
+            for i, item in enumerate(result):
+                if isinstance(item, torch.Tensor):
+                    self._recipes[id(item)] = ("call", operator.getitem, (result, i), {})
+                    self._keepalive.append(item)
+
+    def _note_reshape(self, result: Any, recipe: tuple) -> None:
+        """Remember ``result`` when it holds exactly the elements of a float initializer (or of
+        such a tensor), reshaped and transposed: a view of all its bytes, in another order."""
+        if (not isinstance(result, torch.Tensor) or not result.dtype.is_floating_point
+                or _permutation_to_contiguous(result) is None):
+            return
+        sources = (recipe[2],) + tuple(recipe[3]) if recipe[0] == "method" else tuple(recipe[2])
+        for src in sources:
+            if not isinstance(src, torch.Tensor) or src.numel() != result.numel():
+                continue
+            root = self._views.get(id(src))
+            if root is None and self._is_parameter(src) and src.is_contiguous():
+                root = (self._initializer_of[id(src)], tuple(src.shape))
+            if (root is not None and src.dtype == result.dtype and src.storage_offset() == result.storage_offset()
+                    and src.untyped_storage().data_ptr() == result.untyped_storage().data_ptr()):
+                self._views[id(result)] = root
+                self._keepalive.append(result)
+                return
+
+    def _name_reshapes(self) -> None:
+        """A stored reshape/transpose of an initializer that is not stored itself takes its name;
+        ``permuted`` and ``reshaped`` record how to get the initializer back."""
+        claimed = set(self.param_names.values())
+        roots = [root for attr, (root, _) in self._view_attrs.items() if attr in self.param_names]
+        for attr, (onnx_name, shape) in self._view_attrs.items():
+            new = sanitize(onnx_name, "const")
+            if attr not in self.param_names or onnx_name in claimed or roots.count(onnx_name) != 1:
+                continue
+            if attr != new:
+                if hasattr(self.root, new) or new in self.root._modules:
+                    continue
+                table = self.root._parameters if attr in self.root._parameters else self.root._buffers
+                table[new] = table.pop(attr)
+                for node in self.graph.nodes:
+                    if node.op == "get_attr" and node.target == attr:
+                        node.target = new
+                        node._rename(new)
+                del self.param_names[attr]
+            self.param_names[new] = onnx_name
+            stored = getattr(self.root, new)
+            perm = _permutation_to_contiguous(stored)
+            if perm is not None and perm != tuple(range(stored.dim())):
+                self.permuted[onnx_name] = perm
+            if tuple(stored.shape) != shape or onnx_name in self.permuted:
+                self.reshaped[onnx_name] = shape
+
+    def _replay_lift(self, obj: Any, hint: str) -> Any:
+        """:meth:`lift`, turning values folded from initializers back into the calls that made them."""
+        if isinstance(obj, (torch.Tensor, list, tuple)) and id(obj) in self._recipes:
+            return self._replay(obj, hint)
+        if isinstance(obj, (torch.Tensor,)) or is_string_array(obj):
+            return self.lift(obj, hint)
+        if isinstance(obj, list):
+            return [self._replay_lift(o, hint) for o in obj]
+        if isinstance(obj, tuple):
+            return tuple(self._replay_lift(o, hint) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self._replay_lift(v, hint) for k, v in obj.items()}
+        if isinstance(obj, slice):
+            return slice(self._replay_lift(obj.start, hint), self._replay_lift(obj.stop, hint),
+                         self._replay_lift(obj.step, hint))
+        return obj
+
+    def _replay(self, value: Any, hint: str) -> fx.Node:
+        key = id(value)
+        if key in self._attr_cache:
+            return self._attr_cache[key]
+        recipe = self._recipes[key]
+        if recipe[0] == "call":
+            _, target, args, kwargs = recipe
+            node = self.graph.call_function(target, self._replay_lift(tuple(args), hint),
+                                            self._replay_lift(dict(kwargs), hint))
+            if getattr(target, "__module__", "").startswith(_RUNTIME_PREFIX):
+                node.meta["is_wrapped"] = True
+        else:
+            _, name, obj, args, kwargs = recipe
+            node = self.graph.call_method(name, self._replay_lift((obj,) + tuple(args), hint),
+                                          self._replay_lift(dict(kwargs), hint))
+        self._attr_cache[key] = node
+        return node
+
     def materialize(self, tensor: torch.Tensor, hint: str = "const") -> fx.Node:
-        """A ``get_attr`` node for a known tensor (parameter if it is an initializer of float type)."""
+        """A ``get_attr`` node for a known tensor (parameter if it is an initializer of float type);
+        with ``keep_initializers``, a tensor folded from one is recomputed from it instead."""
         key = id(tensor)
         if key in self._attr_cache:
             return self._attr_cache[key]
+        if key in self._recipes:
+            return self._replay(tensor, hint)
         onnx_name = self._initializer_of.get(key)
         base = sanitize(self._attr_names.get(key) or onnx_name or hint, "const")
         name = base
@@ -228,7 +379,10 @@ class GraphBuilder:
         while hasattr(self.root, name) or name in self.root._modules:
             i += 1
             name = f"{base}_{i}"
-        if onnx_name is not None and tensor.dtype.is_floating_point and key not in self._stat_ids:
+        if key in self._views:  # named after its initializer at the end, if that is not stored itself
+            self._view_attrs[name] = self._views[key]
+        if ((onnx_name is not None or key in self._views) and tensor.dtype.is_floating_point
+                and key not in self._stat_ids):
             self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=self.trainable))
         else:
             self.root.register_buffer(name, tensor)
@@ -387,12 +541,15 @@ class GraphBuilder:
         self.graph.output(tuple(handles) if as_tuple else handles[0])
         self.graph.eliminate_dead_code()
         self._drop_unused_attrs()
+        self._name_reshapes()
         if channels_last:
             self._conv_weights_channels_last()
         gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedModel")
         gm.onnx_input_names = list(self.input_names)
         gm.onnx_output_names = list(self.output_names)
         gm.onnx_param_names = dict(self.param_names)
+        gm.onnx_param_reshaped = dict(self.reshaped)
+        gm.onnx_param_permuted = dict(self.permuted)
         live = {n.name for n in self.graph.nodes}
         gm.onnx_value_to_fx = {k: v for k, v in self.value_to_fx.items() if v in live}
         return gm
@@ -549,9 +706,11 @@ class NodeContext:
         """``target(*args, **kwargs)``: computed now when every argument is known, else emitted."""
         if self._foldable(args, kwargs):
             try:
-                return target(*args, **kwargs)
+                result = target(*args, **kwargs)
             except Exception as exc:
                 raise ConversionFailure(f"{getattr(target, '__name__', target)} failed on constant inputs: {' '.join(str(exc).split())[:300]}") from exc
+            self.builder.note_derived(result, ("call", target, args, kwargs))
+            return result
         hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
         node = self.builder.graph.call_function(
             target, self.builder.lift(tuple(args), hint), self.builder.lift(dict(kwargs), hint)
@@ -565,7 +724,9 @@ class NodeContext:
     def method(self, name: str, obj: Any, *args: Any, **kwargs: Any) -> Handle:
         """``obj.name(*args, **kwargs)`` (folded when everything is known)."""
         if self._foldable(obj, args, kwargs):
-            return getattr(obj, name)(*args, **kwargs)
+            result = getattr(obj, name)(*args, **kwargs)
+            self.builder.note_derived(result, ("method", name, obj, args, kwargs))
+            return result
         hint = sanitize(self.node.outputs[0].name if self.node.outputs else self.name)
         return self.builder.graph.call_method(
             name, self.builder.lift((obj,) + tuple(args), hint), self.builder.lift(dict(kwargs), hint)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import onnx
 import torch
@@ -12,6 +13,7 @@ import torch.fx as fx
 from common import ir as cir
 from common.errors import ConversionError, ConversionFailure, ModelLoadError
 from common.model_io import PathLike, as_model_proto, load_onnx
+from common.simplify import RESHAPED_KEY
 from common.simplify import simplify as run_onnxsim
 
 from . import fusion
@@ -28,6 +30,7 @@ def prepare(
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,
     lazy: bool = False,
     trainable: bool = False,
+    keep_initializers: bool = False,
 ) -> tuple[onnx.ModelProto, str]:
     """Load, densify sparse tensors, simplify (optionally), inline local functions and infer shapes.
 
@@ -37,6 +40,8 @@ def prepare(
 
     ``lazy=True`` (for a path): the weights stay in the file (:func:`common.model_io.load_onnx`);
     :func:`convert_prepared` reads each of them once, straight into the module's tensors.
+    ``keep_initializers``: onnxsim never sees the float initializers, so none is folded into a
+    tensor of another name (:mod:`common.simplify`); for ``fuse=False``.
     """
     if lazy and not isinstance(model, onnx.ModelProto):
         proto, label = load_onnx(model, lazy=True), str(model)
@@ -45,8 +50,9 @@ def prepare(
     proto = densify_sparse(proto, label=label)
     given = model if isinstance(model, onnx.ModelProto) else None
     if simplify:
+        keep = float_initializers(proto.graph) if keep_initializers else ()
         proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given,
-                            keep_trainable=trainable)
+                            keep_trainable=trainable, keep=keep)
     elif input_shapes:
         proto = _fix_input_shapes(proto, input_shapes, label)
     if len(proto.functions):
@@ -58,6 +64,17 @@ def prepare(
     # In place (no serialized copy of the weights) unless the proto is the caller's own object.
     proto = cir.infer_shapes(proto, in_place=proto is not given)
     return proto, label
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16}) | frozenset(
+    getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+    if hasattr(onnx.TensorProto, n))
+
+
+def float_initializers(graph: onnx.GraphProto) -> set[str]:
+    """Names of the graph's floating-point initializers: the weights, which become parameters."""
+    return {t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES}
 
 
 def _fix_input_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], label: str) -> onnx.ModelProto:
@@ -90,12 +107,17 @@ def convert(
 
     ``fuse`` (default: the value of ``simplify``) folds BatchNormalization and per-channel
     Mul/Add into convolutions and fuses conv+add+relu (:mod:`onnx2x.torch.fusion`); without it
-    every float initializer stays a parameter of the same name and value.
+    every float initializer stays a parameter of the same name and value: onnxsim does not fold
+    them, and what the graph computes from one (a Reshape of a PReLU slope, slices of an RNN
+    vector) is computed in the forward from the parameter (:mod:`onnx2x.torch.builder`).
 
     The module's forward takes the ONNX graph inputs in order and returns one tensor, or a tuple
     when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
     ``gm.onnx_param_names`` (attribute -> initializer) and ``gm.onnx_value_to_fx`` (ONNX tensor
-    name -> fx node name) tie the module back to the ONNX graph.
+    name -> fx node name) tie the module back to the ONNX graph. ``gm.onnx_param_reshaped``
+    (initializer -> shape) and ``gm.onnx_param_permuted`` (initializer -> dims) list the
+    parameters stored reshaped or transposed (a PReLU slope's folded Reshape): the initializer's
+    value is ``param.permute(dims).reshape(shape)`` (:func:`onnx2x.torch.naming.onnx_initializer`).
 
     ``trainable=True`` converts for fine-tuning instead of fast inference: every float
     initializer is a parameter that requires grad, and nothing is folded into anything (no
@@ -111,11 +133,12 @@ def convert(
     """
     if trainable and fuse:
         raise ValueError("fuse=True folds weights into one another; a trainable conversion keeps each of them")
-    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, trainable=trainable)
+    fuse = bool(simplify if fuse is None else fuse) and not trainable
+    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, trainable=trainable,
+                           keep_initializers=not fuse)
     box = [proto]  # hand the only reference over: the proto is freed once the weights are tensors
     del proto
-    return _convert_owned(box, label, fuse=bool(simplify if fuse is None else fuse) and not trainable,
-                          trainable=trainable)
+    return _convert_owned(box, label, fuse=fuse, trainable=trainable)
 
 
 def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True,
@@ -142,6 +165,24 @@ def _one_thread() -> Iterator[None]:
     finally:
         if threads > 1:
             torch.set_num_threads(threads)
+
+
+def _reshaped_upstream(gm: fx.GraphModule, model: Any) -> None:
+    """Add to ``gm.onnx_param_reshaped`` the initializers that onnxsim stored reshaped (this
+    conversion's or an earlier one's, :data:`common.simplify.RESHAPED_KEY`): their shape there
+    is the source's, so it wins over the builder's."""
+    recorded = model.metadata_props.get(RESHAPED_KEY)
+    if not recorded:
+        return
+    try:
+        shapes = json.loads(recorded)
+    except ValueError:
+        log.warning("metadata %s is not JSON; ignored", RESHAPED_KEY)
+        return
+    stored = set(gm.onnx_param_names.values())
+    for name, dims in shapes.items():
+        if name in stored:
+            gm.onnx_param_reshaped[name] = tuple(int(d) for d in dims)
 
 
 def _convert_owned(box: list, label: str, *, fuse: bool, trainable: bool = False) -> fx.GraphModule:
@@ -173,10 +214,11 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
     model = cir.from_proto(box.pop(), file=label)
     opsets = {("" if d == "ai.onnx" else d): int(v) for d, v in model.opset_imports.items()}
     opsets.setdefault("", 1)
-    builder = GraphBuilder(opsets, file=label, trainable=trainable)
+    builder = GraphBuilder(opsets, file=label, trainable=trainable, keep_initializers=not fuse)
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False)
+        _reshaped_upstream(gm, model)
         if trainable:
             _warn_tied(gm, model.graph, label)
         info = fusion.value_info(gm, model.graph) if fuse else {}

@@ -129,7 +129,7 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
     present = _existing_tensors(model)
     if simplify:
         progress.stage("simplify")
-        model, survivors = simplify_model(model, label=sym_file)
+        model, survivors = simplify_model(model, label=sym_file, params=all_params)
         if survivors is not None:  # fusions can keep a name for a new value: map only survivors
             present = survivors
     tensor_map = {k: v for k, v in result.tensor_map.items() if v in present}
