@@ -245,3 +245,24 @@ def test_global_pool_of_unknown_rank(op: str):
     for shape in ([2, 3, 4, 5], [2, 6, 10]):
         feeds = {"x": x, "shape": np.array(shape, dtype=np.int64)}
         _check(gm(torch.from_numpy(x), torch.tensor(shape)), reference_outputs(model, feeds))
+
+
+@pytest.mark.parametrize("op", ["Gather", "GatherElements"])
+def test_gather_with_negative_axis_on_unknown_rank(op: str):
+    """axis=-1 on a tensor whose rank is known only at run time counts from the end."""
+    from onnx import numpy_helper
+
+    index = np.array([[2, 0, 1]] * 6, dtype=np.int64).reshape(2, 3, 3) if op == "GatherElements" \
+        else np.array([2, 0], dtype=np.int64)
+    graph = h.make_graph(
+        [h.make_node("Reshape", ["x", "shape"], ["r"]), h.make_node(op, ["r", "index"], ["y"], axis=-1)],
+        "gather_last",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 12]), h.make_tensor_value_info("shape", T.INT64, [None])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [numpy_helper.from_array(index, "index")],
+    )
+    model = _model(graph)
+    gm = convert(model, simplify=False)
+    x = np.random.default_rng(2).standard_normal((2, 12)).astype(np.float32)
+    shape = np.array([2, 3, 4], dtype=np.int64)
+    _check(gm(torch.from_numpy(x), torch.from_numpy(shape)), reference_outputs(model, {"x": x, "shape": shape}))

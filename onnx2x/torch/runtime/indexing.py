@@ -16,7 +16,10 @@ def _wrap(indices: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def gather(data: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tensor:
-    """ONNX Gather: ``data[:, ..., indices, ...]`` with the index tensor at ``axis``."""
+    """ONNX Gather: ``data[:, ..., indices, ...]`` with the index tensor at ``axis`` (negative:
+    from the end, for data whose rank was known only at run time)."""
+    if axis < 0:
+        axis += data.dim()
     index = (slice(None),) * axis + (indices.to(torch.int64),)
     return data[index]
 
