@@ -165,30 +165,34 @@ def restore_reshaped_names(before: onnx.GraphProto, after: onnx.GraphProto) -> d
             key = _float_bytes(t)
             if key in gone:
                 made.setdefault(key, []).append(t)
-    renamed = {}
+    renamed, names = {}, {}
     for key, news in made.items():
         if len(news) != 1 or len(gone[key]) != 1:
             continue
         old, new = gone[key][0], news[0]
-        _rename_value(after, new.name, old.name)
+        names[new.name] = old.name
         new.name = old.name
         renamed[old.name] = list(old.dims)
+    _rename_values(after, names)
     return renamed
 
 
-def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Every read of ``old`` in ``graph`` (and its subgraphs) reads ``new``."""
+def _rename_values(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    """Every read of a key of ``names`` in ``graph`` (and its subgraphs) reads its value (one
+    walk for all of them: a walk per name is quadratic on big graphs)."""
+    if not names:
+        return
     for node in graph.node:
         for k, name in enumerate(node.input):
-            if name == old:
-                node.input[k] = new
+            if name in names:
+                node.input[k] = names[name]
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _rename_value(sub, old, new)
+                _rename_values(sub, names)
     for seq in (graph.output, graph.value_info):
         for v in seq:
-            if v.name == old:
-                v.name = new
+            if v.name in names:
+                v.name = names[v.name]
 
 
 def _record_reshaped(model: onnx.ModelProto, renamed: dict[str, list[int]]) -> None:
