@@ -2,6 +2,10 @@
 
 Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the finished module:
 
+0. **Exact patterns** (:mod:`.fusion_patterns`): decomposed LayerNorm/RMSNorm, GELU, attention and
+   MatMul+bias chains back into ``F.layer_norm``/``F.rms_norm``/``F.gelu``/
+   ``F.scaled_dot_product_attention``/``F.linear``.
+
 1. **Affine folding.** A per-channel affine op with constant parameters -- inference
    BatchNormalization, or Mul/Add/Sub/Div by a per-channel constant -- that is the only consumer
    of a convolution (or transposed convolution) with a constant weight is folded into that
@@ -33,6 +37,7 @@ import torch.nn.functional as F
 from .builder import channels_last_conv_weights
 from .dtypes import torch_dtype
 from .runtime import conv as rt_conv
+from .fusion_patterns import ValueInfo, fuse_patterns
 from .runtime import normalization as rt_norm
 
 log = logging.getLogger(__name__)
@@ -53,12 +58,19 @@ class FusionStats:
     fused_convs: int = 0  # conv2d calls turned into conv2d_fused
     fused_adds: int = 0
     fused_relus: int = 0
+    layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
+    rms_norms: int = 0
+    gelus: int = 0
+    attentions: int = 0
+    linears: int = 0
 
 
-def fuse(gm: fx.GraphModule, info: Optional[dict[str, tuple[int, Optional[torch.dtype]]]] = None) -> FusionStats:
-    """Fold and fuse in place. ``info`` (:func:`value_info`) gives the ranks BatchNormalization needs."""
+def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:
+    """Fold and fuse in place. ``info`` (:func:`value_info`) gives the ranks and shapes the passes check."""
     stats = FusionStats()
     info = info or {}
+    for key, value in vars(fuse_patterns(gm, info)).items():
+        setattr(stats, key, value)
     _fold_into_convs(gm, stats)
     _batch_norms_to_affine(gm, info, stats)
     _fuse_conv2d(gm, stats)
@@ -71,7 +83,7 @@ def fuse(gm: fx.GraphModule, info: Optional[dict[str, tuple[int, Optional[torch.
     live = {n.name for n in gm.graph.nodes}
     if hasattr(gm, "onnx_value_to_fx"):
         gm.onnx_value_to_fx = {k: v for k, v in gm.onnx_value_to_fx.items() if v in live}
-    if stats.folded or stats.fused_convs:
+    if any(vars(stats).values()):
         log.debug("fusion: %s", stats)
     return stats
 
@@ -263,8 +275,7 @@ def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats) -> None:
 
 
 # --- 1b. the remaining inference BatchNormalizations -> one multiply-add ------------------------
-def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, tuple[int, Optional[torch.dtype]]],
-                           stats: FusionStats) -> None:
+def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats: FusionStats) -> None:
     """``BN(x) [* a + c ...] [relu]`` -> ``addcmul(shift, x, scale)`` [``relu_`` in place].
 
     Why: for channels-last activations ``F.batch_norm`` is about three times slower than
@@ -277,7 +288,7 @@ def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, tuple[int, Option
             continue
         if node.kwargs or not isinstance(node.args[0], fx.Node):
             continue
-        rank, value_dtype = info.get(node.name, (None, None))
+        rank, value_dtype, _ = info.get(node.name, ValueInfo(None, None, None))
         params = [_const(gm, a) for a in node.args[1:5]]
         if rank is None or rank < 2 or any(p is None or p.dim() != 1 for p in params):
             continue
@@ -414,20 +425,22 @@ def _only_user(node: fx.Node) -> Optional[fx.Node]:
 
 
 # --- bookkeeping ---------------------------------------------------------------------------------
-def value_info(gm: fx.GraphModule, graph: ir.Graph) -> dict[str, tuple[int, Optional[torch.dtype]]]:
-    """fx node name -> (rank, dtype) of the ONNX value it computes, where shape inference knows the rank."""
+def value_info(gm: fx.GraphModule, graph: ir.Graph) -> dict[str, ValueInfo]:
+    """fx node name -> rank, dtype and shape of the ONNX value it computes (graph inputs included),
+    where shape inference knows the rank."""
     value_to_fx: dict[str, str] = getattr(gm, "onnx_value_to_fx", {})
-    info: dict[str, tuple[int, Optional[torch.dtype]]] = {}
-    for onnx_node in graph:
-        for value in onnx_node.outputs:
-            fx_name = value_to_fx.get(value.name)
-            if fx_name is None or value.shape is None:
-                continue
-            try:
-                dtype = None if value.dtype is None else torch_dtype(value.dtype.value)
-            except Exception:  # types torch lacks: not fused anyway
-                dtype = None
-            info[fx_name] = (len(value.shape), dtype)
+    info: dict[str, ValueInfo] = {}
+    values = list(graph.inputs) + [value for onnx_node in graph for value in onnx_node.outputs]
+    for value in values:
+        fx_name = value_to_fx.get(value.name)
+        if fx_name is None or value.shape is None:
+            continue
+        try:
+            dtype = None if value.dtype is None else torch_dtype(value.dtype.value)
+        except Exception:  # types torch lacks: not fused anyway
+            dtype = None
+        shape = tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in value.shape)
+        info[fx_name] = ValueInfo(len(shape), dtype, shape)
     return info
 
 
