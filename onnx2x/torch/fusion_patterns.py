@@ -512,6 +512,8 @@ def _untransposed(gm: fx.GraphModule, kt: fx.Node, rank: int, before: fx.Node, c
         perm = list(kt.args[1])
         perm[-2], perm[-1] = perm[-1], perm[-2]
         chain.append(kt)
+        if perm == list(range(rank)):
+            return kt.args[0]
         with gm.graph.inserting_before(before):
             return gm.graph.create_node("call_function", torch.permute, (kt.args[0], perm), name="key")
     if _call(kt, (torch.transpose,), 3) and sorted(a % rank for a in kt.args[1:]) == [rank - 2, rank - 1] \
