@@ -655,3 +655,34 @@ def test_fused_block_exports_and_reexports_to_onnx_with_the_same_numbers(tmp_pat
     again = onnx.load(str(path))
     assert {"LayerNormalization", "Erf"} <= {n.op_type for n in again.graph.node}
     np.testing.assert_allclose(_ort(again, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
+
+
+# --- a real producer: transformers exported by torch.onnx.export ------------------------------
+@pytest.mark.parametrize("kind,approximate,linears", [("bert", "none", 12), ("gpt2", "tanh", 8)])
+def test_transformers_exports_convert_fused_and_pass_the_cli_check(kind: str, approximate: str, linears: int,
+                                                                    tmp_path) -> None:
+    """2-layer BERT / GPT-2 at opset 14: 5 LayerNorms (2 a layer + embeddings / ln_f), one GELU and
+    one attention a layer, every MatMul+bias / Gemm a linear; the CLI's check against
+    onnxruntime passes and a padded mask gives the unfused module's numbers."""
+    from onnx2x.cli import main
+    from tests.support.fusion_models import export_plain
+
+    src = export_plain(kind, tmp_path / f"{kind}.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "out" / f"{kind}.pt"), "-q"]) == 0
+    gm = convert(onnx.load(str(src)))
+    assert _count(gm, F.layer_norm) == 5 and _count(gm, F.scaled_dot_product_attention) == 2
+    assert _count(gm, F.linear) == linears and torch.matmul not in _targets(gm)
+    gelus = [n for n in gm.graph.nodes if n.target is F.gelu]
+    assert len(gelus) == 2 and all(n.kwargs.get("approximate", "none") == approximate for n in gelus)
+    assert torch.pow not in _targets(gm) and torch.erf not in _targets(gm) and torch.tanh not in _targets(gm)
+    ids = torch.from_numpy(_rng(7).integers(0, 64, (2, 8)))
+    mask = torch.ones(2, 8, dtype=torch.int64)
+    mask[1, 5:] = 0
+    plain = convert(onnx.load(str(src)), fuse=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(gm(ids, mask).numpy(), plain(ids, mask).numpy(), rtol=RTOL, atol=ATOL)
+    feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
+    np.testing.assert_allclose(gm(ids, mask).detach().numpy(), _ort(onnx.load(str(src)), feeds)[0],
+                               rtol=RTOL, atol=ATOL)
+    source = (tmp_path / "out" / f"{kind}.py").read_text()
+    assert source.count("scaled_dot_product_attention(") == 2 and source.count("layer_norm(") == 5
