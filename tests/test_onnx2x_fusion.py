@@ -520,6 +520,10 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
         nodes.append(mk("Div", ["s", "root"], ["l"]))
     elif form == "scale-on-q-and-k":
         nodes.append(mk("Add", ["mask", "s"], ["l"]))
+    elif form == "causal-constant":  # a constant [L, S] mask
+        causal = np.triu(np.full((5, 6), np.finfo(np.float32).min, np.float32), k=2)
+        inits.append(numpy_helper.from_array(causal, "causal"))
+        nodes += [mk("Mul", ["s", "scale"], ["ss"]), mk("Add", ["ss", "causal"], ["l"])]
     elif form == "tensor-scale":  # a [L, S] bias multiplied in: not a scale
         nodes += [mk("Mul", ["s", "bias_scores"], ["l"])]
     axis = 2 if form == "softmax-axis2" else (3 if form == "opset11" else -1)
@@ -537,7 +541,7 @@ def _attention_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: feeds[i.name] for i in model.graph.input}
 
 
-@pytest.mark.parametrize("form", ["bert", "div-no-mask", "scale-on-q-and-k", "opset11"])
+@pytest.mark.parametrize("form", ["bert", "div-no-mask", "scale-on-q-and-k", "opset11", "causal-constant"])
 def test_attention_becomes_scaled_dot_product_attention(form: str) -> None:
     model = _attention_model(form)
     gm = _check(model, _attention_feeds(model))

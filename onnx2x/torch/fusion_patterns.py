@@ -524,9 +524,12 @@ def _untransposed(gm: fx.GraphModule, kt: fx.Node, rank: int, before: fx.Node, c
         return gm.graph.call_function(torch.transpose, (kt, -2, -1))
 
 
-def _mask_fits(info: Info, mask: Any, scores: fx.Node) -> bool:
+def _mask_fits(gm: fx.GraphModule, info: Info, mask: Any, scores: fx.Node) -> bool:
     """The additive mask broadcasts to the scores' shape without enlarging it (as far as known)."""
     m, s = _info(info, mask), _info(info, scores)
+    constant = _const(gm, mask)
+    if constant is not None:  # a constant mask (a causal one folded at conversion)
+        m = ValueInfo(constant.dim(), constant.dtype, tuple(constant.shape))
     if m.dtype not in _FLOATS or m.dtype != s.dtype or m.rank is None or s.rank is None or m.rank > s.rank:
         return False
     if m.shape is None or s.shape is None:
@@ -562,7 +565,7 @@ def _attention(gm: fx.GraphModule, info: Info, softmax: fx.Node) -> int:
                 break
         else:
             return 0
-        if len(scores.users) != 1 or not _mask_fits(info, mask, scores):
+        if len(scores.users) != 1 or not _mask_fits(gm, info, mask, scores):
             return 0
     matmul, scale = _unscale(gm, scores, rank, chain)  # appends the scale steps on the scores
     if not _call(matmul, (torch.matmul,), 2) or len(matmul.users) != 1:
