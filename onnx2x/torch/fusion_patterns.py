@@ -185,7 +185,7 @@ def _square_of(gm: fx.GraphModule, node: Any) -> Optional[fx.Node]:
 
 
 def _cube_of(gm: fx.GraphModule, node: Any) -> Optional[fx.Node]:
-    """(x, intermediates) when ``node`` computes x ** 3: ``pow(x, 3)`` or ``x * x * x`` in any grouping."""
+    """x when ``node`` computes x ** 3: ``pow(x, 3)``, ``(x * x) * x`` or ``x * (x * x)``."""
     if _call(node, (torch.pow, operator.pow), 2) and isinstance(node.args[0], fx.Node):
         return node.args[0] if _scalar(gm, node.args[1], None) == 3.0 else None
     if _call(node, _MUL, 2):
@@ -532,6 +532,8 @@ def _mask_fits(gm: fx.GraphModule, info: Info, mask: Any, scores: fx.Node) -> bo
         m = ValueInfo(constant.dim(), constant.dtype, tuple(constant.shape))
     if m.dtype not in _FLOATS or m.dtype != s.dtype or m.rank is None or s.rank is None or m.rank > s.rank:
         return False
+    if m.rank < 2:  # SDPA indexes the mask's last two dims
+        return False
     if m.shape is None or s.shape is None:
         return True
     for dm, ds in zip(m.shape[::-1], s.shape[::-1]):
@@ -624,8 +626,8 @@ def _linear(gm: fx.GraphModule, info: Info, node: fx.Node) -> int:
     onnx_name = param_names.get(w_arg.target, w_arg.target)
     if trans_b:
         weight = w_arg
-    elif len(w_arg.users) == 1 and sum(1 for m in gm.graph.nodes if m.op == "get_attr" and m.target == w_arg.target) == 1 \
-            and w_arg.target in gm._parameters:
+    elif (len(w_arg.users) == 1 and w_arg.target in gm._parameters
+          and sum(1 for m in gm.graph.nodes if m.op == "get_attr" and m.target == w_arg.target) == 1):
         gm._parameters[w_arg.target] = torch.nn.Parameter(w.detach().t().contiguous(), requires_grad=False)
         weight = w_arg  # nothing else reads it: stored transposed under its own name
     else:
