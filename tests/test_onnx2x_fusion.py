@@ -510,7 +510,7 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
     mk = helper.make_node
     nodes = [mk("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2])]
     q, kt = "q", "kt"
-    if form == "scale-on-q-and-k":  # q * e^-1/4 and k^T * e^-1/4
+    if form in ("scale-on-q-and-k", "nan-guard"):  # q * e^-1/4 and k^T * e^-1/4 (torch's SDPA export)
         nodes += [mk("Mul", ["q", "quarter"], ["qs"]), mk("Mul", ["quarter", "kt"], ["kts"])]
         q, kt = "qs", "kts"
     nodes.append(mk("MatMul", [q, kt], ["s"]))
@@ -518,7 +518,7 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
         nodes += [mk("Mul", ["s", "scale"], ["ss"]), mk("Add", ["ss", "mask"], ["l"])]
     elif form == "div-no-mask":
         nodes.append(mk("Div", ["s", "root"], ["l"]))
-    elif form == "scale-on-q-and-k":
+    elif form in ("scale-on-q-and-k", "nan-guard"):
         nodes.append(mk("Add", ["mask", "s"], ["l"]))
     elif form == "causal-constant":  # a constant [L, S] mask
         causal = np.triu(np.full((5, 6), np.finfo(np.float32).min, np.float32), k=2)
@@ -527,7 +527,13 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
     elif form == "tensor-scale":  # a [L, S] bias multiplied in: not a scale
         nodes += [mk("Mul", ["s", "bias_scores"], ["l"])]
     axis = 2 if form == "softmax-axis2" else (3 if form == "opset11" else -1)
-    nodes += [mk("Softmax", ["l"], ["p"], axis=axis), mk("MatMul", ["p", "v"], ["y"])]
+    if form == "nan-guard":  # rows the mask hides entirely are zeros, as SDPA returns them
+        inits.append(_c([0.0], "zero"))
+        nodes += [mk("Softmax", ["l"], ["p0"], axis=axis), mk("IsNaN", ["p0"], ["nan"]),
+                  mk("Where", ["nan", "zero", "p0"], ["p"])]
+    else:
+        nodes.append(mk("Softmax", ["l"], ["p"], axis=axis))
+    nodes.append(mk("MatMul", ["p", "v"], ["y"]))
     outputs = ["y", "p"] if form == "probs-read-twice" else ["y"]
     inputs = [("q", ["B", 4, 5, e]), ("k", ["B", 4, 6, e]), ("v", ["B", 4, 6, e]), ("mask", ["B", 1, 1, 6])]
     used = {i for n in nodes for i in n.input}
@@ -537,16 +543,19 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
 def _attention_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     mask = np.zeros((2, 1, 1, 6), np.float32)
     mask[0, ..., 4:] = np.finfo(np.float32).min  # padding, as transformers masks it
+    if any(n.op_type == "IsNaN" for n in model.graph.node):
+        mask[1] = -np.inf  # every key hidden: NaN rows in Softmax, zeroed by the guard
     feeds = {"q": _x(2, 4, 5, 8, seed=1), "k": _x(2, 4, 6, 8, seed=2), "v": _x(2, 4, 6, 8, seed=3), "mask": mask}
     return {i.name: feeds[i.name] for i in model.graph.input}
 
 
-@pytest.mark.parametrize("form", ["bert", "div-no-mask", "scale-on-q-and-k", "opset11", "causal-constant"])
+@pytest.mark.parametrize("form", ["bert", "div-no-mask", "scale-on-q-and-k", "opset11", "causal-constant",
+                                  "nan-guard"])
 def test_attention_becomes_scaled_dot_product_attention(form: str) -> None:
     model = _attention_model(form)
     gm = _check(model, _attention_feeds(model))
     assert _count(gm, F.scaled_dot_product_attention) == 1
-    assert torch.matmul not in _targets(gm) and torch.softmax not in _targets(gm)
+    assert torch.matmul not in _targets(gm) and torch.where not in _targets(gm)
     (sdpa,) = [n for n in gm.graph.nodes if n.target is F.scaled_dot_product_attention]
     assert sdpa.kwargs["scale"] == pytest.approx(1 / np.sqrt(8), rel=1e-6)
     assert len(sdpa.args) == (3 if form == "div-no-mask" else 4)
@@ -662,16 +671,18 @@ def test_fused_block_exports_and_reexports_to_onnx_with_the_same_numbers(tmp_pat
 
 
 # --- a real producer: transformers exported by torch.onnx.export ------------------------------
-@pytest.mark.parametrize("kind,approximate,linears", [("bert", "none", 12), ("gpt2", "tanh", 8)])
-def test_transformers_exports_convert_fused_and_pass_the_cli_check(kind: str, approximate: str, linears: int,
-                                                                    tmp_path) -> None:
+@pytest.mark.parametrize("kind,attention,approximate,linears", [
+    ("bert", "eager", "none", 12), ("bert", "sdpa", "none", 12), ("gpt2", "eager", "tanh", 8)],
+    ids=["bert", "bert-sdpa", "gpt2"])
+def test_transformers_exports_convert_fused_and_pass_the_cli_check(kind: str, attention: str, approximate: str,
+                                                                    linears: int, tmp_path) -> None:
     """2-layer BERT / GPT-2 at opset 14: 5 LayerNorms (2 a layer + embeddings / ln_f), one GELU and
     one attention a layer, every MatMul+bias / Gemm a linear; the CLI's check against
     onnxruntime passes and a padded mask gives the unfused module's numbers."""
     from onnx2x.cli import main
     from tests.support.fusion_models import export_plain
 
-    src = export_plain(kind, tmp_path / f"{kind}.onnx")
+    src = export_plain(kind, tmp_path / f"{kind}.onnx", attention=attention)
     assert main(["torch", str(src), "-o", str(tmp_path / "out" / f"{kind}.pt"), "-q"]) == 0
     gm = convert(onnx.load(str(src)))
     assert _count(gm, F.layer_norm) == 5 and _count(gm, F.scaled_dot_product_attention) == 2

@@ -12,7 +12,10 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
 * GELU:       ``x * 0.5 * (1 + erf(x / sqrt 2))`` and ``... (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
   in the exporters' orders  -> ``F.gelu(approximate='none' | 'tanh')``
 * attention:  ``MatMul(Q, K^T)``, scale (Mul/Div on the scores, Q or K^T), [Add mask], Softmax(-1),
-  ``MatMul(V)``  -> ``F.scaled_dot_product_attention(q, k, v, attn_mask, scale=...)``
+  [``Where(IsNaN(p), 0, p)``], ``MatMul(V)``  -> ``F.scaled_dot_product_attention(q, k, v, attn_mask,
+  scale=...)``. One difference is accepted: a row whose additive mask is -inf everywhere is NaN
+  after ONNX's Softmax and zeros after SDPA (transformers' masks use the dtype's minimum, which
+  keeps every row finite; torch's own export of SDPA zeroes such rows, matched exactly).
 * linear:     ``MatMul(x, W)`` + ``Add(b)`` with a constant 2-D ``W``, and ``Gemm`` with a constant
   B and bias  -> ``F.linear`` (the weight transposed once, at conversion)
 
@@ -544,18 +547,33 @@ def _mask_fits(gm: fx.GraphModule, info: Info, mask: Any, scores: fx.Node) -> bo
     return True
 
 
+def _nan_guarded(gm: fx.GraphModule, softmax: fx.Node, rank: Optional[int]) -> tuple[fx.Node, list[fx.Node]]:
+    """``where(isnan(p), 0, p)`` after the softmax (torch.onnx's export of SDPA zeroes the rows a
+    mask hides entirely, as SDPA does): (that value, its two nodes); else (softmax, [])."""
+    if len(softmax.users) != 2:
+        return softmax, []
+    isnan = next((u for u in softmax.users if _call(u, (torch.isnan,), 1)), None)
+    where = _the_user(isnan) if isnan is not None else None
+    if (where is None or not _call(where, (torch.where,), 3) or where.args[0] is not isnan
+            or where.args[2] is not softmax or _scalar(gm, where.args[1], rank) != 0.0
+            or set(softmax.users) != {isnan, where}):
+        return softmax, []
+    return where, [isnan, where]
+
+
 def _attention(gm: fx.GraphModule, info: Info, softmax: fx.Node) -> int:
     """``softmax(scale * Q K^T [+ mask]) V`` -> ``F.scaled_dot_product_attention`` (1 when fused)."""
     logits = _softmax_last(softmax, info)
-    out = _the_user(softmax)
-    if logits is None or not _call(out, (torch.matmul,), 2) or out.args[0] is not softmax:
+    probs, guard = _nan_guarded(gm, softmax, _info(info, logits).rank)
+    out = _the_user(probs)
+    if logits is None or not _call(out, (torch.matmul,), 2) or out.args[0] is not probs:
         return 0
     value = out.args[1]
     vi = _info(info, logits)
     if vi.dtype not in _FLOATS or vi.rank is None or vi.rank < 3 or len(logits.users) != 1:
         return 0
     rank = vi.rank
-    chain: list[fx.Node] = [softmax, out]
+    chain: list[fx.Node] = [softmax, *guard, out]
     mask = None
     scores: Any = logits
     if _call(logits, _ADD, 2):

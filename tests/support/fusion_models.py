@@ -16,18 +16,21 @@ from tests.support.contrib_models import _export, _randomize, import_transformer
 
 
 def export_plain(kind: str, path: Path, *, hidden: int = 32, heads: int = 4, layers: int = 2, batch: int = 2,
-                 seq: int = 8, seed: int = 0) -> Path:
-    """``kind``: "bert" or "gpt2". Inputs ``ids`` and ``mask`` [batch, seq] (dynamic), output ``y``."""
+                 seq: int = 8, seed: int = 0, attention: str = "eager") -> Path:
+    """``kind``: "bert" or "gpt2". Inputs ``ids`` and ``mask`` [batch, seq] (dynamic), output ``y``.
+
+    ``attention="sdpa"``: transformers calls ``F.scaled_dot_product_attention``, which the exporter
+    writes with the scale on Q and K^T and a NaN guard after the Softmax."""
     tf = import_transformers()
     if kind == "bert":
         cfg = tf.BertConfig(vocab_size=64, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                             intermediate_size=4 * hidden, max_position_embeddings=max(32, seq))
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = attention
         model = tf.BertModel(cfg).eval()
     elif kind == "gpt2":
         cfg = tf.GPT2Config(vocab_size=64, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max(32, seq),
                             bos_token_id=0, eos_token_id=0)
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = attention
         model = tf.GPT2Model(cfg).eval()
     else:
         raise ValueError(f"unknown model kind {kind!r}")
