@@ -600,6 +600,20 @@ def test_matmul_bias_becomes_linear(form: str) -> None:
     assert tuple(weight.shape) == (6, 8) and weight.is_contiguous()  # [out, in], transposed once
 
 
+def test_tied_weight_is_transposed_once() -> None:
+    """Two MatMul+Add read one initializer: both become F.linear over one transposed copy."""
+    rng = _rng(25)
+    inits = [_c(0.3 * rng.standard_normal((8, 8)), "w"), _c(0.1 * rng.standard_normal(8), "b1"),
+             _c(0.1 * rng.standard_normal(8), "b2")]
+    mk = helper.make_node
+    nodes = [mk("MatMul", ["x", "w"], ["m1"]), mk("Add", ["m1", "b1"], ["h"]),
+             mk("MatMul", ["h", "w"], ["m2"]), mk("Add", ["m2", "b2"], ["y"])]
+    gm = _check(_model(nodes, [("x", ["N", 8])], ["y"], inits, opset=14), {"x": _x(3, 8)})
+    linears = [n for n in gm.graph.nodes if n.target is F.linear]
+    assert len(linears) == 2 and linears[0].args[1].target == linears[1].args[1].target
+    assert len([name for name, p in gm.named_parameters() if p.dim() == 2]) == 1
+
+
 @pytest.mark.parametrize("form", ["bias-per-row", "runtime-weight"])
 def test_matmul_bias_near_misses_are_left_alone(form: str) -> None:
     model = _linear_model(form)

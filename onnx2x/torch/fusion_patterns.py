@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Optional, Union
 
@@ -88,9 +89,11 @@ def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
             stats.gelus += _gelu(gm, info, node)
         elif node.target in (rt_softmax.softmax_axis, rt_softmax.softmax_2d):
             stats.attentions += _attention(gm, info, node)
+    readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # get_attr nodes per attribute
+    transposed: dict[str, str] = {}  # weight attribute -> its transposed copy (tied weights: one copy)
     for node in list(gm.graph.nodes):  # after attention: its scores MatMul has no constant weight anyway
         if not _erased(node) and node.op == "call_function" and node.target in (torch.matmul, rt_linalg.gemm):
-            stats.linears += _linear(gm, info, node)
+            stats.linears += _linear(gm, info, node, readers, transposed)
     if any(vars(stats).values()):
         log.debug("pattern fusion: %s", stats)
     return stats
@@ -608,8 +611,11 @@ def _attention(gm: fx.GraphModule, info: Info, softmax: fx.Node) -> int:
 
 
 # --- linear ----------------------------------------------------------------------------------------
-def _linear(gm: fx.GraphModule, info: Info, node: fx.Node) -> int:
-    """``x @ W + b`` (MatMul + Add, or Gemm) with constant W [K, N] and b [N] -> ``F.linear`` (1 when fused)."""
+def _linear(gm: fx.GraphModule, info: Info, node: fx.Node, readers: Counter, transposed: dict[str, str]) -> int:
+    """``x @ W + b`` (MatMul + Add, or Gemm) with constant W [K, N] and b [N] -> ``F.linear`` (1 when fused).
+
+    ``readers``: how many get_attr nodes read each attribute (W is transposed in place when one
+    node, read by this MatMul alone, does); ``transposed``: copies made so far, shared."""
     if node.kwargs:
         return 0
     if node.target is rt_linalg.gemm:
@@ -644,12 +650,15 @@ def _linear(gm: fx.GraphModule, info: Info, node: fx.Node) -> int:
     onnx_name = param_names.get(w_arg.target, w_arg.target)
     if trans_b:
         weight = w_arg
-    elif (len(w_arg.users) == 1 and w_arg.target in gm._parameters
-          and sum(1 for m in gm.graph.nodes if m.op == "get_attr" and m.target == w_arg.target) == 1):
+    elif w_arg.target in transposed:
+        with gm.graph.inserting_before(last):
+            weight = gm.graph.get_attr(transposed[w_arg.target])
+    elif len(w_arg.users) == 1 and w_arg.target in gm._parameters and readers[w_arg.target] == 1:
         gm._parameters[w_arg.target] = torch.nn.Parameter(w.detach().t().contiguous(), requires_grad=False)
         weight = w_arg  # nothing else reads it: stored transposed under its own name
     else:
         weight = _new_attr(gm, last, w.detach().t().contiguous(), f"{w_arg.target}_t", onnx_name)
+        transposed[w_arg.target] = weight.target
     bias = _as_1d_attr(gm, b_arg, b, last)
     _become(gm, last, chain, F.linear, (x, weight, bias))
     return 1
