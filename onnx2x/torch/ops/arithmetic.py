@@ -113,6 +113,9 @@ def _constant_exponent(ctx: NodeContext, base: Handle, exponent: Handle) -> Opti
     db = ctx.dtype(0)
     if not isinstance(exponent, torch.Tensor) or exponent.numel() != 1:
         return None
+    builder = ctx.builder
+    if getattr(builder, "trainable", False) and builder.is_weight(exponent):
+        return None  # a trainable conversion keeps every float initializer a parameter that learns
     if db is None or not db.is_floating_point or not plain_dtype(db) or exponent.is_complex():
         return None
     rank = ctx.rank(0)
