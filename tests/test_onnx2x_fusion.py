@@ -6,6 +6,12 @@ conv(+add)(+relu) calls with pre-packed oneDNN weights, and the multiply-add tha
 remaining BatchNormalizations. Cases where folding would be wrong (a convolution output read
 twice, a non per-channel constant, a shared weight, a residual that is the convolution's own
 input) must leave the graph alone and still match.
+
+The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear)
+run on hand-built graphs in the exporters' forms, each with near misses that must stay unfused
+(checked against onnxruntime with its own graph fusions off: its LayerNorm fusion ignores the
+Pow exponent), on a fused block under ``torch.export`` and ONNX re-export, and on BERT / GPT-2
+exported by ``torch.onnx.export`` through the CLI.
 """
 from __future__ import annotations
 
