@@ -721,3 +721,25 @@ def test_transformers_exports_convert_fused_and_pass_the_cli_check(kind: str, at
                                rtol=RTOL, atol=ATOL)
     source = (tmp_path / "out" / f"{kind}.py").read_text()
     assert source.count("scaled_dot_product_attention(") == 2 and source.count("layer_norm(") == 5
+
+
+def test_llama_export_gets_rms_norm_and_grouped_query_sdpa() -> None:
+    """Llama (opset 14): 5 RMSNorms (2 a layer + the final one) and SDPA over the repeated K/V heads."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.support.fusion_models import export_plain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = onnx.load(str(export_plain("llama", Path(tmp) / "llama.onnx")))
+    gm = convert(model)
+    assert _count(gm, F.rms_norm) == 5 and _count(gm, F.scaled_dot_product_attention) == 2
+    assert torch.pow not in _targets(gm) and torch.rsqrt not in _targets(gm)
+    ids = torch.from_numpy(_rng(8).integers(0, 64, (2, 8)))
+    mask = torch.ones(2, 8, dtype=torch.int64)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        got = gm(ids, mask).numpy()
+        np.testing.assert_allclose(got, convert(model, fuse=False)(ids, mask).numpy(), rtol=RTOL, atol=ATOL)
+    want = _ort(model, {"ids": ids.numpy(), "mask": mask.numpy()}, optimize=False)[0]
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)

@@ -1,6 +1,6 @@
 """Plain (unoptimized) transformers graphs as ``torch.onnx.export`` writes them, for the fusion checks.
 
-BERT and GPT-2 from small configs (seeded random weights, eager attention), exported by the
+BERT, GPT-2 and Llama from small configs (seeded random weights, eager attention), exported by the
 TorchScript exporter at opset 14: LayerNorm decomposed (no LayerNormalization before opset 17),
 GELU as Erf (BERT) or Tanh (GPT-2) arithmetic, attention as MatMul/Mul/Add/Softmax/MatMul, linear
 layers as MatMul+Add (BERT) or Gemm (GPT-2's Conv1D). transformers 5 needs the wrapper module:
@@ -17,7 +17,7 @@ from tests.support.contrib_models import _export, _randomize, import_transformer
 
 def export_plain(kind: str, path: Path, *, hidden: int = 32, heads: int = 4, layers: int = 2, batch: int = 2,
                  seq: int = 8, seed: int = 0, attention: str = "eager") -> Path:
-    """``kind``: "bert" or "gpt2". Inputs ``ids`` and ``mask`` [batch, seq] (dynamic), output ``y``.
+    """``kind``: "bert", "gpt2" or "llama". Inputs ``ids`` and ``mask`` [batch, seq] (dynamic), output ``y``.
 
     ``attention="sdpa"``: transformers calls ``F.scaled_dot_product_attention``, which the exporter
     writes with the scale on Q and K^T and a NaN guard after the Softmax."""
@@ -32,6 +32,12 @@ def export_plain(kind: str, path: Path, *, hidden: int = 32, heads: int = 4, lay
                             bos_token_id=0, eos_token_id=0)
         cfg._attn_implementation = attention
         model = tf.GPT2Model(cfg).eval()
+    elif kind == "llama":  # RMSNorm, rotary embeddings, grouped-query attention, no biases
+        cfg = tf.LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                             max_position_embeddings=max(32, seq))
+        cfg._attn_implementation = attention
+        model = tf.LlamaModel(cfg).eval()
     else:
         raise ValueError(f"unknown model kind {kind!r}")
     _randomize(model, seed)
@@ -42,7 +48,7 @@ def export_plain(kind: str, path: Path, *, hidden: int = 32, heads: int = 4, lay
             self.m = model
 
         def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return self.m(input_ids=ids, attention_mask=mask).last_hidden_state
+            return self.m(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
     ids = torch.zeros(batch, seq, dtype=torch.int64)
     _export(Wrapped().eval(), (ids, torch.ones_like(ids)), path, ["ids", "mask"], ["y"],
