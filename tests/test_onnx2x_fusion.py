@@ -28,10 +28,12 @@ from onnx import helper, numpy_helper
 
 from onnx2x.torch import convert
 from onnx2x.torch.runtime import conv as rt_conv
+from onnx2x.torch.runtime import linalg as rt_linalg
 from onnx2x.torch.runtime import normalization as rt_norm
 from common.simplify import LARGE_INITIALIZER_BYTES, simplify
 
 RTOL, ATOL = 1e-4, 1e-5
+LINEAR = rt_linalg.linear_prepacked  # what F.linear with a constant weight becomes (packed for oneDNN once)
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -600,7 +602,7 @@ def test_matmul_bias_becomes_linear(form: str) -> None:
     model = _linear_model(form)
     x = _x(2, 3, 8) if form == "matmul-add" else _x(4, 8)
     gm = _check(model, {"x": x})
-    assert _targets(gm) == [F.linear]
+    assert _targets(gm) == [LINEAR]
     (node,) = [n for n in gm.graph.nodes if n.op == "call_function"]
     weight = getattr(gm, node.args[1].target)
     assert tuple(weight.shape) == (6, 8) and weight.is_contiguous()  # [out, in], transposed once
@@ -615,9 +617,30 @@ def test_tied_weight_is_transposed_once() -> None:
     nodes = [mk("MatMul", ["x", "w"], ["m1"]), mk("Add", ["m1", "b1"], ["h"]),
              mk("MatMul", ["h", "w"], ["m2"]), mk("Add", ["m2", "b2"], ["y"])]
     gm = _check(_model(nodes, [("x", ["N", 8])], ["y"], inits, opset=14), {"x": _x(3, 8)})
-    linears = [n for n in gm.graph.nodes if n.target is F.linear]
+    linears = [n for n in gm.graph.nodes if n.target is LINEAR]
     assert len(linears) == 2 and linears[0].args[1].target == linears[1].args[1].target
     assert len([name for name, p in gm.named_parameters() if p.dim() == 2]) == 1
+
+
+def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
+    """The oneDNN path (eager, no grad) and the plain path (autograd) give F.linear's numbers;
+    a weight changed in place is packed again."""
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(6, 8, generator=gen), torch.randn(6, generator=gen)
+    for shape in ((8,), (4, 8), (2, 3, 8)):
+        x = torch.randn(*shape, generator=gen)
+        with torch.no_grad():
+            torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
+            torch.testing.assert_close(LINEAR(x.transpose(0, -1).contiguous().transpose(0, -1), w, None),
+                                       F.linear(x, w))
+    x = torch.randn(4, 8, generator=gen)
+    with torch.no_grad():
+        LINEAR(x, w, b)
+        w.mul_(2.0)
+        torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
+    xg = x.clone().requires_grad_(True)
+    LINEAR(xg, w, b).sum().backward()
+    torch.testing.assert_close(xg.grad, w.sum(0).expand(4, 8))
 
 
 @pytest.mark.parametrize("form", ["bias-per-row", "runtime-weight"])
@@ -627,7 +650,7 @@ def test_matmul_bias_near_misses_are_left_alone(form: str) -> None:
     if form == "runtime-weight":
         feeds["win"] = _x(8, 6, seed=5)
     gm = _check(model, feeds, optimize=False)
-    assert F.linear not in _targets(gm)
+    assert LINEAR not in _targets(gm) and F.linear not in _targets(gm)
 
 
 # --- Pow with a constant exponent --------------------------------------------------------------
@@ -675,13 +698,14 @@ def test_fused_block_exports_and_reexports_to_onnx_with_the_same_numbers(tmp_pat
     model = _block_model()
     x = 3.0 * _x(2, 5, 8) + 1.0
     gm = _check(model, {"x": x})
-    for target in (F.layer_norm, F.linear, F.gelu, F.scaled_dot_product_attention):
+    for target in (F.layer_norm, LINEAR, F.gelu, F.scaled_dot_product_attention):
         assert _count(gm, target) == 1, target
     want = _ort(model, {"x": x})[0]
     xt = torch.from_numpy(x)
     with torch.no_grad():
         exported = torch.export.export(gm, (xt,))
         np.testing.assert_allclose(exported.module()(xt).numpy(), want, rtol=RTOL, atol=ATOL)
+        assert not any("mkldnn" in str(n.target) for n in exported.graph.nodes)  # the plain F.linear path
         path = tmp_path / "fused.onnx"
         torch.onnx.export(gm, (xt,), str(path), input_names=["x"], output_names=["out"], opset_version=17,
                           dynamo=False)
@@ -706,7 +730,7 @@ def test_transformers_exports_convert_fused_and_pass_the_cli_check(kind: str, at
     assert main(["torch", str(src), "-o", str(tmp_path / "out" / f"{kind}.pt"), "-q"]) == 0
     gm = convert(onnx.load(str(src)))
     assert _count(gm, F.layer_norm) == 5 and _count(gm, F.scaled_dot_product_attention) == 2
-    assert _count(gm, F.linear) == linears and torch.matmul not in _targets(gm)
+    assert _count(gm, LINEAR) == linears and torch.matmul not in _targets(gm)
     gelus = [n for n in gm.graph.nodes if n.target is F.gelu]
     assert len(gelus) == 2 and all(n.kwargs.get("approximate", "none") == approximate for n in gelus)
     assert torch.pow not in _targets(gm) and torch.erf not in _targets(gm) and torch.tanh not in _targets(gm)

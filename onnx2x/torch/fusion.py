@@ -17,6 +17,9 @@ Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the fini
    ``add`` and/or ``relu`` when the convolution (then the add) is their only input producer,
    becomes one :func:`runtime.conv.conv2d_fused` call: oneDNN with the weight packed once, the
    add and ReLU applied in the same pass (eager CPU inference; otherwise plain torch ops).
+3. **Pre-packed linear layers.** ``F.linear`` with a constant float32 weight (from the patterns
+   above, or written by a converter) becomes :func:`runtime.linalg.linear_prepacked`: oneDNN with
+   the weight packed once (eager CPU inference; otherwise plain ``F.linear``).
 
 Values that disappear (a convolution's output before its folded BatchNormalization) lose their
 entry in ``gm.onnx_value_to_fx``; the last value of a fused chain maps to the fused node, so the
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from .builder import channels_last_conv_weights
 from .dtypes import torch_dtype
 from .runtime import conv as rt_conv
+from .runtime import linalg as rt_linalg
 from .fusion_patterns import ValueInfo, fuse_patterns
 from .runtime import normalization as rt_norm
 
@@ -63,6 +67,7 @@ class FusionStats:
     gelus: int = 0
     attentions: int = 0
     linears: int = 0
+    prepacked_linears: int = 0  # F.linear calls turned into linear_prepacked
 
 
 def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:
@@ -74,6 +79,7 @@ def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> Fus
     _fold_into_convs(gm, stats)
     _batch_norms_to_affine(gm, info, stats)
     _fuse_conv2d(gm, stats)
+    _prepack_linears(gm, stats)
     _mark_dead_residuals(gm)
     _weights_channels_last(gm)
     gm.graph.eliminate_dead_code()
@@ -375,6 +381,22 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats) -> None:
             last.prepend(node)  # the residual may be computed after the convolution
             _retire(gm, chain, node)
         stats.fused_convs += 1
+
+
+# --- 3. F.linear with a constant weight -> linear_prepacked ---------------------------------------
+def _prepack_linears(gm: fx.GraphModule, stats: FusionStats) -> None:
+    """``F.linear`` with a constant float32 weight becomes :func:`runtime.linalg.linear_prepacked`:
+    the same call on oneDNN with the weight packed once (eager CPU inference; otherwise F.linear)."""
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is not F.linear or node.kwargs or len(node.args) != 3:
+            continue
+        w = _const(gm, node.args[1])
+        bias = node.args[2]
+        if w is None or w.dim() != 2 or w.dtype != torch.float32 or (bias is not None and _const(gm, bias) is None):
+            continue
+        node.target = rt_linalg.linear_prepacked
+        node.meta["is_wrapped"] = True  # fx.symbolic_trace keeps runtime helpers as leaf calls
+        stats.prepacked_linears += 1
 
 
 # Fused convolutions whose weight is at most this size are stored channels-last; see below.
