@@ -641,6 +641,11 @@ def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
     xg = x.clone().requires_grad_(True)
     LINEAR(xg, w, b).sum().backward()
     torch.testing.assert_close(xg.grad, w.sum(0).expand(4, 8))
+    big = torch.zeros(rt_linalg.PACK_MAX_BYTES // 4 // 8 + 1, 8)  # over the cap: no packed second copy
+    with torch.no_grad():
+        rt_linalg.clear_packed_linear_weights()
+        LINEAR(x, w, b), LINEAR(x, big, None)
+    assert w in rt_linalg._PACKED_LINEAR and big not in rt_linalg._PACKED_LINEAR
 
 
 @pytest.mark.parametrize("form", ["bias-per-row", "runtime-weight"])

@@ -68,9 +68,13 @@ def gemm(a: torch.Tensor, b: torch.Tensor, c: Optional[torch.Tensor], alpha: flo
 # --- F.linear with a pre-packed weight (eager CPU inference) -------------------------------------
 # Why: ``F.linear`` on CPU calls MKL's sgemm, which re-packs the weight on every call; onnxruntime
 # packs each weight once. oneDNN with a weight packed once runs transformer-sized layers 10-20%
-# faster (BERT-small: 1.33x -> 1.1x onnxruntime's latency on one thread). The packed copy is a
+# faster (BERT-small: 1.33x -> 1.2x onnxruntime's latency on one thread). The packed copy is a
 # cache beside the parameter, never part of the state_dict. Tracing, export, compilation, autograd
-# and any input that is not a plain CPU float32 tensor take the plain ``F.linear`` path.
+# and any input that is not a plain CPU float32 tensor take the plain ``F.linear`` path. The
+# packed copy costs memory: weights over PACK_MAX_BYTES (an LLM's or VGG's big matrices, where a
+# second copy would double what the process holds, also while the CLI checks a conversion) stay
+# on the plain path.
+PACK_MAX_BYTES = 16 * 2**20
 _PACKED_LINEAR: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed weight)
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
@@ -91,6 +95,8 @@ def _linear_fast_path_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
         if t is not None and (type(t) not in _PLAIN or t.dtype != torch.float32 or not t.is_cpu or t.is_mkldnn):
             return False
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1] or (bias is not None and bias.shape != weight.shape[:1]):
+        return False
+    if weight.numel() * 4 > PACK_MAX_BYTES:
         return False
     if not torch.backends.mkldnn.enabled or not torch.backends.mkldnn.is_available():
         return False
