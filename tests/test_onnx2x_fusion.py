@@ -6,6 +6,12 @@ conv(+add)(+relu) calls with pre-packed oneDNN weights, and the multiply-add tha
 remaining BatchNormalizations. Cases where folding would be wrong (a convolution output read
 twice, a non per-channel constant, a shared weight, a residual that is the convolution's own
 input) must leave the graph alone and still match.
+
+The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear)
+run on hand-built graphs in the exporters' forms, each with near misses that must stay unfused
+(checked against onnxruntime with its own graph fusions off: its LayerNorm fusion ignores the
+Pow exponent), on a fused block under ``torch.export`` and ONNX re-export, and on BERT / GPT-2
+exported by ``torch.onnx.export`` through the CLI.
 """
 from __future__ import annotations
 
@@ -16,15 +22,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 from onnx2x.torch import convert
 from onnx2x.torch.runtime import conv as rt_conv
+from onnx2x.torch.runtime import linalg as rt_linalg
 from onnx2x.torch.runtime import normalization as rt_norm
 from common.simplify import LARGE_INITIALIZER_BYTES, simplify
 
 RTOL, ATOL = 1e-4, 1e-5
+LINEAR = rt_linalg.linear_prepacked  # what F.linear with a constant weight becomes (packed for oneDNN once)
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -55,8 +64,13 @@ def _model(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 1
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
-def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool = True) -> list[np.ndarray]:
+    """``optimize=False``: onnxruntime's graph fusions off (its LayerNorm fusion ignores the Pow
+    exponent: onnxruntime 1.31 computes a LayerNorm for a Pow(d, 3) variance)."""
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 
 
@@ -67,9 +81,9 @@ def _run(gm: torch.nn.Module, model: onnx.ModelProto, feeds: dict[str, np.ndarra
     return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
-def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> torch.fx.GraphModule:
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool = True) -> torch.fx.GraphModule:
     """Fused and unfused conversions both match onnxruntime; returns the fused module."""
-    want = _ort(model, feeds)
+    want = _ort(model, feeds, optimize)
     fused = convert(model, simplify=False, fuse=True)
     plain = convert(model, simplify=False, fuse=False)
     for gm in (fused, plain):
@@ -349,3 +363,412 @@ def test_default_conversion_matches_onnxruntime_and_keeps_the_callers_proto() ->
     x = _x(2, 16, 8, 8)
     np.testing.assert_allclose(_run(gm, model, {"x": x})[0], _ort(model, {"x": x})[0], rtol=RTOL, atol=ATOL)
     assert rt_conv.conv2d_fused in _targets(gm)
+
+
+# --- exact patterns (fusion_patterns.py) ------------------------------------------------------
+# Hand-built graphs in the forms exporters write (torch.onnx.export at opset 14 unless noted);
+# each must become one call and match both the unfused module and onnxruntime, and each
+# near-miss (eps outside the root, another axis, another exponent, a value read twice) must not.
+def _c(value: Any, name: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(_f32(value), name)
+
+
+def _count(gm: torch.fx.GraphModule, target: Any) -> int:
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target is target)
+
+
+def _layer_norm_model(form: str, opset: int = 14) -> onnx.ModelProto:
+    """x [2, 5, 8] -> decomposed LayerNorm. ``form`` picks the exporter's variant or a near miss."""
+    rng = _rng(20)
+    gamma_shape = (1, 1, 8) if form == "reciprocal" else (8,)
+    inits = [_c(1e-5, "eps"), _c(3.0 if form == "pow3" else 2.0, "two"),
+             _c(rng.uniform(0.5, 1.5, gamma_shape), "gamma"), _c(0.1 * rng.standard_normal(8), "beta")]
+    axis = 1 if form == "axis1" else -1
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.array([axis], np.int64), "axes"))
+        mean = lambda i, o: helper.make_node("ReduceMean", [i, "axes"], [o], keepdims=1)  # noqa: E731
+    else:
+        mean = lambda i, o: helper.make_node("ReduceMean", [i], [o], axes=[axis], keepdims=1)  # noqa: E731
+    nodes = [mean("x", "m"), helper.make_node("Sub", ["x", "m"], ["d"])]
+    if form == "mul-square":
+        nodes.append(helper.make_node("Mul", ["d", "d"], ["sq"]))
+    else:
+        nodes.append(helper.make_node("Pow", ["d", "two"], ["sq"]))
+    nodes.append(mean("sq", "v"))
+    if form == "eps-outside":  # sqrt(var) + eps: not what F.layer_norm computes
+        nodes += [helper.make_node("Sqrt", ["v"], ["s"]), helper.make_node("Add", ["s", "eps"], ["ve"]),
+                  helper.make_node("Div", ["d", "ve"], ["n"])]
+    else:
+        add_in = ["eps", "v"] if form == "mul-square" else ["v", "eps"]
+        nodes += [helper.make_node("Add", add_in, ["ve"]), helper.make_node("Sqrt", ["ve"], ["s"])]
+        if form == "reciprocal":
+            nodes += [helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["d", "r"], ["n"])]
+        else:
+            nodes.append(helper.make_node("Div", ["d", "s"], ["n"]))
+    outputs = ["y"]
+    if form == "reciprocal":  # no beta
+        nodes.append(helper.make_node("Mul", ["gamma", "n"], ["y"]))
+    else:
+        swapped = form == "mul-square"
+        nodes += [helper.make_node("Mul", ["gamma", "n"] if swapped else ["n", "gamma"], ["g"]),
+                  helper.make_node("Add", ["beta", "g"] if swapped else ["g", "beta"], ["y"])]
+    if form == "variance-read-twice":
+        outputs.append("v")
+    return _model(nodes, [("x", ["N", 5, 8])], outputs, inits, opset=opset)
+
+
+@pytest.mark.parametrize("form,opset", [("torch", 14), ("mul-square", 14), ("reciprocal", 14), ("torch", 18)],
+                         ids=["torch-export", "mul-square-swapped", "reciprocal-no-beta", "opset18-axes-input"])
+def test_decomposed_layer_norm_becomes_layer_norm(form: str, opset: int) -> None:
+    gm = _check(_layer_norm_model(form, opset), {"x": 3.0 * _x(2, 5, 8) + 1.0})
+    assert _targets(gm) == [F.layer_norm]
+    (ln,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert ln.args[1] == (8,) and ln.args[4] == pytest.approx(1e-5)
+    assert ln.args[3] is None if form == "reciprocal" else ln.args[3] is not None
+    assert gm.onnx_value_to_fx["y"] == ln.name  # the locator still finds the chain's result
+    assert "d" not in gm.onnx_value_to_fx and "v" not in gm.onnx_value_to_fx
+
+
+@pytest.mark.parametrize("form", ["eps-outside", "axis1", "pow3", "variance-read-twice"])
+def test_layer_norm_near_misses_are_left_alone(form: str) -> None:
+    gm = _check(_layer_norm_model(form), {"x": 3.0 * _x(2, 5, 8) + 1.0}, optimize=False)
+    assert F.layer_norm not in _targets(gm) and F.rms_norm not in _targets(gm)
+
+
+def _rms_norm_model(form: str) -> onnx.ModelProto:
+    """transformers' RMSNorm: x * rsqrt(mean(x^2) + eps) * w (rsqrt exported as Div(1, Sqrt))."""
+    rng = _rng(21)
+    inits = [_c(1e-6, "eps"), _c(2.0, "two"), _c([1.0], "one"), _c(rng.uniform(0.5, 1.5, 8), "w")]
+    nodes = [helper.make_node("Pow", ["x", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["v"], axes=[-1], keepdims=1)]
+    if form == "eps-outside":
+        nodes += [helper.make_node("Sqrt", ["v"], ["s"]), helper.make_node("Add", ["s", "eps"], ["root"])]
+    else:
+        nodes += [helper.make_node("Add", ["v", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["root"])]
+    if form == "div":
+        nodes.append(helper.make_node("Div", ["x", "root"], ["n"]))
+    else:
+        nodes += [helper.make_node("Div", ["one", "root"], ["r"]), helper.make_node("Mul", ["x", "r"], ["n"])]
+    nodes.append(helper.make_node("Mul", ["w", "n"], ["y"]))
+    return _model(nodes, [("x", [2, "L", 8])], ["y"], inits, opset=14)
+
+
+@pytest.mark.parametrize("form", ["rsqrt", "div"])
+def test_decomposed_rms_norm_becomes_rms_norm(form: str) -> None:
+    gm = _check(_rms_norm_model(form), {"x": _x(2, 5, 8)})
+    assert _targets(gm) == [F.rms_norm]
+    (node,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert node.args[1] == (8,) and node.args[3] == pytest.approx(1e-6)
+
+
+def test_rms_norm_with_eps_outside_the_root_is_left_alone() -> None:
+    gm = _check(_rms_norm_model("eps-outside"), {"x": _x(2, 5, 8)}, optimize=False)
+    assert F.rms_norm not in _targets(gm)
+
+
+def _gelu_model(form: str) -> onnx.ModelProto:
+    """The Erf and Tanh GELUs in their exported groupings (and near misses)."""
+    inits = [_c(1.0, "one"), _c(0.5, "half"), _c(np.sqrt(2.0), "sqrt2"), _c(1 / np.sqrt(2.0), "inv_sqrt2"),
+             _c(np.sqrt(2 / np.pi), "k"), _c(0.044715, "cubic"), _c(2.0 if form == "tanh-square" else 3.0, "three"),
+             _c(1.41, "almost_sqrt2")]
+    mk = helper.make_node
+    if form.startswith("erf") or form == "wrong-constant":
+        if form in ("erf-torch", "erf-read-twice", "wrong-constant"):  # F.gelu as torch.onnx exports it
+            nodes = [mk("Div", ["x", "almost_sqrt2" if form == "wrong-constant" else "sqrt2"], ["u"]),
+                     mk("Erf", ["u"], ["e"]), mk("Add", ["e", "one"], ["a"]),
+                     mk("Mul", ["x", "a"], ["p"]), mk("Mul", ["p", "half"], ["y"])]
+        elif form == "erf-half-first":  # 0.5 * x * (1 + erf(x * 1/sqrt2))
+            nodes = [mk("Mul", ["x", "inv_sqrt2"], ["u"]), mk("Erf", ["u"], ["e"]), mk("Add", ["one", "e"], ["a"]),
+                     mk("Mul", ["half", "x"], ["h"]), mk("Mul", ["h", "a"], ["y"])]
+        else:  # x * ((1 + erf) * 0.5)
+            nodes = [mk("Div", ["x", "sqrt2"], ["u"]), mk("Erf", ["u"], ["e"]), mk("Add", ["e", "one"], ["a"]),
+                     mk("Mul", ["a", "half"], ["p"]), mk("Mul", ["x", "p"], ["y"])]
+    else:  # transformers' NewGELUActivation (GPT-2): 0.5 x (1 + tanh(k (x + 0.044715 x^3)))
+        cube = ([mk("Pow", ["x", "three"], ["x3"])] if form != "tanh-xxx"
+                else [mk("Mul", ["x", "x"], ["x2"]), mk("Mul", ["x2", "x"], ["x3"])])
+        nodes = [mk("Mul", ["x", "half"], ["h"])] + cube + [
+            mk("Mul", ["x3", "cubic"], ["c3"]), mk("Add", ["x", "c3"], ["i"]), mk("Mul", ["i", "k"], ["z"]),
+            mk("Tanh", ["z"], ["t"]), mk("Add", ["t", "one"], ["a"]), mk("Mul", ["h", "a"], ["y"])]
+    outputs = ["y", "e"] if form == "erf-read-twice" else ["y"]
+    return _model(nodes, [("x", ["N", 16])], outputs, inits, opset=14)
+
+
+@pytest.mark.parametrize("form,approximate", [("erf-torch", "none"), ("erf-half-first", "none"),
+                                              ("erf-half-last", "none"), ("tanh-gpt2", "tanh"),
+                                              ("tanh-xxx", "tanh")])
+def test_gelu_arithmetic_becomes_gelu(form: str, approximate: str) -> None:
+    gm = _check(_gelu_model(form), {"x": 3.0 * _x(4, 16)})
+    assert _targets(gm) == [F.gelu]
+    (node,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert node.kwargs.get("approximate", "none") == approximate
+    assert gm.onnx_value_to_fx["y"] == node.name
+
+
+@pytest.mark.parametrize("form", ["wrong-constant", "tanh-square", "erf-read-twice"])
+def test_gelu_near_misses_are_left_alone(form: str) -> None:
+    gm = _check(_gelu_model(form), {"x": 3.0 * _x(4, 16)}, optimize=False)
+    assert F.gelu not in _targets(gm)
+
+
+def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
+    """q [B, H, L, E], k and v [B, H, S, E], additive mask [B, 1, 1, S] (graph inputs)."""
+    e = 8
+    inits = [_c(1 / np.sqrt(e), "scale"), _c(np.sqrt(e), "root"), _c(e ** -0.25, "quarter"),
+             _c(_rng(22).standard_normal((5, 6)), "bias_scores")]
+    mk = helper.make_node
+    nodes = [mk("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2])]
+    q, kt = "q", "kt"
+    if form in ("scale-on-q-and-k", "nan-guard"):  # q * e^-1/4 and k^T * e^-1/4 (torch's SDPA export)
+        nodes += [mk("Mul", ["q", "quarter"], ["qs"]), mk("Mul", ["quarter", "kt"], ["kts"])]
+        q, kt = "qs", "kts"
+    nodes.append(mk("MatMul", [q, kt], ["s"]))
+    if form in ("bert", "probs-read-twice", "softmax-axis2", "opset11"):
+        nodes += [mk("Mul", ["s", "scale"], ["ss"]), mk("Add", ["ss", "mask"], ["l"])]
+    elif form == "div-no-mask":
+        nodes.append(mk("Div", ["s", "root"], ["l"]))
+    elif form in ("scale-on-q-and-k", "nan-guard"):
+        nodes.append(mk("Add", ["mask", "s"], ["l"]))
+    elif form == "causal-constant":  # a constant [L, S] mask
+        causal = np.triu(np.full((5, 6), np.finfo(np.float32).min, np.float32), k=2)
+        inits.append(numpy_helper.from_array(causal, "causal"))
+        nodes += [mk("Mul", ["s", "scale"], ["ss"]), mk("Add", ["ss", "causal"], ["l"])]
+    elif form == "tensor-scale":  # a [L, S] bias multiplied in: not a scale
+        nodes += [mk("Mul", ["s", "bias_scores"], ["l"])]
+    axis = 2 if form == "softmax-axis2" else (3 if form == "opset11" else -1)
+    if form == "nan-guard":  # rows the mask hides entirely are zeros, as SDPA returns them
+        inits.append(_c([0.0], "zero"))
+        nodes += [mk("Softmax", ["l"], ["p0"], axis=axis), mk("IsNaN", ["p0"], ["nan"]),
+                  mk("Where", ["nan", "zero", "p0"], ["p"])]
+    else:
+        nodes.append(mk("Softmax", ["l"], ["p"], axis=axis))
+    nodes.append(mk("MatMul", ["p", "v"], ["y"]))
+    outputs = ["y", "p"] if form == "probs-read-twice" else ["y"]
+    inputs = [("q", ["B", 4, 5, e]), ("k", ["B", 4, 6, e]), ("v", ["B", 4, 6, e]), ("mask", ["B", 1, 1, 6])]
+    used = {i for n in nodes for i in n.input}
+    return _model(nodes, [i for i in inputs if i[0] in used], outputs, inits, opset=11 if form == "opset11" else opset)
+
+
+def _attention_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    mask = np.zeros((2, 1, 1, 6), np.float32)
+    mask[0, ..., 4:] = np.finfo(np.float32).min  # padding, as transformers masks it
+    if any(n.op_type == "IsNaN" for n in model.graph.node):
+        mask[1] = -np.inf  # every key hidden: NaN rows in Softmax, zeroed by the guard
+    feeds = {"q": _x(2, 4, 5, 8, seed=1), "k": _x(2, 4, 6, 8, seed=2), "v": _x(2, 4, 6, 8, seed=3), "mask": mask}
+    return {i.name: feeds[i.name] for i in model.graph.input}
+
+
+@pytest.mark.parametrize("form", ["bert", "div-no-mask", "scale-on-q-and-k", "opset11", "causal-constant",
+                                  "nan-guard"])
+def test_attention_becomes_scaled_dot_product_attention(form: str) -> None:
+    model = _attention_model(form)
+    gm = _check(model, _attention_feeds(model))
+    assert _count(gm, F.scaled_dot_product_attention) == 1
+    assert torch.matmul not in _targets(gm) and torch.where not in _targets(gm)
+    (sdpa,) = [n for n in gm.graph.nodes if n.target is F.scaled_dot_product_attention]
+    assert sdpa.kwargs["scale"] == pytest.approx(1 / np.sqrt(8), rel=1e-6)
+    assert len(sdpa.args) == (3 if form == "div-no-mask" else 4)
+    assert gm.onnx_value_to_fx["y"] == sdpa.name
+
+
+@pytest.mark.parametrize("form", ["softmax-axis2", "probs-read-twice", "tensor-scale"])
+def test_attention_near_misses_are_left_alone(form: str) -> None:
+    model = _attention_model(form)
+    gm = _check(model, _attention_feeds(model), optimize=False)
+    assert F.scaled_dot_product_attention not in _targets(gm)
+
+
+def _linear_model(form: str) -> onnx.ModelProto:
+    rng = _rng(23)
+    w = 0.3 * rng.standard_normal((8, 6))
+    inits = [_c(w, "w"), _c(w.T, "wt"), _c(0.1 * rng.standard_normal(6), "b"),
+             _c(0.1 * rng.standard_normal((3, 6)), "b_rows")]
+    mk = helper.make_node
+    if form == "matmul-add":
+        nodes, x = [mk("MatMul", ["x", "w"], ["m"]), mk("Add", ["b", "m"], ["y"])], ("x", ["N", 3, 8])
+    elif form == "gemm":
+        nodes, x = [mk("Gemm", ["x", "w", "b"], ["y"])], ("x", ["N", 8])
+    elif form == "gemm-transB":
+        nodes, x = [mk("Gemm", ["x", "wt", "b"], ["y"], transB=1)], ("x", ["N", 8])
+    elif form == "bias-per-row":  # a [3, 6] bias is not a per-output vector
+        nodes, x = [mk("MatMul", ["x", "w"], ["m"]), mk("Add", ["m", "b_rows"], ["y"])], ("x", ["N", 3, 8])
+    else:  # the weight is an input: nothing to transpose at conversion
+        nodes, x = [mk("MatMul", ["x", "win"], ["m"]), mk("Add", ["m", "b"], ["y"])], ("x", ["N", 3, 8])
+    inputs = [x] + ([("win", [8, 6])] if form == "runtime-weight" else [])
+    return _model(nodes, inputs, ["y"], inits, opset=14)
+
+
+@pytest.mark.parametrize("form", ["matmul-add", "gemm", "gemm-transB"])
+def test_matmul_bias_becomes_linear(form: str) -> None:
+    model = _linear_model(form)
+    x = _x(2, 3, 8) if form == "matmul-add" else _x(4, 8)
+    gm = _check(model, {"x": x})
+    assert _targets(gm) == [LINEAR]
+    (node,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    weight = getattr(gm, node.args[1].target)
+    assert tuple(weight.shape) == (6, 8) and weight.is_contiguous()  # [out, in], transposed once
+
+
+def test_tied_weight_is_transposed_once() -> None:
+    """Two MatMul+Add read one initializer: both become F.linear over one transposed copy."""
+    rng = _rng(25)
+    inits = [_c(0.3 * rng.standard_normal((8, 8)), "w"), _c(0.1 * rng.standard_normal(8), "b1"),
+             _c(0.1 * rng.standard_normal(8), "b2")]
+    mk = helper.make_node
+    nodes = [mk("MatMul", ["x", "w"], ["m1"]), mk("Add", ["m1", "b1"], ["h"]),
+             mk("MatMul", ["h", "w"], ["m2"]), mk("Add", ["m2", "b2"], ["y"])]
+    gm = _check(_model(nodes, [("x", ["N", 8])], ["y"], inits, opset=14), {"x": _x(3, 8)})
+    linears = [n for n in gm.graph.nodes if n.target is LINEAR]
+    assert len(linears) == 2 and linears[0].args[1].target == linears[1].args[1].target
+    assert len([name for name, p in gm.named_parameters() if p.dim() == 2]) == 1
+
+
+def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
+    """The oneDNN path (eager, no grad) and the plain path (autograd) give F.linear's numbers;
+    a weight changed in place is packed again."""
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(6, 8, generator=gen), torch.randn(6, generator=gen)
+    for shape in ((8,), (4, 8), (2, 3, 8)):
+        x = torch.randn(*shape, generator=gen)
+        with torch.no_grad():
+            torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
+            torch.testing.assert_close(LINEAR(x.transpose(0, -1).contiguous().transpose(0, -1), w, None),
+                                       F.linear(x, w))
+    x = torch.randn(4, 8, generator=gen)
+    with torch.no_grad():
+        LINEAR(x, w, b)
+        w.mul_(2.0)
+        torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
+    xg = x.clone().requires_grad_(True)
+    LINEAR(xg, w, b).sum().backward()
+    torch.testing.assert_close(xg.grad, w.sum(0).expand(4, 8))
+    big = torch.zeros(rt_linalg.PACK_MAX_BYTES // 4 // 8 + 1, 8)  # over the cap: no packed second copy
+    with torch.no_grad():
+        rt_linalg.clear_packed_linear_weights()
+        LINEAR(x, w, b), LINEAR(x, big, None)
+    assert w in rt_linalg._PACKED_LINEAR and big not in rt_linalg._PACKED_LINEAR
+
+
+@pytest.mark.parametrize("form", ["bias-per-row", "runtime-weight"])
+def test_matmul_bias_near_misses_are_left_alone(form: str) -> None:
+    model = _linear_model(form)
+    feeds = {"x": _x(2, 3, 8)}
+    if form == "runtime-weight":
+        feeds["win"] = _x(8, 6, seed=5)
+    gm = _check(model, feeds, optimize=False)
+    assert LINEAR not in _targets(gm) and F.linear not in _targets(gm)
+
+
+# --- Pow with a constant exponent --------------------------------------------------------------
+@pytest.mark.parametrize("exponent,shape,target", [
+    (2.0, [], torch.square), (0.5, [], torch.sqrt), (-1.0, [1], torch.reciprocal), (-0.5, [], torch.rsqrt),
+    (3.0, [], torch.pow), (np.int64(2), [], torch.square), (2.0, [1, 1, 1], torch.pow)],
+    ids=["square", "sqrt", "reciprocal", "rsqrt", "cube", "int-exponent", "rank-raising-exponent"])
+def test_pow_by_a_constant_is_a_number_in_forward(exponent: Any, shape: list, target: Any) -> None:
+    arr = np.full(shape, exponent, dtype=np.int64 if isinstance(exponent, np.int64) else np.float32)
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    model = _model(nodes, [("x", [3, 4])], ["y"], [numpy_helper.from_array(arr, "e")], opset=14)
+    gm = _check(model, {"x": np.abs(_x(3, 4)) + 0.1})
+    (node,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert node.target is target
+    tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
+    assert (len(tensor_args) == 1) == (shape == [1, 1, 1])  # only a rank-raising exponent stays a tensor
+    if target is torch.pow and not tensor_args:
+        assert node.args[1] == 3.0
+
+
+# --- fused transformer blocks outside eager inference ----------------------------------------
+def _block_model() -> onnx.ModelProto:
+    """LayerNorm -> linear -> GELU -> attention on the result (q = k = v): every pattern at once."""
+    ln = _layer_norm_model("torch")
+    rng = _rng(24)
+    nodes = list(ln.graph.node) + [
+        helper.make_node("MatMul", ["y", "w"], ["lin"]), helper.make_node("Add", ["lin", "b"], ["h"])]
+    gelu = _gelu_model("erf-torch")
+    for n in gelu.graph.node:
+        n2 = onnx.NodeProto()
+        n2.CopyFrom(n)
+        n2.input[:] = ["h" if i == "x" else i for i in n2.input]
+        n2.output[:] = ["act" if o == "y" else o for o in n2.output]
+        nodes.append(n2)
+    mk = helper.make_node
+    nodes += [mk("Transpose", ["act"], ["gt"], perm=[0, 2, 1]), mk("MatMul", ["act", "gt"], ["scores"]),
+              mk("Div", ["scores", "root"], ["logits"]), mk("Softmax", ["logits"], ["probs"], axis=-1),
+              mk("MatMul", ["probs", "act"], ["out"])]
+    inits = (list(ln.graph.initializer) + [i for i in gelu.graph.initializer]
+             + [_c(0.3 * rng.standard_normal((8, 16)), "w"), _c(0.1 * rng.standard_normal(16), "b"), _c(4.0, "root")])
+    return _model(nodes, [("x", ["N", 5, 8])], ["out"], inits, opset=14)
+
+
+def test_fused_block_exports_and_reexports_to_onnx_with_the_same_numbers(tmp_path) -> None:
+    model = _block_model()
+    x = 3.0 * _x(2, 5, 8) + 1.0
+    gm = _check(model, {"x": x})
+    for target in (F.layer_norm, LINEAR, F.gelu, F.scaled_dot_product_attention):
+        assert _count(gm, target) == 1, target
+    want = _ort(model, {"x": x})[0]
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        exported = torch.export.export(gm, (xt,))
+        np.testing.assert_allclose(exported.module()(xt).numpy(), want, rtol=RTOL, atol=ATOL)
+        assert not any("mkldnn" in str(n.target) for n in exported.graph.nodes)  # the plain F.linear path
+        path = tmp_path / "fused.onnx"
+        torch.onnx.export(gm, (xt,), str(path), input_names=["x"], output_names=["out"], opset_version=17,
+                          dynamo=False)
+    again = onnx.load(str(path))
+    assert {"LayerNormalization", "Erf"} <= {n.op_type for n in again.graph.node}
+    np.testing.assert_allclose(_ort(again, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
+
+
+# --- a real producer: transformers exported by torch.onnx.export ------------------------------
+@pytest.mark.parametrize("kind,attention,approximate,linears", [
+    ("bert", "eager", "none", 12), ("bert", "sdpa", "none", 12), ("gpt2", "eager", "tanh", 8)],
+    ids=["bert", "bert-sdpa", "gpt2"])
+def test_transformers_exports_convert_fused_and_pass_the_cli_check(kind: str, attention: str, approximate: str,
+                                                                    linears: int, tmp_path) -> None:
+    """2-layer BERT / GPT-2 at opset 14: 5 LayerNorms (2 a layer + embeddings / ln_f), one GELU and
+    one attention a layer, every MatMul+bias / Gemm a linear; the CLI's check against
+    onnxruntime passes and a padded mask gives the unfused module's numbers."""
+    from onnx2x.cli import main
+    from tests.support.fusion_models import export_plain
+
+    src = export_plain(kind, tmp_path / f"{kind}.onnx", attention=attention)
+    assert main(["torch", str(src), "-o", str(tmp_path / "out" / f"{kind}.pt"), "-q"]) == 0
+    gm = convert(onnx.load(str(src)))
+    assert _count(gm, F.layer_norm) == 5 and _count(gm, F.scaled_dot_product_attention) == 2
+    assert _count(gm, LINEAR) == linears and torch.matmul not in _targets(gm)
+    gelus = [n for n in gm.graph.nodes if n.target is F.gelu]
+    assert len(gelus) == 2 and all(n.kwargs.get("approximate", "none") == approximate for n in gelus)
+    assert torch.pow not in _targets(gm) and torch.erf not in _targets(gm) and torch.tanh not in _targets(gm)
+    ids = torch.from_numpy(_rng(7).integers(0, 64, (2, 8)))
+    mask = torch.ones(2, 8, dtype=torch.int64)
+    mask[1, 5:] = 0
+    plain = convert(onnx.load(str(src)), fuse=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(gm(ids, mask).numpy(), plain(ids, mask).numpy(), rtol=RTOL, atol=ATOL)
+    feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
+    np.testing.assert_allclose(gm(ids, mask).detach().numpy(), _ort(onnx.load(str(src)), feeds)[0],
+                               rtol=RTOL, atol=ATOL)
+    source = (tmp_path / "out" / f"{kind}.py").read_text()
+    assert source.count("scaled_dot_product_attention(") == 2 and source.count("layer_norm(") == 5
+
+
+def test_llama_export_gets_rms_norm_and_grouped_query_sdpa() -> None:
+    """Llama (opset 14): 5 RMSNorms (2 a layer + the final one) and SDPA over the repeated K/V heads."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.support.fusion_models import export_plain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = onnx.load(str(export_plain("llama", Path(tmp) / "llama.onnx")))
+    gm = convert(model)
+    assert _count(gm, F.rms_norm) == 5 and _count(gm, F.scaled_dot_product_attention) == 2
+    assert torch.pow not in _targets(gm) and torch.rsqrt not in _targets(gm)
+    ids = torch.from_numpy(_rng(8).integers(0, 64, (2, 8)))
+    mask = torch.ones(2, 8, dtype=torch.int64)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        got = gm(ids, mask).numpy()
+        np.testing.assert_allclose(got, convert(model, fuse=False)(ids, mask).numpy(), rtol=RTOL, atol=ATOL)
+    want = _ort(model, {"ids": ids.numpy(), "mask": mask.numpy()}, optimize=False)[0]
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)

@@ -2,6 +2,10 @@
 
 Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the finished module:
 
+0. **Exact patterns** (:mod:`.fusion_patterns`): decomposed LayerNorm/RMSNorm, GELU, attention and
+   MatMul+bias chains back into ``F.layer_norm``/``F.rms_norm``/``F.gelu``/
+   ``F.scaled_dot_product_attention``/``F.linear``.
+
 1. **Affine folding.** A per-channel affine op with constant parameters -- inference
    BatchNormalization, or Mul/Add/Sub/Div by a per-channel constant -- that is the only consumer
    of a convolution (or transposed convolution) with a constant weight is folded into that
@@ -13,6 +17,9 @@ Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the fini
    ``add`` and/or ``relu`` when the convolution (then the add) is their only input producer,
    becomes one :func:`runtime.conv.conv2d_fused` call: oneDNN with the weight packed once, the
    add and ReLU applied in the same pass (eager CPU inference; otherwise plain torch ops).
+3. **Pre-packed linear layers.** ``F.linear`` with a constant float32 weight (from the patterns
+   above, or written by a converter) becomes :func:`runtime.linalg.linear_prepacked`: oneDNN with
+   the weight packed once (eager CPU inference; otherwise plain ``F.linear``).
 
 Values that disappear (a convolution's output before its folded BatchNormalization) lose their
 entry in ``gm.onnx_value_to_fx``; the last value of a fused chain maps to the fused node, so the
@@ -33,6 +40,8 @@ import torch.nn.functional as F
 from .builder import channels_last_conv_weights
 from .dtypes import torch_dtype
 from .runtime import conv as rt_conv
+from .runtime import linalg as rt_linalg
+from .fusion_patterns import ValueInfo, fuse_patterns
 from .runtime import normalization as rt_norm
 
 log = logging.getLogger(__name__)
@@ -53,15 +62,24 @@ class FusionStats:
     fused_convs: int = 0  # conv2d calls turned into conv2d_fused
     fused_adds: int = 0
     fused_relus: int = 0
+    layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
+    rms_norms: int = 0
+    gelus: int = 0
+    attentions: int = 0
+    linears: int = 0
+    prepacked_linears: int = 0  # F.linear calls turned into linear_prepacked
 
 
-def fuse(gm: fx.GraphModule, info: Optional[dict[str, tuple[int, Optional[torch.dtype]]]] = None) -> FusionStats:
-    """Fold and fuse in place. ``info`` (:func:`value_info`) gives the ranks BatchNormalization needs."""
+def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:
+    """Fold and fuse in place. ``info`` (:func:`value_info`) gives the ranks and shapes the passes check."""
     stats = FusionStats()
     info = info or {}
+    for key, value in vars(fuse_patterns(gm, info)).items():
+        setattr(stats, key, value)
     _fold_into_convs(gm, stats)
     _batch_norms_to_affine(gm, info, stats)
     _fuse_conv2d(gm, stats)
+    _prepack_linears(gm, stats)
     _mark_dead_residuals(gm)
     _weights_channels_last(gm)
     gm.graph.eliminate_dead_code()
@@ -71,7 +89,7 @@ def fuse(gm: fx.GraphModule, info: Optional[dict[str, tuple[int, Optional[torch.
     live = {n.name for n in gm.graph.nodes}
     if hasattr(gm, "onnx_value_to_fx"):
         gm.onnx_value_to_fx = {k: v for k, v in gm.onnx_value_to_fx.items() if v in live}
-    if stats.folded or stats.fused_convs:
+    if any(vars(stats).values()):
         log.debug("fusion: %s", stats)
     return stats
 
@@ -263,8 +281,7 @@ def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats) -> None:
 
 
 # --- 1b. the remaining inference BatchNormalizations -> one multiply-add ------------------------
-def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, tuple[int, Optional[torch.dtype]]],
-                           stats: FusionStats) -> None:
+def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats: FusionStats) -> None:
     """``BN(x) [* a + c ...] [relu]`` -> ``addcmul(shift, x, scale)`` [``relu_`` in place].
 
     Why: for channels-last activations ``F.batch_norm`` is about three times slower than
@@ -277,7 +294,7 @@ def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, tuple[int, Option
             continue
         if node.kwargs or not isinstance(node.args[0], fx.Node):
             continue
-        rank, value_dtype = info.get(node.name, (None, None))
+        rank, value_dtype, _ = info.get(node.name, ValueInfo(None, None, None))
         params = [_const(gm, a) for a in node.args[1:5]]
         if rank is None or rank < 2 or any(p is None or p.dim() != 1 for p in params):
             continue
@@ -366,6 +383,22 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats) -> None:
         stats.fused_convs += 1
 
 
+# --- 3. F.linear with a constant weight -> linear_prepacked ---------------------------------------
+def _prepack_linears(gm: fx.GraphModule, stats: FusionStats) -> None:
+    """``F.linear`` with a constant float32 weight becomes :func:`runtime.linalg.linear_prepacked`:
+    the same call on oneDNN with the weight packed once (eager CPU inference; otherwise F.linear)."""
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is not F.linear or node.kwargs or len(node.args) != 3:
+            continue
+        w = _const(gm, node.args[1])
+        bias = node.args[2]
+        if w is None or w.dim() != 2 or w.dtype != torch.float32 or (bias is not None and _const(gm, bias) is None):
+            continue
+        node.target = rt_linalg.linear_prepacked
+        node.meta["is_wrapped"] = True  # fx.symbolic_trace keeps runtime helpers as leaf calls
+        stats.prepacked_linears += 1
+
+
 # Fused convolutions whose weight is at most this size are stored channels-last; see below.
 _RELAYOUT_FUSED_BYTES = 64 * 1024
 
@@ -414,20 +447,22 @@ def _only_user(node: fx.Node) -> Optional[fx.Node]:
 
 
 # --- bookkeeping ---------------------------------------------------------------------------------
-def value_info(gm: fx.GraphModule, graph: ir.Graph) -> dict[str, tuple[int, Optional[torch.dtype]]]:
-    """fx node name -> (rank, dtype) of the ONNX value it computes, where shape inference knows the rank."""
+def value_info(gm: fx.GraphModule, graph: ir.Graph) -> dict[str, ValueInfo]:
+    """fx node name -> rank, dtype and shape of the ONNX value it computes (graph inputs included),
+    where shape inference knows the rank."""
     value_to_fx: dict[str, str] = getattr(gm, "onnx_value_to_fx", {})
-    info: dict[str, tuple[int, Optional[torch.dtype]]] = {}
-    for onnx_node in graph:
-        for value in onnx_node.outputs:
-            fx_name = value_to_fx.get(value.name)
-            if fx_name is None or value.shape is None:
-                continue
-            try:
-                dtype = None if value.dtype is None else torch_dtype(value.dtype.value)
-            except Exception:  # types torch lacks: not fused anyway
-                dtype = None
-            info[fx_name] = (len(value.shape), dtype)
+    info: dict[str, ValueInfo] = {}
+    values = list(graph.inputs) + [value for onnx_node in graph for value in onnx_node.outputs]
+    for value in values:
+        fx_name = value_to_fx.get(value.name)
+        if fx_name is None or value.shape is None:
+            continue
+        try:
+            dtype = None if value.dtype is None else torch_dtype(value.dtype.value)
+        except Exception:  # types torch lacks: not fused anyway
+            dtype = None
+        shape = tuple(d if isinstance(d, int) else getattr(d, "value", None) for d in value.shape)
+        info[fx_name] = ValueInfo(len(shape), dtype, shape)
     return info
 
 

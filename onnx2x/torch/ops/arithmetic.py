@@ -86,14 +86,42 @@ def mod(ctx: NodeContext) -> Handle:
     return ctx.call(rt.mod, a, b, fmod)
 
 
+# A constant exponent is a Python number in ``forward`` (torch.pow with a tensor exponent is an
+# element-wise binary kernel: ConvNeXt's LayerNorm spent 64% of its time in it); these ones have a
+# named function, which is what torch.pow runs for them anyway.
+_NAMED_POWERS: dict[float, Callable] = {2.0: torch.square, 0.5: torch.sqrt, -1.0: torch.reciprocal,
+                                        -0.5: torch.rsqrt}
+
+
 @converter("Pow", since=1)
 def pow_(ctx: NodeContext) -> Handle:
     """The result keeps the base's dtype whatever the exponent's."""
     base, exponent = binary_inputs(ctx)
     db, de = ctx.dtype(0), ctx.dtype(1)
+    scalar = _constant_exponent(ctx, base, exponent)
+    if scalar is not None:
+        named = _NAMED_POWERS.get(scalar)
+        return ctx.call(named, base) if named is not None else ctx.call(torch.pow, base, scalar)
     if plain_dtype(db) and db == de:
         return ctx.call(torch.pow, base, exponent)
     return ctx.call(rt.power, base, exponent)
+
+
+def _constant_exponent(ctx: NodeContext, base: Handle, exponent: Handle) -> Optional[float]:
+    """The exponent as a float when it is one known number that cannot change the result's shape
+    (a [1, 1] exponent on a 1-D base would) and the base is a float type torch computes in."""
+    db = ctx.dtype(0)
+    if not isinstance(exponent, torch.Tensor) or exponent.numel() != 1:
+        return None
+    builder = ctx.builder
+    if getattr(builder, "trainable", False) and builder.is_weight(exponent):
+        return None  # a trainable conversion keeps every float initializer a parameter that learns
+    if db is None or not db.is_floating_point or not plain_dtype(db) or exponent.is_complex():
+        return None
+    rank = ctx.rank(0)
+    if exponent.dim() > 0 and (rank is None or exponent.dim() > rank):
+        return None
+    return float(exponent.reshape(()).item())
 
 
 # --- variadic ----------------------------------------------------------------------------------

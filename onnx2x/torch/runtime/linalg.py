@@ -1,13 +1,16 @@
 """Linear-algebra helpers: integer matmuls keep ONNX's exact integer semantics.
 
 Why a helper: ONNX's MatMulInteger subtracts per-tensor, per-row (A) or per-column (B) zero
-points and accumulates in int32; torch has no single function for that.
+points and accumulates in int32; torch has no single function for that. ``linear_prepacked`` is
+``F.linear`` on oneDNN with the weight packed once (eager CPU inference).
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 def _int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,3 +63,63 @@ def gemm(a: torch.Tensor, b: torch.Tensor, c: Optional[torch.Tensor], alpha: flo
     if c is not None and beta != 0.0:
         y = y + (c if beta == 1.0 else c.to(torch.float64) * beta)
     return y.to(a.dtype)
+
+
+# --- F.linear with a pre-packed weight (eager CPU inference) -------------------------------------
+# Why: ``F.linear`` on CPU calls MKL's sgemm, which re-packs the weight on every call; onnxruntime
+# packs each weight once. oneDNN with a weight packed once runs transformer-sized layers 10-20%
+# faster (BERT-small: 1.33x -> 1.2x onnxruntime's latency on one thread). The packed copy is a
+# cache beside the parameter, never part of the state_dict. Tracing, export, compilation, autograd
+# and any input that is not a plain CPU float32 tensor take the plain ``F.linear`` path. The
+# packed copy costs memory: weights over PACK_MAX_BYTES (an LLM's or VGG's big matrices, where a
+# second copy would double what the process holds, also while the CLI checks a conversion) stay
+# on the plain path.
+PACK_MAX_BYTES = 16 * 2**20
+_PACKED_LINEAR: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed weight)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def clear_packed_linear_weights() -> None:
+    """Drop every cached packed weight (rebuilt on the next call); needed only after editing a
+    weight's values through ``.data``, which PyTorch's version counter does not see."""
+    _PACKED_LINEAR.clear()
+
+
+def _linear_fast_path_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    """Plain CPU float32 tensors in eager mode, no autograd, oneDNN usable (checks ordered by cost)."""
+    if type(x) is not torch.Tensor or x.dtype != torch.float32 or not x.is_cpu or x.is_mkldnn or x.dim() < 1:
+        return False  # fake, functional or other tensor subclasses mean someone is tracing
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    for t in (weight, bias):
+        if t is not None and (type(t) not in _PLAIN or t.dtype != torch.float32 or not t.is_cpu or t.is_mkldnn):
+            return False
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1] or (bias is not None and bias.shape != weight.shape[:1]):
+        return False
+    if weight.numel() * 4 > PACK_MAX_BYTES:
+        return False
+    if not torch.backends.mkldnn.enabled or not torch.backends.mkldnn.is_available():
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return False  # oneDNN's op has no backward
+    return True
+
+
+def _packed_linear_weight(weight: torch.Tensor) -> torch.Tensor:
+    """oneDNN's blocked copy of ``weight``, kept while ``weight`` is unchanged."""
+    version = -1 if weight.is_inference() else weight._version  # inference tensors have no counter
+    key = (weight.data_ptr(), version, torch.get_num_threads())
+    entry = _PACKED_LINEAR.get(weight)
+    if entry is not None and entry[0] == key:
+        return entry[1]
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+    _PACKED_LINEAR[weight] = (key, packed)
+    return packed
+
+
+def linear_prepacked(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``; ``weight`` [out, in] is packed for oneDNN once."""
+    if _linear_fast_path_ok(x, weight, bias):
+        return torch.ops.mkldnn._linear_pointwise(x, _packed_linear_weight(weight), bias, "none", [], "")
+    return F.linear(x, weight, bias)

@@ -1,0 +1,664 @@
+"""Exact pattern fusions: exporters' decompositions back into the one PyTorch call they came from.
+
+Exporters write LayerNorm, RMSNorm, GELU, attention and linear layers as chains of elementwise
+ops (``torch.onnx.export`` at opset < 17 has no LayerNormalization; ``F.gelu`` becomes Erf or Tanh
+arithmetic). Run as chains, each op reads and writes the whole activation; the fused calls run one
+kernel (attention in blocks, without the [L, S] score matrix ever being written):
+
+* LayerNorm:  ``ReduceMean, Sub, Pow 2 | Mul, ReduceMean, Add eps, Sqrt, Div | Reciprocal+Mul,
+  [Mul gamma], [Add beta]``  -> ``F.layer_norm``
+* RMSNorm:    ``Pow 2 | Mul, ReduceMean, Add eps, Sqrt, Div | Reciprocal+Mul | Div(1)+Mul,
+  [Mul weight]``  -> ``F.rms_norm``
+* GELU:       ``x * 0.5 * (1 + erf(x / sqrt 2))`` and ``... (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
+  in the exporters' orders  -> ``F.gelu(approximate='none' | 'tanh')``
+* attention:  ``MatMul(Q, K^T)``, scale (Mul/Div on the scores, Q or K^T), [Add mask], Softmax(-1),
+  [``Where(IsNaN(p), 0, p)``], ``MatMul(V)``  -> ``F.scaled_dot_product_attention(q, k, v, attn_mask,
+  scale=...)``. One difference is accepted: a row whose additive mask is -inf everywhere is NaN
+  after ONNX's Softmax and zeros after SDPA (transformers' masks use the dtype's minimum, which
+  keeps every row finite; torch's own export of SDPA zeroes such rows, matched exactly).
+* linear:     ``MatMul(x, W)`` + ``Add(b)`` with a constant 2-D ``W``, and ``Gemm`` with a constant
+  B and bias  -> ``F.linear`` (the weight transposed once, at conversion)
+
+A pattern is replaced only when the fused call computes the same function up to float rounding:
+reductions over the last axis with keepdims, epsilon added to the variance before the square root,
+the exponent exactly 2 (or 3 in GELU's cube), GELU's constants exact in their dtype, parameters of
+the normalized shape, float32/float64 values (16-bit chains round every step, the fused kernels
+do not), and every intermediate value read only inside the chain. The chain's last node becomes the
+fused call, so it keeps its name and its ``gm.onnx_value_to_fx`` entry (the verification locator
+still finds the chain's result); the intermediate values disappear.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import operator
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple, Optional, Union
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from .runtime import linalg as rt_linalg
+from .runtime import reduce as rt_reduce
+from .runtime import softmax as rt_softmax
+
+log = logging.getLogger(__name__)
+
+_ADD = (torch.add, operator.add)
+_SUB = (torch.sub, operator.sub)
+_MUL = (torch.mul, operator.mul)
+_DIV = (torch.div, operator.truediv)
+_FLOATS = (torch.float32, torch.float64)
+
+Dim = Union[int, str, None]
+
+
+class ValueInfo(NamedTuple):
+    """What ONNX shape inference knows of the value an fx node computes."""
+    rank: Optional[int]
+    dtype: Optional[torch.dtype]
+    shape: Optional[tuple[Dim, ...]]  # ints, symbolic names, None for unknown dims
+
+
+Info = dict[str, ValueInfo]
+
+
+@dataclass
+class PatternStats:
+    layer_norms: int = 0
+    rms_norms: int = 0
+    gelus: int = 0
+    attentions: int = 0
+    linears: int = 0
+
+
+def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
+    """Replace every exact pattern in ``gm.graph`` (in place; the caller recompiles)."""
+    stats = PatternStats()
+    for node in list(gm.graph.nodes):
+        if _erased(node) or node.op != "call_function":
+            continue
+        if node.target is rt_reduce.reduce:
+            if _layer_norm(gm, info, node):
+                stats.layer_norms += 1
+            elif _rms_norm(gm, info, node):
+                stats.rms_norms += 1
+        elif node.target in (torch.erf, torch.tanh):
+            stats.gelus += _gelu(gm, info, node)
+        elif node.target in (rt_softmax.softmax_axis, rt_softmax.softmax_2d):
+            stats.attentions += _attention(gm, info, node)
+    readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # get_attr nodes per attribute
+    transposed: dict[str, str] = {}  # weight attribute -> its transposed copy (tied weights: one copy)
+    for node in list(gm.graph.nodes):  # after attention: its scores MatMul has no constant weight anyway
+        if not _erased(node) and node.op == "call_function" and node.target in (torch.matmul, rt_linalg.gemm):
+            stats.linears += _linear(gm, info, node, readers, transposed)
+    if any(vars(stats).values()):
+        log.debug("pattern fusion: %s", stats)
+    return stats
+
+
+# --- matching helpers ----------------------------------------------------------------------------
+def _erased(node: fx.Node) -> bool:
+    return bool(getattr(node, "_erased", False))
+
+
+def _call(node: Any, targets: Iterable, nargs: Optional[int] = None) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_function" and node.target in tuple(targets)
+            and not node.kwargs and (nargs is None or len(node.args) == nargs))
+
+
+def _const(gm: fx.GraphModule, arg: Any) -> Optional[torch.Tensor]:
+    """The tensor behind a ``get_attr`` argument, else None."""
+    if isinstance(arg, fx.Node) and arg.op == "get_attr" and "." not in arg.target:
+        value = gm._parameters.get(arg.target)
+        if value is None:
+            value = gm._buffers.get(arg.target)
+        return value if isinstance(value, torch.Tensor) else None
+    return None
+
+
+def _scalar(gm: fx.GraphModule, arg: Any, rank: Optional[int]) -> Optional[float]:
+    """``arg`` as a float when it is one known real number that broadcasts without adding dims
+    to a value of ``rank``."""
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return float(arg)
+    t = _const(gm, arg)
+    if t is None or t.numel() != 1 or t.is_complex() or t.dtype == torch.bool:
+        return None
+    if t.dim() > (rank if rank is not None else 0):
+        return None
+    return float(t.reshape(()).item())
+
+
+def _exact(value: Optional[float], want: float, dtype: torch.dtype) -> bool:
+    """``value`` is ``want`` rounded to ``dtype`` (as an exporter writes the constant)."""
+    if value is None:
+        return False
+    return value == torch.tensor(want, dtype=dtype).item() or value == want
+
+
+def _the_user(node: fx.Node) -> Optional[fx.Node]:
+    """The single user of ``node``, else None."""
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _other(node: fx.Node, operand: Any) -> Any:
+    """The other argument of a binary ``node`` one of whose arguments is ``operand`` (not both)."""
+    a, b = node.args
+    if (a is operand) == (b is operand):
+        return None
+    return b if a is operand else a
+
+
+def _info(info: Info, node: Any) -> ValueInfo:
+    if isinstance(node, fx.Node):
+        return info.get(node.name, ValueInfo(None, None, None))
+    return ValueInfo(None, None, None)
+
+
+def _float_value(info: Info, node: Any) -> Optional[ValueInfo]:
+    """Info of ``node`` when it is a float32/float64 value of known rank >= 1."""
+    vi = _info(info, node)
+    return vi if vi.dtype in _FLOATS and vi.rank is not None and vi.rank >= 1 else None
+
+
+def _mean_last(node: Any, rank: Optional[int] = None) -> Optional[fx.Node]:
+    """x when ``node`` is ``ReduceMean(x, axes=[last], keepdims=1)`` (x of ``rank``, when given)."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is rt_reduce.reduce
+            and not node.kwargs and len(node.args) == 5):
+        return None
+    x, kind, axes, keepdims, _ = node.args
+    if kind != "mean" or keepdims is not True or not isinstance(axes, (list, tuple)) or len(axes) != 1:
+        return None
+    if not isinstance(x, fx.Node) or not isinstance(axes[0], int):
+        return None
+    if axes[0] != -1 and (rank is None or axes[0] != rank - 1):
+        return None
+    return x
+
+
+def _square_of(gm: fx.GraphModule, node: Any) -> Optional[fx.Node]:
+    """x when ``node`` computes x ** 2: ``square(x)``, ``pow(x, 2)``, ``x * x``."""
+    if _call(node, (torch.square,), 1):
+        return node.args[0] if isinstance(node.args[0], fx.Node) else None
+    if _call(node, (torch.pow, operator.pow), 2) and isinstance(node.args[0], fx.Node):
+        return node.args[0] if _scalar(gm, node.args[1], None) == 2.0 else None
+    if _call(node, _MUL, 2) and node.args[0] is node.args[1] and isinstance(node.args[0], fx.Node):
+        return node.args[0]
+    return None
+
+
+def _cube_of(gm: fx.GraphModule, node: Any) -> Optional[fx.Node]:
+    """x when ``node`` computes x ** 3: ``pow(x, 3)``, ``(x * x) * x`` or ``x * (x * x)``."""
+    if _call(node, (torch.pow, operator.pow), 2) and isinstance(node.args[0], fx.Node):
+        return node.args[0] if _scalar(gm, node.args[1], None) == 3.0 else None
+    if _call(node, _MUL, 2):
+        a, b = node.args
+        for x, sq in ((a, b), (b, a)):
+            if isinstance(x, fx.Node) and _square_of(gm, sq) is x and len(sq.users) == 1:
+                return x
+    return None
+
+
+def _scale_step(gm: fx.GraphModule, node: Any, rank: Optional[int]) -> Optional[tuple[fx.Node, float, bool]]:
+    """(x, c, divides) when ``node`` is ``x * c``, ``c * x`` (divides False) or ``x / c`` (True), c a scalar."""
+    if _call(node, _MUL, 2):
+        a, b = node.args
+        for x, c in ((a, b), (b, a)):
+            s = _scalar(gm, c, rank)
+            if s is not None and isinstance(x, fx.Node) and x.op != "get_attr":
+                return x, s, False
+    if _call(node, _DIV, 2) and isinstance(node.args[0], fx.Node):
+        s = _scalar(gm, node.args[1], rank)
+        if s is not None and s != 0.0:
+            return node.args[0], s, True
+    return None
+
+
+def _scaled_by(gm: fx.GraphModule, node: Any, rank: Optional[int]) -> Optional[tuple[fx.Node, float]]:
+    """(x, factor) when ``node`` multiplies or divides x by a scalar."""
+    step = _scale_step(gm, node, rank)
+    if step is None:
+        return None
+    x, c, divides = step
+    return x, (1.0 / c if divides else c)
+
+
+def _plus_scalar(gm: fx.GraphModule, node: Any, rank: Optional[int]) -> Optional[tuple[fx.Node, float]]:
+    """(x, c) when ``node`` is ``x + c`` or ``c + x`` with a scalar c."""
+    if _call(node, _ADD, 2):
+        a, b = node.args
+        for x, c in ((a, b), (b, a)):
+            s = _scalar(gm, c, rank)
+            if s is not None and isinstance(x, fx.Node):
+                return x, s
+    return None
+
+
+def _vector(gm: fx.GraphModule, arg: Any, size: int, rank: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """A constant that broadcasts along the last axis only: shape [..1.., size], rank <= ``rank``."""
+    t = _const(gm, arg)
+    if t is None or t.dtype != dtype or t.dim() < 1 or t.dim() > rank or t.shape[-1] != size:
+        return None
+    return t if all(s == 1 for s in t.shape[:-1]) else None
+
+
+def _only_inside(chain: list[fx.Node], keep: fx.Node) -> bool:
+    """Every value of ``chain`` except ``keep`` (the result) is read only by nodes of ``chain``."""
+    members = set(chain)
+    return all(set(n.users) <= members for n in chain if n is not keep)
+
+
+def _as_1d_attr(gm: fx.GraphModule, arg: fx.Node, t: torch.Tensor, before: fx.Node) -> fx.Node:
+    """A ``get_attr`` of ``t`` as a 1-D tensor (the node itself when it already is one)."""
+    if t.dim() == 1:
+        return arg
+    return _new_attr(gm, before, t.detach().reshape(-1).clone(), f"{arg.target}_1d",
+                     getattr(gm, "onnx_param_names", {}).get(arg.target, arg.target))
+
+
+def _new_attr(gm: fx.GraphModule, before: fx.Node, tensor: torch.Tensor, hint: str, onnx_name: str) -> fx.Node:
+    name, i = hint, 1
+    while hasattr(gm, name):
+        i += 1
+        name = f"{hint}_{i}"
+    gm.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+    getattr(gm, "onnx_param_names", {})[name] = onnx_name
+    with gm.graph.inserting_before(before):
+        return gm.graph.get_attr(name)
+
+
+def _become(gm: fx.GraphModule, last: fx.Node, chain: list[fx.Node], target: Any, args: tuple,
+            kwargs: Optional[dict] = None) -> None:
+    """Turn ``last`` (the chain's result) into ``target(*args, **kwargs)`` and erase the rest of the chain."""
+    last.target = target
+    last.args = args
+    last.kwargs = kwargs or {}
+    last.meta.pop("is_wrapped", None)
+    rest = [n for n in chain if n is not last]
+    while rest:
+        dead = [n for n in rest if not n.users]
+        if not dead:
+            break
+        for n in dead:
+            gm.graph.erase_node(n)
+            rest.remove(n)
+
+
+# --- LayerNorm / RMSNorm --------------------------------------------------------------------------
+def _normalize_by_root(gm: fx.GraphModule, data: fx.Node, mean_sq: fx.Node, rank: int
+                       ) -> Optional[tuple[float, fx.Node, list[fx.Node]]]:
+    """From ``mean_sq`` = mean of squares: ``data / sqrt(mean_sq + eps)`` or ``data * 1/sqrt(...)``.
+
+    Returns (eps, normalized node, chain nodes after ``mean_sq``).
+    """
+    plus = _the_user(mean_sq)
+    found = _plus_scalar(gm, plus, rank) if plus is not None else None
+    if found is None or found[0] is not mean_sq or found[1] < 0.0:
+        return None
+    eps = found[1]
+    root = _the_user(plus)
+    if not _call(root, (torch.sqrt,), 1):
+        return None
+    step = _the_user(root)
+    if step is None:
+        return None
+    if _call(step, _DIV, 2) and step.args == (data, root):
+        return eps, step, [plus, root, step]
+    inverse = None
+    if _call(step, (torch.reciprocal,), 1):
+        inverse = step
+    elif _call(step, _DIV, 2) and step.args[1] is root and _scalar(gm, step.args[0], rank) == 1.0:
+        inverse = step
+    if inverse is None:
+        return None
+    times = _the_user(inverse)
+    if not _call(times, _MUL, 2) or _other(times, inverse) is not data:
+        return None
+    return eps, times, [plus, root, inverse, times]
+
+
+def _affine(gm: fx.GraphModule, start: fx.Node, size: int, rank: int, dtype: torch.dtype, with_bias: bool
+            ) -> tuple[Optional[tuple[fx.Node, torch.Tensor]], Optional[tuple[fx.Node, torch.Tensor]], list[fx.Node]]:
+    """``start [* weight] [+ bias]`` with constant [size] vectors: ((attr, w) | None, (attr, b) | None, nodes)."""
+    weight = bias = None
+    nodes: list[fx.Node] = []
+    last = start
+    user = _the_user(last)
+    if _call(user, _MUL, 2):
+        other = _other(user, last)
+        w = _vector(gm, other, size, rank, dtype)
+        if w is not None:
+            weight = (other, w)
+            nodes.append(user)
+            last = user
+    user = _the_user(last)
+    if with_bias and _call(user, _ADD, 2):
+        other = _other(user, last)
+        b = _vector(gm, other, size, rank, dtype)
+        if b is not None:
+            bias = (other, b)
+            nodes.append(user)
+    return weight, bias, nodes
+
+
+def _normalized_size(info: Info, x: fx.Node) -> Optional[tuple[int, torch.dtype]]:
+    vi = _float_value(info, x)
+    if vi is None or vi.shape is None or not isinstance(vi.shape[-1], int) or vi.shape[-1] < 1:
+        return None
+    return vi.shape[-1], vi.dtype
+
+
+def _layer_norm(gm: fx.GraphModule, info: Info, mean: fx.Node) -> bool:
+    """``mean`` = ReduceMean(x) starting a decomposed LayerNorm -> ``F.layer_norm`` (True when fused)."""
+    x = _mean_last(mean, _info(info, mean.args[0]).rank)
+    sized = _normalized_size(info, x) if x is not None else None
+    if sized is None:
+        return False
+    size, dtype = sized
+    rank = _info(info, x).rank
+    centered = _the_user(mean)
+    if not (_call(centered, _SUB, 2) and centered.args == (x, mean)):
+        return False
+    squares = [u for u in centered.users if _square_of(gm, u) is centered]
+    if len(squares) != 1 or len(centered.users) != 2:
+        return False
+    square = squares[0]
+    variance = _the_user(square)
+    if variance is None or _mean_last(variance, rank) is not square:
+        return False
+    found = _normalize_by_root(gm, centered, variance, rank)
+    if found is None:
+        return False
+    eps, normalized, tail = found
+    weight, bias, affine = _affine(gm, normalized, size, rank, dtype, with_bias=True)
+    chain = [mean, centered, square, variance] + tail + affine
+    last = chain[-1]
+    if not _only_inside(chain, last):
+        return False
+    w = _as_1d_attr(gm, *weight, last) if weight else None
+    b = _as_1d_attr(gm, *bias, last) if bias else None
+    _become(gm, last, chain, F.layer_norm, (x, (size,), w, b, eps))
+    return True
+
+
+def _rms_norm(gm: fx.GraphModule, info: Info, mean_sq: fx.Node) -> bool:
+    """``mean_sq`` = ReduceMean(x ** 2) starting a decomposed RMSNorm -> ``F.rms_norm``."""
+    square = mean_sq.args[0] if mean_sq.args else None
+    x = _square_of(gm, square)
+    if x is None or _mean_last(mean_sq, _info(info, square).rank) is not square:
+        return False
+    sized = _normalized_size(info, x)
+    if sized is None:
+        return False
+    size, dtype = sized
+    rank = _info(info, x).rank
+    found = _normalize_by_root(gm, x, mean_sq, rank)
+    if found is None:
+        return False
+    eps, normalized, tail = found
+    weight, _, affine = _affine(gm, normalized, size, rank, dtype, with_bias=False)
+    chain = [square, mean_sq] + tail + affine
+    last = chain[-1]
+    if not _only_inside(chain, last):
+        return False
+    w = _as_1d_attr(gm, *weight, last) if weight else None
+    _become(gm, last, chain, F.rms_norm, (x, (size,), w, eps))
+    return True
+
+
+# --- GELU ------------------------------------------------------------------------------------------
+_SQRT2 = math.sqrt(2.0)
+_TANH_SCALE = math.sqrt(2.0 / math.pi)
+_TANH_CUBIC = 0.044715
+
+
+def _gelu_inner(gm: fx.GraphModule, info: Info, fn: fx.Node) -> Optional[tuple[fx.Node, str, list[fx.Node]]]:
+    """(x, approximate, nodes) when ``fn`` is ``erf(x / sqrt 2)`` or ``tanh(sqrt(2/pi) (x + 0.044715 x^3))``."""
+    arg = fn.args[0] if len(fn.args) == 1 and not fn.kwargs else None
+    step = _scale_step(gm, arg, _info(info, arg).rank) if arg is not None else None
+    if step is None:
+        return None
+    inner, c, divides = step
+    if fn.target is torch.erf:
+        vi = _float_value(info, inner)
+        if vi is None:
+            return None
+        if not (_exact(c, _SQRT2, vi.dtype) if divides else _exact(c, 1.0 / _SQRT2, vi.dtype)):
+            return None
+        return inner, "none", [arg, fn]
+    if divides:
+        return None
+    # tanh: inner = x + 0.044715 * x^3
+    if not _call(inner, _ADD, 2):
+        return None
+    for x, cubic in (inner.args, inner.args[::-1]):
+        vi = _float_value(info, x)
+        term = _scaled_by(gm, cubic, vi.rank if vi else None) if isinstance(cubic, fx.Node) else None
+        if vi is None or term is None or _cube_of(gm, term[0]) is not x:
+            continue
+        if not (_exact(c, _TANH_SCALE, vi.dtype) and _exact(term[1], _TANH_CUBIC, vi.dtype)):
+            continue
+        cube = term[0]
+        nodes = [cube] + ([cube.args[0] if cube.args[0] is not x else cube.args[1]] if _call(cube, _MUL, 2) else [])
+        return x, "tanh", nodes + [cubic, inner, arg, fn]
+    return None
+
+
+def _gelu(gm: fx.GraphModule, info: Info, fn: fx.Node) -> int:
+    """``x * 0.5 * (1 + fn(...))`` in its three groupings -> ``F.gelu`` (1 when fused)."""
+    found = _gelu_inner(gm, info, fn)
+    if found is None:
+        return 0
+    x, approximate, nodes = found
+    rank = _info(info, x).rank
+    one = _the_user(fn)
+    plus = _plus_scalar(gm, one, rank) if one is not None else None
+    if plus is None or plus[0] is not fn or plus[1] != 1.0:
+        return 0
+    prod = _the_user(one)
+    if not _call(prod, _MUL, 2):
+        return 0
+    other = _other(prod, one)
+    half_of = _scaled_by(gm, other, rank) if isinstance(other, fx.Node) else None
+    if other is x:  # (x * (1 + erf)) * 0.5
+        last = _the_user(prod)
+        scaled = _scaled_by(gm, last, rank) if last is not None else None
+        if scaled is None or scaled[0] is not prod or scaled[1] != 0.5:
+            return 0
+        tail = [one, prod, last]
+    elif half_of is not None and half_of == (x, 0.5):  # (0.5 * x) * (1 + erf)
+        last = prod
+        tail = [one, other, prod]
+    elif _scalar(gm, other, rank) == 0.5:  # x * ((1 + erf) * 0.5)
+        last = _the_user(prod)
+        if not _call(last, _MUL, 2) or _other(last, prod) is not x:
+            return 0
+        tail = [one, prod, last]
+    else:
+        return 0
+    chain = nodes + tail
+    if not _only_inside(chain, last):
+        return 0
+    _become(gm, last, chain, F.gelu, (x,), {"approximate": approximate} if approximate != "none" else None)
+    return 1
+
+
+# --- attention -------------------------------------------------------------------------------------
+def _softmax_last(node: fx.Node, info: Info) -> Optional[fx.Node]:
+    """The input when ``node`` is a softmax over the last axis."""
+    if node.kwargs or len(node.args) != 3 or node.args[1] != "softmax" or not isinstance(node.args[0], fx.Node):
+        return None
+    axis = node.args[2]
+    rank = _info(info, node.args[0]).rank
+    if axis == -1 or (rank is not None and axis == rank - 1):
+        return node.args[0]
+    return None
+
+
+def _unscale(gm: fx.GraphModule, node: Any, rank: Optional[int], chain: list[fx.Node]) -> tuple[Any, float]:
+    """Strip single-use scalar Mul/Div steps ending at ``node``: (the value before them, total factor)."""
+    factor = 1.0
+    while isinstance(node, fx.Node):
+        step = _scaled_by(gm, node, rank)
+        if step is None or (chain and len(node.users) != 1):
+            break
+        chain.append(node)
+        factor *= step[1]
+        node = step[0]
+    return node, factor
+
+
+def _untransposed(gm: fx.GraphModule, kt: fx.Node, rank: int, before: fx.Node, chain: list[fx.Node]) -> fx.Node:
+    """K from K^T: the permutation's source with the last two axes swapped back, else a transpose."""
+    if (_call(kt, (torch.permute,), 2) and isinstance(kt.args[1], (list, tuple)) and len(kt.args[1]) == rank
+            and len(kt.users) == 1):
+        perm = list(kt.args[1])
+        perm[-2], perm[-1] = perm[-1], perm[-2]
+        chain.append(kt)
+        if perm == list(range(rank)):
+            return kt.args[0]
+        with gm.graph.inserting_before(before):
+            return gm.graph.create_node("call_function", torch.permute, (kt.args[0], perm), name="key")
+    if _call(kt, (torch.transpose,), 3) and sorted(a % rank for a in kt.args[1:]) == [rank - 2, rank - 1] \
+            and len(kt.users) == 1:
+        chain.append(kt)
+        return kt.args[0]
+    with gm.graph.inserting_before(before):
+        return gm.graph.call_function(torch.transpose, (kt, -2, -1))
+
+
+def _mask_fits(gm: fx.GraphModule, info: Info, mask: Any, scores: fx.Node) -> bool:
+    """The additive mask broadcasts to the scores' shape without enlarging it (as far as known)."""
+    m, s = _info(info, mask), _info(info, scores)
+    constant = _const(gm, mask)
+    if constant is not None:  # a constant mask (a causal one folded at conversion)
+        m = ValueInfo(constant.dim(), constant.dtype, tuple(constant.shape))
+    if m.dtype not in _FLOATS or m.dtype != s.dtype or m.rank is None or s.rank is None or m.rank > s.rank:
+        return False
+    if m.rank < 2:  # SDPA indexes the mask's last two dims
+        return False
+    if m.shape is None or s.shape is None:
+        return True
+    for dm, ds in zip(m.shape[::-1], s.shape[::-1]):
+        if dm == 1 or dm == ds:
+            continue
+        if ds == 1:  # the mask would enlarge the scores
+            return False
+    return True
+
+
+def _nan_guarded(gm: fx.GraphModule, softmax: fx.Node, rank: Optional[int]) -> tuple[fx.Node, list[fx.Node]]:
+    """``where(isnan(p), 0, p)`` after the softmax (torch.onnx's export of SDPA zeroes the rows a
+    mask hides entirely, as SDPA does): (that value, its two nodes); else (softmax, [])."""
+    if len(softmax.users) != 2:
+        return softmax, []
+    isnan = next((u for u in softmax.users if _call(u, (torch.isnan,), 1)), None)
+    where = _the_user(isnan) if isnan is not None else None
+    if (where is None or not _call(where, (torch.where,), 3) or where.args[0] is not isnan
+            or where.args[2] is not softmax or _scalar(gm, where.args[1], rank) != 0.0
+            or set(softmax.users) != {isnan, where}):
+        return softmax, []
+    return where, [isnan, where]
+
+
+def _attention(gm: fx.GraphModule, info: Info, softmax: fx.Node) -> int:
+    """``softmax(scale * Q K^T [+ mask]) V`` -> ``F.scaled_dot_product_attention`` (1 when fused)."""
+    logits = _softmax_last(softmax, info)
+    probs, guard = _nan_guarded(gm, softmax, _info(info, logits).rank)
+    out = _the_user(probs)
+    if logits is None or not _call(out, (torch.matmul,), 2) or out.args[0] is not probs:
+        return 0
+    value = out.args[1]
+    vi = _info(info, logits)
+    if vi.dtype not in _FLOATS or vi.rank is None or vi.rank < 3 or len(logits.users) != 1:
+        return 0
+    rank = vi.rank
+    chain: list[fx.Node] = [softmax, *guard, out]
+    mask = None
+    scores: Any = logits
+    if _call(logits, _ADD, 2):
+        chain.append(logits)
+        for cand, other in (logits.args, logits.args[::-1]):
+            inner, _ = _unscale(gm, cand, rank, [])
+            if _call(inner, (torch.matmul,), 2) and isinstance(other, fx.Node):
+                scores, mask = cand, other
+                break
+        else:
+            return 0
+        if len(scores.users) != 1 or not _mask_fits(gm, info, mask, scores):
+            return 0
+    matmul, scale = _unscale(gm, scores, rank, chain)  # appends the scale steps on the scores
+    if not _call(matmul, (torch.matmul,), 2) or len(matmul.users) != 1:
+        return 0
+    chain.append(matmul)
+    q, q_scale = _unscale(gm, matmul.args[0], rank, chain)
+    kt, k_scale = _unscale(gm, matmul.args[1], rank, chain)
+    if not (isinstance(q, fx.Node) and isinstance(kt, fx.Node) and isinstance(value, fx.Node)):
+        return 0
+    ranks = {_info(info, n).rank for n in (q, kt, value)}
+    if ranks != {rank} or _info(info, value).dtype != vi.dtype:
+        return 0
+    if not _only_inside(chain, out):
+        return 0
+    k = _untransposed(gm, kt, rank, out, chain)
+    kwargs: dict[str, Any] = {"scale": scale * q_scale * k_scale}
+    args = (q, k, value) if mask is None else (q, k, value, mask)
+    _become(gm, out, chain, F.scaled_dot_product_attention, args, kwargs)
+    return 1
+
+
+# --- linear ----------------------------------------------------------------------------------------
+def _linear(gm: fx.GraphModule, info: Info, node: fx.Node, readers: Counter, transposed: dict[str, str]) -> int:
+    """``x @ W + b`` (MatMul + Add, or Gemm) with constant W [K, N] and b [N] -> ``F.linear`` (1 when fused).
+
+    ``readers``: how many get_attr nodes read each attribute (W is transposed in place when one
+    node, read by this MatMul alone, does); ``transposed``: copies made so far, shared."""
+    if node.kwargs:
+        return 0
+    if node.target is rt_linalg.gemm:
+        if len(node.args) != 7:
+            return 0
+        x, w_arg, b_arg, alpha, beta, trans_a, trans_b = node.args
+        if alpha != 1.0 or beta != 1.0 or trans_a or b_arg is None:
+            return 0
+        chain, last = [node], node
+    else:
+        if len(node.args) != 2:
+            return 0
+        x, w_arg = node.args
+        trans_b = False
+        add = _the_user(node)
+        if not _call(add, _ADD, 2):
+            return 0
+        b_arg = _other(add, node)
+        chain, last = [node, add], add
+    w = _const(gm, w_arg)
+    vi = _info(info, x)
+    if w is None or w.dim() != 2 or w.dtype not in _FLOATS or vi.dtype != w.dtype or not isinstance(x, fx.Node):
+        return 0
+    n = w.shape[0] if trans_b else w.shape[1]
+    out_rank = 2 if node.target is rt_linalg.gemm else (vi.rank or 1)  # a bias of higher rank would add dims
+    b = _vector(gm, b_arg, n, out_rank, w.dtype)
+    if b is None:
+        return 0
+    if not _only_inside(chain, last):
+        return 0
+    param_names: dict[str, str] = getattr(gm, "onnx_param_names", {})
+    onnx_name = param_names.get(w_arg.target, w_arg.target)
+    if trans_b:
+        weight = w_arg
+    elif w_arg.target in transposed:
+        with gm.graph.inserting_before(last):
+            weight = gm.graph.get_attr(transposed[w_arg.target])
+    elif len(w_arg.users) == 1 and w_arg.target in gm._parameters and readers[w_arg.target] == 1:
+        gm._parameters[w_arg.target] = torch.nn.Parameter(w.detach().t().contiguous(), requires_grad=False)
+        weight = w_arg  # nothing else reads it: stored transposed under its own name
+    else:
+        weight = _new_attr(gm, last, w.detach().t().contiguous(), f"{w_arg.target}_t", onnx_name)
+        transposed[w_arg.target] = weight.target
+    bias = _as_1d_attr(gm, b_arg, b, last)
+    _become(gm, last, chain, F.linear, (x, weight, bias))
+    return 1
