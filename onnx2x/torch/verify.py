@@ -184,6 +184,9 @@ def check_module(
         log.debug("%s: onnxruntime refuses inputs of shapes %s: %s", where, shapes, why)
     if expected is None:
         return _skip(where, why)
+    # onnxruntime holds its own copy of the weights: let it go before the module runs (peak
+    # memory one copy, not two, for big models); the sensitivity rerun opens it again if needed
+    del runner
     try:
         with torch.no_grad():
             out = module(*[torch.from_numpy(np.array(f, copy=True)) for f in feeds])
@@ -195,8 +198,14 @@ def check_module(
     if len(actual) != len(expected):
         raise VerificationError(f"the converted module returns {len(actual)} outputs, onnxruntime {len(expected)}",
                                 file=label or None)
+    reopened: list[Any] = []
+
     def rerun(jittered: dict[str, np.ndarray]) -> dict[str, Any]:
-        values, problem = _run_reference(runner, jittered)
+        if not reopened:
+            reopened.append(onnxruntime_reference(proto)[0])
+        if reopened[0] is None:
+            raise RuntimeError("onnxruntime cannot load the model again")
+        values, problem = _run_reference(reopened[0], jittered)
         if values is None:
             raise RuntimeError(problem)
         return _flat_outputs(names, values)
