@@ -654,10 +654,12 @@ def _linear(gm: fx.GraphModule, info: Info, node: fx.Node, readers: Counter, tra
         with gm.graph.inserting_before(last):
             weight = gm.graph.get_attr(transposed[w_arg.target])
     elif len(w_arg.users) == 1 and w_arg.target in gm._parameters and readers[w_arg.target] == 1:
-        gm._parameters[w_arg.target] = torch.nn.Parameter(w.detach().t().contiguous(), requires_grad=False)
+        # a transposed view, not a copy: matmul reads either layout at the same speed, and a copy
+        # would hold the weight twice until the original is freed (peak memory)
+        gm._parameters[w_arg.target] = torch.nn.Parameter(w.detach().t(), requires_grad=False)
         weight = w_arg  # nothing else reads it: stored transposed under its own name
     else:
-        weight = _new_attr(gm, last, w.detach().t().contiguous(), f"{w_arg.target}_t", onnx_name)
+        weight = _new_attr(gm, last, w.detach().t(), f"{w_arg.target}_t", onnx_name)
         transposed[w_arg.target] = weight.target
     bias = _as_1d_attr(gm, b_arg, b, last)
     _become(gm, last, chain, F.linear, (x, weight, bias))

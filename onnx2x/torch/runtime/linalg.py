@@ -113,7 +113,7 @@ def _packed_linear_weight(weight: torch.Tensor) -> torch.Tensor:
     entry = _PACKED_LINEAR.get(weight)
     if entry is not None and entry[0] == key:
         return entry[1]
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous())
     _PACKED_LINEAR[weight] = (key, packed)
     return packed
 
