@@ -31,7 +31,7 @@ def _convert_and_compare(family: str, opset: int, dynamo: bool, tmp_path: Path) 
     net = artifact.load(tmp_path / "out" / f"{family}.pt")
     gen = torch.Generator().manual_seed(5)
     for batch, length in ((1, 5), (3, 11)):  # export: batch 2, length 16
-        args = sample(family, batch, length, gen, pad=2)  # padding at the end of the first sequence
+        args = sample(family, batch, length, gen, pad=2)  # right and left padding
         with torch.no_grad():
             expected, got = module(*args), net(*args)
         got = got[0] if isinstance(got, (tuple, list)) else got

@@ -132,14 +132,17 @@ def input_names(family: str) -> list[str]:
 
 def sample(family: str, batch: int, length: int, gen: torch.Generator, *, pad: int = 0) -> tuple[torch.Tensor, ...]:
     """Inputs for ``family``: ``length`` tokens (ignored by vision families), the last ``pad``
-    tokens of the first sequence masked out; the decoder gets ``length - 1`` tokens, so the two
-    sequence axes of full T5 differ."""
+    tokens of the first sequence masked out and, in a batch of several, the first ``pad`` of the
+    last one (left padding, as batched generation with GPT-2 uses it); the decoder gets
+    ``length - 1`` tokens, so the two sequence axes of full T5 differ."""
     if family in VISION:
         return (torch.randn(batch, 3, IMAGE[family], IMAGE[family], generator=gen),)
     ids = torch.randint(3, VOCAB, (batch, length), generator=gen)  # 0..2: pad/bos/eos ids of some families
     mask = torch.ones_like(ids)
     if pad:
         mask[0, length - pad:] = 0
+        if batch > 1:
+            mask[-1, :pad] = 0
     if family == "t5":
         return ids, mask, torch.randint(3, VOCAB, (batch, max(length - 1, 1)), generator=gen)
     return ids, mask
