@@ -2,8 +2,9 @@
 against onnxruntime), then the written artifact against the original PyTorch module at batch sizes
 and sequence lengths other than the export's.
 
-CI runs one exporter/opset per family; ``-m slow`` runs every family with the TorchScript exporter
-at opsets 13 and 17 and with dynamo at opset 18."""
+CI runs one exporter/opset per family of the issue; ``-m slow`` runs every family with the
+TorchScript exporter at opsets 13 and 17 and with dynamo at opset 18, plus FLAN-T5 (gated GELU) and
+MobileViTV2 (Col2Im, GroupNorm; dynamo only)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,11 @@ CASES = [("bert", 13, False), ("distilbert", 17, False), ("albert", 17, False), 
          ("roberta", 13, False), ("gpt2", 17, False), ("t5_encoder", 13, False), ("t5", 17, False),
          ("vit", 17, False), ("mobilevit", 13, False)]
 EXPORTS = [(13, False), (17, False), (18, True)]
+# torch's TorchScript exporter cannot write MobileViTV2's fold (Col2Im needs opset 18, and at 18 its
+# symbolic fails on the run-time output size): dynamo only.
+DYNAMO_ONLY = {"mobilevitv2"}
 SLOW_CASES = [(family, opset, dynamo) for family in TEXT + VISION for opset, dynamo in EXPORTS
-              if (family, opset, dynamo) not in CASES]
+              if (family, opset, dynamo) not in CASES and (dynamo or family not in DYNAMO_ONLY)]
 
 
 def _convert_and_compare(family: str, opset: int, dynamo: bool, tmp_path: Path) -> None:
@@ -55,7 +59,7 @@ def test_corpus_outputs_depend_on_the_input() -> None:
     """A comparison is only worth something if the reference output varies with the input: the
     corpus's random weights must not wash the signal out (MobileViT's did with a fixed std)."""
     gen = torch.Generator().manual_seed(7)
-    for family in ("gpt2", "t5", "mobilevit"):
+    for family in ("gpt2", "t5", "mobilevit", "mobilevitv2"):
         with torch.no_grad():
             out = encoder(family)(*sample(family, 2, 6, gen))
         spread = float((out[0] - out[1]).abs().max()) / float(out.abs().max())

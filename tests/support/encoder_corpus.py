@@ -1,12 +1,12 @@
 """Transformers as users export them: transformers configs (seeded random weights at a realistic
 scale), dynamic axes, ``torch.onnx.export`` with the TorchScript exporter or dynamo.
 
-Text families (BERT, DistilBERT, ALBERT, ELECTRA, RoBERTa, GPT-2, T5 encoder, full T5) take
-``input_ids`` and ``attention_mask`` (plus ``decoder_input_ids`` for full T5) with a dynamic batch
+Text families (BERT, DistilBERT, ALBERT, ELECTRA, RoBERTa, GPT-2, T5 encoder, full T5 and
+FLAN-T5) take ``input_ids`` and ``attention_mask`` (plus ``decoder_input_ids`` for the full T5s) with a dynamic batch
 and sequence length. Most slice a position-ids buffer to the run-time sequence length, the pattern
 that used to stop ``onnx2x torch`` ("getitem failed on constant inputs"); RoBERTa derives its
 positions from a CumSum over the non-padding tokens, T5 computes relative position buckets.
-Vision families (ViT, MobileViT) take ``pixel_values`` with a dynamic batch only.
+Vision families (ViT, MobileViT, MobileViTV2) take ``pixel_values`` with a dynamic batch only.
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ import torch
 from .contrib_models import _randomize, import_transformers
 
 HIDDEN, HEADS, LAYERS, VOCAB = 64, 4, 2, 500
-IMAGE = {"vit": 32, "mobilevit": 64}  # ViT: 16 patches of 8 + CLS; MobileViT: a 2x2 last feature map
+IMAGE = {"vit": 32, "mobilevit": 64, "mobilevitv2": 64}  # ViT: 16 patches of 8 + CLS; MobileViT: 2x2 last map
 
-TEXT = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5")
-VISION = ("vit", "mobilevit")
+TEXT = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5", "flan_t5")
+VISION = ("vit", "mobilevit", "mobilevitv2")
+SEQ2SEQ = ("t5", "flan_t5")
 
 
 def _config(family: str):
@@ -43,12 +44,18 @@ def _config(family: str):
                                                 **common),
         "t5_encoder": lambda: transformers.T5Config(use_cache=False, **t5),
         "t5": lambda: transformers.T5Config(use_cache=False, **t5),
+        # T5 v1.1 / FLAN-T5: gated GELU (tanh approximation) feed-forward, untied embeddings
+        "flan_t5": lambda: transformers.T5Config(use_cache=False, feed_forward_proj="gated-gelu",
+                                                 tie_word_embeddings=False, **t5),
         "vit": lambda: transformers.ViTConfig(image_size=IMAGE["vit"], patch_size=8, **bert_like,
                                               attn_implementation="eager"),
         "mobilevit": lambda: transformers.MobileViTConfig(image_size=IMAGE["mobilevit"], hidden_sizes=[32, 48, 64],
                                                           neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 80],
                                                           num_attention_heads=HEADS,
                                                           attn_implementation="eager"),
+        # separable linear attention over unfolded patches: torch exports the fold as Col2Im (opset 18)
+        "mobilevitv2": lambda: transformers.MobileViTV2Config(image_size=IMAGE["mobilevitv2"], width_multiplier=0.25,
+                                                              attn_implementation="eager"),
     }[family]()
 
 
@@ -63,10 +70,10 @@ def encoder(family: str) -> torch.nn.Module:
     else:
         model = transformers.AutoModel.from_config(config)
     _randomize(model, seed=1, std=0.05)
-    if family == "mobilevit":
+    if family.startswith("mobilevit"):
         _randomize_convnet(model, seed=2, image=IMAGE[family])
-    wrapper = {"t5": _Seq2SeqLastHiddenState, "vit": _PixelsLastHiddenState,
-               "mobilevit": _PixelsLastHiddenState}.get(family, _LastHiddenState)
+    wrapper = (_Seq2SeqLastHiddenState if family in SEQ2SEQ else
+               _PixelsLastHiddenState if family in VISION else _LastHiddenState)
     return wrapper(model).eval()
 
 
@@ -127,7 +134,7 @@ def input_names(family: str) -> list[str]:
     """The graph inputs of ``family``'s export, in the wrapper's argument order."""
     if family in VISION:
         return ["pixel_values"]
-    return ["input_ids", "attention_mask"] + (["decoder_input_ids"] if family == "t5" else [])
+    return ["input_ids", "attention_mask"] + (["decoder_input_ids"] if family in SEQ2SEQ else [])
 
 
 def sample(family: str, batch: int, length: int, gen: torch.Generator, *, pad: int = 0) -> tuple[torch.Tensor, ...]:
@@ -143,7 +150,7 @@ def sample(family: str, batch: int, length: int, gen: torch.Generator, *, pad: i
         mask[0, length - pad:] = 0
         if batch > 1:
             mask[-1, :pad] = 0
-    if family == "t5":
+    if family in SEQ2SEQ:
         return ids, mask, torch.randint(3, VOCAB, (batch, max(length - 1, 1)), generator=gen)
     return ids, mask
 
@@ -157,7 +164,7 @@ def export(module: torch.nn.Module, path: Path, *, opset: int, dynamo: bool = Fa
     else:
         text = {0: "batch", 1: "sequence"}
         axes = {name: dict(text) for name in names + ["last_hidden_state"]}
-        if family == "t5":
+        if family in SEQ2SEQ:
             axes["decoder_input_ids"] = axes["last_hidden_state"] = {0: "batch", 1: "decoder_sequence"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
