@@ -209,8 +209,11 @@ def export(model: CorpusModel, folder: Path) -> tuple[Path, Path]:
     if model.task != "detection":  # detections after NMS/top-k are not compared element by element
         from tests.support.zoo_models import float32_error, symbol_params, verification_inputs
 
+        symbol, params = symbol_params(net)
+        if isinstance(symbol, (list, tuple)):  # several heads (segmentation's auxiliary output)
+            symbol = sys.modules["mxnet"].sym.Group(list(symbol))
         try:
-            error: Optional[float] = float32_error(*symbol_params(net), verification_inputs(model.shape, SEED))
+            error: Optional[float] = float32_error(symbol, params, verification_inputs(model.shape, SEED))
         except Exception as exc:  # an op without float64 support: the column stays empty
             log.warning("%s: float64 reference failed: %s", model.name, exc)
             error = None
