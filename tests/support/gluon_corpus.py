@@ -64,8 +64,9 @@ CORPUS = [
     CorpusModel("se_resnext50_32x4d", "classification", (1, 3, 224, 224)),
     CorpusModel("resnest14", "classification", (1, 3, 224, 224)),
     CorpusModel("darknet53", "classification", (1, 3, 224, 224)),
-    CorpusModel("ssd_512_mobilenet1.0_voc", "detection", (1, 3, 256, 256)),
-    CorpusModel("ssd_300_resnet34_v1b_voc", "detection", (1, 3, 300, 300)),
+    # SSD's last feature maps are 1x1: enough images that each BatchNorm channel there sees 16 samples
+    CorpusModel("ssd_512_mobilenet1.0_voc", "detection", (1, 3, 256, 256), calibration_images=16),
+    CorpusModel("ssd_300_resnet34_v1b_voc", "detection", (1, 3, 300, 300), calibration_images=16),
     CorpusModel("yolo3_mobilenet1.0_voc", "detection", (1, 3, 256, 256)),
     CorpusModel("center_net_resnet18_v1b_voc", "detection", (1, 3, 256, 256)),
     CorpusModel("faster_rcnn_resnet50_v1b_voc", "detection", (1, 3, 320, 320), calibration_images=1),  # batch 1 only
@@ -116,24 +117,72 @@ def _branch_ends(net: Any) -> Iterator[Any]:
             yield block.bn3
 
 
-def calibrate_in_inference(net: Any, batch: Any) -> None:
+def _batch_statistics(x: Any, axis: int) -> tuple[Any, Any]:
+    """Per-channel mean and (population) variance of ``x`` over every axis but ``axis``."""
+    axis %= x.ndim
+    axes = tuple(a for a in range(x.ndim) if a != axis)
+    mean = x.mean(axis=axes)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return mean, ((x - mean.reshape(shape)) ** 2).mean(axis=axes) + 1e-6
+
+
+def _calibrate_symbol_block(block: Any, x: Any, rng: np.random.Generator) -> int:
+    """The BatchNorm nodes inside a SymbolBlock (GluonCV's SSD feature extractors are built from a
+    backbone's symbol), which no block hook reaches: gamma/beta drawn as for the others, then each
+    node's statistics measured on its input, in graph order, by running the graph up to it."""
+    from tests.support.zoo_models import BETA, GAMMA
+
+    mx = sys.modules["mxnet"]
+    inputs, out = block._cached_graph
+    params = {p.name: p for p in block.collect_params().values()}
+    internals = out.get_internals()
+    nodes = json.loads(out.tojson())["nodes"]
+    done = 0
+    for node in nodes:
+        if node["op"] != "BatchNorm":
+            continue
+        src, index = node["inputs"][0][:2]
+        producer = nodes[src]
+        gamma, beta, mean, var = (params[nodes[i[0]]["name"]] for i in node["inputs"][1:5])
+        outputs = internals.list_outputs()
+        name = f"{producer['name']}_output" if producer["op"] == "null" or f"{producer['name']}_output" in outputs \
+            else f"{producer['name']}_output{index}"
+        prefix = internals[name] if producer["op"] != "null" else None
+        if prefix is None:
+            feed = x
+        else:
+            args = {n: (x if n == inputs[0].name else params[n].data()) for n in prefix.list_arguments()}
+            aux = {n: params[n].data() for n in prefix.list_auxiliary_states()}
+            ex = prefix.bind(mx.cpu(), args=args, aux_states=aux, grad_req="null")
+            feed = ex.forward(is_train=False)[0]
+        if gamma.grad_req != "null" and node.get("attrs", {}).get("fix_gamma", "True") in ("False", "false", "0"):
+            gamma.set_data(mx.nd.array(rng.uniform(*GAMMA, size=gamma.shape)))
+        beta.set_data(mx.nd.array(rng.normal(*BETA, size=beta.shape)))
+        m, v = _batch_statistics(feed, int(node.get("attrs", {}).get("axis", 1)))
+        mean.set_data(m)
+        var.set_data(v)
+        done += 1
+    return done
+
+
+def calibrate_in_inference(net: Any, batch: Any, rng: np.random.Generator) -> None:
     """Set every BatchNorm's running statistics to the batch statistics of its input on ``batch``,
     in inference mode (see the module docstring). ``net`` must not be hybridized yet, or the hooks
     would not run."""
     mx = sys.modules["mxnet"]
+    from mxnet.gluon import SymbolBlock
 
     def hook(bn: Any, inputs: Sequence[Any]) -> None:
-        x = inputs[0]
-        axis = bn._kwargs.get("axis", 1) % x.ndim
-        axes = tuple(a for a in range(x.ndim) if a != axis)
-        mean = x.mean(axis=axes)
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+        mean, var = _batch_statistics(inputs[0], bn._kwargs.get("axis", 1))
         bn.running_mean.set_data(mean)
-        bn.running_var.set_data(var + 1e-6)
+        bn.running_var.set_data(var)
+
+    def symbol_hook(block: Any, inputs: Sequence[Any]) -> None:
+        log.info("%s: %d BatchNorm nodes calibrated", block.name, _calibrate_symbol_block(block, inputs[0], rng))
 
     handles = [bn.register_forward_pre_hook(hook) for bn in _batchnorms(net)]
+    handles += [b.register_forward_pre_hook(symbol_hook) for b in _walk(net) if isinstance(b, SymbolBlock)]
     try:
         net(batch)
         mx.nd.waitall()
@@ -183,10 +232,12 @@ def build_network(model: CorpusModel, seed: int = SEED) -> Any:
     for layer in _branch_ends(net):
         channels = (layer.gamma if hasattr(layer, "gamma") else layer.weight).shape[0]
         _scale_channels(layer, rng.uniform(*BRANCH_SCALE, size=channels))
-    batch = calibration_batch(model.shape, seed)
-    if model.task != "classification":
-        batch = batch[:model.calibration_images]  # large inputs: few images x many pixels suffice
-    calibrate_in_inference(net, batch)
+    if model.task == "classification":
+        batch = calibration_batch(model.shape, seed)
+    else:  # large inputs: few images x many pixels suffice
+        images = np.random.default_rng(seed + 1).uniform(-1, 1, size=(model.calibration_images, *model.shape[1:]))
+        batch = mx.nd.array(images.astype(np.float32))
+    calibrate_in_inference(net, batch, rng)
     if model.task == "classification":
         last = _last_weighted(net)
         factor = LOGIT_STD / float(net(batch).asnumpy().std())
@@ -405,6 +456,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     build.add_argument("name", choices=sorted(BY_NAME))
     build.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     export(BY_NAME[args.name], args.folder)
     return 0
 
