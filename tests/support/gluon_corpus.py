@@ -223,7 +223,6 @@ def build_network(model: CorpusModel, seed: int = SEED) -> Any:
     net(mx.nd.zeros(model.shape))  # deferred shapes
     rng = np.random.default_rng(seed)
     he_initialise(net, rng)
-    rng = np.random.default_rng(seed)
     for bn in _batchnorms(net):
         if bn.gamma.grad_req != "null":
             bn.gamma.set_data(mx.nd.array(rng.uniform(*GAMMA, size=bn.gamma.shape)))
