@@ -64,18 +64,29 @@ CORPUS = [
     CorpusModel("se_resnext50_32x4d", "classification", (1, 3, 224, 224)),
     CorpusModel("resnest14", "classification", (1, 3, 224, 224)),
     CorpusModel("darknet53", "classification", (1, 3, 224, 224)),
+    CorpusModel("xception", "classification", (1, 3, 299, 299)),
+    CorpusModel("hrnet_w18_small_v1_c", "classification", (1, 3, 224, 224)),
     # SSD's last feature maps are 1x1: enough images that each BatchNorm channel there sees 16 samples
     CorpusModel("ssd_512_mobilenet1.0_voc", "detection", (1, 3, 256, 256), calibration_images=16),
     CorpusModel("ssd_300_resnet34_v1b_voc", "detection", (1, 3, 300, 300), calibration_images=16),
+    CorpusModel("ssd_300_vgg16_atrous_voc", "detection", (1, 3, 300, 300), calibration_images=16),
     CorpusModel("yolo3_mobilenet1.0_voc", "detection", (1, 3, 256, 256)),
+    CorpusModel("yolo3_darknet53_voc", "detection", (1, 3, 256, 256)),
     CorpusModel("center_net_resnet18_v1b_voc", "detection", (1, 3, 256, 256)),
+    # deformable convolution: ONNX has DeformConv from opset 19
+    CorpusModel("center_net_resnet18_v1b_dcnv2_voc", "detection", (1, 3, 256, 256), opset=19),
     CorpusModel("faster_rcnn_resnet50_v1b_voc", "detection", (1, 3, 320, 320), calibration_images=1),  # batch 1 only
+    CorpusModel("mask_rcnn_resnet18_v1b_coco", "instance segmentation", (1, 3, 320, 320), calibration_images=1),
     CorpusModel("fcn_resnet50_voc", "segmentation", (1, 3, 240, 240)),
     CorpusModel("psp_resnet50_ade", "segmentation", (1, 3, 240, 240), kwargs={"crop_size": 240}),
+    CorpusModel("fastscnn_citys", "segmentation", (1, 3, 256, 256), kwargs={"height": 256, "width": 256}),
+    CorpusModel("icnet_resnet50_citys", "segmentation", (1, 3, 256, 256), kwargs={"height": 256, "width": 256}),
     CorpusModel("deeplab_resnet50_ade", "segmentation", (1, 3, 240, 240), kwargs={"height": 240, "width": 240}),
     CorpusModel("simple_pose_resnet18_v1b", "pose", (1, 3, 256, 192)),
+    CorpusModel("mobile_pose_mobilenetv2_1.0", "pose", (1, 3, 256, 192)),
 ]
 BY_NAME = {m.name: m for m in CORPUS}
+DENSE_TASKS = ("classification", "segmentation", "pose")  # outputs without NMS: element-wise comparison
 
 
 # --- building (runs in the subprocess with torch hidden) -----------------------------------------
@@ -105,13 +116,17 @@ def _batchnorms(net: Any) -> list[Any]:
 
 
 def _branch_ends(net: Any) -> Iterator[Any]:
-    """The BatchNorm each residual branch ends with, in the zoo's and GluonCV's block types."""
-    from tests.support.zoo_models import _residual_branch_ends
-
-    yield from _residual_branch_ends(net)
+    """The layer each residual branch ends with, in the zoo's and GluonCV's block types (by class
+    name and attributes: GluonCV reuses names such as ``LinearBottleneck`` for other layouts)."""
     for block in _walk(net):
         kind = type(block).__name__
-        if kind == "BasicBlockV1b":
+        if kind in ("BasicBlockV1", "BottleneckV1") and hasattr(block, "body"):
+            yield block.body[len(block.body) - 1]
+        elif kind in ("BasicBlockV2", "BottleneckV2") and hasattr(block, "conv2"):
+            yield getattr(block, "conv3", None) or block.conv2
+        elif kind == "LinearBottleneck" and getattr(block, "use_shortcut", False) and hasattr(block, "out"):
+            yield block.out[len(block.out) - 1]
+        elif kind == "BasicBlockV1b":
             yield block.bn2
         elif kind in ("BottleneckV1b", "Bottleneck") and hasattr(block, "bn3"):  # ResNet v1b, ResNeSt
             yield block.bn3
@@ -256,7 +271,7 @@ def export(model: CorpusModel, folder: Path) -> tuple[Path, Path]:
     net = build_network(model)
     folder.mkdir(parents=True, exist_ok=True)
     net.export(str(folder / model.name), epoch=0)
-    if model.task != "detection":  # detections after NMS/top-k are not compared element by element
+    if model.task in DENSE_TASKS:  # detections after NMS/top-k are not compared element by element
         from tests.support.zoo_models import float32_error, symbol_params, verification_inputs
 
         symbol, params = symbol_params(net)
