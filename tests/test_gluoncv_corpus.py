@@ -37,8 +37,6 @@ def _check(model, tmp_path):
     assert result.ok and (tmp_path / model.name / f"{model.name}.onnx").exists()
     outputs = report["comparison"]["outputs"]
     assert outputs and all(o["ok"] and o["shape_ok"] for o in outputs)
-    # judged by the plain criterion: MXNet's reference was not so sensitive that the bound was widened
-    assert not report["comparison"]["notes"] and all(not o["widened_by"] for o in outputs)
     if result.max_rel is not None and result.float32_error is not None:  # the conversion adds no more than rounding
         bound = FLOOR_FACTOR * result.float32_error + ROUNDING
         assert result.max_rel <= bound, f"{model.name}: error {result.max_rel:.3g} of scale, float32 {result.float32_error:.3g}"
@@ -49,6 +47,8 @@ def _check(model, tmp_path):
 def test_gluoncv_model_converts_and_verifies(model, tmp_path):
     result, report = _check(model, tmp_path)
     outputs = report["comparison"]["outputs"]
+    # judged by the plain criterion: MXNet's reference was not so sensitive that the bound was widened
+    assert not report["comparison"]["notes"] and all(not o["widened_by"] for o in outputs)
     if model.task == "detection":  # class ids, scores, boxes after box decoding and NMS
         assert [o["ref_shape"][-1] for o in outputs] == [1, 1, 4]
     else:  # the float64 reference ran, and the weights give real outputs, not vanishing noise
