@@ -4,7 +4,8 @@ Reshape: MXNet's special codes (0 copy, -1 infer, -2 copy the rest, -3 merge two
 ``reverse``) were only handled for a handful of hard-coded patterns; here the target shape is
 assembled from pieces of the input's runtime shape, so every combination works and the batch
 dimension may stay dynamic. slice: negative steps (MXNet's empty begin/end then mean "from the
-last" / "through the first" element). broadcast_to: a 0 in the shape keeps the input dimension.
+last" / "through the first" element). broadcast_to: a 0 in the shape keeps the input dimension. reverse: ``axis`` may be a tuple (GluonCV's
+BBoxClipToImage writes ``axis=(1,)``; MXNet's translation parsed only a bare int).
 SliceChannel: valid at opset 18 (Split's ``num_outputs``).
 """
 from __future__ import annotations
@@ -141,6 +142,19 @@ def convert_slice(node, **kwargs):
         starts.append((0 if s > 0 else INT64_MAX) if b is None else int(b))
         ends.append((INT64_MAX if s > 0 else INT64_MIN) if t is None else int(t))
     e.slice(e.inputs[0], starts, ends, list(range(len(starts))), step[:len(starts)], out=e.name)
+    return e.done()
+
+
+@translation("reverse", since=12)
+def convert_reverse(node, **kwargs):
+    """Each axis read backwards: one Slice with step -1 (MXNet's translation padded the data to 8
+    dimensions around a Gather, for a single int axis only)."""
+    e = Emitter(node, kwargs)
+    axes = [int(a) for a in e.attr_tuple("axis", ())]
+    if not axes:
+        raise e.fail("reverse needs axis")
+    k = len(axes)
+    e.slice(e.inputs[0], [-1] * k, [INT64_MIN] * k, axes, [-1] * k, out=e.name)
     return e.done()
 
 

@@ -57,6 +57,13 @@ def test_slice_negative_step(begin, end, step):
     check_export(sym, {"data": rand(2, 4, 6)})
 
 
+@pytest.mark.parametrize("axis", [1, (1,), (0, 2), (2, 0, 1)])  # MXNet itself refuses negative axes
+def test_reverse_axis_int_or_tuple(axis):
+    """GluonCV's Faster R-CNN (BBoxClipToImage) writes reverse(axis=(1,)); MXNet's translation took only an int."""
+    sym = mx.sym.reverse(data, axis=axis, name="y")
+    check_export(sym, {"data": rand(2, 3, 4)})
+
+
 @pytest.mark.parametrize("in_shape, shape", [((2, 1, 4), (0, 3, 0)), ((1, 5, 4), (2, 0, 4)), ((2, 1, 1), (2, 3, 4))])
 def test_broadcast_to_zero_keeps_dim(in_shape, shape):
     sym = mx.sym.broadcast_to(data, shape=shape, name="y")
