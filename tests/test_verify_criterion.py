@@ -146,6 +146,20 @@ def test_a_reference_that_is_not_deterministic_is_named_so():
     assert "sensitive" not in report.notes[0]
 
 
+def test_a_chaotic_reference_is_said_to_leave_the_check_blind():
+    """A reference that moves by its own scale under jitter widens the bound so far that the
+    comparison means nothing: the line says so (no false alarm, no silent pass)."""
+    x = _rng(10).uniform(-1, 1, size=(1, 64)).astype(np.float32)
+
+    def chaos(inputs):
+        return {"y": np.sin(inputs["x"].astype(np.float64) * 1e9).astype(np.float32)}
+
+    ref = chaos({"x": x})
+    report = judge_outputs(ref, {"y": -ref["y"]}, rerun_reference=chaos, inputs={"x": x}, reference_name="MXNet")
+    assert report.ok and len(report.notes) == 1
+    assert "unable to tell a wrong conversion from a right one" in report.notes[0]
+
+
 def test_a_well_conditioned_reference_is_not_widened():
     x = _rng(8).uniform(-1, 1, size=(1, 64)).astype(np.float32)
     ref = {"y": 2 * x}
