@@ -124,7 +124,11 @@ def extract(functions: dict[str, set[str]], reserved: set[str]) -> RuntimeSource
     for module_name in sorted(functions):
         module = importlib.import_module(module_name)
         source = inspect.getsource(module)
-        statements = _statements(ast.parse(source), source)
+        try:
+            statements = _statements(ast.parse(source), source)
+        except ValueError:  # a statement this module cannot follow (an ``if`` at top level): embed it whole
+            out.unmerged.append(module_name)
+            continue
         needed = _closure(statements, functions[module_name])
         wanted_imports: dict[str, str] = {}
         blocks: list[str] = []
