@@ -279,6 +279,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out-dir", help="write BENCHMARKS.json/.md here instead of docs/")
     parser.add_argument("--no-write", action="store_true", help="print the rows only")
     args = parser.parse_args(argv)
+    for key in ("models", "mxnet_models"):  # "none" (as --help says) or no names: skip that half
+        if getattr(args, key) == ["none"]:
+            setattr(args, key, [])
     if args.smoke:
         args.models, args.mxnet_models, args.repeat = [SMOKE_MODEL], [SMOKE_MXNET], 1
     out_dir = Path(args.out_dir) if args.out_dir else REPO / "docs"
