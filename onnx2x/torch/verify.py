@@ -73,12 +73,17 @@ def random_inputs(
         raise ValueError("the model has non-tensor inputs, which the check cannot generate")
     try:
         specs = specs_from_onnx(proto, input_shapes)
-        sizes: dict[str, int] = {}
+        sizes: dict[str, int] = {}  # one size per symbol name, wherever it appears
+
+        def concrete(axis: int, dim: Any) -> int:
+            if isinstance(dim, int) and dim >= 0:
+                return dim
+            size = symbolic[0] if axis == 0 else symbolic[1]
+            return sizes.setdefault(dim, size) if isinstance(dim, str) else size
+
         for spec in specs:
             if spec.shape is not None:
-                spec.shape = tuple(d if isinstance(d, int) and d >= 0 else
-                                   sizes.setdefault(d, symbolic[axis > 0]) if isinstance(d, str) else symbolic[axis > 0]
-                                   for axis, d in enumerate(spec.shape))
+                spec.shape = tuple(concrete(axis, d) for axis, d in enumerate(spec.shape))
             if spec.dtype in ("object", "str", "bfloat16") or spec.dtype.startswith(("str", "<U", "|S", "float8")):
                 raise ValueError(f"input {spec.name!r} has type {spec.dtype}, which the check cannot generate")
         drawn = draw(specs, seed)
