@@ -15,7 +15,7 @@ from common.verify.runners import MXNetRunner, load_mxnet_params, load_mxnet_sym
 from roundtrip.cli import main
 from roundtrip.gradients import check_mxnet_gradients, sgd_steps, trainable_module
 from roundtrip.pipeline import export_mxnet
-from tests.support.verify_models import models_dir
+from tests.support.verify_models import models_dir, write_checkpoint
 
 MTCNN = models_dir() / "mxnet" / "mtcnn"
 MTCNN_SHAPES = {"det1": (1, 3, 12, 12), "det2": (1, 3, 24, 24), "det3": (1, 3, 48, 48), "det4": (1, 15, 24, 24)}
@@ -41,17 +41,7 @@ def bn_net(folder: Path, seed: int = 0) -> tuple[Path, Path, tuple[int, ...]]:
     x = mx.sym.FullyConnected(x, num_hidden=3, name="fc2")
     out = mx.sym.SoftmaxOutput(x, name="softmax")
     shape = (4, 3, 8, 8)
-    arg_shapes, _, aux_shapes = out.infer_shape(data=shape)
-    rng = np.random.default_rng(seed)
-    params = {f"arg:{n}": mx.nd.array(rng.normal(0, 0.4, size=s).astype(np.float32))
-              for n, s in zip(out.list_arguments(), arg_shapes) if n not in ("data", "softmax_label")}
-    params.update({f"aux:{n}": mx.nd.array(rng.uniform(0.5, 1.5, size=s).astype(np.float32))
-                   for n, s in zip(out.list_auxiliary_states(), aux_shapes)})
-    folder.mkdir(parents=True, exist_ok=True)
-    sym_path, params_path = folder / "bn-symbol.json", folder / "bn-0000.params"
-    out.save(str(sym_path))
-    mx.nd.save(str(params_path), params)
-    return sym_path, params_path, shape
+    return write_checkpoint(out, shape, folder, "bn", seed=seed, std=0.4, inputs=("data", "softmax_label")) + (shape,)
 
 
 @pytest.fixture(scope="module")

@@ -329,23 +329,6 @@ class GraphBuilder:
             if tuple(stored.shape) != shape or onnx_name in self.permuted:
                 self.reshaped[onnx_name] = shape
 
-    def _replay_lift(self, obj: Any, hint: str) -> Any:
-        """:meth:`lift`, turning values folded from initializers back into the calls that made them."""
-        if isinstance(obj, (torch.Tensor, list, tuple)) and id(obj) in self._recipes:
-            return self._replay(obj, hint)
-        if isinstance(obj, (torch.Tensor,)) or is_string_array(obj):
-            return self.lift(obj, hint)
-        if isinstance(obj, list):
-            return [self._replay_lift(o, hint) for o in obj]
-        if isinstance(obj, tuple):
-            return tuple(self._replay_lift(o, hint) for o in obj)
-        if isinstance(obj, dict):
-            return {k: self._replay_lift(v, hint) for k, v in obj.items()}
-        if isinstance(obj, slice):
-            return slice(self._replay_lift(obj.start, hint), self._replay_lift(obj.stop, hint),
-                         self._replay_lift(obj.step, hint))
-        return obj
-
     def _replay(self, value: Any, hint: str) -> fx.Node:
         key = id(value)
         if key in self._attr_cache:
@@ -353,14 +336,14 @@ class GraphBuilder:
         recipe = self._recipes[key]
         if recipe[0] == "call":
             _, target, args, kwargs = recipe
-            node = self.graph.call_function(target, self._replay_lift(tuple(args), hint),
-                                            self._replay_lift(dict(kwargs), hint))
+            node = self.graph.call_function(target, self.lift(tuple(args), hint),
+                                            self.lift(dict(kwargs), hint))
             if getattr(target, "__module__", "").startswith(_RUNTIME_PREFIX):
                 node.meta["is_wrapped"] = True
         else:
             _, name, obj, args, kwargs = recipe
-            node = self.graph.call_method(name, self._replay_lift((obj,) + tuple(args), hint),
-                                          self._replay_lift(dict(kwargs), hint))
+            node = self.graph.call_method(name, self.lift((obj,) + tuple(args), hint),
+                                          self.lift(dict(kwargs), hint))
         self._attr_cache[key] = node
         return node
 
@@ -451,7 +434,10 @@ class GraphBuilder:
         return self._attr_cache[key]
 
     def lift(self, obj: Any, hint: str) -> Any:
-        """Replace known tensors (and string arrays) inside call arguments by graph nodes."""
+        """Replace known tensors (and string arrays) inside call arguments by graph nodes; with
+        ``keep_initializers``, values folded from initializers by the calls that made them."""
+        if isinstance(obj, (list, tuple)) and id(obj) in self._recipes:
+            return self._replay(obj, hint)
         if isinstance(obj, torch.Tensor):
             return self.materialize(obj, hint)
         if is_string_array(obj):

@@ -41,7 +41,7 @@ from .builder import channels_last_conv_weights
 from .dtypes import torch_dtype
 from .runtime import conv as rt_conv
 from .runtime import linalg as rt_linalg
-from .fusion_patterns import ValueInfo, fuse_patterns
+from .fusion_patterns import ValueInfo, _const, _new_attr, fuse_patterns
 from .runtime import normalization as rt_norm
 
 log = logging.getLogger(__name__)
@@ -95,16 +95,6 @@ def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> Fus
 
 
 # --- constants ----------------------------------------------------------------------------------
-def _const(gm: fx.GraphModule, arg: Any) -> Optional[torch.Tensor]:
-    """The tensor behind a ``get_attr`` argument, else None."""
-    if isinstance(arg, fx.Node) and arg.op == "get_attr" and "." not in arg.target:
-        value = gm._parameters.get(arg.target)
-        if value is None:
-            value = gm._buffers.get(arg.target)
-        return value if isinstance(value, torch.Tensor) else None
-    return None
-
-
 def _per_channel(c: torch.Tensor, rank: int, channels: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
     """``c`` as a float64 [channels] vector when it broadcasts against [N, C, ...] of ``rank`` along C only."""
     if c.dtype != dtype or c.dim() > rank or c.is_complex():
@@ -323,18 +313,6 @@ def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats
         if user is not None and user.target in _RELU and len(user.args) == 1 and not user.kwargs:
             user.target = torch.relu_  # the multiply-add's result is fresh and read only here
             stats.fused_relus += 1
-
-
-def _new_attr(gm: fx.GraphModule, before: fx.Node, tensor: torch.Tensor, hint: str, onnx_name: str) -> fx.Node:
-    """Register ``tensor`` as a new parameter and return a ``get_attr`` node for it placed before ``before``."""
-    name, i = hint, 1
-    while hasattr(gm, name):
-        i += 1
-        name = f"{hint}_{i}"
-    gm.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
-    getattr(gm, "onnx_param_names", {})[name] = onnx_name
-    with gm.graph.inserting_before(before):
-        return gm.graph.get_attr(name)
 
 
 # --- 2. conv2d [+ add] [+ relu] -> conv2d_fused ------------------------------------------------

@@ -260,6 +260,7 @@ def _as_1d_attr(gm: fx.GraphModule, arg: fx.Node, t: torch.Tensor, before: fx.No
 
 
 def _new_attr(gm: fx.GraphModule, before: fx.Node, tensor: torch.Tensor, hint: str, onnx_name: str) -> fx.Node:
+    """Register ``tensor`` as a new parameter and return a ``get_attr`` node for it placed before ``before``."""
     name, i = hint, 1
     while hasattr(gm, name):
         i += 1

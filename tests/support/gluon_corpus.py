@@ -37,6 +37,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from tests.support.zoo_models import _batchnorms, _walk
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,18 +109,6 @@ def import_gluoncv() -> Any:
     import gluoncv
 
     return gluoncv
-
-
-def _walk(block: Any) -> Iterator[Any]:
-    yield block
-    for child in block._children.values():
-        yield from _walk(child)
-
-
-def _batchnorms(net: Any) -> list[Any]:
-    from mxnet.gluon import nn
-
-    return [b for b in _walk(net) if isinstance(b, nn.BatchNorm)]
 
 
 def _branch_ends(net: Any) -> Iterator[Any]:

@@ -68,17 +68,27 @@ def small_mxnet_net(folder: Path, seed: int = 0, *, batchnorm: bool = False) -> 
     conv2 = mx.sym.Convolution(relu1, kernel=(3, 3), num_filter=4, name="conv2")
     fc = mx.sym.FullyConnected(mx.sym.Flatten(conv2, name="flat"), num_hidden=3, name="fc")
     shape = (1, 3, 10, 10)
-    arg_shapes, _, aux_shapes = fc.infer_shape(data=shape)
+    return write_checkpoint(fc, shape, folder, "net", seed=seed, std=0.3) + (shape,)
+
+
+def write_checkpoint(sym, shape: tuple[int, ...], folder: Path, name: str, *, seed: int, std: float,
+                     inputs: tuple[str, ...] = ("data",)) -> tuple[Path, Path]:
+    """``sym`` saved as NAME-symbol.json/NAME-0000.params with seeded weights: arguments
+    N(0, std), auxiliary states (BatchNorm statistics) U(0.5, 1.5); ``inputs`` get none."""
+    from mx2onnx_patches.mxnet_import import import_mxnet
+
+    mx = import_mxnet()
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=shape)
     rng = np.random.default_rng(seed)
-    params = {f"arg:{n}": mx.nd.array(rng.normal(0, 0.3, size=s).astype(np.float32))
-              for n, s in zip(fc.list_arguments(), arg_shapes) if n != "data"}
+    params = {f"arg:{n}": mx.nd.array(rng.normal(0, std, size=s).astype(np.float32))
+              for n, s in zip(sym.list_arguments(), arg_shapes) if n not in inputs}
     params.update({f"aux:{n}": mx.nd.array(rng.uniform(0.5, 1.5, size=s).astype(np.float32))
-                   for n, s in zip(fc.list_auxiliary_states(), aux_shapes)})
+                   for n, s in zip(sym.list_auxiliary_states(), aux_shapes)})
     folder.mkdir(parents=True, exist_ok=True)
-    sym_path, params_path = folder / "net-symbol.json", folder / "net-0000.params"
-    fc.save(str(sym_path))
+    sym_path, params_path = folder / f"{name}-symbol.json", folder / f"{name}-0000.params"
+    sym.save(str(sym_path))
     mx.nd.save(str(params_path), params)
-    return sym_path, params_path, shape
+    return sym_path, params_path
 
 
 @contextlib.contextmanager
