@@ -163,9 +163,17 @@ def _worker_processes(pool: ProcessPoolExecutor) -> list:
 
 
 def _died_how(processes: Sequence) -> str:
-    """What killed a worker (``signal SIGSEGV``, ``exit code 3``), from its process objects."""
+    """What killed a worker (``signal SIGSEGV``, ``exit code 3``), from its process objects.
+
+    The executor's own thread reaps the dead worker at the same time; when it wins the race, our
+    ``waitpid`` fails and ``exitcode`` stays None until that thread has stored the status, so poll
+    briefly instead of trusting the first read."""
     for proc in processes:
+        deadline = time.monotonic() + 5
         proc.join(timeout=5)
+        while proc.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            proc.join(timeout=0.01)
         code = proc.exitcode
         if code is None:
             continue

@@ -76,6 +76,26 @@ def test_a_native_crash_fails_only_its_own_job(tmp_path: Path, capfd: pytest.Cap
     assert "error: e: n1 (Weird): unsupported op Weird at opset 13" in errors
 
 
+class _ReapedElsewhere:
+    """A dead worker whose status another thread is still storing: ``exitcode`` reads None a few
+    times after ``join`` returns (the executor's thread won the ``waitpid`` race)."""
+
+    def __init__(self, late_reads: int) -> None:
+        self.late_reads = late_reads
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    @property
+    def exitcode(self) -> "int | None":
+        self.late_reads -= 1
+        return None if self.late_reads >= 0 else -signal.SIGSEGV
+
+
+def test_a_crash_reaped_by_the_executor_thread_is_still_named() -> None:
+    assert batch._died_how([_ReapedElsewhere(late_reads=3)]) == "signal SIGSEGV"
+
+
 def test_quiet_batch_prints_only_errors_and_verbose_shows_what_jobs_printed(tmp_path: Path,
                                                                           capfd: pytest.CaptureFixture) -> None:
     jobs = [_job(tmp_path, "a", "write"), _job(tmp_path, "b", "unsupported")]
