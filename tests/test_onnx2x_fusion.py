@@ -7,7 +7,8 @@ remaining BatchNormalizations. Cases where folding would be wrong (a convolution
 twice, a non per-channel constant, a shared weight, a residual that is the convolution's own
 input) must leave the graph alone and still match.
 
-The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear)
+The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear,
+channel shuffle)
 run on hand-built graphs in the exporters' forms, each with near misses that must stay unfused
 (checked against onnxruntime with its own graph fusions off: its LayerNorm fusion ignores the
 Pow exponent), on a fused block under ``torch.export`` and ONNX re-export, and on BERT / GPT-2
@@ -772,3 +773,94 @@ def test_llama_export_gets_rms_norm_and_grouped_query_sdpa() -> None:
         np.testing.assert_allclose(got, convert(model, fuse=False)(ids, mask).numpy(), rtol=RTOL, atol=ATOL)
     want = _ort(model, {"ids": ids.numpy(), "mask": mask.numpy()}, optimize=False)[0]
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+# --- channel shuffle ---------------------------------------------------------------------------
+def _shuffle_model(form: str) -> onnx.ModelProto:
+    """Conv -> Reshape [N, 2, 4, 5, 5] -> Transpose -> Reshape [N, 8, 5, 5] -> Conv (ShuffleNet's
+    channel shuffle between two convolutions), and near misses of it."""
+    rng = _rng(31)
+    split, perm, merged = [-1, 2, 4, 5, 5], [0, 2, 1, 3, 4], [-1, 8, 5, 5]
+    if form == "identity-perm":
+        perm = [0, 1, 2, 3, 4]
+    elif form == "spatial-split":  # groups taken from a spatial axis: not a channel shuffle
+        split, perm, merged = [-1, 8, 5, 5, 1], [0, 2, 1, 3, 4], [-1, 8, 5, 5]
+    elif form == "other-merge":  # the channels come back merged with a spatial axis
+        merged = [-1, 4, 10, 5]
+    mk = helper.make_node
+    nodes = [mk("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[1, 1]),
+             mk("Reshape", ["c1", "split"], ["r1"]), mk("Transpose", ["r1"], ["t"], perm=perm),
+             mk("Reshape", ["t", "merged"], ["r2"])]
+    out_shape = [merged[1], merged[2], merged[3]]
+    if form != "other-merge":
+        nodes.append(mk("Conv", ["r2", "w2", "b2"], ["y"], kernel_shape=[1, 1]))
+    else:
+        nodes.append(mk("Relu", ["r2"], ["y"]))
+    inits = [_c(0.3 * rng.standard_normal((8, 8, 1, 1)), "w1"), _c(0.1 * rng.standard_normal(8), "b1"),
+             _c(0.3 * rng.standard_normal((8, 8, 1, 1)), "w2"), _c(0.1 * rng.standard_normal(8), "b2"),
+             numpy_helper.from_array(np.array(split, np.int64), "split"),
+             numpy_helper.from_array(np.array(merged, np.int64), "merged")]
+    return _model(nodes, [("x", ["N", 8, 5, 5])], [("y", ["N"] + out_shape)], inits)
+
+
+def test_reshape_transpose_reshape_becomes_channel_shuffle() -> None:
+    from onnx2x.torch.runtime.shape import channel_shuffle
+
+    gm = _check(_shuffle_model("shuffle"), {"x": _x(3, 8, 5, 5)})
+    assert _count(gm, channel_shuffle) == 1
+    assert torch.permute not in _targets(gm) and torch.reshape not in _targets(gm)
+    (node,) = [n for n in gm.graph.nodes if n.target is channel_shuffle]
+    assert node.args[1] == 2
+
+
+@pytest.mark.parametrize("form", ["identity-perm", "spatial-split", "other-merge"])
+def test_channel_shuffle_near_misses_are_left_alone(form: str) -> None:
+    from onnx2x.torch.runtime.shape import channel_shuffle
+
+    gm = _check(_shuffle_model(form), {"x": _x(3, 8, 5, 5)})
+    assert _count(gm, channel_shuffle) == 0 and torch.reshape in _targets(gm)
+
+
+class _Shuffle(torch.nn.Module):
+    """torchvision's ShuffleNetV2 shuffle (sizes read from the tensor) between two convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Conv2d(6, 6, 1), torch.nn.Conv2d(6, 6, 3, padding=1, groups=6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a(x)
+        n, c, h, w = x.size()
+        x = x.view(n, 3, c // 3, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+        return self.b(x)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_exported_shuffle_fuses_with_a_dynamic_batch_and_exports_again(dynamo: bool, tmp_path) -> None:
+    """The exporters write the batch as -1 or as ``Shape(x)[0]``; both are the batch. The fused
+    module traces back to ONNX (the TorchScript exporter has no channel_shuffle: the helper
+    records the chain) and runs under torch.export with the original's numbers."""
+    from onnx2x.torch.runtime.shape import channel_shuffle
+
+    net = _Shuffle().eval()
+    x = torch.from_numpy(_x(2, 6, 7, 7))
+    path = tmp_path / "shuffle.onnx"
+    if dynamo:
+        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"],
+                          dynamic_shapes=({0: torch.export.Dim("n")},))
+    else:
+        torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    gm = convert(str(path))
+    assert _count(gm, channel_shuffle) == 1 and torch.permute not in _targets(gm)
+    x3 = torch.from_numpy(_x(3, 6, 7, 7, seed=4))
+    with torch.no_grad():
+        want = net(x3).numpy()
+        np.testing.assert_allclose(gm(x3).numpy(), want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(gm(x3.contiguous(memory_format=torch.channels_last)).numpy(), want,
+                                   rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(torch.export.export(gm, (x3,)).module()(x3).numpy(), want, rtol=RTOL, atol=ATOL)
+        again = tmp_path / "again.onnx"
+        torch.onnx.export(gm, (x,), str(again), dynamo=False, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}})
+    np.testing.assert_allclose(_ort(onnx.load(str(again)), {"x": x3.numpy()})[0], want, rtol=RTOL, atol=ATOL)

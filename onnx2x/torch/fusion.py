@@ -68,6 +68,7 @@ class FusionStats:
     attentions: int = 0
     linears: int = 0
     prepacked_linears: int = 0  # F.linear calls turned into linear_prepacked
+    channel_shuffles: int = 0
 
 
 def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:

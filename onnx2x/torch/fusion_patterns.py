@@ -16,6 +16,8 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
   scale=...)``. One difference is accepted: a row whose additive mask is -inf everywhere is NaN
   after ONNX's Softmax and zeros after SDPA (transformers' masks use the dtype's minimum, which
   keeps every row finite; torch's own export of SDPA zeroes such rows, matched exactly).
+* channel shuffle: ``Reshape [N, g, C/g, ...], Transpose (0, 2, 1, ...), Reshape [N, C, ...]``
+  -> ``torch.channel_shuffle`` (:func:`runtime.shape.channel_shuffle`)
 * linear:     ``MatMul(x, W)`` + ``Add(b)`` with a constant 2-D ``W``, and ``Gemm`` with a constant
   B and bias  -> ``F.linear`` (the weight transposed once, at conversion)
 
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 
 from .runtime import linalg as rt_linalg
 from .runtime import reduce as rt_reduce
+from .runtime import shape as rt_shape
 from .runtime import softmax as rt_softmax
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class PatternStats:
     gelus: int = 0
     attentions: int = 0
     linears: int = 0
+    channel_shuffles: int = 0
 
 
 def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
@@ -89,6 +93,8 @@ def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
             stats.gelus += _gelu(gm, info, node)
         elif node.target in (rt_softmax.softmax_axis, rt_softmax.softmax_2d):
             stats.attentions += _attention(gm, info, node)
+        elif node.target is torch.permute:
+            stats.channel_shuffles += _channel_shuffle(gm, info, node)
     readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # get_attr nodes per attribute
     transposed: dict[str, str] = {}  # weight attribute -> its transposed copy (tied weights: one copy)
     for node in list(gm.graph.nodes):  # after attention: its scores MatMul has no constant weight anyway
@@ -664,4 +670,56 @@ def _linear(gm: fx.GraphModule, info: Info, node: fx.Node, readers: Counter, tra
         transposed[w_arg.target] = weight.target
     bias = _as_1d_attr(gm, b_arg, b, last)
     _become(gm, last, chain, F.linear, (x, weight, bias))
+    return 1
+
+
+# --- channel shuffle -------------------------------------------------------------------------------
+def _batch_dim(info: Info, entry: Any, batch: Dim) -> bool:
+    """A reshape target entry that is ``batch``: that int, or ``t.size(0)`` of a value of that batch."""
+    if isinstance(entry, int):
+        return isinstance(batch, int) and entry == batch
+    return (isinstance(entry, fx.Node) and entry.op == "call_method" and entry.target == "size"
+            and len(entry.args) == 2 and entry.args[1] == 0 and not entry.kwargs
+            and _info(info, entry.args[0]).shape is not None and _info(info, entry.args[0]).shape[0] == batch)
+
+
+def _reshaped_to(info: Info, node: Any, source: fx.Node, dims: list[int], batch: Dim) -> bool:
+    """``node`` is ``torch.reshape(source, [N, *dims])``, N the batch written as -1 (the other dims
+    being exact, it can only be the batch), the batch itself, or a batch followed by -1 for
+    ``dims[0]``."""
+    if not _call(node, (torch.reshape,), 2) or node.args[0] is not source:
+        return False
+    spec = node.args[1]
+    if not isinstance(spec, (list, tuple)) or len(spec) != len(dims) + 1:
+        return False
+    if list(spec[1:]) == dims:
+        return spec[0] == -1 or _batch_dim(info, spec[0], batch)
+    return spec[1] == -1 and list(spec[2:]) == dims[1:] and _batch_dim(info, spec[0], batch)
+
+
+def _channel_shuffle(gm: fx.GraphModule, info: Info, permute: fx.Node) -> int:
+    """``Reshape(x, [N, g, C/g, *S]) -> Transpose(0, 2, 1, ...) -> Reshape [N, C, *S]`` (C and S
+    known ints) is ShuffleNet's channel shuffle of ``x`` in ``g`` groups."""
+    if not _call(permute, (torch.permute,), 2) or not isinstance(permute.args[0], fx.Node):
+        return 0
+    split, perm = permute.args
+    after = _the_user(permute)
+    x = split.args[0] if split.op == "call_function" and split.args else None
+    shape = _info(info, x).shape
+    if after is None or shape is None or len(shape) < 3 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        return 0
+    rank, channels, spatial = len(shape), shape[1], list(shape[2:])
+    if list(perm) != [0, 2, 1] + list(range(3, rank + 1)):
+        return 0
+    spec = split.args[1] if len(split.args) == 2 else None
+    groups = spec[1] if isinstance(spec, (list, tuple)) and len(spec) == rank + 1 else None
+    if not (isinstance(groups, int) and groups > 0 and channels % groups == 0):
+        return 0
+    if not (_reshaped_to(info, split, x, [groups, channels // groups] + spatial, shape[0])
+            and _reshaped_to(info, after, permute, [channels] + spatial, shape[0])):
+        return 0
+    chain = [split, permute, after]
+    if not _only_inside(chain, after):
+        return 0
+    _become(gm, after, chain, rt_shape.channel_shuffle, (x, groups))
     return 1
