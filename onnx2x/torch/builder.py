@@ -23,6 +23,7 @@ import itertools
 import logging
 import operator
 import warnings
+from collections import Counter
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -306,20 +307,24 @@ class GraphBuilder:
         """A stored reshape/transpose of an initializer that is not stored itself takes its name;
         ``permuted`` and ``reshaped`` record how to get the initializer back."""
         claimed = set(self.param_names.values())
-        roots = [root for attr, (root, _) in self._view_attrs.items() if attr in self.param_names]
+        roots = Counter(root for attr, (root, _) in self._view_attrs.items() if attr in self.param_names)
+        readers: dict[str, list[fx.Node]] = {}
+        if self._view_attrs:
+            for node in self.graph.nodes:
+                if node.op == "get_attr":
+                    readers.setdefault(node.target, []).append(node)
         for attr, (onnx_name, shape) in self._view_attrs.items():
             new = sanitize(onnx_name, "const")
-            if attr not in self.param_names or onnx_name in claimed or roots.count(onnx_name) != 1:
+            if attr not in self.param_names or onnx_name in claimed or roots[onnx_name] != 1:
                 continue
             if attr != new:
                 if hasattr(self.root, new) or new in self.root._modules:
                     continue
                 table = self.root._parameters if attr in self.root._parameters else self.root._buffers
                 table[new] = table.pop(attr)
-                for node in self.graph.nodes:
-                    if node.op == "get_attr" and node.target == attr:
-                        node.target = new
-                        node._rename(new)
+                for node in readers.get(attr, ()):
+                    node.target = new
+                    node._rename(new)
                 del self.param_names[attr]
             self.param_names[new] = onnx_name
             stored = getattr(self.root, new)
@@ -513,10 +518,13 @@ class GraphBuilder:
                 self.value_to_fx[value.name] = handle.name
 
     def finish(self, outputs: Sequence[ir.Value], *, as_tuple: Optional[bool] = None,
-               channels_last: bool = True) -> fx.GraphModule:
+               channels_last: bool = True, generate_code: bool = True) -> fx.GraphModule:
         """Emit the output node and build the GraphModule (single output unwrapped by default).
 
         ``channels_last=False`` leaves convolution weights as they are (a later pass lays them out).
+        ``generate_code=False``: the module's ``forward`` is not generated; the caller edits the
+        graph and must call ``gm.recompile()`` before the module runs (one code generation instead
+        of two: on a 900-node graph each costs about as much as reading its 30 MB of weights).
         """
         handles = []
         for value in outputs:
@@ -530,7 +538,10 @@ class GraphBuilder:
         self._name_reshapes()
         if channels_last:
             self._conv_weights_channels_last()
-        gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedModel")
+        if generate_code:
+            gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedModel")
+        else:
+            gm = module_awaiting_code(self.root, self.graph, class_name="ConvertedModel")
         gm.onnx_input_names = list(self.input_names)
         gm.onnx_output_names = list(self.output_names)
         gm.onnx_param_names = dict(self.param_names)
@@ -553,6 +564,21 @@ class GraphBuilder:
             if name not in used:
                 del self.root._buffers[name]
                 self.param_names.pop(name, None)
+
+
+def module_awaiting_code(root: torch.nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
+    """``fx.GraphModule(root, graph, class_name)`` without generating ``forward`` from ``graph``: the
+    module holds ``root``'s attributes that ``graph`` reads and owns ``graph``, and runs only after
+    ``recompile()``."""
+    placeholder = fx.Graph()
+    placeholder.output(None)
+    gm = fx.GraphModule(root, placeholder, class_name=class_name)  # reads no attribute: copies none
+    for node in graph.nodes:
+        if node.op in ("get_attr", "call_module"):
+            fx.graph_module._copy_attr(root, gm, node.target)
+    gm._graph = graph  # what the ``graph`` setter does, less its recompile()
+    graph.owning_module = gm
+    return gm
 
 
 def channels_last_conv_weights(root: torch.nn.Module, graph: fx.Graph, targets: Iterable[Callable] = _CONV2D,

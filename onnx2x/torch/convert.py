@@ -217,7 +217,7 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
     builder = GraphBuilder(opsets, file=label, trainable=trainable, keep_initializers=not fuse)
     try:
         builder.convert_graph(model.graph)
-        gm = builder.finish(list(model.graph.outputs), channels_last=False)
+        gm = builder.finish(list(model.graph.outputs), channels_last=False, generate_code=False)
         _reshaped_upstream(gm, model)
         if trainable:
             _warn_tied(gm, model.graph, label)
@@ -235,6 +235,7 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
             fusion.fuse(gm, info)  # also lays out convolution weights
         else:
             channels_last_conv_weights(gm, gm.graph)
+        gm.recompile()  # the only code generation (``finish`` left ``forward`` to this point)
     except Exception as exc:  # a bug in an optimization pass: name it, as converters' errors are
         raise ConversionFailure(f"fusion pass failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                                 file=label or None) from exc

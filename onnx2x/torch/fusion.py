@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -72,21 +73,22 @@ class FusionStats:
 
 
 def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:
-    """Fold and fuse in place. ``info`` (:func:`value_info`) gives the ranks and shapes the passes check."""
+    """Fold and fuse ``gm.graph`` in place (the caller recompiles). ``info`` (:func:`value_info`)
+    gives the ranks and shapes the passes check."""
     stats = FusionStats()
     info = info or {}
     for key, value in vars(fuse_patterns(gm, info)).items():
         setattr(stats, key, value)
-    _fold_into_convs(gm, stats)
-    _batch_norms_to_affine(gm, info, stats)
-    _fuse_conv2d(gm, stats)
+    names = _ValueNames(gm)
+    _fold_into_convs(gm, stats, names)
+    _batch_norms_to_affine(gm, info, stats, names)
+    _fuse_conv2d(gm, stats, names)
     _prepack_linears(gm, stats)
     _mark_dead_residuals(gm)
     _weights_channels_last(gm)
     gm.graph.eliminate_dead_code()
     _drop_unused_attrs(gm)
     gm.graph.lint()
-    gm.recompile()
     live = {n.name for n in gm.graph.nodes}
     if hasattr(gm, "onnx_value_to_fx"):
         gm.onnx_value_to_fx = {k: v for k, v in gm.onnx_value_to_fx.items() if v in live}
@@ -187,19 +189,31 @@ def _set_tensor_arg(gm: fx.GraphModule, user: fx.Node, index: int, tensor: torch
     user.args = tuple(args)
 
 
-def _retire(gm: fx.GraphModule, chain: list[fx.Node], survivor: fx.Node) -> None:
-    """Let ``survivor`` stand for the chain's last value, erase the chain, and re-point the ONNX names."""
-    last = chain[-1]
-    last.replace_all_uses_with(survivor)
-    value_to_fx: dict[str, str] = getattr(gm, "onnx_value_to_fx", {})
-    gone = {survivor.name} | {n.name for n in chain[:-1]}  # values no node computes any more
-    for onnx_name, fx_name in list(value_to_fx.items()):
-        if fx_name in gone:
-            del value_to_fx[onnx_name]
-        elif fx_name == last.name:
-            value_to_fx[onnx_name] = survivor.name
-    for node in reversed(chain):
-        node.graph.erase_node(node)
+class _ValueNames:
+    """``gm.onnx_value_to_fx`` with its reverse (fx node -> ONNX names), so that re-pointing the
+    names after a fold costs the names involved rather than a walk over all of them."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        self.table: dict[str, str] = getattr(gm, "onnx_value_to_fx", {})
+        self.by_fx: dict[str, set[str]] = {}
+        for onnx_name, fx_name in self.table.items():
+            self.by_fx.setdefault(fx_name, set()).add(onnx_name)
+
+    def retire(self, chain: list[fx.Node], survivor: fx.Node) -> None:
+        """Let ``survivor`` stand for the chain's last value, erase the chain, and re-point the ONNX names:
+        the survivor's own value and the chain's intermediate values are computed by no node any more."""
+        last = chain[-1]
+        last.replace_all_uses_with(survivor)
+        for gone in [survivor.name] + [n.name for n in chain[:-1]]:
+            for onnx_name in self.by_fx.pop(gone, ()):
+                del self.table[onnx_name]
+        moved = self.by_fx.pop(last.name, set())
+        for onnx_name in moved:
+            self.table[onnx_name] = survivor.name
+        if moved:
+            self.by_fx.setdefault(survivor.name, set()).update(moved)
+        for node in reversed(chain):
+            node.graph.erase_node(node)
 
 
 # --- 1. affine ops into convolutions --------------------------------------------------------------
@@ -216,20 +230,22 @@ def _storage_owners(gm: fx.GraphModule) -> dict[int, int]:
     return owners
 
 
-def _exclusive(gm: fx.GraphModule, attr: Any, user: fx.Node, owners: dict[int, int]) -> bool:
-    """True when ``attr`` (a get_attr node) is read by ``user`` alone and its memory is no one else's."""
+def _exclusive(gm: fx.GraphModule, attr: Any, user: fx.Node, owners: dict[int, int], readers: Counter) -> bool:
+    """True when ``attr`` (a get_attr node) is read by ``user`` alone and its memory is no one else's
+    (``readers``: get_attr nodes per attribute)."""
     if not (isinstance(attr, fx.Node) and attr.op == "get_attr" and len(attr.users) == 1):
         return False
-    if sum(1 for n in gm.graph.nodes if n.op == "get_attr" and n.target == attr.target) != 1:
+    if readers[attr.target] != 1:
         return False
     t = _const(gm, attr)
     return (t is not None and not t.requires_grad and t.layout == torch.strided
             and owners.get(t.untyped_storage().data_ptr(), 0) == 1)
 
 
-def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats) -> None:
+def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> None:
     param_names: dict[str, str] = getattr(gm, "onnx_param_names", {})
     owners = _storage_owners(gm)
+    readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # folds add only new names
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.kwargs:
             continue
@@ -250,7 +266,7 @@ def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats) -> None:
         # Per-channel factors in float64, the weight multiplied in its own dtype and layout
         # (channels-last stays channels-last): one pass over the weight, as onnxsim did it.
         w_data = w.detach()
-        if not transposed and _exclusive(gm, node.args[1], node, owners):
+        if not transposed and _exclusive(gm, node.args[1], node, owners, readers):
             # nothing else sees this tensor: scale it in place (no second copy of the weights)
             w_data.mul_(scale.to(w.dtype).reshape(-1, *([1] * (w.dim() - 1))))
             new_w = w
@@ -267,12 +283,13 @@ def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats) -> None:
         b_hint = f"{node.args[1].target}_bias" if node.args[2] is None else f"{node.args[2].target}_folded"
         b_name = param_names.get(node.args[2].target, b_hint) if node.args[2] is not None else f"{w_name}:bias"
         _set_tensor_arg(gm, node, 2, new_b.to(w.dtype), b_name, b_hint)
-        _retire(gm, chain, node)
+        names.retire(chain, node)
         stats.folded += len(chain)
 
 
 # --- 1b. the remaining inference BatchNormalizations -> one multiply-add ------------------------
-def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats: FusionStats) -> None:
+def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats: FusionStats,
+                           names: _ValueNames) -> None:
     """``BN(x) [* a + c ...] [relu]`` -> ``addcmul(shift, x, scale)`` [``relu_`` in place].
 
     Why: for channels-last activations ``F.batch_norm`` is about three times slower than
@@ -308,7 +325,7 @@ def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats
         node.args = (shift_node, node.args[0], scale_node)
         node.meta.pop("is_wrapped", None)
         if chain:
-            _retire(gm, chain, node)
+            names.retire(chain, node)
             stats.folded += len(chain)
         user = _only_user(node)
         if user is not None and user.target in _RELU and len(user.args) == 1 and not user.kwargs:
@@ -317,7 +334,7 @@ def _batch_norms_to_affine(gm: fx.GraphModule, info: dict[str, ValueInfo], stats
 
 
 # --- 2. conv2d [+ add] [+ relu] -> conv2d_fused ------------------------------------------------
-def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats) -> None:
+def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> None:
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in (torch.conv2d, F.conv2d) or node.kwargs:
             continue
@@ -358,7 +375,7 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats) -> None:
         node.meta["is_wrapped"] = True  # fx.symbolic_trace keeps runtime helpers as leaf calls
         if chain:
             last.prepend(node)  # the residual may be computed after the convolution
-            _retire(gm, chain, node)
+            names.retire(chain, node)
         stats.fused_convs += 1
 
 
