@@ -625,28 +625,35 @@ def test_tied_weight_is_transposed_once() -> None:
 
 def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
     """The oneDNN path (eager, no grad) and the plain path (autograd) give F.linear's numbers;
-    a weight changed in place is packed again."""
+    a weight changed in place is packed again; weights too small or too big to gain from packing,
+    and single rows, take F.linear."""
     gen = torch.Generator().manual_seed(0)
-    w, b = torch.randn(6, 8, generator=gen), torch.randn(6, generator=gen)
-    for shape in ((8,), (4, 8), (2, 3, 8)):
+    n, k = 512, rt_linalg.PACK_MIN_ELEMENTS // 512
+    w, b = 0.05 * torch.randn(n, k, generator=gen), torch.randn(n, generator=gen)
+    for shape in ((k,), (4, k), (2, 3, k)):
         x = torch.randn(*shape, generator=gen)
         with torch.no_grad():
             torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
             torch.testing.assert_close(LINEAR(x.transpose(0, -1).contiguous().transpose(0, -1), w, None),
                                        F.linear(x, w))
-    x = torch.randn(4, 8, generator=gen)
+    x = torch.randn(4, k, generator=gen)
     with torch.no_grad():
+        rt_linalg.clear_packed_linear_weights()
         LINEAR(x, w, b)
+        assert w in rt_linalg._PACKED_LINEAR
         w.mul_(2.0)
         torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
     xg = x.clone().requires_grad_(True)
     LINEAR(xg, w, b).sum().backward()
-    torch.testing.assert_close(xg.grad, w.sum(0).expand(4, 8))
+    torch.testing.assert_close(xg.grad, w.sum(0).expand(4, k))
     big = torch.zeros(rt_linalg.PACK_MAX_BYTES // 4 // 8 + 1, 8)  # over the cap: no packed second copy
+    small = torch.randn(64, k, generator=gen)  # oneDNN's call overhead outweighs packing
+    one_row = torch.randn(1, k, generator=gen)
     with torch.no_grad():
         rt_linalg.clear_packed_linear_weights()
-        LINEAR(x, w, b), LINEAR(x, big, None)
-    assert w in rt_linalg._PACKED_LINEAR and big not in rt_linalg._PACKED_LINEAR
+        LINEAR(x[:, :8], big, None), LINEAR(x, small, None)
+        torch.testing.assert_close(LINEAR(one_row, w, b), F.linear(one_row, w, b))
+    assert not rt_linalg._PACKED_LINEAR  # none of them was packed
 
 
 @pytest.mark.parametrize("form", ["bias-per-row", "runtime-weight"])

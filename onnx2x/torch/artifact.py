@@ -403,8 +403,13 @@ def _is_module_named(obj: Any, name: str) -> bool:
     return isinstance(obj, types.ModuleType) and obj.__name__ == name
 
 
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
 def _identifiers(code: str) -> set[str]:
-    return {tok.string for tok in _tokens(code) if tok.type == tokenize.NAME}
+    """Every word of ``code`` (a superset of its names: words in strings count too, which only
+    makes a helper keep its longer global name)."""
+    return set(_WORD.findall(code))
 
 
 def _tokens(code: str) -> list[tokenize.TokenInfo]:
@@ -413,6 +418,8 @@ def _tokens(code: str) -> list[tokenize.TokenInfo]:
 
 def _rename(line: str, names: dict[str, str]) -> str:
     """``line`` with every NAME token found in ``names`` replaced (strings and attributes untouched)."""
+    if not any(word in names for word in _WORD.findall(line)):
+        return line  # nothing to rename: skip the (slow, pure-Python) tokenizer
     edits = []
     previous = None
     for tok in _tokens(line):

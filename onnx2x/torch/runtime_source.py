@@ -14,6 +14,7 @@ reports it, and the caller embeds that module whole instead.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def _import_lines(node: "ast.Import | ast.ImportFrom", wanted: set[str]) -> dict
     return lines
 
 
-def _statements(tree: ast.Module, source: str) -> list[_Statement]:
+def _statements(tree: ast.Module, lines: list[str]) -> list[_Statement]:
     out = []
     for node in tree.body:
         if isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant):
@@ -70,10 +71,10 @@ def _statements(tree: ast.Module, source: str) -> list[_Statement]:
                 bound = alias.asname or alias.name.split(".")[0]
                 binds[bound] = ast.dump(alias) + str(getattr(node, "module", ""))
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            binds[node.name] = ast.get_source_segment(source, node) or ast.dump(node)
+            binds[node.name] = _text(lines, node)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            text = ast.get_source_segment(source, node) or ast.dump(node)
+            text = _text(lines, node)
             for target in targets:
                 for name in ast.walk(target):
                     if isinstance(name, ast.Name):
@@ -84,13 +85,27 @@ def _statements(tree: ast.Module, source: str) -> list[_Statement]:
     return out
 
 
-def _block(source: str, node: ast.stmt) -> str:
+def _text(lines: list[str], node: ast.stmt) -> str:
+    """The statement's own lines (what two modules compare to tell whether they bind a name alike;
+    not ``ast.get_source_segment``, which splits the whole module again on every call)."""
+    return "\n".join(lines[node.lineno - 1:node.end_lineno])
+
+
+def _block(lines: list[str], node: ast.stmt) -> str:
     """The statement's source with its decorators and the comment lines right above it."""
-    lines = source.splitlines()
     first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
     while first > 0 and lines[first - 1].lstrip().startswith("#"):
         first -= 1
     return "\n".join(lines[first:node.end_lineno])
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(module_name: str) -> tuple[list[str], list[_Statement]]:
+    """A runtime module's source lines and top-level statements (read once per process); raises
+    ValueError for a statement :func:`extract` cannot follow."""
+    source = inspect.getsource(importlib.import_module(module_name))
+    lines = source.splitlines()
+    return lines, _statements(ast.parse(source), lines)
 
 
 def _closure(statements: list[_Statement], roots: Iterable[str]) -> list[_Statement]:
@@ -122,10 +137,8 @@ def extract(functions: dict[str, set[str]], reserved: set[str]) -> RuntimeSource
     defined: dict[str, str] = {}  # name -> what binds it, over the modules merged so far
     imports: dict[str, str] = {}
     for module_name in sorted(functions):
-        module = importlib.import_module(module_name)
-        source = inspect.getsource(module)
         try:
-            statements = _statements(ast.parse(source), source)
+            lines, statements = _parsed(module_name)
         except ValueError:  # a statement this module cannot follow (an ``if`` at top level): embed it whole
             out.unmerged.append(module_name)
             continue
@@ -140,7 +153,7 @@ def extract(functions: dict[str, set[str]], reserved: set[str]) -> RuntimeSource
             for name, text in statement.binds.items():
                 if name in reserved or (name in defined and defined[name] != text) or name in imports:
                     clash = name
-            blocks.append(_block(source, statement.node))
+            blocks.append(_block(lines, statement.node))
         for name, line in wanted_imports.items():
             same_module = line == f"import {name}"  # ``import math`` means the same wherever it is
             if (name in defined or (name in reserved and not same_module) or imports.get(name, line) != line):

@@ -75,6 +75,12 @@ def gemm(a: torch.Tensor, b: torch.Tensor, c: Optional[torch.Tensor], alpha: flo
 # second copy would double what the process holds, also while the CLI checks a conversion) stay
 # on the plain path.
 PACK_MAX_BYTES = 16 * 2**20
+# oneDNN's call costs about 18 us more than MKL's; packing pays for that only on a weight of at
+# least 512x512 and at least 4 rows of input (one thread: 64x64 weights run 2-9x slower packed,
+# 256x256 1.1-4x up to 64 rows, one row 1.2-8x; 768x768 at 4-1024 rows 0.65-0.9x). Smaller
+# problems take F.linear (a 64-wide BERT's layers: 23 -> 4 us each).
+PACK_MIN_ELEMENTS = 512 * 512
+PACK_MIN_ROWS = 4
 _PACKED_LINEAR: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed weight)
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
@@ -96,7 +102,7 @@ def _linear_fast_path_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
             return False
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1] or (bias is not None and bias.shape != weight.shape[:1]):
         return False
-    if weight.numel() * 4 > PACK_MAX_BYTES:
+    if not PACK_MIN_ELEMENTS <= weight.numel() <= PACK_MAX_BYTES // 4 or x.numel() < PACK_MIN_ROWS * x.shape[-1]:
         return False
     if not torch.backends.mkldnn.enabled or not torch.backends.mkldnn.is_available():
         return False
