@@ -140,6 +140,39 @@ def test_conv_bn_relu_folds_into_one_fused_call(extra_affine: bool, bias: bool) 
     assert "c" not in gm.onnx_value_to_fx and "n" not in gm.onnx_value_to_fx
 
 
+@pytest.mark.parametrize("bounds", ["relu6-11", "relu6-10", "runtime-max"])
+def test_conv_bn_clip_applies_the_clip_in_the_convolution(bounds: str) -> None:
+    """MobileNet's Conv-BN-ReLU6 (Clip 0..6, as bounds inputs at opset 11+ or attributes before):
+    one fused call with the clamp as oneDNN's post-op; a bound computed at run time stays a clamp."""
+    model = _conv_bn_relu()
+    clip = model.graph.node[-1]
+    clip.op_type = "Clip"
+    feeds = {"x": 3.0 * _x(2, 4, 9, 9)}
+    if bounds == "relu6-10":
+        clip.attribute.extend([helper.make_attribute("min", 0.0), helper.make_attribute("max", 6.0)])
+        del model.opset_import[:]
+        model.opset_import.extend([helper.make_opsetid("", 10)])
+    else:
+        clip.input.extend(["lo", "hi"])
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "lo"))
+        if bounds == "runtime-max":
+            model.graph.input.append(helper.make_tensor_value_info("hi", TP.FLOAT, []))
+            feeds["hi"] = np.array(2.5, np.float32)
+        else:
+            model.graph.initializer.append(numpy_helper.from_array(np.array(6.0, np.float32), "hi"))
+    gm = _check(model, feeds)
+    (call,) = _fused_calls(gm)
+    if bounds == "runtime-max":
+        assert "clamp" not in call.kwargs and torch.clamp in _targets(gm)
+    else:
+        assert call.kwargs["clamp"] == [0.0, 6.0] and torch.clamp not in _targets(gm)
+        xt = torch.from_numpy(feeds["x"]).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():  # the fast path, and the plain path under torch.export
+            np.testing.assert_allclose(gm(xt).numpy(), _ort(model, feeds)[0], rtol=RTOL, atol=ATOL)
+            exported = torch.export.export(gm, (xt,)).module()
+            np.testing.assert_allclose(exported(xt).numpy(), _ort(model, feeds)[0], rtol=RTOL, atol=ATOL)
+
+
 def test_conv_output_read_twice_is_not_folded() -> None:
     rng = _rng(4)
     inits = [numpy_helper.from_array(_f32(0.3 * rng.standard_normal((6, 3, 1, 1))), "w")] + _bn_params(rng, 6, "bn")

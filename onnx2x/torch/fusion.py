@@ -14,9 +14,10 @@ Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the fini
    fold Conv+BN; it now sees no weights (``common/simplify.py``), so the folding happens here, for
    every model and also without the simplifier.
 2. **Fused 2-D convolutions.** ``conv2d`` with a constant weight, with a following residual
-   ``add`` and/or ``relu`` when the convolution (then the add) is their only input producer,
-   becomes one :func:`runtime.conv.conv2d_fused` call: oneDNN with the weight packed once, the
-   add and ReLU applied in the same pass (eager CPU inference; otherwise plain torch ops).
+   ``add`` and/or ``relu`` when the convolution (then the add) is their only input producer, or
+   with a following clamp between two numbers (ReLU6), becomes one
+   :func:`runtime.conv.conv2d_fused` call: oneDNN with the weight packed once, the add, ReLU or
+   clamp applied in the same pass (eager CPU inference; otherwise plain torch ops).
 3. **Pre-packed linear layers.** ``F.linear`` with a constant float32 weight (from the patterns
    above, or written by a converter) becomes :func:`runtime.linalg.linear_prepacked`: oneDNN with
    the weight packed once (eager CPU inference; otherwise plain ``F.linear``).
@@ -28,6 +29,7 @@ verification locator still finds every value the module computes.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from collections import Counter
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ class FusionStats:
     fused_convs: int = 0  # conv2d calls turned into conv2d_fused
     fused_adds: int = 0
     fused_relus: int = 0
+    fused_clamps: int = 0  # ReLU6-like clamps with number bounds applied in the convolution
     layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
     rms_norms: int = 0
     gelus: int = 0
@@ -364,6 +367,11 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> 
             chain.append(user)
             last = user
             stats.fused_relus += 1
+        clamp = _number_clamp(user, last) if residual is None and not relu else None
+        if clamp is not None:
+            chain.append(user)
+            last = user
+            stats.fused_clamps += 1
         node.target = rt_conv.conv2d_fused
         node.args = (x, weight, bias, list(stride), list(padding), list(dilation), groups)
         kwargs: dict[str, Any] = {}
@@ -371,12 +379,24 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> 
             kwargs["residual"] = residual
         if relu:
             kwargs["relu"] = True
+        if clamp is not None:
+            kwargs["clamp"] = clamp
         node.kwargs = kwargs
         node.meta["is_wrapped"] = True  # fx.symbolic_trace keeps runtime helpers as leaf calls
         if chain:
             last.prepend(node)  # the residual may be computed after the convolution
             names.retire(chain, node)
         stats.fused_convs += 1
+
+
+def _number_clamp(user: Optional[fx.Node], value: fx.Node) -> Optional[list[float]]:
+    """``[lo, hi]`` when ``user`` is ``torch.clamp(value, lo, hi)`` with finite numbers lo <= hi (ReLU6)."""
+    if user is None or user.target is not torch.clamp or user.kwargs or len(user.args) != 3 or user.args[0] is not value:
+        return None
+    lo, hi = user.args[1], user.args[2]
+    if not all(isinstance(v, float) and math.isfinite(v) for v in (lo, hi)) or lo > hi:
+        return None
+    return [lo, hi]
 
 
 # --- 3. F.linear with a constant weight -> linear_prepacked ---------------------------------------

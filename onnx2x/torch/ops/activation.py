@@ -151,5 +151,17 @@ def clip_inputs(ctx: NodeContext) -> Handle:
     if plain_dtype(dtype) and dtype not in WIDE_UNSIGNED and all(
         ctx.dtype(i) == dtype for i in (1, 2) if ctx.has_input(i)
     ):
+        if dtype.is_floating_point:
+            # Constant bounds as numbers (ReLU6 is Clip(0, 6)): a clamp with tensor bounds is a
+            # broadcasting ternary op, 2.5x slower than the scalar one on a channels-last activation.
+            lo, hi = (_number_bound(ctx, i, b) for i, b in ((1, lo), (2, hi)))
         return ctx.call(torch.clamp, x, lo, hi)
     return ctx.call(rt.clip, x, lo, hi)
+
+
+def _number_bound(ctx: NodeContext, i: int, bound: Handle) -> Handle:
+    """A constant single-value bound as a Python float (exact: float32/float16 values are doubles)."""
+    value = ctx.const(i) if bound is not None else None
+    if value is None or value.size != 1 or value.dtype.kind != "f":
+        return bound
+    return float(value.reshape(()))

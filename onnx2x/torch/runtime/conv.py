@@ -191,8 +191,10 @@ def _packed_weight(weight: torch.Tensor, x: torch.Tensor, stride: List[int], pad
 
 def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                  padding: List[int], dilation: List[int], groups: int, residual: Optional[torch.Tensor] = None,
-                 relu: bool = False, residual_is_dead: bool = False) -> torch.Tensor:
-    """``relu?(F.conv2d(x, weight, bias, stride, padding, dilation, groups) + residual?)``.
+                 relu: bool = False, residual_is_dead: bool = False,
+                 clamp: Optional[List[float]] = None) -> torch.Tensor:
+    """``relu?(F.conv2d(x, weight, bias, stride, padding, dilation, groups) + residual?)``, or
+    ``torch.clamp(F.conv2d(...), *clamp)`` (ReLU6 and the like, ``clamp = [lo, hi]``, finite).
 
     ``stride``/``padding``/``dilation`` are lists of two ints (symmetric padding).
     ``residual_is_dead``: nothing reads ``residual`` afterwards and it shares memory with no
@@ -208,6 +210,9 @@ def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
             packed = _packed_weight(weight, x, stride, padding, dilation, groups)
             unary = "relu" if relu else "none"
             if residual is None:
+                if clamp is not None:  # oneDNN's hardtanh post-op: no second pass, no second tensor
+                    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation,
+                                                                   groups, "hardtanh", list(clamp), "")
                 return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups,
                                                                unary, [], "")
             if (residual_is_dead and residual.is_contiguous(memory_format=torch.channels_last)
@@ -223,4 +228,6 @@ def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     if residual is not None:
         y = y + residual
+    if clamp is not None:
+        y = torch.clamp(y, clamp[0], clamp[1])
     return torch.relu(y) if relu else y
