@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import torch
+import torch.nn.functional as F
+
 from ..dtypes import float32_literal
 from ..registry import converter
 from ..runtime import normalization as rt
@@ -83,10 +86,32 @@ def layer_norm(ctx):
     eps = float(ctx.attr("epsilon", 1e-5))
     stash32 = int(ctx.attr("stash_type", 1)) == 1
     if not (_wanted(ctx, 1) or _wanted(ctx, 2)):
+        normalized = _layer_norm_shape(ctx, axis)
+        if normalized is not None:  # what the runtime helper would decide on every call, decided now
+            bias = ctx.input(2) if ctx.has_input(2) else None
+            return ctx.call(F.layer_norm, ctx.input(0), normalized, ctx.input(1), bias, eps)
         return ctx.call(rt.layer_norm_y, ctx.input(0), ctx.input(1), ctx.input(2), axis, eps, stash32)
     res = ctx.call(rt.layer_norm, ctx.input(0), ctx.input(1), ctx.input(2), axis, eps, stash32,
                    ctx.output_dtype(1) or ctx.output_dtype(2))
     return tuple(ctx.getitem(res, k) for k in range(3))
+
+
+def _layer_norm_shape(ctx, axis: int) -> "tuple[int, ...] | None":
+    """The normalized shape when ``F.layer_norm`` computes the node exactly: float32/float64 X,
+    scale (and bias) of X's dtype with X's static shape from ``axis`` on."""
+    shape, dtype = ctx.shape(0), ctx.dtype(0)
+    if shape is None or dtype not in (torch.float32, torch.float64):
+        return None
+    axis = axis + len(shape) if axis < 0 else axis
+    normalized = tuple(shape[axis:])
+    if not normalized or not all(isinstance(d, int) and d > 0 for d in normalized):
+        return None
+    for i in (1, 2):
+        if i == 2 and not ctx.has_input(2):
+            continue
+        if ctx.dtype(i) != dtype or ctx.shape(i) is None or tuple(ctx.shape(i)) != normalized:
+            return None
+    return normalized
 
 
 @converter("RMSNormalization", since=23)

@@ -92,17 +92,20 @@ def clear_packed_linear_weights() -> None:
 
 
 def _linear_fast_path_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
-    """Plain CPU float32 tensors in eager mode, no autograd, oneDNN usable (checks ordered by cost)."""
-    if type(x) is not torch.Tensor or x.dtype != torch.float32 or not x.is_cpu or x.is_mkldnn or x.dim() < 1:
-        return False  # fake, functional or other tensor subclasses mean someone is tracing
+    """A problem big enough to gain from packing, plain CPU float32 tensors in eager mode, no
+    autograd, oneDNN usable (checks ordered by cost: most small layers leave at the first)."""
+    if type(x) is not torch.Tensor:
+        return False  # fake, functional or other tensor subclasses mean someone is tracing: no size guards
+    if not PACK_MIN_ELEMENTS <= weight.numel() <= PACK_MAX_BYTES // 4 or x.numel() < PACK_MIN_ROWS * weight.shape[-1]:
+        return False
+    if x.dtype != torch.float32 or not x.is_cpu or x.is_mkldnn or x.dim() < 1:
+        return False
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
     for t in (weight, bias):
         if t is not None and (type(t) not in _PLAIN or t.dtype != torch.float32 or not t.is_cpu or t.is_mkldnn):
             return False
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1] or (bias is not None and bias.shape != weight.shape[:1]):
-        return False
-    if not PACK_MIN_ELEMENTS <= weight.numel() <= PACK_MAX_BYTES // 4 or x.numel() < PACK_MIN_ROWS * x.shape[-1]:
         return False
     if not torch.backends.mkldnn.enabled or not torch.backends.mkldnn.is_available():
         return False
