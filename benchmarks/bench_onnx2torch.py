@@ -1,8 +1,9 @@
 """Forward latency of modules converted by onnx2x on real-size model-zoo graphs.
 
-(Conversion time and memory: ``benchmarks/bench_conversion.py``.) For resnet50, vgg19,
-densenet121 and inception_v1 (onnx's light graphs with seeded random weights of the real size and
-a symbolic batch, see ``tests/support/light_weights.py``) it measures:
+(Conversion time and memory: ``benchmarks/bench_conversion.py``; small exported graphs against
+their eager modules: ``benchmarks/bench_small_graphs.py``.) For resnet50, vgg19, densenet121,
+inception_v1, squeezenet and shufflenet (onnx's light graphs with seeded random weights of the
+real size and a symbolic batch, see ``tests/support/light_weights.py``) it measures:
 
 * forward latency of the converted module at batch 1 and 8 against onnxruntime with the same
   thread count (``torch.set_num_threads`` == ORT ``intra_op_num_threads``; targets: <= 1.2x on
@@ -10,9 +11,12 @@ a symbolic batch, see ``tests/support/light_weights.py``) it measures:
 
 Run from the repository root::
 
-    python benchmarks/bench_onnx2torch.py                       # all four models
+    python benchmarks/bench_onnx2torch.py --threads 1 --repeat 20   # the six models, one thread
     python benchmarks/bench_onnx2torch.py --models resnet50 --threads 1 --repeat 20
-    python benchmarks/bench_onnx2torch.py --json reports/bench_onnx2torch.json
+    python benchmarks/bench_onnx2torch.py --json reports/bench_onnx2torch.json --no-write
+
+Writes the section ``forward_light`` of docs/BENCHMARKS.json and regenerates docs/BENCHMARKS.md
+(``--out-dir`` elsewhere, ``--no-write`` prints only).
 
 Latency is the median of ``--repeat`` runs after warm-up, torch and onnxruntime interleaved so
 that load from other processes hits both alike (call by call with one thread, in blocks of five
@@ -35,7 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1")
+from benchmarks.report import write_section  # noqa: E402
+
+MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet")
 BATCHES = (1, 8)
 
 
@@ -175,6 +181,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="threads for both torch and onnxruntime (default: min(4, cores))")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per measurement (median)")
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--out-dir", type=Path, help="write BENCHMARKS.json/.md here instead of docs/")
+    parser.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.json/.md")
     args = parser.parse_args(argv)
     import logging
 
@@ -189,7 +197,39 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if not args.no_write:
+        out = args.out_dir
+        write_section(section(rows, args.threads, args.repeat), out / "BENCHMARKS.json" if out else None,
+                      out / "BENCHMARKS.md" if out else None)
     return 0
+
+
+def section(rows: list[dict[str, Any]], threads: int, repeat: int) -> "Section":
+    """The rows as the ``forward_light`` section of docs/BENCHMARKS.md."""
+    from benchmarks.report import Section, machine
+
+    peers = sorted({k[:-len("_ratio_b1")] for r in rows for k in r if k.endswith("_ratio_b1")})
+    columns = [("model", "model"), ("weights_mb", "weights MB")]
+    for b in BATCHES:
+        columns += [(f"onnx2x_b{b}_ms", f"batch {b}: onnx2x ms"), (f"onnxruntime_b{b}_ms", "onnxruntime ms"),
+                    (f"ratio_b{b}", "onnx2x / onnxruntime")]
+        columns += [(f"{p}_ratio_b{b}", f"{p} / onnxruntime") for p in peers]
+    notes = []
+    for b in BATCHES:
+        ratios = [r[f"ratio_b{b}"] for r in rows if f"ratio_b{b}" in r]
+        if ratios:
+            geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+            notes.append(f"batch {b}: geometric mean onnx2x / onnxruntime {geo:.3f}, worst {max(ratios):.3f}")
+    notes += [f"{r['model']}: {k[:-len('_error')]} failed: {v}" for r in rows for k, v in r.items() if k.endswith("_error")]
+    if not peers:
+        notes.append("onnx2torch and onnx2pytorch were not installed for this run.")
+    return Section(
+        key="forward_light", title="onnx2x torch: forward latency of the light model-zoo graphs",
+        intro=("Median forward latency of the converted module against onnxruntime on the same file, with "
+               "the same thread count, calls interleaved; onnx's light graphs with seeded random weights. "
+               "Targets at batch 1: geometric mean <= 1.0, every model <= 1.2. "
+               "`python benchmarks/bench_onnx2torch.py --threads 1 --repeat 20`."),
+        columns=columns, rows=rows, notes=notes, meta={"threads": threads, "repeat": repeat, **machine()})
 
 
 if __name__ == "__main__":

@@ -45,3 +45,25 @@ def test_report_replaces_only_its_own_section(tmp_path: Path) -> None:
     assert [data["a"]["rows"][0]["v"], data["b"]["rows"][0]["v"]] == [3.0, 2.0]
     text = (tmp_path / "b.md").read_text()
     assert text.index("## a") < text.index("## b") and "| 3 |" in text and "| 1 |" not in text
+
+
+def test_forward_benchmarks_smoke_write_their_sections(tmp_path: Path) -> None:
+    """The small-graph benchmark (BERT and a BiLSTM against their eager modules) and the light-model
+    forward benchmark run end to end and write their sections; the converted outputs they check
+    first agree with the eager modules / onnxruntime (no threshold on the timings)."""
+    for script, extra in (("bench_small_graphs.py", ["--smoke"]),
+                          ("bench_onnx2torch.py", ["--models", "squeezenet", "--threads", "1", "--repeat", "1"])):
+        proc = subprocess.run([sys.executable, f"benchmarks/{script}", *extra, "--out-dir", str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = json.loads((tmp_path / "BENCHMARKS.json").read_text())["sections"]
+    assert set(sections) == {"small_graphs", "forward_light"}
+    rows = sections["small_graphs"]["rows"]
+    assert [r["graph"] for r in rows] == ["bert", "lstm_bi"]
+    for r in rows:
+        assert r["eager_ms"] > 0 and r["onnx2x_ms"] > 0 and r["onnxruntime_ms"] > 0
+        assert float(r["max_abs_diff"].split()[0]) <= 1e-4  # "diff (scale)" of outputs of scale ~1
+    (light,) = sections["forward_light"]["rows"]
+    assert light["model"] == "squeezenet" and light["ratio_b1"] > 0 and light["max_abs_diff_b1"] < 1e-3
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| bert |" in text and "| squeezenet |" in text
