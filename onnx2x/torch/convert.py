@@ -235,8 +235,8 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
             fusion.fuse(gm, info)  # also lays out convolution weights
         else:
             channels_last_conv_weights(gm, gm.graph)
-        gm.recompile()  # the only code generation (``finish`` left ``forward`` to this point)
     except Exception as exc:  # a bug in an optimization pass: name it, as converters' errors are
         raise ConversionFailure(f"fusion pass failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                                 file=label or None) from exc
+    gm.recompile()  # the only code generation (``finish`` left ``forward`` to this point)
     return gm
