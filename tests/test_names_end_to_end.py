@@ -252,3 +252,36 @@ def test_cli_default_export_lists_mxnet_names(tmp_path):
     assert not [n for n in initializers if n.startswith("_v_")]
     for key, value in params.items():
         assert _same_bits(initializers[key], value), key
+
+
+@pytest.mark.parametrize("simplify", [False, True], ids=["plain", "simplified"])
+def test_trainable_conversion_trains_only_what_mxnet_trains(simplify: bool) -> None:
+    """MXNet trains its arguments; the exporter's own constants (the unit gamma standing in for a
+    BatchNorm with the default fix_gamma=True, the operands of ``* 2.5 + 1.0``) are listed in the
+    model's metadata and stay constant buffers of the trainable module, whose outputs still match."""
+    from common.metadata import CONSTANT_INITIALIZERS_KEY, json_value
+    from onnx2x.torch import convert
+
+    data = mx.sym.var("data")
+    x = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), name="c")
+    x = mx.sym.BatchNorm(x, name="bn")  # fix_gamma=True
+    x = mx.sym.LeakyReLU(x * 2.5 + 1.0, act_type="prelu", name="p")
+    inputs = {"data": np.random.default_rng(2).uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)}
+    params = random_params(x, inputs)
+    model = _export(x, params, inputs, simplify)
+    constants = json_value(model.metadata_props, CONSTANT_INITIALIZERS_KEY)
+    assert constants and not set(constants) & set(params)
+    gm = convert(model, trainable=True)
+    trained = {gm.onnx_param_names[n] for n, p in gm.named_parameters() if p.requires_grad}
+    assert trained == {"c_weight", "c_bias", "bn_beta", "p_gamma"}  # bn_gamma: fixed, MXNet never reads it
+    buffers = {gm.onnx_param_names.get(n, n) for n, _ in gm.named_buffers()}
+    assert set(constants) <= buffers and {"bn_moving_mean", "bn_moving_var"} <= buffers
+    gm.eval()
+    with torch.no_grad():
+        got = gm(torch.from_numpy(inputs["data"])).numpy()
+    np.testing.assert_allclose(got, onnx_forward(model, inputs)[0], rtol=1e-5, atol=1e-5)
+    plain = onnx.ModelProto()
+    plain.CopyFrom(model)
+    del plain.metadata_props[:]  # an ONNX file from elsewhere: every float initializer learns
+    elsewhere = convert(plain, trainable=True)
+    assert set(constants) <= {elsewhere.onnx_param_names[n] for n, _ in elsewhere.named_parameters()}

@@ -149,6 +149,7 @@ class GraphBuilder:
         value_shapes: Optional[dict[str, tuple]] = None,
         trainable: bool = False,
         keep_initializers: bool = False,
+        constants: Iterable[str] = (),
     ) -> None:
         self.opsets = dict(opsets)
         self.file = file
@@ -157,6 +158,9 @@ class GraphBuilder:
         # parameters that require grad, nothing computed from them is folded, and converters
         # emit train()/eval()-dependent code (BatchNormalization statistics, Dropout).
         self.trainable = parent.trainable if parent is not None else trainable
+        # Float initializers an exporter made (:data:`common.metadata.CONSTANT_INITIALIZERS_KEY`):
+        # constants even in a trainable conversion (buffers, folded like any constant).
+        self.constants: frozenset[str] = parent.constants if parent is not None else frozenset(constants)
         self._stat_ids: set[int] = set()  # initializers that are running statistics: buffers
         self._attr_names: dict[int, str] = {}  # module attribute names chosen by a converter
         self._initializer_value: dict[int, ir.Value] = {}  # tensor id -> the initializer it came from
@@ -370,7 +374,7 @@ class GraphBuilder:
         if key in self._views:  # named after its initializer at the end, if that is not stored itself
             self._view_attrs[name] = self._views[key]
         if ((onnx_name is not None or key in self._views) and tensor.dtype.is_floating_point
-                and key not in self._stat_ids):
+                and key not in self._stat_ids and not (self.trainable and onnx_name in self.constants)):
             self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=self.trainable))
         else:
             self.root.register_buffer(name, tensor)
@@ -387,7 +391,8 @@ class GraphBuilder:
         constant, and the weight would no longer be a parameter that learns.
         """
         if isinstance(obj, torch.Tensor):
-            return obj.dtype.is_floating_point and id(obj) in self._initializer_of
+            return (obj.dtype.is_floating_point and id(obj) in self._initializer_of
+                    and self._initializer_of[id(obj)] not in self.constants)
         if isinstance(obj, (list, tuple)):
             return any(self.is_weight(o) for o in obj)
         if isinstance(obj, dict):

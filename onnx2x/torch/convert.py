@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from typing import Any, Iterator, Optional
 
@@ -12,6 +11,7 @@ import torch.fx as fx
 
 from common import ir as cir
 from common.errors import ConversionError, ConversionFailure, ModelLoadError
+from common.metadata import CONSTANT_INITIALIZERS_KEY, json_value
 from common.model_io import PathLike, as_model_proto, load_onnx
 from common.simplify import RESHAPED_KEY
 from common.simplify import simplify as run_onnxsim
@@ -126,10 +126,12 @@ def convert(
     that the batch statistics update in ``train()`` with the node's momentum (ONNX
     ``momentum`` m is PyTorch's ``1 - m``; the variance that updates them is the population
     one, as in ONNX and MXNet) and that normalize in ``eval()``; Dropout drops at the node's
-    ratio in ``train()`` and is the identity in ``eval()``. The module comes back in
-    ``eval()`` mode, with ``gm.onnx2x_trainable = True``. Statistics that an exporter merged
-    with other tensors (equal initializers) get private copies; a parameter that several nodes
-    read stays one tied tensor, with a warning naming it.
+    ratio in ``train()`` and is the identity in ``eval()``. Initializers that the model's
+    metadata lists as an exporter's constants (``x2onnx mxnet`` lists MXNet's scalar operands
+    and the unit gamma of ``fix_gamma=True``: :mod:`common.metadata`) stay constant buffers.
+    The module comes back in ``eval()`` mode, with ``gm.onnx2x_trainable = True``. Statistics
+    that an exporter merged with other tensors (equal initializers) get private copies; a
+    parameter that several nodes read stays one tied tensor, with a warning naming it.
     """
     if trainable and fuse:
         raise ValueError("fuse=True folds weights into one another; a trainable conversion keeps each of them")
@@ -171,13 +173,8 @@ def _reshaped_upstream(gm: fx.GraphModule, model: Any) -> None:
     """Add to ``gm.onnx_param_reshaped`` the initializers that onnxsim stored reshaped (this
     conversion's or an earlier one's, :data:`common.simplify.RESHAPED_KEY`): their shape there
     is the source's, so it wins over the builder's."""
-    recorded = model.metadata_props.get(RESHAPED_KEY)
-    if not recorded:
-        return
-    try:
-        shapes = json.loads(recorded)
-    except ValueError:
-        log.warning("metadata %s is not JSON; ignored", RESHAPED_KEY)
+    shapes = json_value(model.metadata_props, RESHAPED_KEY)
+    if not isinstance(shapes, dict):
         return
     stored = set(gm.onnx_param_names.values())
     for name, dims in shapes.items():
@@ -214,7 +211,8 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
     model = cir.from_proto(box.pop(), file=label)
     opsets = {("" if d == "ai.onnx" else d): int(v) for d, v in model.opset_imports.items()}
     opsets.setdefault("", 1)
-    builder = GraphBuilder(opsets, file=label, trainable=trainable, keep_initializers=not fuse)
+    constants = (json_value(model.metadata_props, CONSTANT_INITIALIZERS_KEY) or ()) if trainable else ()
+    builder = GraphBuilder(opsets, file=label, trainable=trainable, keep_initializers=not fuse, constants=constants)
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False, generate_code=False)

@@ -20,6 +20,7 @@ import onnx
 import mx2onnx_patches
 from common import progress
 from common.errors import ConversionError, ConversionFailure
+from common.metadata import CONSTANT_INITIALIZERS_KEY, set_json
 from mx2onnx_patches import graph_builder, opset_stamp
 
 from . import inputs as inputs_mod
@@ -34,14 +35,6 @@ log = logging.getLogger(__name__)
 TENSOR_MAP_KEY = "x2onnx.mxnet_tensor_map"
 PRODUCER = "x2onnx"
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    model.metadata_props.add(key=key, value=value)
 
 
 def _existing_tensors(model: onnx.ModelProto) -> set[str]:
@@ -133,7 +126,10 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         if survivors is not None:  # fusions can keep a name for a new value: map only survivors
             present = survivors
     tensor_map = {k: v for k, v in result.tensor_map.items() if v in present}
-    _set_metadata(model, TENSOR_MAP_KEY, json.dumps(tensor_map, sort_keys=True))
+    set_json(model, TENSOR_MAP_KEY, tensor_map)
+    constants = _exporter_constants(model, all_params)
+    if constants:
+        set_json(model, CONSTANT_INITIALIZERS_KEY, constants)
     report = None
     if verify:
         progress.stage("verify")
@@ -146,6 +142,16 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         log.info("verified against MXNet: %s", report.comparison.summary())
     log.info("export done in %.2f s", time.perf_counter() - started)
     return Exported(model, report, plan, result.labels)
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16})
+
+
+def _exporter_constants(model: onnx.ModelProto, params: Mapping[str, Any]) -> list[str]:
+    """The float initializers that are no MXNet parameter: scalar operands and the like, which
+    the exporter made (``onnx2x torch --trainable`` keeps them out of the trainable parameters)."""
+    return sorted(t.name for t in model.graph.initializer if t.data_type in _FLOAT_TYPES and t.name not in params)
 
 
 def _build(sym: Any, params: Mapping[str, Any], plan: inputs_mod.InputPlan, opset: int,
