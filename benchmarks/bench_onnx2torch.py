@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_section  # noqa: E402
+from benchmarks.report import geomean, write_section  # noqa: E402
 
 MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet")
 BATCHES = (1, 8)
@@ -169,8 +168,8 @@ def print_table(rows: list[dict[str, Any]], threads: int) -> None:
     for b in BATCHES:
         ratios = [r[f"ratio_b{b}"] for r in rows if f"ratio_b{b}" in r]
         if ratios:
-            geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
-            print(f"\nforward batch {b}: geometric mean onnx2x / onnxruntime = {geo:.3f}x, worst = {max(ratios):.3f}x")
+            print(f"\nforward batch {b}: geometric mean onnx2x / onnxruntime = {geomean(ratios):.3f}x, "
+                  f"worst = {max(ratios):.3f}x")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -218,8 +217,7 @@ def section(rows: list[dict[str, Any]], threads: int, repeat: int) -> "Section":
     for b in BATCHES:
         ratios = [r[f"ratio_b{b}"] for r in rows if f"ratio_b{b}" in r]
         if ratios:
-            geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
-            notes.append(f"batch {b}: geometric mean onnx2x / onnxruntime {geo:.3f}, worst {max(ratios):.3f}")
+            notes.append(f"batch {b}: geometric mean onnx2x / onnxruntime {geomean(ratios):.3f}, worst {max(ratios):.3f}")
     notes += [f"{r['model']}: {k[:-len('_error')]} failed: {v}" for r in rows for k, v in r.items() if k.endswith("_error")]
     if not peers:
         notes.append("onnx2torch and onnx2pytorch were not installed for this run.")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import warnings
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, machine, write_section  # noqa: E402
+from benchmarks.report import Section, geomean, machine, write_section  # noqa: E402
 
 TRANSFORMERS = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5", "vit", "mobilevit")
 HAND_BUILT = ("lstm_bi", "gru", "convnext_block", "resnet_block", "inverted_residual", "transformer_mlp", "tcn")
@@ -145,11 +144,6 @@ def bench_graph(name: str, folder: Path, threads_list: list[int], batches: list[
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
-
-
-def geomean(values: list[float]) -> Optional[float]:
-    values = [v for v in values if v and v > 0]
-    return round(math.exp(sum(math.log(v) for v in values) / len(values)), 3) if values else None
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ without touching the others.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -32,6 +33,14 @@ class Section:
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def geomean(values: Sequence[float]) -> Optional[float]:
+    """Geometric mean of the positive values (rounded to 3 decimals), None when there are none."""
+    positive = [v for v in values if v and v > 0]
+    if not positive:
+        return None
+    return round(math.exp(sum(math.log(v) for v in positive) / len(positive)), 3)
 
 
 def machine() -> dict[str, Any]:
