@@ -55,3 +55,17 @@ def test_trainable_recurrent_conversion_gets_gradients_like_the_eager_module(tmp
     w = next(p for p in gm.parameters() if p.dim() == 3 and p.shape[-1] == x.shape[-1])
     r, z, n = net.rnn.weight_ih_l0.grad.split(64)
     torch.testing.assert_close(w.grad[0], torch.cat([z, r, n]), rtol=1e-4, atol=1e-6)
+
+
+def test_recurrent_weights_edited_through_data_need_the_cache_cleared(tmp_path: Path) -> None:
+    """``.data`` edits bypass the version counter (as for the packed convolution weights): the
+    documented clear function makes the next call reorder again."""
+    net = small_nets.build("gru")
+    gm = convert(str(small_nets.export(net, "gru", tmp_path / "gru.onnx")))
+    x = small_nets.sample("gru", 2, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        gm(x)
+        for p in list(gm.parameters()) + list(net.parameters()):
+            p.data.mul_(0.5)
+        rt_rnn.clear_reordered_weights()
+        torch.testing.assert_close(gm(x), net(x), rtol=1e-4, atol=1e-6)

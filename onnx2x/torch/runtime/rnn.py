@@ -131,6 +131,12 @@ def _reorder(t: torch.Tensor, hidden: int, order: Sequence[int]) -> torch.Tensor
 _TORCH_ORDER: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # w -> (key, torch-ordered parameters)
 
 
+def clear_reordered_weights() -> None:
+    """Drop every cached reordered weight (rebuilt on the next call); needed only after editing a
+    weight's values through ``.data``, which PyTorch's version counter does not see."""
+    _TORCH_ORDER.clear()
+
+
 def _torch_params(w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor], hidden: int, n_dir: int,
                   order: Sequence[int], dtype: torch.dtype) -> List[torch.Tensor]:
     """The flat parameter list of ``torch.lstm``/``torch.gru`` from ONNX W, R, B."""
