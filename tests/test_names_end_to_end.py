@@ -144,7 +144,11 @@ def _check_names_end_to_end(name: str, simplify: bool) -> None:
     got = gm(*(torch.from_numpy(feeds[i]) for i in gm.onnx_input_names))
     got = got if isinstance(got, tuple) else (got,)
     for g, e in zip(got, onnx_forward(model, feeds)):
-        np.testing.assert_allclose(g.detach().numpy(), e, rtol=1e-5, atol=1e-5)
+        # float32 through a deep network (VGG-16, Inception-v3, MobileNet): summation order alone
+        # moves outputs by 1e-5 of their scale S, so this is the verification's float32 bound,
+        # 1e-5 + 1e-4 (|ref| + S) (common/verify/compare.py); a wrong weight moves them by O(S)
+        scale = float(np.abs(e).max()) if e.size else 0.0
+        np.testing.assert_allclose(g.detach().numpy(), e, rtol=1e-4, atol=1e-5 + 1e-4 * scale)
 
 
 @pytest.mark.parametrize("onnxsim", [True, False], ids=["onnxsim", "no-onnxsim"])
