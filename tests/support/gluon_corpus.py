@@ -239,7 +239,7 @@ def build_network(model: CorpusModel, seed: int = SEED) -> Any:
     """The GluonCV network with the weights the module docstring describes, hybridized and run once."""
     gluoncv = import_gluoncv()
     mx = sys.modules["mxnet"]
-    from tests.support.zoo_models import GAMMA, BETA, BRANCH_SCALE, LOGIT_STD, _scale_channels, calibration_batch
+    from tests.support.zoo_models import LOGIT_STD, calibration_batch, randomize_affine
 
     mx.random.seed(seed)
     # classifiers have no pretrained base (DarknetV3 even raises on unknown arguments)
@@ -249,14 +249,7 @@ def build_network(model: CorpusModel, seed: int = SEED) -> Any:
     net(mx.nd.zeros(model.shape))  # deferred shapes
     rng = np.random.default_rng(seed)
     he_initialise(net, rng)
-    for bn in _batchnorms(net):
-        if bn.gamma.grad_req != "null":
-            bn.gamma.set_data(mx.nd.array(rng.uniform(*GAMMA, size=bn.gamma.shape)))
-        if bn.beta.grad_req != "null":
-            bn.beta.set_data(mx.nd.array(rng.normal(*BETA, size=bn.beta.shape)))
-    for layer in _branch_ends(net):
-        channels = (layer.gamma if hasattr(layer, "gamma") else layer.weight).shape[0]
-        _scale_channels(layer, rng.uniform(*BRANCH_SCALE, size=channels))
+    randomize_affine(net, rng, _branch_ends(net))
     if model.task == "classification":
         batch = calibration_batch(model.shape, seed)
     else:  # large inputs: few images x many pixels suffice

@@ -24,7 +24,7 @@ far below their tolerance, so the comparisons keep measuring the conversion.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -97,6 +97,21 @@ def _scale_channels(layer: Any, factors: np.ndarray) -> None:
         layer.weight.set_data(w * mx.nd.array(factors).reshape((-1,) + (1,) * (w.ndim - 1)))
 
 
+def randomize_affine(net: Any, rng: np.random.Generator, branch_ends: Iterable[Any]) -> None:
+    """Every BatchNorm's gamma and beta drawn at a realistic scale (scale=False / center=False
+    layers keep 1 / 0), then each residual branch's last layer in ``branch_ends`` damped per
+    channel, so that a block's sum stays near its input's scale."""
+    mx = _mx()
+    for bn in _batchnorms(net):
+        if bn.gamma.grad_req != "null":
+            bn.gamma.set_data(mx.nd.array(rng.uniform(*GAMMA, size=bn.gamma.shape)))
+        if bn.beta.grad_req != "null":
+            bn.beta.set_data(mx.nd.array(rng.normal(*BETA, size=bn.beta.shape)))
+    for layer in branch_ends:
+        channels = (layer.gamma if hasattr(layer, "gamma") else layer.weight).shape[0]
+        _scale_channels(layer, rng.uniform(*BRANCH_SCALE, size=channels))
+
+
 def calibration_batch(shape: tuple[int, ...], seed: int) -> Any:
     """Seeded inputs uniform in [-1, 1], enough of them that the last, smallest feature maps still
     give each BatchNorm channel ~32 samples."""
@@ -151,15 +166,7 @@ def zoo_network(name: str, shape: tuple[int, ...], *, seed: int = 0, classes: in
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
     net.hybridize()
     net(mx.nd.zeros(shape))  # deferred shapes (dense layers follow the input size)
-    rng = np.random.default_rng(seed)
-    for bn in _batchnorms(net):
-        if bn.gamma.grad_req != "null":  # scale=False / center=False layers keep 1 / 0
-            bn.gamma.set_data(mx.nd.array(rng.uniform(*GAMMA, size=bn.gamma.shape)))
-        if bn.beta.grad_req != "null":
-            bn.beta.set_data(mx.nd.array(rng.normal(*BETA, size=bn.beta.shape)))
-    for layer in _residual_branch_ends(net):
-        channels = (layer.gamma if hasattr(layer, "gamma") else layer.weight).shape[0]
-        _scale_channels(layer, rng.uniform(*BRANCH_SCALE, size=channels))
+    randomize_affine(net, np.random.default_rng(seed), _residual_branch_ends(net))
     batch = calibration_batch(shape, seed)
     calibrate_batchnorm(net, batch)
     _rescale_logits(net, batch)
