@@ -53,16 +53,18 @@ SMOKE = ("bert", "lstm_bi")
 
 def _peers() -> dict[str, Callable[[str], Any]]:
     """Other ONNX -> PyTorch converters that happen to be installed (none is a dependency)."""
+    import onnx
+
     from benchmarks.bench_onnx2torch import optional_converters
 
-    found = {name: (lambda path, fn=fn: fn(__import__("onnx").load(path))) for name, fn in optional_converters().items()}
+    makers = dict(optional_converters())
     try:
         import onnx2fx  # type: ignore[import-not-found]
 
-        found["onnx2fx"] = lambda path: onnx2fx.convert(__import__("onnx").load(path))
+        makers["onnx2fx"] = onnx2fx.convert
     except ImportError:
         pass
-    return found
+    return {name: (lambda path, make=make: make(onnx.load(path))) for name, make in makers.items()}
 
 
 def _export(name: str, folder: Path) -> tuple[Any, Path, Callable[[int, Any], tuple]]:
