@@ -904,3 +904,89 @@ def test_exported_shuffle_fuses_with_a_dynamic_batch_and_exports_again(dynamo: b
         torch.onnx.export(gm, (x,), str(again), dynamo=False, input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "n"}})
     np.testing.assert_allclose(_ort(onnx.load(str(again)), {"x": x3.numpy()})[0], want, rtol=RTOL, atol=ATOL)
+
+
+# --- recurrent layers --------------------------------------------------------------------------
+class _Recurrent(torch.nn.Module):
+    """An ``nn.LSTM``/``nn.GRU`` as models use it (batch first); ``state``: also return the last
+    hidden state (the exporter's Y_h is then read, which a stack of kernels cannot give per layer)."""
+
+    def __init__(self, kind: str, layers: int, bidirectional: bool, state: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        cls = torch.nn.LSTM if kind == "lstm" else torch.nn.GRU
+        self.rnn = cls(12, 16, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+        self.state = state
+
+    def forward(self, x: torch.Tensor) -> Any:
+        y, h = self.rnn(x)
+        if not self.state:
+            return y
+        return y, (h[0] if isinstance(h, tuple) else h)
+
+
+@pytest.mark.parametrize("kind, layers, bidirectional, state, stacks", [
+    ("lstm", 2, True, False, 1), ("gru", 3, False, False, 1), ("lstm", 1, True, False, 0),
+    ("lstm", 2, False, True, 0)], ids=["bilstm-2", "gru-3", "bilstm-1", "lstm-2-with-state"])
+def test_exported_rnn_layers_run_in_torch_layout_and_stack(kind: str, layers: int, bidirectional: bool, state: bool,
+                                                           stacks: int, tmp_path) -> None:
+    """``torch.onnx.export`` writes each layer's Y (T, D, B, H) back to torch's (T, B, D*H) with
+    Transpose + Reshape (or Squeeze for one direction): the converted layers return torch's layout
+    and a stack of them is one kernel call, as ``nn.LSTM`` makes; the module keeps the eager
+    numbers at other batch and sequence sizes, under torch.export and exported to ONNX again."""
+    from onnx2x.torch.runtime import rnn as rt_rnn
+
+    net = _Recurrent(kind, layers, bidirectional, state).eval()
+    x = torch.from_numpy(_x(2, 5, 12))
+    path = tmp_path / "rnn.onnx"
+    outputs = ["y", "h"] if state else ["y"]
+    axes = {name: {0: "n", 1: "t"} for name in ["x", "y"]}
+    with torch.no_grad():
+        torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], output_names=outputs,
+                          dynamic_axes=axes, opset_version=17)
+    gm = convert(str(path))
+    assert _count(gm, rt_rnn.layers) == stacks
+    single = [n for n in gm.graph.nodes if n.target in (rt_rnn.lstm, rt_rnn.gru)]
+    assert len(single) == (0 if stacks else layers) and all(n.kwargs == {"merged": True} for n in single)
+    relayouts = [n for n in gm.graph.nodes if n.target is torch.squeeze or (
+        n.target is torch.permute and list(n.args[1]) == [0, 2, 1, 3])]
+    assert not relayouts
+    x3 = torch.from_numpy(_x(3, 11, 12, seed=4))
+    with torch.no_grad():
+        want = net(x3)
+        got = gm(x3)
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(torch.export.export(gm, (x3,)).module()(x3), want, rtol=RTOL, atol=ATOL)
+        again = tmp_path / "again.onnx"
+        torch.onnx.export(gm, (x,), str(again), dynamo=False, input_names=["x"], output_names=outputs,
+                          dynamic_axes=axes, opset_version=17)
+    want = [want] if not state else list(want)
+    for have, ref in zip(_ort(onnx.load(str(again)), {"x": x3.numpy()}), want):
+        np.testing.assert_allclose(have, ref.numpy(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["kernel", "step-loop"])
+def test_rnn_layers_match_their_layers_one_by_one(dtype: torch.dtype) -> None:
+    """``runtime.rnn.layers`` (one kernel call, or layer by layer where torch's kernel does not
+    run the dtype) computes the merged Y of the layers called one after the other, and a merged
+    Y is the unmerged one transposed and reshaped, on the step-loop path too (clip set)."""
+    from onnx2x.torch.runtime import rnn as rt_rnn
+
+    gen = torch.Generator().manual_seed(0)
+    hidden, n_dir, inputs = 8, 2, 6
+    weights = []
+    for size in (inputs, n_dir * hidden):
+        weights.append(tuple((0.3 * torch.randn(shape, generator=gen)).to(dtype) for shape in
+                             ((n_dir, 4 * hidden, size), (n_dir, 4 * hidden, hidden), (n_dir, 8 * hidden))))
+    x = torch.randn(7, 3, inputs, generator=gen).to(dtype)
+    acts = (("Sigmoid", 0.0, 0.0), ("Tanh", 0.0, 0.0), ("Tanh", 0.0, 0.0)) * n_dir
+    y = x
+    for w, r, b in weights:
+        y = rt_rnn.lstm(y, w, r, b, None, None, None, None, hidden, "bidirectional", acts, None, 0, 0)[0]
+        y = y.permute(0, 2, 1, 3).reshape(7, 3, -1)
+    tol = dict(rtol=1e-2, atol=1e-3) if dtype == torch.float16 else dict(rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(rt_rnn.layers("lstm", x, weights, hidden, "bidirectional"), y, **tol)
+    w, r, b = weights[0]
+    plain = rt_rnn.lstm(x, w, r, b, None, None, None, None, hidden, "bidirectional", acts, 50.0, 0, 0)[0]
+    merged = rt_rnn.lstm(x, w, r, b, None, None, None, None, hidden, "bidirectional", acts, 50.0, 0, 0, merged=True)[0]
+    torch.testing.assert_close(merged, plain.permute(0, 2, 1, 3).reshape(7, 3, -1), rtol=0, atol=0)

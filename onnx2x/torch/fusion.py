@@ -73,6 +73,8 @@ class FusionStats:
     linears: int = 0
     prepacked_linears: int = 0  # F.linear calls turned into linear_prepacked
     channel_shuffles: int = 0
+    merged_rnn_outputs: int = 0  # RNN outputs returned in torch's layout (exporters' Transpose + Reshape)
+    rnn_stacks: int = 0  # chains of such LSTM/GRU layers run as one call of torch's kernel
 
 
 def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:

@@ -18,6 +18,10 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
   keeps every row finite; torch's own export of SDPA zeroes such rows, matched exactly).
 * channel shuffle: ``Reshape [N, g, C/g, ...], Transpose (0, 2, 1, ...), Reshape [N, C, ...]``
   -> ``torch.channel_shuffle`` (:func:`runtime.shape.channel_shuffle`)
+* RNN output: ``Transpose(Y, (0, 2, 1, 3)), Reshape [T, B, -1]`` of a time-major LSTM/GRU/RNN's Y
+  -> the (T, B, D*H) tensor torch's kernel writes (``merged=True``, :mod:`runtime.rnn`); then LSTM
+  (GRU) nodes in their default configuration, each reading the previous one's merged Y only
+  -> one call of torch's kernel for the stack (:func:`runtime.rnn.layers`)
 * linear:     ``MatMul(x, W)`` + ``Add(b)`` with a constant 2-D ``W``, and ``Gemm`` with a constant
   B and bias  -> ``F.linear`` (the weight transposed once, at conversion)
 
@@ -44,6 +48,7 @@ import torch.nn.functional as F
 
 from .runtime import linalg as rt_linalg
 from .runtime import reduce as rt_reduce
+from .runtime import rnn as rt_rnn
 from .runtime import shape as rt_shape
 from .runtime import softmax as rt_softmax
 
@@ -76,6 +81,8 @@ class PatternStats:
     attentions: int = 0
     linears: int = 0
     channel_shuffles: int = 0
+    merged_rnn_outputs: int = 0
+    rnn_stacks: int = 0
 
 
 def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
@@ -93,8 +100,12 @@ def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
             stats.gelus += _gelu(gm, info, node)
         elif node.target in (rt_softmax.softmax_axis, rt_softmax.softmax_2d):
             stats.attentions += _attention(gm, info, node)
-        elif node.target is torch.permute:
-            stats.channel_shuffles += _channel_shuffle(gm, info, node)
+        elif node.target is torch.permute and _channel_shuffle(gm, info, node):
+            stats.channel_shuffles += 1
+        elif node.target in (torch.permute, torch.squeeze):
+            stats.merged_rnn_outputs += _rnn_merged_output(gm, info, node)
+    if stats.merged_rnn_outputs:
+        stats.rnn_stacks = _rnn_stacks(gm)
     readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # get_attr nodes per attribute
     transposed: dict[str, str] = {}  # weight attribute -> its transposed copy (tied weights: one copy)
     for node in list(gm.graph.nodes):  # after attention: its scores MatMul has no constant weight anyway
@@ -723,3 +734,122 @@ def _channel_shuffle(gm: fx.GraphModule, info: Info, permute: fx.Node) -> int:
         return 0
     _become(gm, after, chain, rt_shape.channel_shuffle, (x, groups))
     return 1
+
+
+# --- RNN outputs -----------------------------------------------------------------------------------
+# runtime function -> (index of hidden_size, index of direction) in its arguments
+_RNN_ARGS = {rt_rnn.lstm: (8, 9), rt_rnn.gru: (6, 7), rt_rnn.rnn: (6, 7)}
+
+
+def _dim(info: Info, node: Any, axis: int) -> Dim:
+    shape = _info(info, node).shape
+    return shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+
+
+def _dim_is(info: Info, entry: Any, value: fx.Node, axis: int) -> bool:
+    """A reshape target entry that is dim ``axis`` of ``value``: ``value.size(axis)``, the size of a
+    dim that shape inference names the same, or that dim's int."""
+    want = _dim(info, value, axis)
+    if isinstance(entry, int):
+        return isinstance(want, int) and entry == want
+    if not (isinstance(entry, fx.Node) and entry.op == "call_method" and entry.target == "size"
+            and len(entry.args) == 2 and not entry.kwargs):
+        return False
+    source, at = entry.args
+    if source is value and at == axis:
+        return True
+    got = _dim(info, source, at) if isinstance(at, int) else None
+    return got is not None and want is not None and got == want
+
+
+def _merging_rnn(y: Any) -> Optional[fx.Node]:
+    """The time-major LSTM/GRU/RNN call whose Y ``y`` is (``getitem(rnn, 0)``, read once), else None."""
+    if not (_call(y, (operator.getitem,), 2) and y.args[1] == 0 and len(y.users) == 1):
+        return None
+    rnn = y.args[0]
+    where = _RNN_ARGS.get(rnn.target) if isinstance(rnn, fx.Node) and rnn.op == "call_function" else None
+    if where is None or rnn.kwargs or len(rnn.args) != where[1] + 5 or rnn.args[-1] != 0:  # layout 0
+        return None
+    return rnn if isinstance(rnn.args[where[0]], int) else None
+
+
+def _rnn_merged_output(gm: fx.GraphModule, info: Info, node: fx.Node) -> int:
+    """``Transpose(Y, (0, 2, 1, 3)) -> Reshape [T, B, -1 | D*H]`` of a time-major RNN's Y (T, D, B, H)
+    is the (T, B, D*H) tensor torch's LSTM/GRU kernel writes: how ``torch.onnx.export`` writes a
+    bidirectional or stacked ``nn.LSTM``; one direction's ``Squeeze(Y, 1)`` is that tensor too. The
+    RNN returns it as it is (``merged=True``), saving a relayout each way."""
+    if _call(node, (torch.squeeze,), 2) and node.args[1] in (1, (1,), [1]):
+        rnn = _merging_rnn(node.args[0])
+        if rnn is None or rnn.args[_RNN_ARGS[rnn.target][1]] == "bidirectional":
+            return 0
+        chain, last = [node.args[0], node], node
+    elif _call(node, (torch.permute,), 2) and list(node.args[1]) == [0, 2, 1, 3]:
+        rnn = _merging_rnn(node.args[0])
+        last = next((u for u in node.users if _call(u, (torch.reshape,), 2) and u.args[0] is node), None)
+        spec = last.args[1] if last is not None else None
+        if rnn is None or not (isinstance(spec, (list, tuple)) and len(spec) == 3):
+            return 0
+        hidden, direction = (rnn.args[i] for i in _RNN_ARGS[rnn.target])
+        width = hidden * (2 if direction == "bidirectional" else 1)
+        if not (_dim_is(info, spec[0], node, 0) and _dim_is(info, spec[1], node, 1) and spec[2] in (-1, width)):
+            return 0
+        sizes = [e for e in spec[:2] if isinstance(e, fx.Node)]
+        if not (set(node.users) <= {last, *sizes} and all(set(n.users) == {last} for n in sizes)):
+            return 0
+        chain = [node.args[0], node, *sizes, last]
+    else:
+        return 0
+    rnn.kwargs = {"merged": True}
+    _become(gm, last, chain, operator.getitem, (rnn, 0))
+    return 1
+
+
+def _stackable(node: Any) -> Optional[tuple]:
+    """(kind, hidden, direction) of an LSTM/GRU call in its default configuration returning a merged Y
+    (:func:`runtime.rnn.layers`) of which only Y is read, else None."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.kwargs == {"merged": True}):
+        return None
+    a = node.args
+    if node.target is rt_rnn.lstm and len(a) == 14:
+        kind, state, rest = "lstm", a[4:8], (a[11], a[12], a[13])  # seq_lens h0 c0 p; clip input_forget layout
+        ok = rest == (None, 0, 0) and rt_rnn._is_default(a[10], ("sigmoid", "tanh", "tanh"))
+    elif node.target is rt_rnn.gru and len(a) == 12:
+        kind, state, rest = "gru", a[4:6], (a[9], a[10], a[11])  # seq_lens h0; clip linear_before_reset layout
+        ok = rest == (None, 1, 0) and rt_rnn._is_default(a[8], ("sigmoid", "tanh"))
+    else:
+        return None
+    hidden, direction = a[_RNN_ARGS[node.target][0]], a[_RNN_ARGS[node.target][1]]
+    if not (ok and all(v is None for v in state) and isinstance(hidden, int)
+            and direction in ("forward", "bidirectional")):
+        return None
+    if not all(_call(u, (operator.getitem,), 2) and u.args[1] == 0 for u in node.users) or len(node.users) != 1:
+        return None
+    return kind, hidden, direction
+
+
+def _rnn_stacks(gm: fx.GraphModule) -> int:
+    """Chains of stackable RNN calls of one kind and size (:func:`_stackable`), each the only reader
+    of the previous one's Y, become one :func:`runtime.rnn.layers` call."""
+    stacks = 0
+    for node in list(gm.graph.nodes):
+        config = None if _erased(node) else _stackable(node)
+        if config is None:
+            continue
+        source = node.args[0]  # not a continuation: the previous layer would have started the chain
+        prev = source.args[0] if _call(source, (operator.getitem,), 2) else None
+        if prev is not None and _stackable(prev) == config and len(source.users) == 1:
+            continue
+        chain, out = [node], next(iter(node.users))
+        while len(out.users) == 1:
+            nxt = next(iter(out.users))
+            if _erased(nxt) or _stackable(nxt) != config or nxt.args[0] is not out:
+                break
+            chain.append(nxt)
+            out = next(iter(nxt.users))
+        if len(chain) < 2:
+            continue
+        weights = tuple(tuple(n.args[1:4]) for n in chain)
+        members = [m for n in chain for m in (n, next(iter(n.users)))]
+        _become(gm, out, members, rt_rnn.layers, (config[0], node.args[0], weights, config[1], config[2]))
+        stacks += 1
+    return stacks

@@ -58,20 +58,25 @@ def _prepare(x: torch.Tensor, layout: int, h0: Optional[torch.Tensor], c0: Optio
     return x, h0, c0
 
 
-def _finish(ys: List[torch.Tensor], hs: List[torch.Tensor], cs: List[torch.Tensor], layout: int):
-    y = torch.stack(ys, 1)  # (T, D, B, H)
+def _finish(ys: List[torch.Tensor], hs: List[torch.Tensor], cs: List[torch.Tensor], layout: int,
+            merged: bool = False):
+    y = torch.cat(ys, -1) if merged else torch.stack(ys, 1)  # (T, B, D*H) or (T, D, B, H)
     h = torch.stack(hs, 0)  # (D, B, H)
     c = torch.stack(cs, 0) if cs else None
     if layout == 1:
-        y = y.permute(2, 0, 1, 3)  # (B, T, D, H)
+        y = y.transpose(0, 1) if merged else y.permute(2, 0, 1, 3)  # (B, T, D*H) or (B, T, D, H)
         h = h.transpose(0, 1)
         c = None if c is None else c.transpose(0, 1)
     return y, h, c
 
 
-def _finish_fused(y: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor], layout: int):
+def _finish_fused(y: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor], layout: int, merged: bool,
+                  n_dir: int, hidden: int):
+    """torch's (T, B, D*H) output as ONNX's Y, or as it is when ``merged``."""
+    if not merged:
+        y = y.reshape(y.shape[0], y.shape[1], n_dir, hidden).transpose(1, 2)  # (T, D, B, H)
     if layout == 1:
-        y = y.permute(2, 0, 1, 3)
+        y = y.transpose(0, 1) if merged else y.permute(2, 0, 1, 3)
         h = h.transpose(0, 1)
         c = None if c is None else c.transpose(0, 1)
     return y, h, c
@@ -113,7 +118,16 @@ def _lens(lens: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if lens is None else lens.to(torch.int64)
 
 
-def _is_default(activations: Sequence[Activation], names: Sequence[str]) -> bool:
+# The activations as the converter writes them for a node without the attribute (the usual case),
+# per default names: one set lookup on every call instead of a loop over the activations.
+_DEFAULT_SPECS = {names: frozenset(tuple((n.capitalize(), 0.0, 0.0) for n in names) * d for d in (1, 2))
+                  for names in (("sigmoid", "tanh", "tanh"), ("sigmoid", "tanh"))}
+
+
+def _is_default(activations: Sequence[Activation], names: Tuple[str, ...]) -> bool:
+    if isinstance(activations, tuple) and all(isinstance(a, tuple) for a in activations) and (
+            activations in _DEFAULT_SPECS.get(names, ())):
+        return True
     return all(a[0].lower() == names[k % len(names)] for k, a in enumerate(activations))
 
 
@@ -164,7 +178,8 @@ def _torch_params(w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor], h
 
 def _fused(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
            h0: Optional[torch.Tensor], c0: Optional[torch.Tensor], hidden: int, n_dir: int, order: Sequence[int]):
-    """torch's fused LSTM/GRU kernel for the common configuration (time-major input)."""
+    """torch's fused LSTM/GRU kernel for the common configuration (time-major input); Y as torch
+    returns it, (T, B, D*H)."""
     batch = x.shape[1]
     params = _torch_params(w, r, b, hidden, n_dir, order, x.dtype)
     zeros = torch.zeros(n_dir, batch, hidden, dtype=x.dtype)
@@ -175,23 +190,55 @@ def _fused(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Opti
     else:
         y, hn = torch.gru(x, h, params, True, 1, 0.0, False, n_dir == 2, False)
         cn = None
-    seq = x.shape[0]
-    y = y.reshape(seq, batch, n_dir, hidden).transpose(1, 2)  # (T, D, B, H)
-    return y, hn, cn
+    return y, hn, cn  # y: (T, B, D*H)
 
+
+
+_ORDERS = {"lstm": (0, 2, 3, 1), "gru": (1, 0, 2)}  # ONNX gate order -> torch's (LSTM i o f c, GRU z r h)
+
+
+def layers(kind: str, x: torch.Tensor, weights: Sequence[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]],
+           hidden: int, direction: str) -> torch.Tensor:
+    """A stack of ONNX LSTM (``kind`` "lstm") or GRU (``kind`` "gru", ``linear_before_reset`` 1)
+    nodes in their default configuration (time-major, no initial state, sequence lengths, peepholes
+    or clip), each reading the previous one's Y merged to (T, B, D*H): what ``torch.onnx.export``
+    writes for ``nn.LSTM(num_layers=k)``. One call of torch's kernel for the stack, as
+    ``nn.LSTM`` makes; ``weights``: (W, R, B) per layer. Returns the last Y as (T, B, D*H)."""
+    n_dir = 2 if direction == "bidirectional" else 1
+    if x.dtype not in _FUSED_DTYPES:
+        for w, r, b in weights:
+            if kind == "lstm":
+                x = lstm(x, w, r, b, None, None, None, None, hidden, direction,
+                         (("Sigmoid", 0.0, 0.0), ("Tanh", 0.0, 0.0), ("Tanh", 0.0, 0.0)) * n_dir, None, 0, 0,
+                         merged=True)[0]
+            else:
+                x = gru(x, w, r, b, None, None, hidden, direction, (("Sigmoid", 0.0, 0.0), ("Tanh", 0.0, 0.0)) * n_dir,
+                        None, 1, 0, merged=True)[0]
+        return x
+    params: List[torch.Tensor] = []
+    for w, r, b in weights:
+        params += _torch_params(w, r, b, hidden, n_dir, _ORDERS[kind], x.dtype)
+    zeros = torch.zeros(len(weights) * n_dir, x.shape[1], hidden, dtype=x.dtype)
+    if kind == "lstm":
+        return torch.lstm(x, (zeros, zeros), params, True, len(weights), 0.0, False, n_dir == 2, False)[0]
+    return torch.gru(x, zeros, params, True, len(weights), 0.0, False, n_dir == 2, False)[0]
 
 def lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
          seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], c0: Optional[torch.Tensor],
          p: Optional[torch.Tensor], hidden: int, direction: str, activations: Sequence[Activation],
-         clip: Optional[float], input_forget: int, layout: int):
-    """ONNX LSTM -> (Y, Y_h, Y_c)."""
+         clip: Optional[float], input_forget: int, layout: int, merged: bool = False):
+    """ONNX LSTM -> (Y, Y_h, Y_c).
+
+    ``merged`` (time-major ``layout`` 0 only): Y comes as (T, B, D*H), the directions side by side
+    as torch's kernel writes them: what exporters compute from ONNX's (T, D, B, H) with
+    Transpose(0, 2, 1, 3) + Reshape, folded by :mod:`onnx2x.torch.fusion_patterns`."""
     x, h0, c0 = _prepare(x, layout, h0, c0)
     if (direction != "reverse" and seq_lens is None and p is None and x.dtype in _FUSED_DTYPES
             and clip is None and not input_forget
             and _is_default(activations, ("sigmoid", "tanh", "tanh"))):
         y, hn, cn = _fused("lstm", x, w, r, b, h0, c0, hidden, 2 if direction == "bidirectional" else 1,
-                           (0, 2, 3, 1))  # ONNX i o f c -> torch i f g(c) o
-        return _finish_fused(y, hn, cn, layout)
+                           _ORDERS["lstm"])
+        return _finish_fused(y, hn, cn, layout, merged, 2 if direction == "bidirectional" else 1, hidden)
     batch = x.shape[1]
     lens = _lens(seq_lens)
     cl = _clipper(clip)
@@ -231,20 +278,21 @@ def lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Te
         ys.append(y)
         hs.append(h_last)
         cs.append(c_last)
-    return _finish(ys, hs, cs, layout)
+    return _finish(ys, hs, cs, layout, merged)
 
 
 def gru(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
         seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], hidden: int, direction: str,
-        activations: Sequence[Activation], clip: Optional[float], linear_before_reset: int, layout: int):
-    """ONNX GRU -> (Y, Y_h)."""
+        activations: Sequence[Activation], clip: Optional[float], linear_before_reset: int, layout: int,
+        merged: bool = False):
+    """ONNX GRU -> (Y, Y_h); ``merged``: see :func:`lstm`."""
     x, h0, _ = _prepare(x, layout, h0, None)
     if (direction != "reverse" and seq_lens is None and clip is None and linear_before_reset
             and x.dtype in _FUSED_DTYPES
             and _is_default(activations, ("sigmoid", "tanh"))):
         y, hn, _ = _fused("gru", x, w, r, b, h0, None, hidden, 2 if direction == "bidirectional" else 1,
-                          (1, 0, 2))  # ONNX z r h -> torch r z n
-        y, hn, _ = _finish_fused(y, hn, None, layout)
+                          _ORDERS["gru"])
+        y, hn, _ = _finish_fused(y, hn, None, layout, merged, 2 if direction == "bidirectional" else 1, hidden)
         return y, hn
     batch = x.shape[1]
     lens = _lens(seq_lens)
@@ -281,14 +329,14 @@ def gru(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Ten
         y, (h_last,) = _run_cell(xw, lens, reverse, [h], step)
         ys.append(y)
         hs.append(h_last)
-    y, h, _ = _finish(ys, hs, [], layout)
+    y, h, _ = _finish(ys, hs, [], layout, merged)
     return y, h
 
 
 def rnn(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
         seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], hidden: int, direction: str,
-        activations: Sequence[Activation], clip: Optional[float], layout: int):
-    """ONNX RNN (Elman) -> (Y, Y_h)."""
+        activations: Sequence[Activation], clip: Optional[float], layout: int, merged: bool = False):
+    """ONNX RNN (Elman) -> (Y, Y_h); ``merged``: see :func:`lstm`."""
     x, h0, _ = _prepare(x, layout, h0, None)
     batch = x.shape[1]
     lens = _lens(seq_lens)
@@ -308,5 +356,5 @@ def rnn(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Ten
         y, (h_last,) = _run_cell(xw, lens, reverse, [h], step)
         ys.append(y)
         hs.append(h_last)
-    y, h, _ = _finish(ys, hs, [], layout)
+    y, h, _ = _finish(ys, hs, [], layout, merged)
     return y, h
