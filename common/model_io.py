@@ -7,6 +7,7 @@ switches to external data for models over protobuf's 2 GB limit.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
@@ -91,10 +92,22 @@ _TYPED_FIELD = {  # element type -> (field holding the values, values per elemen
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _element_type(data_type: int) -> tuple[Optional[str], int]:
+    """(name, bytes per element; 0 where not fixed) of an ONNX element type; name None if unknown."""
+    if data_type not in onnx.TensorProto.DataType.values():
+        return None, 0
+    name = onnx.TensorProto.DataType.Name(data_type)
+    try:
+        return name, onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except Exception:  # noqa: BLE001 - onnx raises KeyError/ValueError/TypeError for these
+        return name, 0
+
+
 def _check_tensor(tensor: onnx.TensorProto, file: str) -> None:
     """Refuse tensors whose payload does not match their declared type and shape."""
     where = f"tensor {tensor.name!r}"
-    type_name = onnx.TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in onnx.TensorProto.DataType.values() else None
+    type_name, itemsize = _element_type(tensor.data_type)
     if type_name is None or type_name == "UNDEFINED":
         raise ModelLoadError(f"{where} has an invalid element type ({tensor.data_type})", file=file)
     if any(d < 0 for d in tensor.dims):
@@ -109,8 +122,10 @@ def _check_tensor(tensor: onnx.TensorProto, file: str) -> None:
             raise ModelLoadError(f"{where}: string tensors cannot use raw_data", file=file)
         if type_name in _PACKED_PER_BYTE:
             expected = -(-count // _PACKED_PER_BYTE[type_name])
+        elif not itemsize:
+            return  # an element type without a fixed size that we know: nothing to compare
         else:
-            expected = count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            expected = count * itemsize
         if len(tensor.raw_data) != expected:
             raise ModelLoadError(f"{where}: {len(tensor.raw_data)} bytes of data for shape {list(tensor.dims)} "
                                  f"of {type_name} ({expected} expected)", file=file)

@@ -220,6 +220,63 @@ def _referenced(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+
+# Ops that no onnx-simplifier pass rewrites when an input is computed (not constant), the
+# conditions below aside: graph-level folding needs constant inputs or shapes (Shape, Size,
+# ConstantOfShape, Expand, Slice and control flow are absent), and its no-op eliminations and
+# fusions concern other ops (Identity, Pad, Cast, Split, Squeeze chains, MatMul+Add).
+_PLAIN_OPS = frozenset({
+    "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LRN",
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
+    "Softsign", "Erf", "Gelu", "Clip", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs",
+    "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Pow",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+    "Gemm", "MatMul", "Softmax", "LogSoftmax", "Concat", "Flatten", "Reshape", "Transpose", "Unsqueeze",
+    "Dropout", "Upsample", "Resize", "DepthToSpace", "SpaceToDepth", "LSTM", "GRU", "RNN",
+})
+
+
+def nothing_to_simplify(model: onnx.ModelProto, *, folds_constants: bool) -> bool:
+    """Whether onnx-simplifier would leave ``model`` as it is, judged without running it.
+
+    Why: onnxsim takes 20-40% of converting a plain convolutional network (ShuffleNet, ResNet,
+    Inception) only to hand the same graph back. True only for graphs of :data:`_PLAIN_OPS`
+    (standard domain, no subgraph) without a pattern its passes rewrite: an identity or
+    consecutive Transpose, a Concat of one input or of a Concat on the same axis, and, unless
+    ``folds_constants`` (the caller computes nodes with constant inputs itself, as the PyTorch
+    converter does at conversion), a node whose inputs are all initializers or Constants.
+    """
+    graph = model.graph
+    if len(model.functions) or any(i.domain not in _STANDARD_DOMAINS for i in model.opset_import):
+        return False
+    constants = {t.name for t in graph.initializer}
+    producer = {}
+    for node in graph.node:
+        if node.op_type not in _PLAIN_OPS or node.domain not in ("", "ai.onnx"):
+            return False
+        for out in node.output:
+            producer[out] = node
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    for node in graph.node:
+        inputs = [n for n in node.input if n]
+        if not folds_constants and inputs and all(n in constants for n in inputs):
+            return False
+        source = producer.get(inputs[0]) if inputs else None
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            if (perm is not None and perm == list(range(len(perm)))) or (source is not None and source.op_type == "Transpose"):
+                return False
+        elif node.op_type == "Concat":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+            if len(inputs) < 2 or any(
+                    (p := producer.get(n)) is not None and p.op_type == "Concat" and readers.get(n) == 1
+                    and next((a.i for a in p.attribute if a.name == "axis"), None) == axis for n in inputs):
+                return False
+    return True
+
 def simplify(
     model: onnx.ModelProto,
     input_shapes: Optional[dict[str, tuple[int, ...]]] = None,

@@ -187,6 +187,13 @@ def convert_torch(args: argparse.Namespace) -> int:
     and the check runs the written files (weights memory-mapped) against onnxruntime, so that
     at no point two copies of the weights are held by this process's own code.
     """
+    from common.gc_pause import gc_paused
+
+    with gc_paused():  # see common/gc_pause.py
+        return _convert_torch(args)
+
+
+def _convert_torch(args: argparse.Namespace) -> int:
     from common.atomic import atomic_files
     from common.model_io import load_onnx
 

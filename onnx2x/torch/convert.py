@@ -10,10 +10,11 @@ import torch
 import torch.fx as fx
 
 from common import ir as cir
+from common.gc_pause import gc_paused
 from common.errors import ConversionError, ConversionFailure, ModelLoadError
 from common.metadata import CONSTANT_INITIALIZERS_KEY, json_value
 from common.model_io import PathLike, as_model_proto, load_onnx
-from common.simplify import RESHAPED_KEY
+from common.simplify import RESHAPED_KEY, nothing_to_simplify
 from common.simplify import simplify as run_onnxsim
 
 from . import fusion
@@ -41,7 +42,9 @@ def prepare(
     ``lazy=True`` (for a path): the weights stay in the file (:func:`common.model_io.load_onnx`);
     :func:`convert_prepared` reads each of them once, straight into the module's tensors.
     ``keep_initializers``: onnxsim never sees the float initializers, so none is folded into a
-    tensor of another name (:mod:`common.simplify`); for ``fuse=False``.
+    tensor of another name (:mod:`common.simplify`); for ``fuse=False``. onnxsim is not run on a
+    graph it would hand back unchanged (:func:`common.simplify.nothing_to_simplify`; the
+    converter computes nodes with constant inputs itself).
     """
     if lazy and not isinstance(model, onnx.ModelProto):
         proto, label = load_onnx(model, lazy=True), str(model)
@@ -49,7 +52,9 @@ def prepare(
         proto, label = as_model_proto(model)
     proto = densify_sparse(proto, label=label)
     given = model if isinstance(model, onnx.ModelProto) else None
-    if simplify:
+    if simplify and not input_shapes and nothing_to_simplify(proto, folds_constants=True):
+        log.debug("%s: nothing for onnx-simplifier to do; not run", label)
+    elif simplify:
         keep = float_initializers(proto.graph) if keep_initializers else ()
         proto = run_onnxsim(proto, input_shapes, label=label, in_place=proto is not given,
                             keep_trainable=trainable, keep=keep)
@@ -136,18 +141,20 @@ def convert(
     if trainable and fuse:
         raise ValueError("fuse=True folds weights into one another; a trainable conversion keeps each of them")
     fuse = bool(simplify if fuse is None else fuse) and not trainable
-    proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True, trainable=trainable,
-                           keep_initializers=not fuse)
-    box = [proto]  # hand the only reference over: the proto is freed once the weights are tensors
-    del proto
-    return _convert_owned(box, label, fuse=fuse, trainable=trainable)
+    with gc_paused():
+        proto, label = prepare(model, simplify=simplify, input_shapes=input_shapes, lazy=True,
+                               trainable=trainable, keep_initializers=not fuse)
+        box = [proto]  # hand the only reference over: the proto is freed once the weights are tensors
+        del proto
+        return _convert_owned(box, label, fuse=fuse, trainable=trainable)
 
 
 def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True,
                      trainable: bool = False) -> fx.GraphModule:
     """Convert a model that :func:`prepare` already processed (``fuse``, ``trainable``: see
     :func:`convert`; ``trainable`` implies no fusion, and wants ``prepare(trainable=True)``)."""
-    return _convert_owned([proto], label, fuse=fuse and not trainable, trainable=trainable)
+    with gc_paused():
+        return _convert_owned([proto], label, fuse=fuse and not trainable, trainable=trainable)
 
 
 @contextlib.contextmanager
