@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-simplify", action="store_true",
                    help="convert the model as it is, without running onnx-simplifier first "
                         "(simplifying folds constants and removes dead code; it is skipped with a "
-                        "warning whenever it fails)")
+                        "warning whenever it fails, and silently on graphs it would not change)")
     p.add_argument("--trainable", action="store_true",
                    help="convert for fine-tuning instead of fast inference: every float initializer is a "
                         "parameter that requires grad and none is folded or fused; BatchNormalization "
