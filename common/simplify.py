@@ -26,6 +26,7 @@ import functools
 import inspect
 import json
 import logging
+from collections import Counter
 from typing import Callable, Collection, Optional
 
 import onnx
@@ -220,7 +221,6 @@ def _referenced(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-
 # Ops that no onnx-simplifier pass rewrites when an input is computed (not constant), the
 # conditions below aside: graph-level folding needs constant inputs or shapes (Shape, Size,
 # ConstantOfShape, Expand, Slice and control flow are absent), and its no-op eliminations and
@@ -241,41 +241,46 @@ def nothing_to_simplify(model: onnx.ModelProto, *, folds_constants: bool) -> boo
 
     Why: onnxsim takes 20-40% of converting a plain convolutional network (ShuffleNet, ResNet,
     Inception) only to hand the same graph back. True only for graphs of :data:`_PLAIN_OPS`
-    (standard domain, no subgraph) without a pattern its passes rewrite: an identity or
-    consecutive Transpose, a Concat of one input or of a Concat on the same axis, and, unless
+    (standard domain, no subgraph) without anything its passes remove or rewrite: an unused
+    initializer, a node nothing reads, an identity or consecutive Transpose, a Concat of one
+    input or of a Concat on the same axis, and, unless
     ``folds_constants`` (the caller computes nodes with constant inputs itself, as the PyTorch
     converter does at conversion), a node whose inputs are all initializers or Constants.
     """
     graph = model.graph
     if len(model.functions) or any(i.domain not in _STANDARD_DOMAINS for i in model.opset_import):
         return False
+    if any(n.op_type not in _PLAIN_OPS or n.domain not in ("", "ai.onnx") for n in graph.node):
+        return False
+    producer = {out: node for node in graph.node for out in node.output}
+    readers = Counter(name for node in graph.node for name in node.input)
+    used = set(readers) | {o.name for o in graph.output}
+    if any(t.name not in used for t in graph.initializer):  # onnxsim drops unused initializers
+        return False
     constants = {t.name for t in graph.initializer}
-    producer = {}
+
+    def axis_of(node: onnx.NodeProto) -> Optional[int]:
+        return next((a.i for a in node.attribute if a.name == "axis"), None)
+
     for node in graph.node:
-        if node.op_type not in _PLAIN_OPS or node.domain not in ("", "ai.onnx"):
+        if not any(out in used for out in node.output):  # and dead nodes
             return False
-        for out in node.output:
-            producer[out] = node
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    for node in graph.node:
         inputs = [n for n in node.input if n]
         if not folds_constants and inputs and all(n in constants for n in inputs):
             return False
-        source = producer.get(inputs[0]) if inputs else None
         if node.op_type == "Transpose":
             perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            if (perm is not None and perm == list(range(len(perm)))) or (source is not None and source.op_type == "Transpose"):
+            source = producer.get(inputs[0]) if inputs else None
+            if (perm is not None and perm == list(range(len(perm)))) or (
+                    source is not None and source.op_type == "Transpose"):
                 return False
         elif node.op_type == "Concat":
-            axis = next((a.i for a in node.attribute if a.name == "axis"), None)
             if len(inputs) < 2 or any(
-                    (p := producer.get(n)) is not None and p.op_type == "Concat" and readers.get(n) == 1
-                    and next((a.i for a in p.attribute if a.name == "axis"), None) == axis for n in inputs):
+                    (p := producer.get(n)) is not None and p.op_type == "Concat" and readers[n] == 1
+                    and axis_of(p) == axis_of(node) for n in inputs):
                 return False
     return True
+
 
 def simplify(
     model: onnx.ModelProto,

@@ -78,6 +78,7 @@ CASES = {
     "concat-of-concat": ([helper.make_node("Concat", ["g", "g"], ["c2"], axis=1),
                           helper.make_node("Concat", ["c2", "g"], ["y"], axis=1)], []),
     "identity": ([helper.make_node("Identity", ["g"], ["y"])], []),
+    "dead-node": ([helper.make_node("Relu", ["g"], ["y"]), helper.make_node("Sigmoid", ["g"], ["unread"])], []),
     "shape": ([helper.make_node("Shape", ["g"], ["s"]), helper.make_node("Reshape", ["g", "s"], ["y"])], []),
     "constant-inputs": ([helper.make_node("Add", ["k", "k"], ["k2"]), helper.make_node("Reshape", ["g", "k2"], ["y"])],
                         [_const("k", [-1, 5])]),
@@ -92,6 +93,13 @@ def test_graphs_onnxsim_would_change_are_given_to_it(case: str) -> None:
     if case == "constant-inputs":  # the converter computes it: no need for onnxsim
         assert nothing_to_simplify(model, folds_constants=True)
     assert _ops(simplify(model)) != _ops(model)  # onnxsim did have something to do
+
+
+def test_unused_initializers_go_to_onnxsim() -> None:
+    model = _plain([helper.make_node("Relu", ["g"], ["y"])], [_const("unused", [1, 2])])
+    assert not nothing_to_simplify(model, folds_constants=True)
+    names = lambda m: {t.name for t in m.graph.initializer}  # noqa: E731
+    assert "unused" in names(model) and "unused" not in names(simplify(model))
 
 
 def test_other_domains_and_functions_go_to_onnxsim() -> None:

@@ -10,8 +10,8 @@ import torch
 import torch.fx as fx
 
 from common import ir as cir
-from common.gc_pause import gc_paused
 from common.errors import ConversionError, ConversionFailure, ModelLoadError
+from common.gc_pause import gc_paused
 from common.metadata import CONSTANT_INITIALIZERS_KEY, json_value
 from common.model_io import PathLike, as_model_proto, load_onnx
 from common.simplify import RESHAPED_KEY, nothing_to_simplify

@@ -812,10 +812,10 @@ def _stackable(node: Any) -> Optional[tuple]:
     a = node.args
     if node.target is rt_rnn.lstm and len(a) == 14:
         kind, state, rest = "lstm", a[4:8], (a[11], a[12], a[13])  # seq_lens h0 c0 p; clip input_forget layout
-        ok = rest == (None, 0, 0) and rt_rnn._is_default(a[10], ("sigmoid", "tanh", "tanh"))
+        ok = rest == (None, 0, 0) and rt_rnn._is_default(a[10], rt_rnn.DEFAULT_ACTIVATIONS[kind])
     elif node.target is rt_rnn.gru and len(a) == 12:
         kind, state, rest = "gru", a[4:6], (a[9], a[10], a[11])  # seq_lens h0; clip linear_before_reset layout
-        ok = rest == (None, 1, 0) and rt_rnn._is_default(a[8], ("sigmoid", "tanh"))
+        ok = rest == (None, 1, 0) and rt_rnn._is_default(a[8], rt_rnn.DEFAULT_ACTIVATIONS[kind])
     else:
         return None
     hidden, direction = a[_RNN_ARGS[node.target][0]], a[_RNN_ARGS[node.target][1]]
@@ -835,14 +835,11 @@ def _rnn_stacks(gm: fx.GraphModule) -> int:
         config = None if _erased(node) else _stackable(node)
         if config is None:
             continue
-        source = node.args[0]  # not a continuation: the previous layer would have started the chain
-        prev = source.args[0] if _call(source, (operator.getitem,), 2) else None
-        if prev is not None and _stackable(prev) == config and len(source.users) == 1:
-            continue
+        # the first layer of its chain: a later layer of a chain is erased when the chain's first is met
         chain, out = [node], next(iter(node.users))
         while len(out.users) == 1:
             nxt = next(iter(out.users))
-            if _erased(nxt) or _stackable(nxt) != config or nxt.args[0] is not out:
+            if _stackable(nxt) != config or nxt.args[0] is not out:
                 break
             chain.append(nxt)
             out = next(iter(nxt.users))

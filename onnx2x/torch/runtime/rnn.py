@@ -118,10 +118,18 @@ def _lens(lens: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if lens is None else lens.to(torch.int64)
 
 
-# The activations as the converter writes them for a node without the attribute (the usual case),
-# per default names: one set lookup on every call instead of a loop over the activations.
-_DEFAULT_SPECS = {names: frozenset(tuple((n.capitalize(), 0.0, 0.0) for n in names) * d for d in (1, 2))
-                  for names in (("sigmoid", "tanh", "tanh"), ("sigmoid", "tanh"))}
+# ONNX's default activations per direction (f, g[, h]); the lowercase names, as compared.
+DEFAULT_ACTIVATIONS = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
+
+
+def default_specs(kind: str, n_dir: int) -> Tuple[Activation, ...]:
+    """The activations as the converter writes them for a node without the attribute."""
+    return tuple((n.capitalize(), 0.0, 0.0) for n in DEFAULT_ACTIVATIONS[kind]) * n_dir
+
+
+# Per default names: one set lookup on every call (the usual case) instead of a loop.
+_DEFAULT_SPECS = {names: frozenset(default_specs(kind, d) for d in (1, 2))
+                  for kind, names in DEFAULT_ACTIVATIONS.items()}
 
 
 def _is_default(activations: Sequence[Activation], names: Tuple[str, ...]) -> bool:
@@ -193,7 +201,6 @@ def _fused(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Opti
     return y, hn, cn  # y: (T, B, D*H)
 
 
-
 _ORDERS = {"lstm": (0, 2, 3, 1), "gru": (1, 0, 2)}  # ONNX gate order -> torch's (LSTM i o f c, GRU z r h)
 
 
@@ -206,14 +213,12 @@ def layers(kind: str, x: torch.Tensor, weights: Sequence[Tuple[torch.Tensor, tor
     ``nn.LSTM`` makes; ``weights``: (W, R, B) per layer. Returns the last Y as (T, B, D*H)."""
     n_dir = 2 if direction == "bidirectional" else 1
     if x.dtype not in _FUSED_DTYPES:
+        acts = default_specs(kind, n_dir)
         for w, r, b in weights:
             if kind == "lstm":
-                x = lstm(x, w, r, b, None, None, None, None, hidden, direction,
-                         (("Sigmoid", 0.0, 0.0), ("Tanh", 0.0, 0.0), ("Tanh", 0.0, 0.0)) * n_dir, None, 0, 0,
-                         merged=True)[0]
+                x = lstm(x, w, r, b, None, None, None, None, hidden, direction, acts, None, 0, 0, merged=True)[0]
             else:
-                x = gru(x, w, r, b, None, None, hidden, direction, (("Sigmoid", 0.0, 0.0), ("Tanh", 0.0, 0.0)) * n_dir,
-                        None, 1, 0, merged=True)[0]
+                x = gru(x, w, r, b, None, None, hidden, direction, acts, None, 1, 0, merged=True)[0]
         return x
     params: List[torch.Tensor] = []
     for w, r, b in weights:
@@ -222,6 +227,7 @@ def layers(kind: str, x: torch.Tensor, weights: Sequence[Tuple[torch.Tensor, tor
     if kind == "lstm":
         return torch.lstm(x, (zeros, zeros), params, True, len(weights), 0.0, False, n_dir == 2, False)[0]
     return torch.gru(x, zeros, params, True, len(weights), 0.0, False, n_dir == 2, False)[0]
+
 
 def lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor],
          seq_lens: Optional[torch.Tensor], h0: Optional[torch.Tensor], c0: Optional[torch.Tensor],
@@ -235,10 +241,10 @@ def lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Te
     x, h0, c0 = _prepare(x, layout, h0, c0)
     if (direction != "reverse" and seq_lens is None and p is None and x.dtype in _FUSED_DTYPES
             and clip is None and not input_forget
-            and _is_default(activations, ("sigmoid", "tanh", "tanh"))):
-        y, hn, cn = _fused("lstm", x, w, r, b, h0, c0, hidden, 2 if direction == "bidirectional" else 1,
-                           _ORDERS["lstm"])
-        return _finish_fused(y, hn, cn, layout, merged, 2 if direction == "bidirectional" else 1, hidden)
+            and _is_default(activations, DEFAULT_ACTIVATIONS["lstm"])):
+        n_dir = 2 if direction == "bidirectional" else 1
+        y, hn, cn = _fused("lstm", x, w, r, b, h0, c0, hidden, n_dir, _ORDERS["lstm"])
+        return _finish_fused(y, hn, cn, layout, merged, n_dir, hidden)
     batch = x.shape[1]
     lens = _lens(seq_lens)
     cl = _clipper(clip)
@@ -289,10 +295,10 @@ def gru(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Ten
     x, h0, _ = _prepare(x, layout, h0, None)
     if (direction != "reverse" and seq_lens is None and clip is None and linear_before_reset
             and x.dtype in _FUSED_DTYPES
-            and _is_default(activations, ("sigmoid", "tanh"))):
-        y, hn, _ = _fused("gru", x, w, r, b, h0, None, hidden, 2 if direction == "bidirectional" else 1,
-                          _ORDERS["gru"])
-        y, hn, _ = _finish_fused(y, hn, None, layout, merged, 2 if direction == "bidirectional" else 1, hidden)
+            and _is_default(activations, DEFAULT_ACTIVATIONS["gru"])):
+        n_dir = 2 if direction == "bidirectional" else 1
+        y, hn, _ = _fused("gru", x, w, r, b, h0, None, hidden, n_dir, _ORDERS["gru"])
+        y, hn, _ = _finish_fused(y, hn, None, layout, merged, n_dir, hidden)
         return y, hn
     batch = x.shape[1]
     lens = _lens(seq_lens)
