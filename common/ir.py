@@ -73,7 +73,7 @@ def infer_shapes(proto: onnx.ModelProto, *, data_prop: bool = True, in_place: bo
     """
     try:
         if in_place and any(_tensor_bytes(t) > _SKELETON_MIN_BYTES for t in proto.graph.initializer):
-            inferred = onnx.shape_inference.infer_shapes(_without_weight_data(proto), data_prop=data_prop)
+            inferred = onnx.shape_inference.infer_shapes(without_weight_data(proto), data_prop=data_prop)
             _take_inferred_types(proto, inferred)
             return proto
         return onnx.shape_inference.infer_shapes(proto, data_prop=data_prop)
@@ -90,7 +90,7 @@ def _tensor_bytes(t: onnx.TensorProto) -> int:
     return len(t.string_data) if size is None else size  # strings are never large weights
 
 
-def _without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
+def without_weight_data(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``proto`` whose large initializers keep name, type and dims but no data."""
     skeleton = onnx.ModelProto()
     copy_fields(skeleton, proto, ("graph",))

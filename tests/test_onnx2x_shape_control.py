@@ -266,3 +266,145 @@ def test_gather_with_negative_axis_on_unknown_rank(op: str):
     x = np.random.default_rng(2).standard_normal((2, 12)).astype(np.float32)
     shape = np.array([2, 3, 4], dtype=np.int64)
     _check(gm(torch.from_numpy(x), torch.from_numpy(shape)), reference_outputs(model, {"x": x, "shape": shape}))
+
+
+
+def _expand_to_where_model():
+    """The attention-mask expansion of transformers' exports: ``Expand(x, Where(Equal(target, -1),
+    1, target))``, the target built from the run-time batch and length."""
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"]),
+        h.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+        h.make_node("Gather", ["s", "i1"], ["l"], axis=0),
+        h.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+        h.make_node("Unsqueeze", ["l", "ax0"], ["l1"]),
+        h.make_node("Concat", ["n1", "one", "l1", "l1"], ["target"], axis=0),
+        h.make_node("Equal", ["target", "minus1"], ["is_free"]),
+        h.make_node("Where", ["is_free", "one", "target"], ["fixed"]),
+        h.make_node("Unsqueeze", ["x", "ax12"], ["x4"]),
+        h.make_node("Expand", ["x4", "fixed"], ["y"]),
+    ]
+    inits = [h.make_tensor("i0", T.INT64, [], [0]), h.make_tensor("i1", T.INT64, [], [1]),
+             h.make_tensor("ax0", T.INT64, [1], [0]), h.make_tensor("ax12", T.INT64, [2], [1, 2]),
+             h.make_tensor("one", T.INT64, [1], [1]), h.make_tensor("minus1", T.INT64, [1], [-1])]
+    graph = h.make_graph(nodes, "expand", [h.make_tensor_value_info("x", T.FLOAT, ["N", "L"])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    return _model(graph, opset=17)
+
+
+def _gathered_mask_model(row: int = 0):
+    """The padding mask of transformers' opset-13 exports: the mask gathered at flat indices built
+    from two Ranges, then reshaped to the indices' own Shape. onnx's inference loses the rank there
+    ("keep"), and with it every value downstream; a final Add of a length-``row`` vector, if any."""
+    def ints(name, vals):
+        return h.make_tensor(name, T.INT64, [len(vals)] if isinstance(vals, list) else [],
+                             vals if isinstance(vals, list) else [vals])
+    nodes = [
+        h.make_node("Cast", ["mask"], ["m"], to=T.BOOL),
+        h.make_node("Flatten", ["m"], ["mflat"], axis=2),
+        h.make_node("Shape", ["m"], ["ms"]),
+        h.make_node("Gather", ["ms", "i1"], ["len"], axis=0),
+        h.make_node("Range", ["zero", "len", "one"], ["kv"]),
+        h.make_node("Unsqueeze", ["kv", "ax012"], ["kv3"]),        # [1, 1, 1, L]
+        h.make_node("Shape", ["x"], ["xs"]),
+        h.make_node("Gather", ["xs", "i0"], ["n"], axis=0),
+        h.make_node("Range", ["zero", "n", "one"], ["bt"]),
+        h.make_node("Unsqueeze", ["bt", "ax123"], ["bt3"]),        # [N, 1, 1, 1]
+        h.make_node("Gather", ["ms", "i1v"], ["len1"], axis=0),
+        h.make_node("Mul", ["bt3", "len1"], ["rows"]),
+        h.make_node("Add", ["kv3", "rows"], ["flat_idx"]),         # [N, 1, 1, L]
+        h.make_node("Gather", ["mflat", "flat_idx"], ["picked"], axis=0),
+        h.make_node("Reshape", ["picked", "m1"], ["picked1"]),
+        h.make_node("Shape", ["flat_idx"], ["fs"]),
+        h.make_node("Concat", ["fs"], ["fs1"], axis=0),
+        h.make_node("Reshape", ["picked1", "fs1"], ["keep"]),
+        h.make_node("Where", ["keep", "zero_f", "neg_f"], ["bias"]),
+        h.make_node("Shape", ["bias"], ["bs"]),
+        h.make_node("Gather", ["bs", "i3"], ["blen"], axis=0),
+        h.make_node("Unsqueeze", ["blen", "ax0"], ["blen1"]),
+        h.make_node("Concat", ["m1", "blen1"], ["rows_shape"], axis=0),
+        h.make_node("Reshape", ["bias", "rows_shape"], ["flat_bias"]),  # [N, L]
+        h.make_node("ReduceSum", ["x", "ax2"], ["xsum"], keepdims=0),
+        h.make_node("Add", ["flat_bias", "xsum"], ["y"]),
+    ]
+    inits = [ints("i0", 0), ints("i1", 1), ints("i3", 3), ints("zero", 0), ints("one", 1), ints("ax0", [0]),
+             ints("ax2", [2]), ints("ax012", [0, 1, 2]), ints("ax123", [1, 2, 3]), ints("i1v", [1]),
+             ints("m1", [-1]), h.make_tensor("zero_f", T.FLOAT, [], [0.0]),
+             h.make_tensor("neg_f", T.FLOAT, [], [-1e4])]
+    out = "y"
+    if row:
+        inits.append(h.make_tensor("row", T.FLOAT, [row], np.arange(row, dtype=np.float32).tolist()))
+        nodes.append(h.make_node("Add", ["y", "row"], ["z"]))
+        out = "z"
+    graph = h.make_graph(nodes, "mask", [h.make_tensor_value_info("x", T.FLOAT, ["N", "L", 4]),
+                                         h.make_tensor_value_info("mask", T.INT64, ["N", "L"])],
+                         [h.make_tensor_value_info(out, T.FLOAT, None)], inits)
+    return _model(graph, opset=13)
+
+
+def _mask_feeds(n: int, length: int) -> dict:
+    rng = np.random.default_rng(n * 100 + length)
+    mask = (rng.random((n, length)) > 0.3).astype(np.int64)
+    return {"x": rng.standard_normal((n, length, 4)).astype(np.float32), "mask": mask}
+
+
+def _check_dynamic_export(model, gm, feeds_at, example) -> None:
+    dims = {0: torch.export.Dim("N", min=1, max=64), 1: torch.export.Dim("L", min=2, max=64)}
+    ep = torch.export.export(gm, example, dynamic_shapes=tuple(dims for _ in example))
+    feeds = feeds_at(5, 6)
+    _check(ep.module()(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))
+
+
+def test_expand_to_a_where_of_shapes_is_resolved_at_conversion():
+    """Equal/Where over shape values are folded (ops/_shape_values.py): the Expand gets its target
+    as sizes, so ``torch.export`` keeps batch and length dynamic."""
+    model = _expand_to_where_model()
+    gm = convert(model, simplify=False)
+    assert "runtime_shape" not in gm.code and "torch.eq" not in gm.code, gm.code
+    def feeds_at(n, length):
+        return {"x": np.random.default_rng(n).standard_normal((n, length)).astype(np.float32)}
+    for n, length in ((2, 3), (1, 7)):
+        feeds = feeds_at(n, length)
+        _check(gm(torch.from_numpy(feeds["x"])), reference_outputs(model, feeds))
+    _check_dynamic_export(model, gm, feeds_at, (torch.zeros(3, 4),))
+
+
+def test_shapes_onnx_cannot_follow_come_from_symbolic_inference(tmp_path, monkeypatch):
+    """Symbolic inference (common/symbolic_shapes.py) finds the ranks onnx's inference leaves
+    unknown (never their numbers: it guesses some, e.g. a Split with computed lengths as an even
+    split): the Reshape read from the mask's own Shape gets sizes, not run-time shape code."""
+    from common.ir import infer_shapes
+    from common.symbolic_shapes import fill_unknown_shapes, unknown_outputs
+
+    model = _gathered_mask_model()
+    inferred = infer_shapes(model)
+    assert {"keep", "bias", "flat_bias", "y"} <= set(unknown_outputs(inferred.graph))  # the case is real
+    found = {v.name: v.type.tensor_type.shape.dim for v in fill_unknown_shapes(inferred).graph.value_info}
+    assert len(found["keep"]) == 4 and len(found["flat_bias"]) == 2
+    assert not any(d.HasField("dim_value") for name in ("keep", "bias", "flat_bias") for d in found[name])  # ranks only
+    monkeypatch.chdir(tmp_path)
+    gm = convert(model, simplify=False)
+    assert "runtime_shape_reshape" not in gm.code, gm.code
+    for n, length in ((2, 3), (1, 7)):
+        feeds = _mask_feeds(n, length)
+        _check(gm(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))
+    _check_dynamic_export(model, gm, _mask_feeds, tuple(torch.from_numpy(v) for v in _mask_feeds(3, 4).values()))
+    assert list(tmp_path.iterdir()) == []  # onnxruntime's inference writes a file when incomplete: not here
+
+
+def test_symbolic_inference_never_fixes_a_dynamic_dim():
+    """A dim onnxruntime's inference would merge into a number (the free length broadcast against
+    8, which may be a broadcast of 1) is not taken: the values keep unknown shapes, and the
+    converted module runs at every length."""
+    from common.ir import infer_shapes
+    from common.symbolic_shapes import fill_unknown_shapes, unknown_outputs
+
+    model = _gathered_mask_model(row=8)
+    inferred = infer_shapes(model)
+    before = set(unknown_outputs(inferred.graph))
+    assert "z" in before
+    assert set(unknown_outputs(fill_unknown_shapes(inferred).graph)) == before
+    gm = convert(model, simplify=False)
+    for n, length in ((2, 8), (3, 1)):  # z is (n, 8) for a length of 8 and of 1 (a broadcast)
+        feeds = _mask_feeds(n, length)
+        _check(gm(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))

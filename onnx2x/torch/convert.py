@@ -16,6 +16,7 @@ from common.metadata import CONSTANT_INITIALIZERS_KEY, json_value
 from common.model_io import PathLike, as_model_proto, load_onnx
 from common.simplify import RESHAPED_KEY, nothing_to_simplify
 from common.simplify import simplify as run_onnxsim
+from common.symbolic_shapes import fill_unknown_shapes
 
 from . import fusion
 from .builder import GraphBuilder, channels_last_conv_weights
@@ -44,7 +45,8 @@ def prepare(
     ``keep_initializers``: onnxsim never sees the float initializers, so none is folded into a
     tensor of another name (:mod:`common.simplify`); for ``fuse=False``. onnxsim is not run on a
     graph it would hand back unchanged (:func:`common.simplify.nothing_to_simplify`; the
-    converter computes nodes with constant inputs itself).
+    converter computes nodes with constant inputs itself). Shapes onnx's inference leaves unknown
+    are looked for by onnxruntime's symbolic inference (:mod:`common.symbolic_shapes`).
     """
     if lazy and not isinstance(model, onnx.ModelProto):
         proto, label = load_onnx(model, lazy=True), str(model)
@@ -68,6 +70,8 @@ def prepare(
                                  file=label) from exc
     # In place (no serialized copy of the weights) unless the proto is the caller's own object.
     proto = cir.infer_shapes(proto, in_place=proto is not given)
+    if proto is not given:  # what onnx could not follow (an Expand to a Where of shapes): sympy
+        proto = fill_unknown_shapes(proto)
     return proto, label
 
 

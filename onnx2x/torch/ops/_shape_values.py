@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import onnx_ir as ir
 import torch
+from torch import fx
 
 from common import ir as cir
 
@@ -34,10 +35,12 @@ def shape_values(ctx: NodeContext, index: int) -> Optional[list[Elem]]:
     return _eval(ctx, ctx.node.inputs[index], 0)
 
 
-def _const(ctx: NodeContext, value: ir.Value) -> Optional[list[int]]:
+def _const(ctx: NodeContext, value: ir.Value) -> Optional[list[Any]]:
     handle = ctx.builder.lookup(value)
     if isinstance(handle, torch.Tensor) and handle.dim() <= 1 and not handle.dtype.is_floating_point \
-            and handle.dtype != torch.bool and handle.numel() <= MAX_LEN:
+            and not handle.dtype.is_complex and handle.numel() <= MAX_LEN:
+        if handle.dtype == torch.bool:  # a Where condition
+            return [bool(v) for v in handle.reshape(-1).tolist()]
         return [int(v) for v in handle.reshape(-1).tolist()]
     return None
 
@@ -87,12 +90,28 @@ def _eval(ctx: NodeContext, value: Optional[ir.Value], depth: int) -> Optional[l
             return None
     if op == "Slice":
         return _slice(ctx, node, attrs, depth)
-    if op in _ARITH:
-        a, b = _eval(ctx, node.inputs[0], depth + 1), _eval(ctx, node.inputs[1], depth + 1)
-        if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):
+    if op == "Equal":
+        pair = _broadcast(_eval(ctx, node.inputs[0], depth + 1), _eval(ctx, node.inputs[1], depth + 1))
+        if pair is None:
             return None
-        n = max(len(a), len(b))
-        a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+        out_bools = [_equal(x, y) for x, y in zip(*pair)]
+        return None if any(b is None for b in out_bools) else out_bools
+    if op == "Where":
+        cond = _eval(ctx, node.inputs[0], depth + 1)
+        pair = _broadcast(_eval(ctx, node.inputs[1], depth + 1), _eval(ctx, node.inputs[2], depth + 1))
+        if cond is None or pair is None or any(not isinstance(c, bool) for c in cond):
+            return None
+        a, b = pair
+        n = max(len(cond), len(a))
+        if len(a) not in (1, n) or len(cond) not in (1, n):
+            return None
+        cond, a, b = (cond * n if len(cond) == 1 else cond), (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+        return [x if c else y for c, x, y in zip(cond, a, b)]
+    if op in _ARITH:
+        pair = _broadcast(_eval(ctx, node.inputs[0], depth + 1), _eval(ctx, node.inputs[1], depth + 1))
+        if pair is None:
+            return None
+        a, b = pair
         fn = _ARITH[op]
         res = []
         for x, y in zip(a, b):
@@ -104,6 +123,40 @@ def _eval(ctx: NodeContext, value: Optional[ir.Value], depth: int) -> Optional[l
                 res.append(ctx.call(fn, x, y))
         return res
     return None
+
+
+def _broadcast(a: Optional[list[Elem]], b: Optional[list[Elem]]) -> Optional[tuple[list[Elem], list[Elem]]]:
+    """Two element lists at one length, as ONNX broadcasting of 1-d vectors would make them."""
+    if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):
+        return None
+    n = max(len(a), len(b))
+    return (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+
+
+def _equal(x: Elem, y: Elem) -> Optional[bool]:
+    """``x == y`` when it is known at conversion time: between ints, or a size against a negative
+    int (exporters compare target shapes with -1 to replace it); else None."""
+    if isinstance(x, int) and isinstance(y, int):
+        return bool(x == y)
+    if isinstance(y, int) and y < 0 and _non_negative(x):
+        return False
+    if isinstance(x, int) and x < 0 and _non_negative(y):
+        return False
+    return None
+
+
+def _non_negative(elem: Elem) -> bool:
+    """Whether a run-time element is a dim size, or a sum, product or quotient of such and
+    non-negative ints: it can never equal a negative int."""
+    if isinstance(elem, int):
+        return elem >= 0
+    if not isinstance(elem, fx.Node):
+        return False
+    if elem.op == "call_method" and elem.target == "size":
+        return True
+    if elem.op == "call_function" and elem.target in (operator.add, operator.mul, operator.floordiv):
+        return all(_non_negative(a) for a in elem.args)
+    return False
 
 
 def _defined(ctx: NodeContext, value: ir.Value) -> bool:
