@@ -548,7 +548,8 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
     """q [B, H, L, E], k and v [B, H, S, E], additive mask [B, 1, 1, S] (graph inputs)."""
     e = 8
     inits = [_c(1 / np.sqrt(e), "scale"), _c(np.sqrt(e), "root"), _c(e ** -0.25, "quarter"),
-             _c(_rng(22).standard_normal((5, 6)), "bias_scores")]
+             _c(_rng(22).standard_normal((5, 6)), "bias_scores"),
+             _c(_rng(24).standard_normal((1, 4, 5, 6)), "position_bias")]
     mk = helper.make_node
     nodes = [mk("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2])]
     q, kt = "q", "kt"
@@ -568,6 +569,12 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
         nodes += [mk("Mul", ["s", "scale"], ["ss"]), mk("Add", ["ss", "causal"], ["l"])]
     elif form == "tensor-scale":  # a [L, S] bias multiplied in: not a scale
         nodes += [mk("Mul", ["s", "bias_scores"], ["l"])]
+    elif form == "t5":  # unscaled scores + a relative position bias [1, H, L, S], then the padding mask
+        nodes += [mk("Add", ["s", "position_bias"], ["sb"]), mk("Add", ["sb", "mask"], ["l"])]
+    elif form == "t5-swapped":
+        nodes += [mk("Add", ["position_bias", "s"], ["sb"]), mk("Add", ["mask", "sb"], ["l"])]
+    elif form == "bias-read-twice":  # the biased scores are an output too: not fused
+        nodes += [mk("Add", ["s", "position_bias"], ["sb"]), mk("Add", ["sb", "mask"], ["l"])]
     axis = 2 if form == "softmax-axis2" else (3 if form == "opset11" else -1)
     if form == "nan-guard":  # rows the mask hides entirely are zeros, as SDPA returns them
         inits.append(_c([0.0], "zero"))
@@ -576,7 +583,7 @@ def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
     else:
         nodes.append(mk("Softmax", ["l"], ["p"], axis=axis))
     nodes.append(mk("MatMul", ["p", "v"], ["y"]))
-    outputs = ["y", "p"] if form == "probs-read-twice" else ["y"]
+    outputs = ["y", "p"] if form == "probs-read-twice" else ["y", "sb"] if form == "bias-read-twice" else ["y"]
     inputs = [("q", ["B", 4, 5, e]), ("k", ["B", 4, 6, e]), ("v", ["B", 4, 6, e]), ("mask", ["B", 1, 1, 6])]
     used = {i for n in nodes for i in n.input}
     return _model(nodes, [i for i in inputs if i[0] in used], outputs, inits, opset=11 if form == "opset11" else opset)
@@ -592,19 +599,21 @@ def _attention_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("form", ["bert", "div-no-mask", "scale-on-q-and-k", "opset11", "causal-constant",
-                                  "nan-guard"])
+                                  "nan-guard", "t5", "t5-swapped"])
 def test_attention_becomes_scaled_dot_product_attention(form: str) -> None:
     model = _attention_model(form)
     gm = _check(model, _attention_feeds(model))
     assert _count(gm, F.scaled_dot_product_attention) == 1
     assert torch.matmul not in _targets(gm) and torch.where not in _targets(gm)
     (sdpa,) = [n for n in gm.graph.nodes if n.target is F.scaled_dot_product_attention]
-    assert sdpa.kwargs["scale"] == pytest.approx(1 / np.sqrt(8), rel=1e-6)
+    assert sdpa.kwargs["scale"] == pytest.approx(1.0 if form.startswith("t5") else 1 / np.sqrt(8), rel=1e-6)
     assert len(sdpa.args) == (3 if form == "div-no-mask" else 4)
     assert gm.onnx_value_to_fx["y"] == sdpa.name
+    if form.startswith("t5"):  # one mask: the bias plus the padding mask
+        assert _count(gm, torch.add) == 1 and sdpa.args[3].target is torch.add
 
 
-@pytest.mark.parametrize("form", ["softmax-axis2", "probs-read-twice", "tensor-scale"])
+@pytest.mark.parametrize("form", ["softmax-axis2", "probs-read-twice", "tensor-scale", "bias-read-twice"])
 def test_attention_near_misses_are_left_alone(form: str) -> None:
     model = _attention_model(form)
     gm = _check(model, _attention_feeds(model), optimize=False)

@@ -595,19 +595,12 @@ def _attention(gm: fx.GraphModule, info: Info, softmax: fx.Node) -> int:
         return 0
     rank = vi.rank
     chain: list[fx.Node] = [softmax, *guard, out]
-    mask = None
-    scores: Any = logits
-    if _call(logits, _ADD, 2):
-        chain.append(logits)
-        for cand, other in (logits.args, logits.args[::-1]):
-            inner, _ = _unscale(gm, cand, rank, [])
-            if _call(inner, (torch.matmul,), 2) and isinstance(other, fx.Node):
-                scores, mask = cand, other
-                break
-        else:
-            return 0
-        if len(scores.users) != 1 or not _mask_fits(gm, info, mask, scores):
-            return 0
+    split = _scores_plus(gm, logits, rank, chain)
+    if split is None:
+        return 0
+    scores, masks = split
+    if masks and (len(scores.users) != 1 or not all(_mask_fits(gm, info, m, scores) for m in masks)):
+        return 0
     matmul, scale = _unscale(gm, scores, rank, chain)  # appends the scale steps on the scores
     if not _call(matmul, (torch.matmul,), 2) or len(matmul.users) != 1:
         return 0
@@ -622,10 +615,48 @@ def _attention(gm: fx.GraphModule, info: Info, softmax: fx.Node) -> int:
     if not _only_inside(chain, out):
         return 0
     k = _untransposed(gm, kt, rank, out, chain)
+    mask = masks[0] if masks else None
+    for term in masks[1:]:  # T5: a position bias and a padding mask, added to the scores one by one
+        with gm.graph.inserting_before(out):
+            mask = gm.graph.call_function(torch.add, (mask, term))
     kwargs: dict[str, Any] = {"scale": scale * q_scale * k_scale}
     args = (q, k, value) if mask is None else (q, k, value, mask)
     _become(gm, out, chain, F.scaled_dot_product_attention, args, kwargs)
     return 1
+
+
+def _scores_plus(gm: fx.GraphModule, logits: fx.Node, rank: int, chain: list[fx.Node],
+                 most: int = 3) -> Optional[tuple[fx.Node, list[fx.Node]]]:
+    """``logits`` as (scaled) ``Q K^T`` plus up to ``most`` additive mask terms, outermost Add
+    first: (the scores, the terms in the order they are added); the Adds join ``chain``."""
+    adds: list[fx.Node] = []
+    terms: list[fx.Node] = []
+    node: Any = logits
+    while True:
+        inner, _ = _unscale(gm, node, rank, [])
+        if _call(inner, (torch.matmul,), 2):
+            break
+        if len(terms) == most or not _call(node, _ADD, 2) or (adds and len(node.users) != 1):
+            return None
+        for cand, other in (node.args, node.args[::-1]):
+            if isinstance(cand, fx.Node) and isinstance(other, fx.Node) and _leads_to_scores(gm, cand, rank):
+                adds.append(node)
+                terms.append(other)
+                node = cand
+                break
+        else:
+            return None
+    chain.extend(adds)
+    return node, terms[::-1]
+
+
+def _leads_to_scores(gm: fx.GraphModule, node: fx.Node, rank: int, depth: int = 3) -> bool:
+    """Whether ``node`` is (scaled) ``Q K^T``, or an Add with an operand that leads to it."""
+    inner, _ = _unscale(gm, node, rank, [])
+    if _call(inner, (torch.matmul,), 2):
+        return True
+    return depth > 0 and _call(node, _ADD, 2) and any(
+        isinstance(a, fx.Node) and _leads_to_scores(gm, a, rank, depth - 1) for a in node.args)
 
 
 # --- linear ----------------------------------------------------------------------------------------
