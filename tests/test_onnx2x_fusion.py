@@ -544,6 +544,35 @@ def test_gelu_near_misses_are_left_alone(form: str) -> None:
     assert F.gelu not in _targets(gm)
 
 
+def _silu_model(form: str) -> onnx.ModelProto:
+    """Conv -> ``c * Sigmoid(c)`` (SiLU as exporters write it) -> Conv, and near misses."""
+    rng = _rng(25)
+    inits = [_c(0.3 * rng.standard_normal((8, 4, 3, 3)), "w1"), _c(0.3 * rng.standard_normal((8, 8, 1, 1)), "w2")]
+    mk = helper.make_node
+    operands = {"x-sigmoid": ["c", "s"], "sigmoid-x": ["s", "c"], "sigmoid-read-twice": ["c", "s"],
+                "other-operand": ["x2", "s"]}[form]
+    nodes = [mk("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]), mk("Sigmoid", ["c"], ["s"]),
+             mk("Mul", operands, ["a"]), mk("Conv", ["a", "w2"], ["y"])]
+    inputs = [("x", ["N", 4, 6, 6])] + ([("x2", ["N", 8, 6, 6])] if form == "other-operand" else [])
+    outputs = ["y", "s"] if form == "sigmoid-read-twice" else ["y"]
+    return _model(nodes, inputs, outputs, inits)
+
+
+@pytest.mark.parametrize("form", ["x-sigmoid", "sigmoid-x"])
+def test_silu_becomes_f_silu(form: str) -> None:
+    gm = _check(_silu_model(form), {"x": 2.0 * _x(2, 4, 6, 6)})
+    assert _count(gm, F.silu) == 1 and torch.sigmoid not in _targets(gm) and torch.mul not in _targets(gm)
+    assert gm.onnx_value_to_fx["a"] == next(n.name for n in gm.graph.nodes if n.target is F.silu)
+
+
+@pytest.mark.parametrize("form", ["sigmoid-read-twice", "other-operand"])
+def test_silu_near_misses_are_left_alone(form: str) -> None:
+    feeds = {"x": 2.0 * _x(2, 4, 6, 6), "x2": _x(2, 8, 6, 6, seed=4)}
+    model = _silu_model(form)
+    gm = _check(model, {i.name: feeds[i.name] for i in model.graph.input})
+    assert F.silu not in _targets(gm)
+
+
 def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:
     """q [B, H, L, E], k and v [B, H, S, E], additive mask [B, 1, 1, S] (graph inputs)."""
     e = 8
