@@ -45,8 +45,8 @@ def prepare(
     ``keep_initializers``: onnxsim never sees the float initializers, so none is folded into a
     tensor of another name (:mod:`common.simplify`); for ``fuse=False``. onnxsim is not run on a
     graph it would hand back unchanged (:func:`common.simplify.nothing_to_simplify`; the
-    converter computes nodes with constant inputs itself). Shapes onnx's inference leaves unknown
-    are looked for by onnxruntime's symbolic inference (:mod:`common.symbolic_shapes`).
+    converter computes nodes with constant inputs itself). The ranks of values onnx's inference
+    leaves without a shape come from onnxruntime's symbolic inference (:mod:`common.symbolic_shapes`).
     """
     if lazy and not isinstance(model, onnx.ModelProto):
         proto, label = load_onnx(model, lazy=True), str(model)
@@ -70,7 +70,7 @@ def prepare(
                                  file=label) from exc
     # In place (no serialized copy of the weights) unless the proto is the caller's own object.
     proto = cir.infer_shapes(proto, in_place=proto is not given)
-    if proto is not given:  # what onnx could not follow (an Expand to a Where of shapes): sympy
+    if proto is not given:  # ranks onnx could not follow (a Reshape to a gathered mask's Shape)
         proto = fill_unknown_shapes(proto)
     return proto, label
 

@@ -12,7 +12,8 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
 * GELU:       ``x * 0.5 * (1 + erf(x / sqrt 2))`` and ``... (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
   in the exporters' orders  -> ``F.gelu(approximate='none' | 'tanh')``
 * SiLU:       ``x * Sigmoid(x)``  -> ``F.silu`` (EfficientNet, MobileViT, YOLO exports)
-* attention:  ``MatMul(Q, K^T)``, scale (Mul/Div on the scores, Q or K^T), [Add mask], Softmax(-1),
+* attention:  ``MatMul(Q, K^T)``, scale (Mul/Div on the scores, Q or K^T), [Add masks: up to three
+  additive terms, e.g. T5's position bias and padding mask, summed into one], Softmax(-1),
   [``Where(IsNaN(p), 0, p)``], ``MatMul(V)``  -> ``F.scaled_dot_product_attention(q, k, v, attn_mask,
   scale=...)``. One difference is accepted: a row whose additive mask is -inf everywhere is NaN
   after ONNX's Softmax and zeros after SDPA (transformers' masks use the dtype's minimum, which

@@ -24,6 +24,7 @@ MAX_LEN = 16  # shape vectors only; longer int vectors are data, not shapes
 _INT_TYPES = {ir.DataType.INT64, ir.DataType.INT32, ir.DataType.INT16, ir.DataType.INT8,
               ir.DataType.UINT8, ir.DataType.UINT16, ir.DataType.UINT32, ir.DataType.UINT64}
 _ARITH = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.floordiv}
+_ARITY = {"Equal": 2, "Where": 3, **{op: 2 for op in _ARITH}}  # a malformed node is not evaluated
 
 Elem = Any  # int, or an fx node producing an int at run time
 
@@ -90,25 +91,21 @@ def _eval(ctx: NodeContext, value: Optional[ir.Value], depth: int) -> Optional[l
             return None
     if op == "Slice":
         return _slice(ctx, node, attrs, depth)
+    if len(node.inputs) != _ARITY.get(op, len(node.inputs)):
+        return None
     if op == "Equal":
-        pair = _broadcast(_eval(ctx, node.inputs[0], depth + 1), _eval(ctx, node.inputs[1], depth + 1))
+        pair = _broadcast(*(_eval(ctx, v, depth + 1) for v in node.inputs[:2]))
         if pair is None:
             return None
-        out_bools = [_equal(x, y) for x, y in zip(*pair)]
-        return None if any(b is None for b in out_bools) else out_bools
+        same = [_equal(x, y) for x, y in zip(*pair)]
+        return None if any(b is None for b in same) else same
     if op == "Where":
-        cond = _eval(ctx, node.inputs[0], depth + 1)
-        pair = _broadcast(_eval(ctx, node.inputs[1], depth + 1), _eval(ctx, node.inputs[2], depth + 1))
-        if cond is None or pair is None or any(not isinstance(c, bool) for c in cond):
+        parts = _broadcast(*(_eval(ctx, v, depth + 1) for v in node.inputs[:3]))
+        if parts is None or not all(isinstance(c, bool) for c in parts[0]):
             return None
-        a, b = pair
-        n = max(len(cond), len(a))
-        if len(a) not in (1, n) or len(cond) not in (1, n):
-            return None
-        cond, a, b = (cond * n if len(cond) == 1 else cond), (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
-        return [x if c else y for c, x, y in zip(cond, a, b)]
+        return [x if c else y for c, x, y in zip(*parts)]
     if op in _ARITH:
-        pair = _broadcast(_eval(ctx, node.inputs[0], depth + 1), _eval(ctx, node.inputs[1], depth + 1))
+        pair = _broadcast(*(_eval(ctx, v, depth + 1) for v in node.inputs[:2]))
         if pair is None:
             return None
         a, b = pair
@@ -125,12 +122,15 @@ def _eval(ctx: NodeContext, value: Optional[ir.Value], depth: int) -> Optional[l
     return None
 
 
-def _broadcast(a: Optional[list[Elem]], b: Optional[list[Elem]]) -> Optional[tuple[list[Elem], list[Elem]]]:
-    """Two element lists at one length, as ONNX broadcasting of 1-d vectors would make them."""
-    if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):
+def _broadcast(*parts: Optional[list[Elem]]) -> Optional[list[list[Elem]]]:
+    """Element lists at one length, as ONNX broadcasting of 1-d vectors makes them; None when one
+    is unknown or the lengths do not broadcast."""
+    if any(p is None for p in parts):
         return None
-    n = max(len(a), len(b))
-    return (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+    n = max(len(p) for p in parts)
+    if any(len(p) not in (1, n) for p in parts):
+        return None
+    return [p * n if len(p) == 1 else p for p in parts]
 
 
 def _equal(x: Elem, y: Elem) -> Optional[bool]:
