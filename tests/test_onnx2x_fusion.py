@@ -545,32 +545,37 @@ def test_gelu_near_misses_are_left_alone(form: str) -> None:
 
 
 def _silu_model(form: str) -> onnx.ModelProto:
-    """Conv -> ``c * Sigmoid(c)`` (SiLU as exporters write it) -> Conv, and near misses."""
+    """Conv -> ``c * Sigmoid(c)`` (SiLU as exporters write it) or ``c * HardSigmoid(c)``
+    (hardswish before opset 14) -> Conv, and near misses."""
     rng = _rng(25)
     inits = [_c(0.3 * rng.standard_normal((8, 4, 3, 3)), "w1"), _c(0.3 * rng.standard_normal((8, 8, 1, 1)), "w2")]
     mk = helper.make_node
     operands = {"x-sigmoid": ["c", "s"], "sigmoid-x": ["s", "c"], "sigmoid-read-twice": ["c", "s"],
-                "other-operand": ["x2", "s"]}[form]
-    nodes = [mk("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]), mk("Sigmoid", ["c"], ["s"]),
+                "other-operand": ["x2", "s"], "hardswish": ["s", "c"], "hardsigmoid-0.2": ["c", "s"]}[form]
+    gate = (mk("HardSigmoid", ["c"], ["s"], alpha=1 / 6, beta=0.5) if form == "hardswish" else
+            mk("HardSigmoid", ["c"], ["s"]) if form == "hardsigmoid-0.2" else mk("Sigmoid", ["c"], ["s"]))
+    nodes = [mk("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]), gate,
              mk("Mul", operands, ["a"]), mk("Conv", ["a", "w2"], ["y"])]
     inputs = [("x", ["N", 4, 6, 6])] + ([("x2", ["N", 8, 6, 6])] if form == "other-operand" else [])
     outputs = ["y", "s"] if form == "sigmoid-read-twice" else ["y"]
     return _model(nodes, inputs, outputs, inits)
 
 
-@pytest.mark.parametrize("form", ["x-sigmoid", "sigmoid-x"])
-def test_silu_becomes_f_silu(form: str) -> None:
-    gm = _check(_silu_model(form), {"x": 2.0 * _x(2, 4, 6, 6)})
-    assert _count(gm, F.silu) == 1 and torch.sigmoid not in _targets(gm) and torch.mul not in _targets(gm)
-    assert gm.onnx_value_to_fx["a"] == next(n.name for n in gm.graph.nodes if n.target is F.silu)
+@pytest.mark.parametrize("form", ["x-sigmoid", "sigmoid-x", "hardswish"])
+def test_self_gating_becomes_f_silu_or_hardswish(form: str) -> None:
+    gm = _check(_silu_model(form), {"x": 4.0 * _x(2, 4, 6, 6)})  # hardswish's both bends: |x| > 3
+    fused = F.hardswish if form == "hardswish" else F.silu
+    assert _count(gm, fused) == 1 and torch.mul not in _targets(gm)
+    assert torch.sigmoid not in _targets(gm) and F.hardsigmoid not in _targets(gm)
+    assert gm.onnx_value_to_fx["a"] == next(n.name for n in gm.graph.nodes if n.target is fused)
 
 
-@pytest.mark.parametrize("form", ["sigmoid-read-twice", "other-operand"])
-def test_silu_near_misses_are_left_alone(form: str) -> None:
-    feeds = {"x": 2.0 * _x(2, 4, 6, 6), "x2": _x(2, 8, 6, 6, seed=4)}
+@pytest.mark.parametrize("form", ["sigmoid-read-twice", "other-operand", "hardsigmoid-0.2"])
+def test_self_gating_near_misses_are_left_alone(form: str) -> None:
+    feeds = {"x": 4.0 * _x(2, 4, 6, 6), "x2": _x(2, 8, 6, 6, seed=4)}
     model = _silu_model(form)
     gm = _check(model, {i.name: feeds[i.name] for i in model.graph.input})
-    assert F.silu not in _targets(gm)
+    assert F.silu not in _targets(gm) and F.hardswish not in _targets(gm)
 
 
 def _attention_model(form: str, opset: int = 14) -> onnx.ModelProto:

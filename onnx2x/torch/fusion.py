@@ -69,7 +69,7 @@ class FusionStats:
     layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
     rms_norms: int = 0
     gelus: int = 0
-    silus: int = 0
+    self_gated: int = 0  # SiLU, hardswish
     attentions: int = 0
     linears: int = 0
     prepacked_linears: int = 0  # F.linear calls turned into linear_prepacked

@@ -11,7 +11,8 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
   [Mul weight]``  -> ``F.rms_norm``
 * GELU:       ``x * 0.5 * (1 + erf(x / sqrt 2))`` and ``... (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
   in the exporters' orders  -> ``F.gelu(approximate='none' | 'tanh')``
-* SiLU:       ``x * Sigmoid(x)``  -> ``F.silu`` (EfficientNet, MobileViT, YOLO exports)
+* SiLU:       ``x * Sigmoid(x)``  -> ``F.silu`` (EfficientNet, MobileViT, YOLO exports); likewise
+  ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2: MobileNetV3 before opset 14)  -> ``F.hardswish``
 * attention:  ``MatMul(Q, K^T)``, scale (Mul/Div on the scores, Q or K^T), [Add masks: up to three
   additive terms, e.g. T5's position bias and padding mask, summed into one], Softmax(-1),
   [``Where(IsNaN(p), 0, p)``], ``MatMul(V)``  -> ``F.scaled_dot_product_attention(q, k, v, attn_mask,
@@ -80,7 +81,7 @@ class PatternStats:
     layer_norms: int = 0
     rms_norms: int = 0
     gelus: int = 0
-    silus: int = 0
+    self_gated: int = 0  # x * sigmoid(x) and x * hardsigmoid(x)
     attentions: int = 0
     linears: int = 0
     channel_shuffles: int = 0
@@ -101,8 +102,8 @@ def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
                 stats.rms_norms += 1
         elif node.target in (torch.erf, torch.tanh):
             stats.gelus += _gelu(gm, info, node)
-        elif node.target is torch.sigmoid:
-            stats.silus += _silu(gm, info, node)
+        elif node.target in _GATES:
+            stats.self_gated += _self_gated(gm, info, node)
         elif node.target in (rt_softmax.softmax_axis, rt_softmax.softmax_2d):
             stats.attentions += _attention(gm, info, node)
         elif node.target is torch.permute and _channel_shuffle(gm, info, node):
@@ -509,18 +510,22 @@ def _gelu(gm: fx.GraphModule, info: Info, fn: fx.Node) -> int:
     return 1
 
 
-# --- SiLU ------------------------------------------------------------------------------------------
-def _silu(gm: fx.GraphModule, info: Info, sigmoid: fx.Node) -> int:
-    """``x * sigmoid(x)`` (either order) -> ``F.silu(x)`` (1 when fused)."""
-    if len(sigmoid.args) != 1 or sigmoid.kwargs or not isinstance(sigmoid.args[0], fx.Node):
+# --- SiLU, hardswish -------------------------------------------------------------------------------
+_GATES = {torch.sigmoid: F.silu, F.hardsigmoid: F.hardswish}  # gate(x) -> what x * gate(x) is
+
+
+def _self_gated(gm: fx.GraphModule, info: Info, gate: fx.Node) -> int:
+    """``x * sigmoid(x)`` -> ``F.silu(x)``, ``x * hardsigmoid(x)`` -> ``F.hardswish(x)`` (either
+    operand order; 1 when fused)."""
+    if len(gate.args) != 1 or gate.kwargs or not isinstance(gate.args[0], fx.Node):
         return 0
-    x = sigmoid.args[0]
-    mul = _the_user(sigmoid)
-    if not _call(mul, _MUL, 2) or mul.kwargs or set(mul.args) != {x, sigmoid} or x is sigmoid:
+    x = gate.args[0]
+    mul = _the_user(gate)
+    if not _call(mul, _MUL, 2) or mul.kwargs or set(mul.args) != {x, gate} or x is gate:
         return 0
     if _info(info, x).dtype not in _FLOATS:
         return 0
-    _become(gm, mul, [sigmoid, mul], F.silu, (x,))
+    _become(gm, mul, [gate, mul], _GATES[gate.target], (x,))
     return 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -81,6 +82,8 @@ def sigmoid(ctx: NodeContext) -> Handle:
 def hard_sigmoid(ctx: NodeContext) -> Handle:
     alpha = float(ctx.attr("alpha", 0.2))
     beta = float(ctx.attr("beta", 0.5))
+    if np.float32(alpha) == np.float32(1 / 6) and beta == 0.5:  # torch's hardsigmoid (MobileNetV3's gates)
+        return ctx.call(F.hardsigmoid, ctx.input(0))
     return ctx.call(rt.hard_sigmoid, ctx.input(0), alpha, beta)
 
 
