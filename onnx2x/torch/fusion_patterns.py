@@ -657,10 +657,7 @@ def _scores_plus(gm: fx.GraphModule, logits: fx.Node, rank: int, chain: list[fx.
     adds: list[fx.Node] = []
     terms: list[fx.Node] = []
     node: Any = logits
-    while True:
-        inner, _ = _unscale(gm, node, rank, [])
-        if _call(inner, (torch.matmul,), 2):
-            break
+    while not _is_scores(gm, node, rank):
         if len(terms) == most or not _call(node, _ADD, 2) or (adds and len(node.users) != 1):
             return None
         for cand, other in (node.args, node.args[::-1]):
@@ -675,10 +672,15 @@ def _scores_plus(gm: fx.GraphModule, logits: fx.Node, rank: int, chain: list[fx.
     return node, terms[::-1]
 
 
+def _is_scores(gm: fx.GraphModule, node: Any, rank: int) -> bool:
+    """Whether ``node`` is a MatMul, or scalar scale steps on one (``Q K^T`` before the Softmax)."""
+    inner, _ = _unscale(gm, node, rank, [])
+    return _call(inner, (torch.matmul,), 2)
+
+
 def _leads_to_scores(gm: fx.GraphModule, node: fx.Node, rank: int, depth: int = 3) -> bool:
     """Whether ``node`` is (scaled) ``Q K^T``, or an Add with an operand that leads to it."""
-    inner, _ = _unscale(gm, node, rank, [])
-    if _call(inner, (torch.matmul,), 2):
+    if _is_scores(gm, node, rank):
         return True
     return depth > 0 and _call(node, _ADD, 2) and any(
         isinstance(a, fx.Node) and _leads_to_scores(gm, a, rank, depth - 1) for a in node.args)
