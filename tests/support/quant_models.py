@@ -121,7 +121,8 @@ class _Calibration:
 
 
 def quantize(source: Path, target: Path, method: str, *, per_channel: bool = False, activation: str = "QUInt8",
-             weight: str = "QInt8", reduce_range: bool = False, feeds_of_seed=None) -> Path:
+             weight: str = "QInt8", reduce_range: bool = False, feeds_of_seed=None,
+             extra_options: Optional[dict] = None) -> Path:
     """``method``: 'dynamic', 'qoperator' or 'qdq' (onnxruntime.quantization, defaults otherwise)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -130,7 +131,7 @@ def quantize(source: Path, target: Path, method: str, *, per_channel: bool = Fal
 
     if method == "dynamic":
         quantize_dynamic(str(source), str(target), per_channel=per_channel, reduce_range=reduce_range,
-                         weight_type=getattr(QuantType, weight))
+                         weight_type=getattr(QuantType, weight), extra_options=extra_options)
     else:
         fmt = QuantFormat.QOperator if method == "qoperator" else QuantFormat.QDQ
         quantize_static(str(source), str(target), Reader(feeds_of_seed), quant_format=fmt, per_channel=per_channel,
@@ -170,3 +171,17 @@ def ort_optimized(source: Path, target: Path) -> Path:
     opts.log_severity_level = 3
     ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"], disabled_optimizers=FLOAT_FUSIONS)
     return target
+
+
+def transformer_optimized(source: Path, target: Path, *, num_heads: int, hidden_size: int) -> Path:
+    """BERT as onnxruntime's transformer optimizer rewrites it (Attention, EmbedLayerNormalization,
+    SkipLayerNormalization, BiasGelu), saved as a file: what its docs have users quantize next."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size).save_model_to_file(
+        str(target))
+    return target
+

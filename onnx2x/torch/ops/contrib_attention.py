@@ -1,7 +1,8 @@
-"""onnxruntime ``com.microsoft`` attention ops: Attention, MultiHeadAttention,
+"""onnxruntime ``com.microsoft`` attention ops: Attention, QAttention, MultiHeadAttention,
 DecoderMaskedMultiHeadAttention, GroupQueryAttention, RotaryEmbedding.
 
-These are what onnxruntime's transformer optimizer (BERT, GPT-2 with past, ViT) and LLM builders
+These are what onnxruntime's transformer optimizer (BERT, GPT-2 with past, ViT; QAttention once
+its output is quantized with ``quantize_dynamic``) and LLM builders
 (grouped-query attention with a KV cache and rotary embeddings) put into graphs. Semantics follow
 onnxruntime's contrib op documentation and, where it is silent, its CPU kernels (the reference the
 tests compare with). Attribute combinations that are not implemented are refused here, at
@@ -15,6 +16,7 @@ from ..builder import Handle, NodeContext
 from ..registry import converter
 from ..runtime import attention as rt_onnx
 from ..runtime import contrib_attention as rt
+from ..runtime import quantize as rt_quantize
 
 MS = "com.microsoft"
 DEFAULT_MASK_FILTER = -10000.0
@@ -60,17 +62,9 @@ def _check_mask(ctx: NodeContext, index: int) -> None:
                                   "and [2*batch] end/start positions are implemented")
 
 
-@converter("Attention", since=1, domain=MS)
-def attention(ctx: NodeContext) -> Handle:
-    """BERT/GPT-2 attention with the QKV projection fused in; ``past``/``present`` are
-    [2, B, N, T, H]. Rotary and a shared past/present buffer are refused (onnxruntime's CPU kernel
-    has no rotary either)."""
-    _refuse_flag(ctx, "do_rotary", "rotary embedding inside Attention is not supported "
-                                   "(use MultiHeadAttention + RotaryEmbedding)")
-    _refuse_flag(ctx, "past_present_share_buffer", "a shared past/present buffer is not supported")
-    _refuse_inputs(ctx, {6: "past_sequence_length"})
-    _check_mask(ctx, 3)
-    num_heads = int(ctx.attr("num_heads"))
+def _qkv_sizes(ctx: NodeContext, num_heads: int) -> list[int]:
+    """Widths of Q, K and V in the fused projection: ``qkv_hidden_sizes``, else a third of the
+    weight's width each."""
     sizes = ctx.attr("qkv_hidden_sizes", None)
     if sizes:
         sizes = [int(v) for v in sizes]
@@ -85,8 +79,47 @@ def attention(ctx: NodeContext) -> Handle:
         raise ctx.fail(f"qkv_hidden_sizes {sizes} are not multiples of num_heads={num_heads}")
     if _wanted(ctx, 1) and sizes[1] != sizes[2]:
         raise ctx.unsupported("a present output when K and V have different widths")
+    return sizes
+
+
+def _refuse_attention_flags(ctx: NodeContext) -> None:
+    _refuse_flag(ctx, "do_rotary", "rotary embedding inside Attention is not supported "
+                                   "(use MultiHeadAttention + RotaryEmbedding)")
+    _refuse_flag(ctx, "past_present_share_buffer", "a shared past/present buffer is not supported")
+
+
+@converter("Attention", since=1, domain=MS)
+def attention(ctx: NodeContext) -> Handle:
+    """BERT/GPT-2 attention with the QKV projection fused in; ``past``/``present`` are
+    [2, B, N, T, H]. Rotary and a shared past/present buffer are refused (onnxruntime's CPU kernel
+    has no rotary either)."""
+    _refuse_attention_flags(ctx)
+    _refuse_inputs(ctx, {6: "past_sequence_length"})
+    _check_mask(ctx, 3)
+    num_heads = int(ctx.attr("num_heads"))
+    sizes = _qkv_sizes(ctx, num_heads)
     res = ctx.call(rt.attention, ctx.input(0), ctx.input(1), ctx.input(2), ctx.input(3), ctx.input(4),
                    ctx.input(5), num_heads, sizes, bool(ctx.attr("unidirectional", 0)), _scale(ctx),
+                   float(ctx.attr("mask_filter_value", DEFAULT_MASK_FILTER)))
+    return ctx.getitem(res, 0), (ctx.getitem(res, 1) if _wanted(ctx, 1) else None)
+
+
+@converter("QAttention", since=1, domain=MS)
+def quantized_attention(ctx: NodeContext) -> Handle:
+    """Attention whose projection multiplies a quantized input (uint8/int8, per-tensor scale and
+    zero point: a DynamicQuantizeLinear's outputs) by quantized QKV weights (per-tensor or
+    per-column), as onnxruntime's quantizer writes it after its transformer optimizer. The
+    product is exact and scaled in float32 as onnxruntime's kernel does (MatMulIntegerToFloat);
+    the attention after it is :func:`attention`'s. Inputs: input, weight, bias, input_scale,
+    weight_scale, mask_index, input_zero_point, weight_zero_point, past."""
+    _refuse_attention_flags(ctx)
+    _check_mask(ctx, 5)
+    num_heads = int(ctx.attr("num_heads"))
+    sizes = _qkv_sizes(ctx, num_heads)
+    qkv = ctx.call(rt_quantize.matmul_integer_to_float, ctx.input(0), ctx.input(1), ctx.input(3), ctx.input(4),
+                   ctx.input(6), ctx.input(7), ctx.input(2))
+    res = ctx.call(rt.attention_projected, qkv, ctx.input(5), ctx.input(8), None, num_heads, sizes,
+                   bool(ctx.attr("unidirectional", 0)), _scale(ctx),
                    float(ctx.attr("mask_filter_value", DEFAULT_MASK_FILTER)))
     return ctx.getitem(res, 0), (ctx.getitem(res, 1) if _wanted(ctx, 1) else None)
 

@@ -1,5 +1,5 @@
 """onnxruntime's normalization ops: SkipLayerNormalization, SkipSimplifiedLayerNormalization,
-EmbedLayerNormalization, GroupNorm, SkipGroupNorm (``com.microsoft``), and the contrib schemas
+EmbedLayerNormalization, QEmbedLayerNormalization, GroupNorm, SkipGroupNorm (``com.microsoft``), and the contrib schemas
 onnxruntime registers in the ONNX domain from opset 1: LayerNormalization (what its optimizer
 writes into opset < 17 models) and SimplifiedLayerNormalization (RMS norm, as LLM builders emit it).
 
@@ -15,6 +15,7 @@ from ..builder import Handle, NodeContext
 from ..registry import converter
 from ..runtime import contrib_normalization as rt
 from ..runtime import normalization as rt_norm
+from ..runtime import quantize as rt_quantize
 from .normalization import layer_norm as onnx_layer_norm
 
 MS = "com.microsoft"
@@ -96,6 +97,26 @@ def embed_layer_norm(ctx: NodeContext) -> Handle:
     res = ctx.call(rt.embed_layer_norm, ctx.input(0), ctx.input(1), ctx.input(2), ctx.input(3), ctx.input(4),
                    ctx.input(5), ctx.input(6), ctx.input(7), ctx.input(8), float(ctx.attr("epsilon", 1e-12)))
     return tuple(ctx.getitem(res, j) if (j == 0 or _wanted(ctx, j)) else None for j in range(3))
+
+
+@converter("QEmbedLayerNormalization", since=1, domain=MS)
+def quantized_embed_layer_norm(ctx: NodeContext) -> Handle:
+    """EmbedLayerNormalization whose tables, gamma and beta are stored quantized (8-bit, per-tensor
+    scale and zero point: onnxruntime's quantizer after its transformer optimizer). Each is
+    ``(q - zero_point) * scale`` in float32, as onnxruntime's kernel dequantizes them; positions are
+    0..S-1. Inputs: input_ids, segment_ids, word/position/segment tables, gamma, beta, mask, then
+    their scales (8-12) and zero points (13-17)."""
+    segment = ctx.has_input(1)
+    if any(ctx.has_input(i) != segment for i in (4, 10, 15)):
+        raise ctx.fail("segment_ids, segment_embedding and its scale and zero point must be given together")
+
+    def table(i: int) -> Handle:
+        return ctx.call(rt_quantize.dequantize_f32, ctx.input(i), ctx.input(i + 6), ctx.input(i + 11))
+
+    res = ctx.call(rt.embed_layer_norm, ctx.input(0), ctx.input(1) if segment else None, table(2), table(3),
+                   table(4) if segment else None, table(5), table(6), ctx.input(7), None,
+                   float(ctx.attr("epsilon", 1e-12)))
+    return ctx.getitem(res, 0), (ctx.getitem(res, 1) if _wanted(ctx, 1) else None)
 
 
 def _group_norm(ctx: NodeContext, skip: Handle, bias: Handle) -> Handle:

@@ -117,6 +117,16 @@ def attention(x: torch.Tensor, weights: torch.Tensor, bias: Optional[torch.Tenso
     qkv = torch.matmul(x, weights)
     if bias is not None:
         qkv = qkv + bias
+    return attention_projected(qkv, mask_index, past, attention_bias, num_heads, qkv_hidden_sizes, unidirectional,
+                               scale, mask_filter_value)
+
+
+def attention_projected(qkv: torch.Tensor, mask_index: Optional[torch.Tensor], past: Optional[torch.Tensor],
+                        attention_bias: Optional[torch.Tensor], num_heads: int, qkv_hidden_sizes: List[int],
+                        unidirectional: bool, scale: Optional[float], mask_filter_value: float
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attention` after its projection: ``qkv`` [B, S, Dq + Dk + Dv] is Q, K and V side by
+    side (QAttention computes it from quantized operands)."""
     q, k, v = torch.split(qkv, qkv_hidden_sizes, dim=-1)
     q, k, v = split_heads(q, num_heads), split_heads(k, num_heads), split_heads(v, num_heads)
     past_len = 0
@@ -126,9 +136,9 @@ def attention(x: torch.Tensor, weights: torch.Tensor, bias: Optional[torch.Tenso
         v = torch.cat([past[1], v], dim=2)
     present = torch.stack([k, v]) if k.shape[-1] == v.shape[-1] else k.new_zeros(0)
     batch, q_len, total_len = q.shape[0], q.shape[2], k.shape[2]
-    allowed = key_positions_allowed(mask_index, batch, q_len, total_len, past_len, x.device)
+    allowed = key_positions_allowed(mask_index, batch, q_len, total_len, past_len, qkv.device)
     bias_qk = combine_bias(attention_bias, mask_bias(allowed, unidirectional, q_len, total_len,
-                                                     mask_filter_value, q.dtype, x.device))
+                                                     mask_filter_value, q.dtype, qkv.device))
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     y, _ = attend(q, k, v, bias_qk, scale)
