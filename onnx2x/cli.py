@@ -282,7 +282,7 @@ def _verify_written(args: argparse.Namespace, source: Path, reference, proto, sh
     if result.skipped:
         return f"verification skipped: {result.reason}"
     if result.verdict.overruled:
-        return "differs from onnxruntime where onnxruntime deviates from the ONNX specification (see warning)"
+        return f"differs from onnxruntime, accepted: {result.verdict.accepted_because} (see warning)"
     return "matches onnxruntime (" + "; ".join(result.verdict.lines()) + ")"
 
 

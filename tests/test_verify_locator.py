@@ -194,3 +194,52 @@ def test_equivalent_shapes_are_compared_flat():
     div = locate(model, ref, cand).divergence
     assert div.node_name == "gap" and div.outputs[0].max_abs == pytest.approx(
         float(np.abs(ref["gap_out"].ravel() - cand["gap_out"].ravel()).max()))
+
+
+def _two_node_model() -> onnx.ModelProto:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])
+    nodes = [onnx.helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             onnx.helper.make_node("Neg", ["a"], ["y"], name="neg")]
+    return onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]))
+
+
+def _rounding_case(local_y_error: float, drop_local: bool = False):
+    """Reference and candidate differ at both tensors; ``local`` (each node fed the reference's
+    inputs) agrees unless ``local_y_error``; ``drop_local``: the second node has no own value."""
+    from common.verify.locator import locate
+
+    a = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    reference = {"x": a, "a": a, "y": -a}
+    candidate = {"x": a, "a": a + 0.01, "y": -a - 0.01}
+    local = {"a": a, "y": -a + local_y_error}
+    if drop_local:
+        del local["y"]
+    return locate(_two_node_model(), reference, candidate, local=local), reference, candidate
+
+
+def test_every_node_agreeing_on_its_own_inputs_is_rounding_only():
+    found, _, _ = _rounding_case(0.0)
+    assert found.divergence is None and found.accumulated and found.rounding_only and found.unchecked == 0
+
+
+def test_a_node_without_its_own_value_leaves_rounding_unproven():
+    found, _, _ = _rounding_case(0.0, drop_local=True)
+    assert found.accumulated and found.unchecked == 1 and not found.rounding_only
+
+
+def test_verdict_accepts_amplified_rounding_and_refuses_a_wrong_node():
+    """Outputs 0.25% off: accepted with a warning when every node agrees on its own inputs (a
+    quantizing step flipped), refused when the last node is itself wrong."""
+    from common.verify.verdict import judge_conversion
+
+    for local_error, ok in ((0.0, True), (0.01, False)):
+        found, reference, candidate = _rounding_case(local_error)
+        verdict = judge_conversion({"y": reference["y"]}, [candidate["y"]], reference_name="onnxruntime",
+                                   inputs={"x": reference["x"]}, locate=lambda: found)
+        assert verdict.ok is ok
+        if ok:
+            assert "every node agrees" in verdict.accepted_because
+            assert any("float rounding amplified by the graph" in w for w in verdict.warnings)
+        else:
+            assert not verdict.accepted_because and verdict.locator.divergence.node_name == "neg"

@@ -136,6 +136,14 @@ class LocatorResult:
     largest_own: Optional[OutputComparison] = None
     also: list[str] = field(default_factory=list)  # other nodes whose own error is out of tolerance
     arbitration: list["Arbitration"] = field(default_factory=list)  # see common/verify/arbiter.py
+    unchecked: int = 0  # compared tensors whose node's own error could not be computed
+
+    @property
+    def rounding_only(self) -> bool:
+        """Tensors differ, yet every node whose output was compared computes, from the reference's
+        own inputs to it, what the reference computes (within the outputs' tolerance): the
+        difference is float rounding the graph amplified, not an operation computed wrongly."""
+        return self.accumulated and self.divergence is None and self.compared > 0 and self.unchecked == 0
 
     @property
     def reference_deviates(self) -> bool:
@@ -170,7 +178,8 @@ class LocatorResult:
                 "divergence": None if self.divergence is None else self.divergence.to_dict(),
                 "largest": None if self.largest is None else self.largest.to_dict(),
                 "largest_own": None if self.largest_own is None else self.largest_own.to_dict(),
-                "also": list(self.also), "arbitration": [a.to_dict() for a in self.arbitration]}
+                "also": list(self.also), "arbitration": [a.to_dict() for a in self.arbitration],
+                "unchecked": self.unchecked}
 
 
 def _figures(c: Optional[OutputComparison]) -> str:
@@ -250,6 +259,7 @@ def locate(
     first_bad: Optional[tuple[int, Any, list[OutputComparison]]] = None
     first: Optional[Divergence] = None
     also: list[str] = []  # later nodes whose own error is out of tolerance too
+    unchecked = 0
 
     for index, node in enumerate(nodes):
         is_constant_node = node.op_type == "Constant" and node.domain in ("", "ai.onnx")
@@ -272,6 +282,8 @@ def locate(
                 compared += 1
                 if cmp.worst is not None and (largest is None or (largest.worst or 0) < cmp.worst):
                     largest = cmp
+            if local is not None and value.name in candidate and value.name not in local:
+                unchecked += 1
             if local is not None and value.name in local:
                 mine = compare_intermediate(reference[value.name], local[value.name], name=value.name,
                                             rtol=rtol, atol=atol)
@@ -293,7 +305,8 @@ def locate(
                                              constants, origins), compared, largest)
     if first is not None:
         return LocatorResult(first, compared, largest, largest_own=largest_own, also=also)
-    return LocatorResult(None, compared, largest, accumulated=first_bad is not None, largest_own=largest_own)
+    return LocatorResult(None, compared, largest, accumulated=first_bad is not None, largest_own=largest_own,
+                         unchecked=unchecked)
 
 
 def _divergence(node: Any, index: int, nodes: list, outs: list[OutputComparison], own: list[OutputComparison],
