@@ -208,9 +208,20 @@ def test_help_documents_every_option() -> None:
                           timeout=120).returncode == 2
 
 
+def _strided_stem() -> onnx.GraphProto:
+    """An image model of dynamic size whose 16x16 stem refuses 8x8 and 1x1 images (EfficientNet's
+    stem and raw-audio encoders shrink their input in the same way)."""
+    w = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    return helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], strides=[8, 8])], "stem",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, None, None])],
+                             [numpy_helper.from_array(w, "w")])
+
+
 def test_check_draws_symbolic_sizes_above_one_and_falls_back_to_ones(tmp_path: Path) -> None:
     """Symbolic batch and length are drawn as 2 and 8 (size 1 hides batch and broadcasting
-    mix-ups); a model whose symbolic sizes only work at 1 is still checked, at 1."""
+    mix-ups); a model whose symbolic sizes only work at 1 is still checked, at 1; one that needs
+    larger images than 8x8 is checked at 32x32, not skipped."""
     free = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "free",
                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length"])])
@@ -218,7 +229,7 @@ def test_check_draws_symbolic_sizes_above_one_and_falls_back_to_ones(tmp_path: P
                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
                              [numpy_helper.from_array(np.array([3], dtype=np.int64), "shape")])
-    for graph, shape in ((free, [2, 8]), (tied, [1, 3])):
+    for graph, shape in ((free, [2, 8]), (tied, [1, 3]), (_strided_stem(), [1, 3, 32, 32])):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
         src = _save(model, tmp_path / f"{graph.name}.onnx")
         report = tmp_path / f"{graph.name}.json"
