@@ -32,6 +32,7 @@ from typing import Callable, Collection, Optional
 import onnx
 
 from common.lazy_import import deferring
+from common.native_output import captured_native_output
 from common.model_io import copy_fields, tensor_nbytes
 
 log = logging.getLogger(__name__)
@@ -357,11 +358,17 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
     small, large = skeleton(model, keep_foldable=keep_foldable, hide_weights=keep_trainable, keep=frozenset(keep))
     if _takes_schema_flag(onnxsim.simplify) and not _uses_other_domains(small):
         kwargs["import_custom_schemas"] = False
+    printed: list[str] = []
     try:
-        simplified, ok = onnxsim.simplify(small, check_n=0, **kwargs)
+        with captured_native_output(printed):  # a line per node it cannot fold: the log's, at DEBUG
+            simplified, ok = onnxsim.simplify(small, check_n=0, **kwargs)
     except Exception as exc:  # onnxsim raises anything from its C++ core
         log.warning("%s: onnxsim failed (%s); using the model unsimplified", label, " ".join(str(exc).split())[:200])
         return model, None
+    finally:
+        lines = "".join(printed).splitlines()
+        if lines:
+            log.debug("%s: onnxsim printed %d line(s):\n%s", label, len(lines), "\n".join(lines[:50]))
     if not ok:
         log.warning("%s: onnxsim could not validate its result; using the model unsimplified", label)
         return model, None

@@ -57,3 +57,23 @@ def test_tracked_names_are_judged_on_the_skeletons():
     # conv1 now reads a folded initializer with the same content: same value; the rest unchanged
     assert {"x", "w2", "c1", "r1", "y"} <= survivors
     np.testing.assert_allclose(_run(out), _run(_model()), rtol=1e-6, atol=1e-6)
+
+
+def test_native_output_is_captured_not_printed(capfd):
+    """What C/C++ code writes to the process's descriptors (onnxsim's per-node "failed to run ...
+    skip" lines) is captured for the log, buffered C stdio included, and nothing leaks."""
+    import ctypes
+    import os
+
+    from common.native_output import captured_native_output
+
+    capfd.readouterr()
+    printed: list[str] = []
+    with captured_native_output(printed):
+        os.write(2, b"WARNING: failed to run \"Gather\" op, skip...\n")
+        ctypes.CDLL(None).printf(b"buffered by C stdio\n")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert "failed to run" in printed[0] and "buffered by C stdio" in printed[0]
+    os.write(1, b"after\n")
+    assert capfd.readouterr().out == "after\n"
