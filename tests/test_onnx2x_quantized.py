@@ -219,6 +219,43 @@ def test_dynamic_quantize_matmul(b_dtype, per_column, with_bias):
     _check(model, {"a": a})
 
 
+def _zero_point(rng, dtype, kind: str, rows: int, cols: int):
+    lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return torch.tensor(int(rng.integers(lo, hi)), dtype=torch.uint8 if dtype == np.uint8 else torch.int8)
+    n = rows if kind == "per_row" else cols
+    return torch.from_numpy(rng.integers(lo, hi, n).astype(dtype))
+
+
+@pytest.mark.parametrize("a_dtype,b_dtype", [(np.uint8, np.int8), (np.uint8, np.uint8), (np.int8, np.int8),
+                                             (np.int8, np.uint8)])
+@pytest.mark.parametrize("za_kind,zb_kind", [("none", "none"), ("scalar", "none"), ("scalar", "scalar"),
+                                             ("per_row", "per_column"), ("none", "per_column")])
+def test_int8_product_is_exact(a_dtype, b_dtype, za_kind, zb_kind):
+    """The int8-GEMM product (shifted codes plus row/column-sum corrections) equals the integer
+    definition exactly, also at the extreme codes over a long K and for a transposed B."""
+    from onnx2x.torch.runtime.linalg import int8_product
+
+    rng = np.random.default_rng(11)
+    m, k, n = 5, 4099, 7
+    info = np.iinfo(a_dtype), np.iinfo(b_dtype)
+    a = rng.integers(info[0].min, info[0].max + 1, (3, m, k)).astype(a_dtype)
+    a[0] = info[0].max  # the largest sums the int32 terms must hold
+    a[1, :, ::2] = info[0].min
+    b = rng.integers(info[1].min, info[1].max + 1, (n, k)).astype(b_dtype).T  # transposed storage
+    b[:, 0] = info[1].min
+    za = _zero_point(rng, a_dtype, za_kind, m, n)
+    zb = _zero_point(rng, b_dtype, zb_kind, m, n)
+    expected = (a.astype(np.int64) - (0 if za is None else za.numpy().astype(np.int64).reshape(-1, 1) if za.dim()
+                                     else int(za))) @ (b.astype(np.int64) - (0 if zb is None else zb.numpy().astype(np.int64)))
+    got = int8_product(torch.from_numpy(a), torch.from_numpy(b), za, zb)
+    assert got is not None and got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert int8_product(torch.from_numpy(a.astype(np.int32)), torch.from_numpy(b), za, zb) is None  # not 8-bit
+
+
 # --- com.microsoft QuantizeLinear / DequantizeLinear ----------------------------------------------
 
 @pytest.mark.parametrize("np_type,tp_type", [(np.uint8, TP.UINT8), (np.int8, TP.INT8), (np.uint16, TP.UINT16),

@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .linalg import int8_product
+
 _INT_RANGES = {
     torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535),
     torch.int16: (-32768, 32767), torch.int32: (-2147483648, 2147483647),
@@ -119,8 +121,12 @@ def qlinear_matmul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optiona
 
 def _int_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor],
                  b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
-    """(A - za) @ (B - zb), exact (float64 holds every 8-bit product sum of realistic K); per-row
-    A zero points ([M]) and per-column B zero points ([N]) broadcast as ONNX defines."""
+    """(A - za) @ (B - zb), exact: int32 from torch's int8 GEMM where it applies, else float64
+    (which holds every 8-bit product sum of realistic K); per-row A zero points ([M]) and
+    per-column B zero points ([N]) broadcast as ONNX defines."""
+    acc = int8_product(a, b, a_zero_point, b_zero_point)
+    if acc is not None:
+        return acc
     av = a.to(torch.float64)
     if a_zero_point is not None:
         zp = a_zero_point.to(torch.float64)
