@@ -103,18 +103,36 @@ def test_qlinear_concat_requantizes_each_input(axis, dtype):
 # --- softmax and pools ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("opset,axis,shape", [(13, -1, (2, 3, 10)), (13, 1, (2, 7, 5)), (12, 1, (2, 3, 4)),
-                                              (12, 2, (2, 3, 4, 5))])
+                                              (12, 2, (2, 3, 4, 5)), (11, None, (2, 6, 3, 1)),
+                                              (11, None, (2, 5, 4)), (13, None, (2, 5, 4))])
 @pytest.mark.parametrize("dtype", Q8)
 @pytest.mark.parametrize("known_shape", [True, False])
 def test_qlinear_softmax(opset, axis, shape, dtype, known_shape):
+    """``axis=None``: no attribute, as onnxruntime's quantizer writes an opset-11 Softmax over its
+    default axis 1; onnxruntime then uses the schema's -1 (every output 1.0 on a last axis of 1)."""
     rng = np.random.default_rng(4)
     x = quantize_uniform(rng, shape, dtype)
-    node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, opset=opset, axis=axis)
+    attrs = {"opset": opset} if axis is None else {"opset": opset, "axis": axis}
+    node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, **attrs)
     t = NP_TO_TP[dtype]
     inits = {"sx": np.float32(0.06), "zx": _zp(dtype, 128), "sy": np.float32(1 / 256), "zy": _zp(dtype, 0)}
     declared = shape if known_shape else ["d%d" % i for i in range(len(shape))]
     model = ms_model([node], [("x", t, declared)], [("y", t, None)], inits)
     _check(model, {"x": x})
+
+
+def test_qlinear_softmax_without_axis_warns_where_onnxruntime_leaves_the_quantized_softmax(caplog):
+    """onnxruntime's quantizer writes an opset-11 Softmax over (N, C, 1, 1) logits without an axis;
+    onnxruntime then normalizes each size-1 last axis (its float32 arithmetic overflows there, to
+    0 for uint8): converted as onnxruntime computes it, and the warning names the node and says so."""
+    node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], "probs_quant", domain=MS, opset=11)
+    inits = {"sx": np.float32(0.05), "zx": np.uint8(128), "sy": np.float32(1 / 256), "zy": np.uint8(0)}
+    model = ms_model([node], [("x", TP.UINT8, (1, 8, 1, 1))], [("y", TP.UINT8, None)], inits)
+    x = quantize_uniform(np.random.default_rng(6), (1, 8, 1, 1), np.uint8)
+    with caplog.at_level("WARNING"):
+        got = torch_run(model, {"x": x}, names=["x"])[0]
+    np.testing.assert_array_equal(got, ort_run(model, {"x": x})[0])
+    assert "probs_quant (QLinearSoftmax): no axis attribute" in caplog.text and "over one element" in caplog.text
 
 
 @pytest.mark.parametrize("channels_last", [0, 1])

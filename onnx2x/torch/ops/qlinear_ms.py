@@ -10,6 +10,7 @@ onnxruntime accepts only those; other attribute combinations it lacks are refuse
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -21,6 +22,7 @@ from ..runtime import quantize as rt
 from ._window import torch_pad_list, window_args
 from .quantize import dequantize_linear, quantize_linear
 
+log = logging.getLogger(__name__)
 MS = "com.microsoft"
 _EIGHT_BIT = (torch.uint8, torch.int8)
 
@@ -94,12 +96,25 @@ def qlinear_where(ctx):
 
 @converter("QLinearSoftmax", since=1, domain=MS)
 def qlinear_softmax(ctx):
-    """The exp table depends on the softmax length; built now when that is known, else per call."""
+    """The exp table depends on the softmax length; built now when that is known, else per call.
+
+    Without an ``axis`` attribute the axis is -1 for every ``opset``: the schema's default, which
+    onnxruntime fills in before its kernel reads the attribute (its own opset-based default of 1
+    for opset < 13 never applies). onnxruntime's quantizer writes no axis when the Softmax it
+    replaces had none, so a quantized opset-11/12 Softmax over axis 1 of a rank > 2 tensor runs
+    over the last axis instead: converted as onnxruntime runs it, with a warning.
+    """
     dtype = _eight_bit(ctx, 0)
     _per_tensor(ctx, 1, 3, 4)
     opset = int(ctx.attr("opset"))
-    axis = int(ctx.attr("axis", 1 if opset < 13 else -1))
+    axis = int(ctx.attr("axis", -1))
     shape = ctx.shape(0)
+    rank = ctx.rank(0)
+    if ctx.attr("axis", None) is None and opset < 13 and (rank is None or rank > 2):
+        log.warning("%s (QLinearSoftmax): no axis attribute: onnxruntime applies the schema's default -1 (the "
+                    "last axis%s), not axis 1 as the opset-%d Softmax it quantizes did (onnxruntime's quantizer "
+                    "drops the axis); converted as onnxruntime computes it", ctx.name,
+                    ", of size 1 here: a softmax over one element" if shape is not None and shape[-1] == 1 else "", opset)
     table = None
     if shape is not None:
         axis = axis + len(shape) if axis < 0 else axis

@@ -332,7 +332,8 @@ def qlinear_softmax(x: torch.Tensor, x_scale: torch.Tensor, table: Optional[torc
     """com.microsoft QLinearSoftmax as onnxruntime computes it.
 
     Per row: ``e = table[x - max(x) + 255]`` (float32), ``y = round(e * floor(1 / y_scale) / sum(e)) + zy``,
-    capped at 255 (uint8) or wrapped to int8. ``flatten``: opset < 13 semantics (the row is every axis
+    saturated at the type's maximum (as onnxruntime 1.31 does; older releases wrapped int8 results
+    above 127 around to -128: microsoft/onnxruntime#29727). ``flatten``: opset < 13 semantics (the row is every axis
     from ``axis`` on); otherwise the row is ``axis`` alone. ``table``: :func:`softmax_exp_table`,
     built here when None.
     """
@@ -355,11 +356,7 @@ def qlinear_softmax(x: torch.Tensor, x_scale: torch.Tensor, table: Optional[torc
     total = e.sum(dim=-1, keepdim=True, dtype=torch.float32)
     inv = torch.floor(torch.tensor(1.0, dtype=torch.float32) / _scalar(y_scale))
     q = torch.round((e * inv) / total).to(torch.int64) + _scalar(y_zero_point, torch.int64)
-    if signed:
-        q = torch.where(q > 255, torch.full_like(q, 255), q)
-        out = (q & 255).to(torch.uint8).view(torch.int8)
-    else:
-        out = q.clamp(max=255).to(torch.uint8)
+    out = q.clamp(max=127).to(torch.int8) if signed else q.clamp(max=255).to(torch.uint8)
     if flatten:
         return out.reshape(shape)
     return out.movedim(-1, axis)
