@@ -156,6 +156,41 @@ def test_runtime_helpers_are_plain_functions_and_only_those_called(tmp_path: Pat
     assert {"arg_extreme", "cumulative"}.isdisjoint(defined), "reduce.py functions this model does not need"
 
 
+def test_runtime_modules_import_no_sibling() -> None:
+    """A saved .py carries runtime helpers extracted from their own module only
+    (:mod:`onnx2x.torch.runtime_source`): a runtime module that imports a sibling writes a .py
+    that fails to import (``No module named 'linalg'``)."""
+    import ast
+
+    runtime = REPO / "onnx2x" / "torch" / "runtime"
+    toolkit = {"onnx2x", "common", "x2onnx", "mx2onnx_patches"}
+    for path in sorted(runtime.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name}:{node.lineno} imports a sibling ({ast.unparse(node)})"
+                roots = [(node.module or "").split(".")[0]]
+            elif isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            else:
+                continue
+            assert toolkit.isdisjoint(roots), f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+
+
+def test_saved_quantized_matmul_runs_without_onnx2x(tmp_path: Path) -> None:
+    """MatMulInteger (exact 8-bit products, in quantize.py) from a saved .py, outside the repository."""
+    rng = np.random.default_rng(3)
+    b = rng.integers(-128, 128, (16, 6)).astype(np.int8)
+    node = helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"])
+    graph = helper.make_graph([node], "mmi", [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 6])],
+                              [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.array(131, np.uint8), "za")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    _, source = artifact.save(convert(model, simplify=False), tmp_path / "out" / "mmi.pt")
+    a = rng.integers(0, 256, (4, 16)).astype(np.uint8)
+    (got,) = _run_outside(source, [torch.from_numpy(a)], tmp_path)
+    np.testing.assert_array_equal(got.numpy(), _ort(model, [a])[0])
+
+
 def test_a_model_without_helpers_has_none(tmp_path: Path) -> None:
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])],
                               "plain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],

@@ -254,7 +254,7 @@ def _zero_point(rng, dtype, kind: str, rows: int, cols: int):
 def test_int8_product_is_exact(a_dtype, b_dtype, za_kind, zb_kind):
     """The int8-GEMM product (shifted codes plus row/column-sum corrections) equals the integer
     definition exactly, also at the extreme codes over a long K and for a transposed B."""
-    from onnx2x.torch.runtime.linalg import int8_product
+    from onnx2x.torch.runtime.quantize import int8_product
 
     rng = np.random.default_rng(11)
     m, k, n = 5, 4099, 7

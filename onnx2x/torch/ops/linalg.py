@@ -5,6 +5,7 @@ import torch
 
 from ..registry import converter
 from ..runtime import linalg as rt
+from ..runtime import quantize as rt_quantize
 
 
 def _text(value) -> str:
@@ -42,4 +43,4 @@ def det(ctx):
 
 @converter("MatMulInteger", since=10)
 def matmul_integer(ctx):
-    return ctx.call(rt.matmul_integer, ctx.input(0), ctx.input(1), ctx.input(2), ctx.input(3))
+    return ctx.call(rt_quantize.matmul_integer, ctx.input(0), ctx.input(1), ctx.input(2), ctx.input(3))
