@@ -232,3 +232,57 @@ def test_bert_4bit_weights(floats, tmp_path, block_size, symmetric, accuracy_lev
                             accuracy_level=accuracy_level)
     assert "MatMulNBits" in {n.op_type for n in onnx.load(str(path)).graph.node}
     _judge_exact_arithmetic(path, "bert")
+
+
+# --- real architectures through quantize_static and the CLI --------------------------------------
+
+def _quantize_light(name: str, folder: Path, fmt: str, per_channel: bool) -> Path:
+    """A light model-zoo graph (seeded weights of the real size, dynamic batch) through
+    ``quantize_static`` as its docs show, calibrated on two seeded images."""
+    from tests.support.light_weights import light_feed, load_light
+
+    model = load_light(name, dynamic_batch=True)
+    source = folder / f"{name}.onnx"
+    onnx.save(model, str(source))
+    feed_name = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
+    return qm.quantize(source, folder / f"{name}_{fmt}{'_pc' if per_channel else ''}.onnx",
+                       "qoperator" if fmt == "qop" else "qdq", per_channel=per_channel,
+                       feeds_of_seed=lambda seed: {feed_name: light_feed(model, 1, seed)})
+
+
+@pytest.mark.parametrize("name,fmt,per_channel", [
+    ("squeezenet", "qop", False),
+    ("shufflenet", "qop", True),
+    pytest.param("inception_v2", "qop", False, marks=pytest.mark.slow),
+    pytest.param("densenet121", "qop", True, marks=pytest.mark.slow),
+    pytest.param("squeezenet", "qdq", False, marks=pytest.mark.slow),
+    pytest.param("inception_v2", "qdq", False, marks=pytest.mark.slow),
+])
+def test_quantized_light_model_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture, name: str, fmt: str,
+                                               per_channel: bool) -> None:
+    """`onnx2x torch` with default flags on what a user's quantize_static run writes: it verifies
+    against onnxruntime and exits 0, and the written artifact (the saved .py importing only torch)
+    computes onnxruntime's outputs at another batch size. squeezenet's QOperator graph is the
+    case of an opset-11 Softmax whose axis onnxruntime's quantizer drops (see QLinearSoftmax)."""
+    from onnx2x.cli import main
+    from onnx2x.torch import artifact
+    from tests.support.light_weights import light_feed
+
+    path = _quantize_light(name, tmp_path, fmt, per_channel)
+    out = tmp_path / "out" / f"{path.stem}.pt"
+    assert main(["torch", str(path), "-o", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "matches onnxruntime" in printed.out + printed.err or "accepted" in printed.out + printed.err
+    net = artifact.load(out)
+    x = light_feed(onnx.load(str(path)), 3, seed=7)
+    session = ort_session(onnx.load(str(path)), optimized=fmt == "qop")  # QDQ: the float definition
+    expected = session.run(None, {session.get_inputs()[0].name: x})
+    with torch.no_grad():
+        got = net(torch.from_numpy(x))
+    for g, e, step in zip(got if isinstance(got, tuple) else (got,), expected, _output_steps(path)):
+        if fmt == "qop":  # onnxruntime's integer kernels, which the converted ops reproduce
+            np.testing.assert_array_equal(g.numpy(), e)
+        else:  # float convolutions summed in another order: a QuantizeLinear may round the other way
+            diff = np.abs(g.numpy() - e)
+            assert step is not None and diff.max() <= QDQ_FUSED_MAX_STEPS * step * (1 + 1e-4), (diff.max(), step)
+            assert np.mean(diff > 1e-6) <= 0.01
