@@ -11,10 +11,9 @@ audio, CLIP, and vision models from ViT variants to convolutional networks.
 
 Every model is tiny (hidden 64, 2 layers, vocabulary 500: the sizes of the encoder corpus) so that
 one builds and exports in a few seconds, uses eager attention (what the exporters trace
-reliably), and has seeded random weights at a realistic scale (:func:`_randomize`, and for
-networks with BatchNorm :func:`_randomize_convnet`, whose calibrated statistics keep the signal
-from fading to a constant). BERT and GPT-2, which the sweep also ran, are left out: the encoder
-corpus tests them already.
+reliably), and has seeded random weights at a realistic scale (:func:`_seed_weights`: the
+encoder corpus's randomizers, with every normalization scale around 1). BERT and GPT-2, which the
+sweep also ran, are left out: the encoder corpus tests them already.
 
 Each model is wrapped to a positional signature returning the last hidden state, which is what
 ``torch.onnx.export`` needs; :func:`sample` makes inputs of any batch and length, :func:`export`
@@ -49,7 +48,8 @@ MEL_BINS, MEL_FRAMES = 16, 64  # Whisper: its encoder requires exactly 2 * max_s
 class Family:
     """How to build one architecture: its input ``kind``, a config factory (given the
     ``transformers`` module), the model class when ``AutoModel`` would pick the wrong one, and
-    the square image size of vision models."""
+    the square image size of vision transformers (convolutional networks take any size: see
+    :func:`convnet_side`)."""
 
     kind: str
     config: Callable[[ModuleType], Any]
@@ -210,7 +210,8 @@ def build(family: str) -> torch.nn.Module:
         model = getattr(transformers, spec.model_class)(config)
     else:
         model = transformers.AutoModel.from_config(config)
-    _seed_weights(model, image=spec.image)
+    # BatchNorm statistics measured at the size the model runs at (convnets: the export's image side)
+    _seed_weights(model, image=convnet_side(EXPORT_LENGTH) if spec.kind == CONVNET else spec.image)
     return _WRAPPERS[spec.kind](model).eval()
 
 
@@ -223,7 +224,9 @@ def _seed_weights(model: torch.nn.Module, image: int) -> None:
     output no longer depends on its input and the decoders' attention is uniform (scores near 0),
     which hides any error in rotary embeddings or masks. Their scales get the noise on top of
     their initial value (1, or 0 for Gemma's ``1 + weight``). Networks with BatchNorm2d then get
-    :func:`_randomize_convnet`'s fan-in scaled weights and calibrated statistics.
+    :func:`_randomize_convnet`'s fan-in scaled weights and statistics calibrated on random images
+    of side ``image`` (its train-mode pass also moves LeViT's BatchNorm1d statistics off the
+    identity).
     """
     scales = [(module.weight, module.weight.detach().clone()) for module in model.modules()
               if "Norm" in type(module).__name__ and not isinstance(module, torch.nn.LayerNorm)
@@ -245,15 +248,16 @@ def input_names(family: str) -> list[str]:
 
 
 def audio_samples(length: int) -> int:
-    """Raw samples for wav2vec2 at ``length``: the feature extractor (strides 5, 2, 2) makes
-    roughly ``2 * length`` frames of them, more than its kernels need."""
+    """Raw samples for wav2vec2 at ``length``: its feature extractor (strides 5, 2, 2: a frame
+    per 20 samples) makes 51 frames of them at the export's 16, 41 at 11 and 29 at 5."""
     return 400 + 40 * length
 
 
 def convnet_side(length: int) -> int:
     """Image side of a convolutional network at ``length``: 48 at the export's 16, odd sizes
     (43, 37) at lengths 11 and 5, so that the padding arithmetic of strided layers is exercised.
-    EfficientNet needs 32 pixels or more (its last 5x5 convolutions have no padding)."""
+    Not below 32: smaller images make EfficientNet fail in eager PyTorch (a 5x5 kernel larger
+    than its padded input)."""
     return 32 + length
 
 
