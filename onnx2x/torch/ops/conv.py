@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..registry import converter
 from ..runtime import conv as rt
+from ..runtime import quantize as rt_quantize
 from ._window import apply_pads, conv_fn, pool_dims, torch_pad_list, window_args
 
 
@@ -113,7 +114,15 @@ def _zero_point_shifted(ctx, i: int, zp_index: int, per_channel_shape: Optional[
 
 @converter("ConvInteger", since=10)
 def conv_integer(ctx):
+    """The exact runtime (float32 convolutions where their bound holds) when the padding is known
+    now; a float64 convolution otherwise (SAME padding of an input of unknown size)."""
     kernel = _kernel(ctx)
+    args = window_args(ctx, kernel, pool_dims(ctx))
+    if args.static and args.rank in (1, 2, 3):
+        zx = ctx.input(2) if ctx.has_input(2) else None
+        zw = ctx.input(3) if ctx.has_input(3) else None
+        return ctx.call(rt_quantize.conv_integer, ctx.input(0), ctx.input(1), zx, zw, args.strides,
+                        list(args.begin) + list(args.end), args.dilations, int(ctx.attr("group", 1)))
     x = _zero_point_shifted(ctx, 0, 2, None)
     w = _zero_point_shifted(ctx, 1, 3, [-1] + [1] * (len(kernel) + 1))
     y = _conv(ctx, x, w, None, kernel)
