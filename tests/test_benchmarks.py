@@ -67,3 +67,17 @@ def test_forward_benchmarks_smoke_write_their_sections(tmp_path: Path) -> None:
     assert light["model"] == "squeezenet" and light["ratio_b1"] > 0 and light["max_abs_diff_b1"] < 1e-3
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| bert |" in text and "| squeezenet |" in text
+
+
+def test_quantized_benchmark_smoke_writes_its_section(tmp_path: Path) -> None:
+    """The quantized-graph benchmark runs end to end (a small dynamically quantized BERT and
+    squeezenet through quantize_static) and the converted outputs it checks agree with onnxruntime."""
+    proc = subprocess.run([sys.executable, "benchmarks/bench_quantized.py", "--smoke", "--out-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "BENCHMARKS.json").read_text())["sections"]["quantized"]["rows"]
+    assert [r["graph"] for r in rows] == ["bert_dynamic", "squeezenet_qop"]
+    for r in rows:
+        assert r["onnx2x_ms"] > 0 and r["onnxruntime_ms"] > 0
+        diff, scale = (float(v.strip("()")) for v in r["max_abs_diff"].split())
+        assert diff <= 1e-4 * max(1.0, scale)
