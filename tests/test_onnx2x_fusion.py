@@ -7,7 +7,7 @@ remaining BatchNormalizations. Cases where folding would be wrong (a convolution
 twice, a non per-channel constant, a shared weight, a residual that is the convolution's own
 input) must leave the graph alone and still match.
 
-The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear,
+The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear, QDQ pairs,
 channel shuffle)
 run on hand-built graphs in the exporters' forms, each with near misses that must stay unfused
 (checked against onnxruntime with its own graph fusions off: its LayerNorm fusion ignores the
@@ -1033,3 +1033,71 @@ def test_rnn_layers_match_their_layers_one_by_one(dtype: torch.dtype) -> None:
     plain = rt_rnn.lstm(x, w, r, b, None, None, None, None, hidden, "bidirectional", acts, 50.0, 0, 0)[0]
     merged = rt_rnn.lstm(x, w, r, b, None, None, None, None, hidden, "bidirectional", acts, 50.0, 0, 0, merged=True)[0]
     torch.testing.assert_close(merged, plain.permute(0, 2, 1, 3).reshape(7, 3, -1), rtol=0, atol=0)
+
+
+# --- QDQ pairs --------------------------------------------------------------------------------------
+
+def _qdq_model(codes: int, scale: float, zero: int, *, second_scale: float = None, codes_output: bool = False,
+               ) -> onnx.ModelProto:
+    """x -> QuantizeLinear -> DequantizeLinear -> Relu, one per-tensor scale and zero point (a
+    second scale for the DequantizeLinear, or the codes also a graph output, are near misses)."""
+    zp_type = {TP.UINT8: np.uint8, TP.INT8: np.int8, TP.UINT16: np.uint16, TP.INT16: np.int16}[codes]
+    inits = [numpy_helper.from_array(_f32(scale), "s"), numpy_helper.from_array(np.array(zero, zp_type), "z"),
+             numpy_helper.from_array(_f32(second_scale if second_scale is not None else scale), "s2")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s2", "z"], ["d"]), helper.make_node("Relu", ["d"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TP.FLOAT, [4, 64])]
+    if codes_output:
+        outputs.append(helper.make_tensor_value_info("q", codes, [4, 64]))
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TP.FLOAT, [4, 64])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+def _qdq_input(scale: float, lo: int, hi: int) -> np.ndarray:
+    """Values on rounding boundaries ((k + 1/2) * scale, both signs), beyond both ends of the
+    range, signed zeros, and random values."""
+    rng = _rng(9)
+    k = np.arange(lo - 3, hi + 3)[:: max(1, (hi - lo) // 60)].astype(np.float32)
+    halves = np.concatenate([(k + 0.5) * np.float32(scale), (k - 0.5) * np.float32(scale)]).astype(np.float32)
+    near = np.concatenate([halves, np.nextafter(halves, np.float32(np.inf)), np.nextafter(halves, np.float32(-np.inf))])
+    # where dividing by the scale and multiplying by its inverse round differently
+    split = near[np.round(near / np.float32(scale)) != np.round(near * (np.float32(1) / np.float32(scale)))]
+    special = np.concatenate([split, near, [-0.0, 0.0, 1e30, -1e30],
+                              rng.standard_normal(256).astype(np.float32) * scale * (hi - lo) / 4])
+    return np.resize(special.astype(np.float32), (4, 64))
+
+
+@pytest.mark.parametrize("codes,lo,hi,zero", [(TP.UINT8, 0, 255, 131), (TP.INT8, -128, 127, 0),
+                                              (TP.INT8, -128, 127, -7), (TP.UINT16, 0, 65535, 30000),
+                                              (TP.INT16, -32768, 32767, 5)])
+def test_qdq_pair_becomes_one_call_bit_for_bit(codes: int, lo: int, hi: int, zero: int) -> None:
+    from onnx2x.torch.runtime import quantize as rt_quantize
+
+    scale = 0.02  # 160 of the values near a half step round differently under x * (1 / scale)
+    model = _qdq_model(codes, scale, zero)
+    x = _qdq_input(scale, lo - zero, hi - zero)
+    fused, plain = convert(model), convert(model, fuse=False)
+    targets = [n.target for n in fused.graph.nodes if n.op == "call_function"]
+    assert rt_quantize.quantize_dequantize in targets and rt_quantize.quantize not in targets
+    with torch.no_grad():
+        got, want = fused(torch.from_numpy(x)), plain(torch.from_numpy(x))
+    assert torch.equal(got, want) and torch.equal(torch.signbit(got), torch.signbit(want))
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("near_miss", ["other_scale", "codes_read_elsewhere"])
+def test_qdq_pair_near_misses_stay_unfused(near_miss: str) -> None:
+    from onnx2x.torch.runtime import quantize as rt_quantize
+
+    model = _qdq_model(TP.UINT8, 0.02, 128, second_scale=0.04 if near_miss == "other_scale" else None,
+                       codes_output=near_miss == "codes_read_elsewhere")
+    gm = convert(model)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert rt_quantize.quantize_dequantize not in targets and rt_quantize.quantize in targets
+    x = _qdq_input(0.02, -128, 127)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with torch.no_grad():
+        got = gm(torch.from_numpy(x))
+    for g, e in zip(got if isinstance(got, tuple) else (got,), expected):
+        np.testing.assert_array_equal(g.numpy(), e)

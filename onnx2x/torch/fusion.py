@@ -76,6 +76,7 @@ class FusionStats:
     channel_shuffles: int = 0
     merged_rnn_outputs: int = 0  # RNN outputs returned in torch's layout (exporters' Transpose + Reshape)
     rnn_stacks: int = 0  # chains of such LSTM/GRU layers run as one call of torch's kernel
+    quantize_dequantize: int = 0  # QDQ pairs on float32 activations run without their 8-bit codes
 
 
 def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> FusionStats:

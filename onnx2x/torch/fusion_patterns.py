@@ -27,6 +27,10 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
   -> one call of torch's kernel for the stack (:func:`runtime.rnn.layers`)
 * linear:     ``MatMul(x, W)`` + ``Add(b)`` with a constant 2-D ``W``, and ``Gemm`` with a constant
   B and bias  -> ``F.linear`` (the weight transposed once, at conversion)
+* QDQ pair:   ``DequantizeLinear(QuantizeLinear(x))`` with one constant per-tensor scale and zero
+  point (what QDQ-format quantizers put on every float32 activation)  -> one call of
+  :func:`runtime.quantize.quantize_dequantize`, the same float32 operations without the 8-bit
+  tensor in between (bit for bit; the scale and zero point become numbers in the code)
 
 A pattern is replaced only when the fused call computes the same function up to float rounding:
 reductions over the last axis with keepdims, epsilon added to the variance before the square root,
@@ -50,6 +54,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .runtime import linalg as rt_linalg
+from .runtime import quantize as rt_quantize
 from .runtime import reduce as rt_reduce
 from .runtime import rnn as rt_rnn
 from .runtime import shape as rt_shape
@@ -87,6 +92,7 @@ class PatternStats:
     channel_shuffles: int = 0
     merged_rnn_outputs: int = 0
     rnn_stacks: int = 0
+    quantize_dequantize: int = 0
 
 
 def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
@@ -110,6 +116,8 @@ def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
             stats.channel_shuffles += 1
         elif node.target in (torch.permute, torch.squeeze):
             stats.merged_rnn_outputs += _rnn_merged_output(gm, info, node)
+        elif node.target is rt_quantize.dequantize:
+            stats.quantize_dequantize += _quantize_dequantize(gm, info, node)
     if stats.merged_rnn_outputs:
         stats.rnn_stacks = _rnn_stacks(gm)
     readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # get_attr nodes per attribute
@@ -908,3 +916,40 @@ def _rnn_stacks(gm: fx.GraphModule) -> int:
         _become(gm, out, members, rt_rnn.layers, (config[0], node.args[0], weights, config[1], config[2]))
         stacks += 1
     return stacks
+
+
+# --- QDQ pairs ---------------------------------------------------------------------------------------
+_QDQ_RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535), torch.int16: (-32768, 32767)}
+
+
+def _per_tensor_number(gm: fx.GraphModule, arg: Any) -> Optional[float]:
+    """The value of a constant one-element scale or zero point (None: absent, 0)."""
+    if arg is None:
+        return 0.0
+    t = _const(gm, arg)
+    return float(t.reshape(()).item()) if t is not None and t.numel() == 1 else None
+
+
+def _quantize_dequantize(gm: fx.GraphModule, info: Info, dq: fx.Node) -> int:
+    """``dequantize(quantize(x, s, z), s, z)`` -> ``quantize_dequantize(x, s, z, low, high)`` when x
+    and the result are float32, the 8/16-bit codes are read by nothing else, and s and z are the
+    same constant per-tensor values on both sides (rt.quantize/dequantize's positional signatures)."""
+    q = dq.args[0]
+    if not _call(q, (rt_quantize.quantize,), 8) or len(dq.args) != 6 or dq.kwargs or len(q.users) != 1:
+        return 0
+    x, scale, zero, _, q_block, codes, _, precision = q.args
+    _, scale2, zero2, _, dq_block, out = dq.args
+    if codes not in _QDQ_RANGES or precision is not None or q_block or dq_block or out != torch.float32:
+        return 0
+    if _info(info, x).dtype != torch.float32:
+        return 0
+    s, z = _per_tensor_number(gm, scale), _per_tensor_number(gm, zero)
+    t = _const(gm, scale)
+    if t is None or t.dtype != torch.float32 or s is None or z is None or s <= 0 or not math.isfinite(s):
+        return 0
+    if _per_tensor_number(gm, scale2) != s or _per_tensor_number(gm, zero2) != z:
+        return 0
+    low, high = _QDQ_RANGES[codes]
+    _become(gm, dq, [q, dq], rt_quantize.quantize_dequantize, (x, s, int(z), low, high))
+    return 1
+

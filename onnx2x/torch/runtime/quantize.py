@@ -71,6 +71,13 @@ def dequantize(x: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.
     return y.to(out_dtype)
 
 
+def quantize_dequantize(x: torch.Tensor, scale: float, zero_point: int, low: int, high: int) -> torch.Tensor:
+    """``DequantizeLinear(QuantizeLinear(x))`` with one per-tensor float32 ``scale`` and
+    ``zero_point`` (the codes' range ``low..high``): the float32 operations of :func:`quantize` and
+    :func:`dequantize` without the 8-bit tensor between them (a NaN stays NaN)."""
+    return torch.div(x, scale).round_().add_(zero_point).clamp_(low, high).sub_(zero_point).mul_(scale)
+
+
 def dynamic_quantize(x: torch.Tensor):
     """ONNX DynamicQuantizeLinear: uint8 data, float scale, uint8 zero point."""
     xf = x.to(torch.float32)
