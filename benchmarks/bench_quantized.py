@@ -10,8 +10,10 @@ median of ``--repeat``):
   (DynamicQuantizeMatMul, MatMulIntegerToFloat);
 * ``bert_transformer_q``: BERT through onnxruntime's transformer optimizer, then
   ``quantize_dynamic`` (QAttention, QEmbedLayerNormalization);
-* ``<light>_qop``: onnx's light model-zoo graphs (seeded weights of the real size) through
-  ``quantize_static`` in QOperator format (QLinearConv, QLinearMatMul, ...), at batch 1.
+* ``<light>_qop`` / ``<light>_qdq``: onnx's light model-zoo graphs (seeded weights of the real size)
+  through ``quantize_static`` in QOperator format (QLinearConv, QLinearMatMul, ...) or its default
+  QDQ format (QuantizeLinear/DequantizeLinear around float ops, which onnxruntime fuses into its
+  integer kernels), at batch 1.
 
 The converted module's outputs are checked against onnxruntime's first (max abs difference and
 the output's scale are columns: quantized graphs agree bit for bit except where a float32 value
@@ -41,7 +43,8 @@ if str(REPO) not in sys.path:
 from benchmarks.report import Section, geomean, machine, write_section  # noqa: E402
 
 BERTS = ("bert_dynamic", "bert_dynamic_ort", "bert_transformer_q")
-LIGHTS = ("squeezenet_qop", "shufflenet_qop", "inception_v2_qop", "densenet121_qop")
+LIGHTS = ("squeezenet_qop", "shufflenet_qop", "inception_v2_qop", "densenet121_qop", "squeezenet_qdq", "shufflenet_qdq",
+          "inception_v2_qdq")
 GRAPHS = BERTS + LIGHTS
 SMOKE = ("bert_dynamic", "squeezenet_qop")
 TOKENS = 128
@@ -105,11 +108,12 @@ def build(name: str, folder: Path, smoke: bool) -> tuple[Path, dict[str, Any]]:
 
     from tests.support.light_weights import light_feed, load_light
 
-    model = load_light(name[:-len("_qop")], dynamic_batch=True)
+    base, fmt = name.rsplit("_", 1)
+    model = load_light(base, dynamic_batch=True)
     source = folder / f"{name}_float.onnx"
     onnx.save(model, str(source))
     feed = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
-    path = qm.quantize(source, folder / f"{name}.onnx", "qoperator",
+    path = qm.quantize(source, folder / f"{name}.onnx", "qoperator" if fmt == "qop" else "qdq",
                        feeds_of_seed=lambda seed: {feed: light_feed(model, 1, seed)})
     return path, {feed: light_feed(model, 1, 5)}
 
@@ -150,7 +154,7 @@ def section(rows: list[dict[str, Any]], repeat: int) -> Section:
         intro=("Median latency of the module `onnx2x.torch.convert` makes of a graph quantized with onnxruntime's "
                "tools (BERT-base-sized encoder at 1 x 128 tokens through quantize_dynamic, onnxruntime's optimizer, "
                "or its transformer optimizer then quantize_dynamic; light model-zoo graphs through quantize_static "
-               "in QOperator format at batch 1) against onnxruntime on the same file, one thread, calls "
+               "in QOperator or QDQ format at batch 1) against onnxruntime on the same file, one thread, calls "
                "interleaved. `python benchmarks/bench_quantized.py`."),
         columns=[("graph", "graph"), ("onnx2x_ms", "onnx2x ms"), ("onnxruntime_ms", "onnxruntime ms"),
                  ("vs_ort", "onnx2x / onnxruntime"), ("max_abs_diff", "max abs diff (scale)")],
