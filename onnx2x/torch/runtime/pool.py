@@ -96,20 +96,28 @@ def lp_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], dila
     return total ** (1.0 / p)
 
 
+_FLOAT32_EXACT_INTS = (torch.uint8, torch.int8, torch.int16, torch.uint16, torch.bool)
+
+
 def max_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
              begin: Optional[Sequence[int]], end: Optional[Sequence[int]], auto_pad: str, ceil_mode: bool,
              storage_order: int, with_indices: bool):
-    """ONNX MaxPool with any padding: pad with the lowest value, pool, then fix up the indices."""
+    """ONNX MaxPool with any padding and any dtype: pad with the lowest value, pool, then fix up the
+    indices. Integers pool as floats that hold them exactly. Without indices, 2-D pooling runs on
+    channels-last data: torch's channels-last kernel is vectorized over channels (one thread,
+    64x111x111: 0.3 ms, against 5-6 ms for its NCHW kernel); the result comes back in NCHW."""
     r = len(kernel)
     spatial = [int(v) for v in x.shape[2:]]
     b, _, e_full, _ = resolve(spatial, kernel, strides, dilations, begin, end, auto_pad, ceil_mode)
-    work = x
-    if not x.dtype.is_floating_point:
-        work = x.to(torch.float64)
-    padded = F.pad(work, _pad_list(b, e_full), value=float("-inf"))
+    work_dtype = x.dtype if x.dtype.is_floating_point else (
+        torch.float32 if x.dtype in _FLOAT32_EXACT_INTS else torch.float64)
+    channels_last = r == 2 and not with_indices and x.is_cpu
+    work = x.to(work_dtype, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    pads = _pad_list(b, e_full)
+    padded = F.pad(work, pads, value=float("-inf")) if any(pads) else work
     res = _MAX[r](padded, list(kernel), list(strides), 0, list(dilations), False, with_indices)
     if not with_indices:
-        return res.to(x.dtype)
+        return res.to(x.dtype, memory_format=torch.contiguous_format) if channels_last else res.to(x.dtype)
     y, idx = res
     padded_spatial = [int(v) for v in padded.shape[2:]]
     return y.to(x.dtype), onnx_indices(idx, padded_spatial, b, spatial, storage_order)

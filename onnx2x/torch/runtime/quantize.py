@@ -100,12 +100,11 @@ def requantize(acc: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torc
     exact (float64 or an integer type) and is rounded to float32 as MLAS converts int32 to float.
     """
     lo, hi = _INT_RANGES[out_dtype]
-    v = acc.to(torch.float32) * scale.to(torch.float32)
+    v = acc.to(torch.float32) * scale.to(torch.float32)  # a new tensor: the steps below work in place
     if zero_point is None:
-        return torch.round(v.clamp(lo, hi)).to(out_dtype)
+        return v.clamp_(lo, hi).round_().to(out_dtype)
     zp = zero_point.to(torch.float32)
-    v = torch.minimum(torch.maximum(v, lo - zp), hi - zp)
-    return (torch.round(v) + zp).to(out_dtype)
+    return v.clamp_(lo - zp, hi - zp).round_().add_(zp).to(out_dtype)
 
 
 def _requantize(acc: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor, y_scale: torch.Tensor,
@@ -274,18 +273,18 @@ def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Ten
 
 
 def _centred(x: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``x - zero_point`` (a per-tensor zero point) in ``dtype``."""
-    xv = x.to(dtype)
-    return xv if zero_point is None else xv - zero_point.to(dtype).reshape(())
+    """``x - zero_point`` (a per-tensor zero point) in ``dtype``, always a new tensor."""
+    xv = x.to(dtype, copy=True)
+    return xv if zero_point is None else xv.sub_(zero_point.to(dtype).reshape(()))
 
 
 def _centred_weight(w: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``w - zero_point`` with a per-tensor or per-output-channel zero point, in ``dtype``."""
-    wv = w.to(dtype)
+    """``w - zero_point`` with a per-tensor or per-output-channel zero point, in ``dtype`` (a new tensor)."""
+    wv = w.to(dtype, copy=True)
     if zero_point is None:
         return wv
     zp = zero_point.to(dtype)
-    return wv - (zp.reshape([-1] + [1] * (w.dim() - 1)) if zp.numel() > 1 else zp.reshape(()))
+    return wv.sub_(zp.reshape([-1] + [1] * (w.dim() - 1)) if zp.numel() > 1 else zp.reshape(()))
 
 
 # A float32 sum of integers is exact while every partial sum stays below 2**24 in magnitude: for a
@@ -297,10 +296,11 @@ _FLOAT32_EXACT = float(2**24)
 
 
 def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
-                          w_zero_point: Optional[torch.Tensor], conv) -> Optional[torch.Tensor]:
-    """The exact int32 accumulator of ``conv(x - zx, w - zw)`` from one or two float32
-    convolutions, or None where the bound does not hold or the inputs are traced (it reads the
-    zero point's value) or oneDNN may compute float32 in lower precision."""
+                          w_zero_point: Optional[torch.Tensor], conv) -> Optional[tuple[torch.Tensor, float]]:
+    """The exact accumulator of ``conv(x - zx, w - zw)`` as ``(acc, bound)``: one float32
+    convolution whose values are integers below ``bound`` (< 2**24) in magnitude, or the int32
+    sum of two over the weights' 4-bit halves (bound inf). None where neither bound holds, the
+    inputs are traced (this reads the zero point's value) or oneDNN may round float32 products."""
     if type(x) is not torch.Tensor or x.dtype not in _BYTE_TYPES or not x.is_cpu:
         return None
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling() \
@@ -315,22 +315,23 @@ def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor],
     zx = 0 if x_zero_point is None else int(x_zero_point.reshape(-1)[0])
     x_span = float(max(abs(lo - zx), abs(hi - zx)))
     wv = _centred_weight(w, w_zero_point, torch.float32)
-    if x_span * float(wv.abs().flatten(1).sum(1).max()) < _FLOAT32_EXACT:
-        return conv(_centred(x, x_zero_point, torch.float32), wv).to(torch.int32)
+    bound = x_span * float(wv.abs().flatten(1).sum(1).max())
+    if bound < _FLOAT32_EXACT:
+        return conv(_centred(x, x_zero_point, torch.float32), wv), bound
     low = torch.remainder(wv, 16.0)  # w = 16 * high + low, low in [0, 15], high in [-16, 15]
     high = (wv - low) / 16.0
     if x_span * float(high.abs().flatten(1).sum(1).max()) >= _FLOAT32_EXACT \
             or x_span * float(low.flatten(1).sum(1).max()) >= _FLOAT32_EXACT:
         return None
     xv = _centred(x, x_zero_point, torch.float32)
-    return conv(xv, high).to(torch.int32) * 16 + conv(xv, low).to(torch.int32)
+    return conv(xv, high).to(torch.int32).mul_(16).add_(conv(xv, low).to(torch.int32)), math.inf
 
 
 def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
                   w_zero_point: Optional[torch.Tensor], strides: Sequence[int], pads: Sequence[int],
-                  dilations: Sequence[int], groups: int) -> torch.Tensor:
-    """``conv(x - zx, w - zw)`` exactly: int32 from float32 convolutions where their bound holds,
-    else float64. ``pads`` is [begin..., end...] already resolved by the converter."""
+                  dilations: Sequence[int], groups: int) -> tuple[torch.Tensor, float]:
+    """``conv(x - zx, w - zw)`` exactly, as ``(acc, bound)`` (:func:`_integer_conv_float32`), else
+    in float64 (bound inf). ``pads`` is [begin..., end...] already resolved by the converter."""
     r = w.dim() - 2
     begin, end = list(pads[:r]), list(pads[r:])
     pad_first = [] if begin == end else [p for i in range(r - 1, -1, -1) for p in (int(begin[i]), int(end[i]))]
@@ -340,17 +341,17 @@ def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torc
             return _CONV[r](F.pad(xv, pad_first), wv, None, list(strides), 0, list(dilations), groups)
         return _CONV[r](xv, wv, None, list(strides), begin, list(dilations), groups)
 
-    acc = _integer_conv_float32(x, x_zero_point, w, w_zero_point, conv)
-    if acc is None:
-        acc = conv(_centred(x, x_zero_point, torch.float64), _centred_weight(w, w_zero_point, torch.float64))
-    return acc
+    exact = _integer_conv_float32(x, x_zero_point, w, w_zero_point, conv)
+    if exact is None:
+        return conv(_centred(x, x_zero_point, torch.float64), _centred_weight(w, w_zero_point, torch.float64)), math.inf
+    return exact
 
 
 def conv_integer(x: torch.Tensor, w: torch.Tensor, x_zero_point: Optional[torch.Tensor],
                  w_zero_point: Optional[torch.Tensor], strides: Sequence[int], pads: Sequence[int],
                  dilations: Sequence[int], groups: int) -> torch.Tensor:
     """ONNX ConvInteger: the int32 accumulator of ``conv(x - zx, w - zw)``."""
-    return _integer_conv(x, x_zero_point, w, w_zero_point, strides, pads, dilations, groups).to(torch.int32)
+    return _integer_conv(x, x_zero_point, w, w_zero_point, strides, pads, dilations, groups)[0].to(torch.int32)
 
 
 def qlinear_conv(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor],
@@ -363,10 +364,15 @@ def qlinear_conv(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: Optional[
     ``pads`` is [begin..., end...] already resolved by the converter.
     """
     r = w.dim() - 2
-    acc = _integer_conv(x, x_zero_point, w, w_zero_point, strides, pads, dilations, groups)
+    acc, bound = _integer_conv(x, x_zero_point, w, w_zero_point, strides, pads, dilations, groups)
     if bias is not None:
-        acc = acc + (bias.to(torch.int32) if acc.dtype == torch.int32 else bias.to(torch.float64)).reshape(
-            [1, -1] + [1] * r)
+        b = bias.reshape([1, -1] + [1] * r)
+        if acc.dtype == torch.float32 and bound + float(bias.to(torch.float64).abs().max()) < _FLOAT32_EXACT:
+            acc = acc.add_(b.to(torch.float32))  # every sum an integer below 2**24: exact in float32
+        elif acc.dtype == torch.float64:
+            acc = acc.add_(b.to(torch.float64))
+        else:
+            acc = acc.to(torch.int32).add_(b.to(torch.int32))
     ws = w_scale.reshape([1, -1] + [1] * r) if w_scale.numel() > 1 else w_scale.reshape(())
     return _requantize(acc, x_scale.reshape(()), ws, y_scale.reshape(()), y_zero_point, x.dtype)
 
