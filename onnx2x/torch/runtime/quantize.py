@@ -272,15 +272,17 @@ def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Ten
     return y.to(out_dtype)
 
 
-def _centred(x: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+def _centred(x: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype,
+             memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
     """``x - zero_point`` (a per-tensor zero point) in ``dtype``, always a new tensor."""
-    xv = x.to(dtype, copy=True)
+    xv = x.to(dtype, memory_format=memory_format, copy=True)
     return xv if zero_point is None else xv.sub_(zero_point.to(dtype).reshape(()))
 
 
-def _centred_weight(w: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+def _centred_weight(w: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype,
+                    memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
     """``w - zero_point`` with a per-tensor or per-output-channel zero point, in ``dtype`` (a new tensor)."""
-    wv = w.to(dtype, copy=True)
+    wv = w.to(dtype, memory_format=memory_format, copy=True)
     if zero_point is None:
         return wv
     zp = zero_point.to(dtype)
@@ -314,16 +316,20 @@ def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor],
     lo, hi = _INT_RANGES[x.dtype]
     zx = 0 if x_zero_point is None else int(x_zero_point.reshape(-1)[0])
     x_span = float(max(abs(lo - zx), abs(hi - zx)))
-    wv = _centred_weight(w, w_zero_point, torch.float32)
+    # 2-D: channels-last operands, so that torch runs every convolution on oneDNN (its NCHW path
+    # takes an im2col GEMM for 1x1 kernels at batch 1) and the result stays channels-last for the
+    # next quantized op
+    layout = torch.channels_last if x.dim() == 4 else torch.preserve_format
+    wv = _centred_weight(w, w_zero_point, torch.float32, layout)
     bound = x_span * float(wv.abs().flatten(1).sum(1).max())
     if bound < _FLOAT32_EXACT:
-        return conv(_centred(x, x_zero_point, torch.float32), wv), bound
+        return conv(_centred(x, x_zero_point, torch.float32, layout), wv), bound
     low = torch.remainder(wv, 16.0)  # w = 16 * high + low, low in [0, 15], high in [-16, 15]
     high = (wv - low) / 16.0
     if x_span * float(high.abs().flatten(1).sum(1).max()) >= _FLOAT32_EXACT \
             or x_span * float(low.flatten(1).sum(1).max()) >= _FLOAT32_EXACT:
         return None
-    xv = _centred(x, x_zero_point, torch.float32)
+    xv = _centred(x, x_zero_point, torch.float32, layout)
     return conv(xv, high).to(torch.int32).mul_(16).add_(conv(xv, low).to(torch.int32)), math.inf
 
 
@@ -422,8 +428,18 @@ def lookup_table(x_scale: torch.Tensor, x_zero_point: Optional[torch.Tensor], y_
 
 
 def apply_table(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``table[byte of x]`` for a uint8 or int8 tensor."""
-    return table[x.to(torch.int64) & 255]
+    """``table[byte of x]`` for a uint8 or int8 tensor; ``x`` itself where the table maps every
+    code to itself (a requantization between equal scales and zero points, as QLinearConcat's
+    inputs mostly are: the gather would read and write the whole tensor for nothing)."""
+    if not _traced(x) and torch.equal(table, _byte_values(x.dtype).to(table.dtype)):
+        return x
+    return table[(x.view(torch.uint8) if x.dtype == torch.int8 else x).to(torch.int64)]
+
+
+def _traced(x: torch.Tensor) -> bool:
+    """Tracing, export or compilation: no branch on a tensor's values."""
+    return type(x) is not torch.Tensor or torch.jit.is_scripting() or torch.jit.is_tracing() \
+        or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 def qlinear_add(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optional[torch.Tensor],
