@@ -952,4 +952,3 @@ def _quantize_dequantize(gm: fx.GraphModule, info: Info, dq: fx.Node) -> int:
     low, high = _QDQ_RANGES[codes]
     _become(gm, dq, [q, dq], rt_quantize.quantize_dequantize, (x, s, int(z), low, high))
     return 1
-

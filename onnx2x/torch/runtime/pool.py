@@ -111,7 +111,7 @@ def max_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], dil
     b, _, e_full, _ = resolve(spatial, kernel, strides, dilations, begin, end, auto_pad, ceil_mode)
     work_dtype = x.dtype if x.dtype.is_floating_point else (
         torch.float32 if x.dtype in _FLOAT32_EXACT_INTS else torch.float64)
-    channels_last = r == 2 and not with_indices and x.is_cpu
+    channels_last = r == 2 and not with_indices and x.is_cpu and x.shape[1] >= 8  # fewer: NCHW is faster
     work = x.to(work_dtype, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     pads = _pad_list(b, e_full)
     padded = F.pad(work, pads, value=float("-inf")) if any(pads) else work
