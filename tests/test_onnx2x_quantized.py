@@ -473,6 +473,28 @@ def test_qlinear_conv_float32_path_is_exact(x_dtype, w_dtype, shape, kernel, gro
     np.testing.assert_array_equal(got.numpy(), expected.numpy().astype(np.int64))
 
 
+@pytest.mark.parametrize("x_dtype,w_dtype", [(np.uint8, np.int8), (np.int8, np.uint8), (np.uint8, np.uint8)])
+@pytest.mark.parametrize("zw_kind", ["none", "scalar", "per_channel"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_conv_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, channels_last):
+    """1x1 convolutions run as the int8 GEMM of pixels by channels: the accumulator equals the
+    float64 product bit for bit, for NCHW and channels-last inputs and every weight zero-point form."""
+    from onnx2x.torch.runtime import quantize as rq
+
+    rng = np.random.default_rng(19)
+    x = torch.from_numpy(rng.integers(np.iinfo(x_dtype).min, np.iinfo(x_dtype).max + 1, (2, 48, 9, 7)).astype(x_dtype))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.from_numpy(rng.integers(np.iinfo(w_dtype).min, np.iinfo(w_dtype).max + 1, (20, 48, 1, 1)).astype(w_dtype))
+    zx = torch.tensor(_zp(x_dtype, 120))
+    zw = {"none": None, "scalar": torch.tensor(_zp(w_dtype, 131)),
+          "per_channel": torch.from_numpy(rng.integers(0, 100, 20).astype(w_dtype))}[zw_kind]
+    acc, bound = rq._integer_conv(x, zx, w, zw, [1, 1], [0, 0, 0, 0], [1, 1], 1)
+    assert acc.dtype == torch.int32 and bound == float("inf")  # the GEMM path, not a float convolution
+    expected = torch.nn.functional.conv2d(rq._centred(x, zx, torch.float64), rq._centred_weight(w, zw, torch.float64))
+    np.testing.assert_array_equal(acc.numpy(), expected.numpy().astype(np.int64))
+
+
 # --- refusals at conversion time --------------------------------------------------------------------
 
 def test_unsupported_attribute_combinations_are_refused_at_conversion():

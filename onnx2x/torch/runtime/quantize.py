@@ -333,6 +333,21 @@ def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor],
     return conv(xv, high).to(torch.int32).mul_(16).add_(conv(xv, low).to(torch.int32)), math.inf
 
 
+def _pointwise_int8(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
+                    w_zero_point: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A 1x1 convolution (stride 1, no padding, one group) as the int8 GEMM of pixels by channels
+    (:func:`int8_product`, exact int32): most convolutions of squeezenet-, shufflenet- and
+    densenet-like networks. The result is an NCHW view of channels-last data, which is also what
+    the pixel rows are when the input comes from another quantized convolution (no copy). None
+    where the int8 GEMM does not apply (per-row input zero points included)."""
+    if x.dim() != 4 or (x_zero_point is not None and x_zero_point.numel() != 1):
+        return None
+    n, c, h, width = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+    acc = int8_product(rows, w.reshape(w.shape[0], c).t(), x_zero_point, w_zero_point)
+    return None if acc is None else acc.reshape(n, h, width, -1).permute(0, 3, 1, 2)
+
+
 def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
                   w_zero_point: Optional[torch.Tensor], strides: Sequence[int], pads: Sequence[int],
                   dilations: Sequence[int], groups: int) -> tuple[torch.Tensor, float]:
@@ -347,6 +362,10 @@ def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torc
             return _CONV[r](F.pad(xv, pad_first), wv, None, list(strides), 0, list(dilations), groups)
         return _CONV[r](xv, wv, None, list(strides), begin, list(dilations), groups)
 
+    if r == 2 and groups == 1 and tuple(w.shape[2:]) == (1, 1) and all(v == 1 for v in strides) and not any(pads):
+        acc = _pointwise_int8(x, x_zero_point, w, w_zero_point)
+        if acc is not None:
+            return acc, math.inf
     exact = _integer_conv_float32(x, x_zero_point, w, w_zero_point, conv)
     if exact is None:
         return conv(_centred(x, x_zero_point, torch.float64), _centred_weight(w, w_zero_point, torch.float64)), math.inf
