@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import geomean, write_section  # noqa: E402
+from benchmarks.report import geomean, write_section_to  # noqa: E402
 
 MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet")
 BATCHES = (1, 8)
@@ -197,9 +197,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if not args.no_write:
-        out = args.out_dir
-        write_section(section(rows, args.threads, args.repeat), out / "BENCHMARKS.json" if out else None,
-                      out / "BENCHMARKS.md" if out else None)
+        write_section_to(section(rows, args.threads, args.repeat), args.out_dir)
     return 0
 
 

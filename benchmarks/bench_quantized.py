@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, geomean, machine, write_section  # noqa: E402
+from benchmarks.report import Section, geomean, machine, write_section_to  # noqa: E402
 
 BERTS = ("bert_dynamic", "bert_dynamic_ort", "bert_transformer_q")
 LIGHTS = ("squeezenet_qop", "shufflenet_qop", "inception_v2_qop", "densenet121_qop", "squeezenet_qdq", "shufflenet_qdq",
@@ -185,9 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name in args.graphs:
             rows.append(bench(name, Path(tmp), args.repeat, args.smoke))
     if not args.no_write:
-        out = args.out_dir
-        write_section(section(rows, args.repeat), out / "BENCHMARKS.json" if out else None,
-                      out / "BENCHMARKS.md" if out else None)
+        write_section_to(section(rows, args.repeat), args.out_dir)
     return 0
 
 

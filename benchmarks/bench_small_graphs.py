@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, geomean, machine, write_section  # noqa: E402
+from benchmarks.report import Section, geomean, machine, write_section_to  # noqa: E402
 
 TRANSFORMERS = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5", "vit", "mobilevit")
 HAND_BUILT = ("lstm_bi", "gru", "convnext_block", "resnet_block", "inverted_residual", "transformer_mlp", "tcn")
@@ -205,9 +205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for line in summary(rows):
         print(json.dumps(line))
     if not args.no_write:
-        out = args.out_dir
-        write_section(section(rows, args.repeat), out / "BENCHMARKS.json" if out else None,
-                      out / "BENCHMARKS.md" if out else None)
+        write_section_to(section(rows, args.repeat), args.out_dir)
     return 0
 
 

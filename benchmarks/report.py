@@ -100,4 +100,10 @@ def write_section(section: Section, json_path: Optional[Path] = None, md_path: O
     md_path.write_text(render(list(data["sections"].values())))
 
 
-__all__ = ["Section", "machine", "render", "write_section"]
+def write_section_to(section: Section, out_dir: Optional[Path]) -> None:
+    """:func:`write_section` into ``out_dir``'s BENCHMARKS.json/.md, or docs/ when None (``--out-dir``)."""
+    write_section(section, out_dir / "BENCHMARKS.json" if out_dir else None,
+                  out_dir / "BENCHMARKS.md" if out_dir else None)
+
+
+__all__ = ["Section", "machine", "render", "write_section", "write_section_to"]

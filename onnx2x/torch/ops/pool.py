@@ -38,13 +38,6 @@ def _rt_pads(args):
             args.auto_pad if not args.static else "NOTSET")
 
 
-# 2-D max pooling runs on channels-last data from this many channels on: torch's channels-last kernel
-# is vectorized over channels, its NCHW one is not (one thread, 1x64x112x112, 3x3 stride 2: 1.3 ms
-# with the conversion, against 6.8 ms); with 3 channels the NCHW kernel is faster. A convolution's
-# output is mostly channels-last already (its weights are, after fusion), which makes this free.
-_CHANNELS_LAST_MIN_CHANNELS = 8
-
-
 @converter("MaxPool", since=1)
 def max_pool(ctx):
     args, ceil_mode = _args(ctx)
@@ -58,7 +51,8 @@ def max_pool(ctx):
     if _torch_padding_ok(args) and float_input and (static_spatial or not want_indices):
         shape = ctx.shape(0)
         if args.rank == 2 and not want_indices and shape is not None and isinstance(shape[1], int) \
-                and shape[1] >= _CHANNELS_LAST_MIN_CHANNELS:
+                and shape[1] >= rt.CHANNELS_LAST_MIN_CHANNELS:
+            # free where a convolution's output is channels-last already (its weights are, after fusion)
             x = ctx.method("contiguous", x, memory_format=torch.channels_last)
         res = ctx.call(_MAX[args.rank], x, args.kernel, args.strides, list(args.begin), args.dilations,
                        ceil_mode, want_indices)

@@ -134,16 +134,13 @@ INT8_GEMM_MAX_K = 2**15
 
 def _int8_gemm_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Eager CPU tensors of 8-bit codes, a 2-D B; tracing, export and compilation take the plain path."""
-    if type(a) is not torch.Tensor or type(b) not in (torch.Tensor, torch.nn.Parameter):
+    if type(b) not in (torch.Tensor, torch.nn.Parameter):
         return False
     if a.dtype not in _BYTE_TYPES or b.dtype not in _BYTE_TYPES or b.dim() != 2 or a.dim() < 1:
         return False
     if not (a.is_cpu and b.is_cpu) or a.shape[-1] != b.shape[0] or not 0 < b.shape[0] <= INT8_GEMM_MAX_K:
         return False
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    return not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export())
+    return a.numel() > 0 and b.numel() > 0 and not _traced(a)
 
 
 def _signed_codes(x: torch.Tensor, zero_point: Optional[torch.Tensor],
@@ -165,20 +162,23 @@ def _signed_codes(x: torch.Tensor, zero_point: Optional[torch.Tensor],
     return x8, (None if not bool(off.any()) else off)
 
 
-_COLUMN_SUMS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # B -> (key, int32 column sums of B8)
+_COLUMN_SUMS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # B's owner -> (key, int32 column sums of B8)
 
 
 def _column_sums(b: torch.Tensor, b8: torch.Tensor) -> torch.Tensor:
     """Column sums of ``b8`` (the int8 codes of ``b``), kept while ``b`` is unchanged. Why: B is
     mostly a constant weight, and its sums (a widening pass over it) cost a quarter of the GEMM.
-    Inference tensors (no version counter to tell an in-place change) are summed on every call."""
+    A view made for each call (a 1x1 convolution's transposed weight) is kept under the tensor it
+    views, with its geometry in the key. Inference tensors (no version counter to tell an in-place
+    change) are summed on every call."""
     if b.is_inference():
         return b8.sum(0, dtype=torch.int32)
-    key = (b.data_ptr(), b._version)
-    entry = _COLUMN_SUMS.get(b)
+    owner = b if b._base is None else b._base
+    key = (b.data_ptr(), b._version, tuple(b.shape), b.stride())
+    entry = _COLUMN_SUMS.get(owner)
     if entry is None or entry[0] != key:
         entry = (key, b8.sum(0, dtype=torch.int32))
-        _COLUMN_SUMS[b] = entry
+        _COLUMN_SUMS[owner] = entry
     return entry[1]
 
 
@@ -303,10 +303,7 @@ def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor],
     convolution whose values are integers below ``bound`` (< 2**24) in magnitude, or the int32
     sum of two over the weights' 4-bit halves (bound inf). None where neither bound holds, the
     inputs are traced (this reads the zero point's value) or oneDNN may round float32 products."""
-    if type(x) is not torch.Tensor or x.dtype not in _BYTE_TYPES or not x.is_cpu:
-        return None
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling() \
-            or torch.onnx.is_in_onnx_export():
+    if x.dtype not in _BYTE_TYPES or not x.is_cpu or _traced(x):
         return None
     if not (torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()):
         return None  # with oneDNN off, torch may take NNPACK's Winograd kernels, which are not exact
