@@ -495,6 +495,43 @@ def test_pointwise_conv_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, cha
     np.testing.assert_array_equal(acc.numpy(), expected.numpy().astype(np.int64))
 
 
+@pytest.mark.parametrize("x_dtype,w_dtype", [(np.uint8, np.int8), (np.int8, np.uint8)])
+@pytest.mark.parametrize("zw_kind", ["none", "per_channel"])
+@pytest.mark.parametrize("geometry", [
+    ((3, 3), [1, 1], [1, 1, 1, 1], [1, 1]),
+    ((3, 3), [2, 2], [0, 1, 1, 0], [1, 1]),  # asymmetric padding (SAME_UPPER-like), strided
+    ((5, 3), [1, 2], [2, 1, 2, 1], [2, 1]),  # rectangular, dilated
+    ((1, 1), [2, 2], [0, 0, 0, 0], [1, 1]),  # strided 1x1 (a downsampling shortcut)
+], ids=["3x3", "3x3-s2-asym", "5x3-dilated", "1x1-s2"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_convolution_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, geometry, channels_last, monkeypatch):
+    """Convolutions of any kernel run as the int8 GEMM of their padded patches: the accumulator
+    equals the float64 convolution bit for bit (padding holds the input's zero point), and the
+    float path takes over, with the same values, where the patch matrix would be too large."""
+    from onnx2x.torch.runtime import quantize as rq
+
+    kernel, strides, pads, dilations = geometry
+    rng = np.random.default_rng(23)
+    x = torch.from_numpy(rng.integers(np.iinfo(x_dtype).min, np.iinfo(x_dtype).max + 1, (2, 8, 11, 9)).astype(x_dtype))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.from_numpy(rng.integers(np.iinfo(w_dtype).min, np.iinfo(w_dtype).max + 1, (12, 8) + kernel)
+                         .astype(w_dtype))
+    zx = torch.tensor(_zp(x_dtype, 101))
+    zw = None if zw_kind == "none" else torch.from_numpy(rng.integers(0, 100, 12).astype(w_dtype))
+    padded = torch.nn.functional.pad(rq._centred(x, zx, torch.float64), [pads[1], pads[3], pads[0], pads[2]])
+    expected = torch.nn.functional.conv2d(padded, rq._centred_weight(w, zw, torch.float64), stride=strides, dilation=dilations)
+    acc, bound = rq._integer_conv(x, zx, w, zw, strides, pads, dilations, 1)
+    assert acc.dtype == torch.int32 and bound == float("inf")  # the GEMM path
+    np.testing.assert_array_equal(acc.numpy(), expected.numpy().astype(np.int64))
+    acc_again, _ = rq._integer_conv(x, zx, w, zw, strides, pads, dilations, 1)  # cached weight matrix
+    assert torch.equal(acc_again, acc)
+    monkeypatch.setattr(rq, "INT8_PATCHES_MAX_BYTES", 0)
+    acc, bound = rq._integer_conv(x, zx, w, zw, strides, pads, dilations, 1)
+    assert acc.dtype != torch.int32 or bound != float("inf")  # a float convolution
+    np.testing.assert_array_equal(acc.to(torch.float64).numpy(), expected.numpy())
+
+
 # --- refusals at conversion time --------------------------------------------------------------------
 
 def test_unsupported_attribute_combinations_are_refused_at_conversion():

@@ -134,11 +134,15 @@ INT8_GEMM_MAX_K = 2**15
 
 def _int8_gemm_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Eager CPU tensors of 8-bit codes, a 2-D B; tracing, export and compilation take the plain path."""
-    if type(b) not in (torch.Tensor, torch.nn.Parameter):
+    return b.dim() == 2 and a.dim() >= 1 and a.shape[-1] == b.shape[0] and _int8_operands_ok(a, b, b.shape[0])
+
+
+def _int8_operands_ok(a: torch.Tensor, b: torch.Tensor, depth: int) -> bool:
+    """Eager, non-empty CPU tensors of 8-bit codes whose products sum ``depth`` terms (see
+    ``INT8_GEMM_MAX_K``); tracing, export and compilation take the plain path."""
+    if type(b) not in (torch.Tensor, torch.nn.Parameter) or a.dtype not in _BYTE_TYPES or b.dtype not in _BYTE_TYPES:
         return False
-    if a.dtype not in _BYTE_TYPES or b.dtype not in _BYTE_TYPES or b.dim() != 2 or a.dim() < 1:
-        return False
-    if not (a.is_cpu and b.is_cpu) or a.shape[-1] != b.shape[0] or not 0 < b.shape[0] <= INT8_GEMM_MAX_K:
+    if not (a.is_cpu and b.is_cpu) or not 0 < depth <= INT8_GEMM_MAX_K:
         return False
     return a.numel() > 0 and b.numel() > 0 and not _traced(a)
 
@@ -188,10 +192,16 @@ def int8_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.
     apply (see ``_int8_gemm_ok``): the caller computes it with wide types instead."""
     if not _int8_gemm_ok(a, b):
         return None
-    k, n = b.shape
     a8, a_off = _signed_codes(a, a_zero_point, per_row=True)
+    return _signed_product(a8, a_off, b, b_zero_point)
+
+
+def _signed_product(a8: torch.Tensor, a_off: Optional[torch.Tensor], b: torch.Tensor,
+                    b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(A8 + a_off) @ (B - zb)`` in int32, A already as int8 codes (see :func:`_signed_codes`)."""
+    k, n = b.shape
     b8, b_off = _signed_codes(b, b_zero_point, per_row=False)
-    acc = torch._int_mm(a8.reshape(-1, k), b8.contiguous()).reshape(a.shape[:-1] + (n,))
+    acc = torch._int_mm(a8.reshape(-1, k), b8.contiguous()).reshape(a8.shape[:-1] + (n,))
     if a_off is not None:
         acc += a_off * _column_sums(b, b8)
     if b_off is not None:
@@ -330,19 +340,68 @@ def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor],
     return conv(xv, high).to(torch.int32).mul_(16).add_(conv(xv, low).to(torch.int32)), math.inf
 
 
-def _pointwise_int8(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
-                    w_zero_point: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """A 1x1 convolution (stride 1, no padding, one group) as the int8 GEMM of pixels by channels
-    (:func:`int8_product`, exact int32): most convolutions of squeezenet-, shufflenet- and
-    densenet-like networks. The result is an NCHW view of channels-last data, which is also what
-    the pixel rows are when the input comes from another quantized convolution (no copy). None
-    where the int8 GEMM does not apply (per-row input zero points included)."""
+_GEMM_WEIGHTS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # conv weight -> (key, [KH*KW*C, Cout] codes)
+
+# The patch matrix of the int8 GEMM convolution is copied out of the input; beyond this many bytes
+# (a large image) the float convolution, which needs no such copy, runs instead.
+INT8_PATCHES_MAX_BYTES = 64 * 2**20
+
+
+def _conv_weight_matrix(w: torch.Tensor) -> torch.Tensor:
+    """The codes of a 2-D convolution weight [Cout, C, KH, KW] as the contiguous [KH*KW*C, Cout]
+    matrix that multiplies channels-last patches, kept while ``w`` is unchanged (a copy per call
+    for inference tensors, which have no version counter)."""
+    if w.is_inference():
+        return w.permute(2, 3, 1, 0).reshape(-1, w.shape[0])
+    key = (w.data_ptr(), w._version)
+    entry = _GEMM_WEIGHTS.get(w)
+    if entry is None or entry[0] != key:
+        entry = (key, w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous())
+        _GEMM_WEIGHTS[w] = entry
+    return entry[1]
+
+
+def _int8_gemm_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
+                    w_zero_point: Optional[torch.Tensor], strides: Sequence[int], pads: Sequence[int],
+                    dilations: Sequence[int]) -> Optional[torch.Tensor]:
+    """A 2-D one-group convolution as the int8 GEMM of channels-last patches by the weight
+    (exact int32, :func:`_signed_product`), as onnxruntime runs QLinearConv: 2-4x faster than
+    the float32 convolution of the same integers. A 1x1 kernel with stride 1 and no padding reads
+    the pixels in place (a view of channels-last input, such as another quantized convolution's
+    result); other kernels copy their patches out of a channels-last copy of the input padded
+    with the zero point's code. The result is an NCHW view of channels-last data. None where the
+    int8 GEMM does not apply (per-row input zero points, wide codes, tracing, too large a patch
+    matrix): the caller convolves in float."""
     if x.dim() != 4 or (x_zero_point is not None and x_zero_point.numel() != 1):
         return None
     n, c, h, width = x.shape
-    rows = x.permute(0, 2, 3, 1).reshape(-1, c)
-    acc = int8_product(rows, w.reshape(w.shape[0], c).t(), x_zero_point, w_zero_point)
-    return None if acc is None else acc.reshape(n, h, width, -1).permute(0, 3, 1, 2)
+    cout, _, kh, kw = w.shape
+    (pt, pl), (pb, pr) = pads[:2], pads[2:]
+    hp, wp = h + pt + pb, width + pl + pr
+    oh = (hp - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (wp - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    if (oh <= 0 or ow <= 0 or not _int8_operands_ok(x, w, c * kh * kw)
+            or n * oh * ow * c * kh * kw > INT8_PATCHES_MAX_BYTES):
+        return None
+    b = _conv_weight_matrix(w)
+    x8, x_off = _signed_codes(x, x_zero_point, per_row=False)
+    if (kh, kw) == (1, 1) and tuple(strides) == (1, 1) and not any(pads):
+        rows = x8.permute(0, 2, 3, 1).reshape(-1, c)
+    else:
+        # padding holds the code whose centred value is 0; each output pixel's row is its window
+        padded = torch.full((n, hp, wp, c), 0 if x_off is None else -int(x_off), dtype=torch.int8)
+        padded[:, pt:pt + h, pl:pl + width].copy_(x8.permute(0, 2, 3, 1))
+        sn, sh, sw = hp * wp * c, wp * c, c
+        windows = padded.as_strided((n, oh, ow, kh, kw, c), (sn, strides[0] * sh, strides[1] * sw,
+                                                             dilations[0] * sh, dilations[1] * sw, 1))
+        rows = windows.reshape(n * oh * ow, kh * kw * c)
+    acc = _signed_product(rows, x_off, b, w_zero_point)
+    return acc.reshape(n, oh, ow, cout).permute(0, 3, 1, 2)
+
+
+# Below this many products per output value (C * KH * KW) a kernel larger than 1x1 stays on the
+# float32 convolution (a 3-channel stem: its int8 patches cost more than the GEMM saves).
+INT8_CONV_MIN_DEPTH = 32
 
 
 def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
@@ -359,8 +418,9 @@ def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torc
             return _CONV[r](F.pad(xv, pad_first), wv, None, list(strides), 0, list(dilations), groups)
         return _CONV[r](xv, wv, None, list(strides), begin, list(dilations), groups)
 
-    if r == 2 and groups == 1 and tuple(w.shape[2:]) == (1, 1) and all(v == 1 for v in strides) and not any(pads):
-        acc = _pointwise_int8(x, x_zero_point, w, w_zero_point)
+    if r == 2 and groups == 1 and (w.shape[1] * w.shape[2] * w.shape[3] >= INT8_CONV_MIN_DEPTH
+                                   or tuple(w.shape[2:]) == (1, 1)):
+        acc = _int8_gemm_conv(x, x_zero_point, w, w_zero_point, strides, pads, dilations)
         if acc is not None:
             return acc, math.inf
     exact = _integer_conv_float32(x, x_zero_point, w, w_zero_point, conv)
