@@ -44,16 +44,20 @@ class ConversionError(Exception):
         return self
 
     def __str__(self) -> str:
-        parts = []
-        if self.file:
-            parts.append(self.file)
-        if self.node is not None or self.op_type:
-            where = self.node if self.node else "<unnamed>"
-            if self.op_type:
-                where += f" ({self.op_type})"
-            parts.append(where)
-        parts.append(" ".join(str(self.message).split()))  # always one line
-        return ": ".join(parts)
+        where = location(self.file, self.node, self.op_type)
+        message = " ".join(str(self.message).split())  # always one line
+        return f"{where}: {message}" if where else message
+
+
+def location(file: Optional[str], node: Optional[str], op_type: Optional[str]) -> str:
+    """``file: node (op)``, the parts that are known: how errors and warnings name a place."""
+    parts = [str(file)] if file else []
+    if node is not None or op_type:
+        where = node if node else "<unnamed>"
+        if op_type:
+            where += f" ({op_type})"
+        parts.append(where)
+    return ": ".join(parts)
 
 
 class ModelLoadError(ConversionError):

@@ -121,10 +121,11 @@ def test_qlinear_softmax(opset, axis, shape, dtype, known_shape):
     _check(model, {"x": x})
 
 
-def test_qlinear_softmax_without_axis_warns_where_onnxruntime_leaves_the_quantized_softmax(monkeypatch):
+def test_qlinear_softmax_without_axis_warns_where_onnxruntime_leaves_the_quantized_softmax(monkeypatch, tmp_path):
     """onnxruntime's quantizer writes an opset-11 Softmax over (N, C, 1, 1) logits without an axis;
     onnxruntime then normalizes each size-1 last axis (its float32 arithmetic overflows there, to
-    0 for uint8): converted as onnxruntime computes it, and the warning names the node and says so."""
+    0 for uint8): converted as onnxruntime computes it, and the warning names the file, the node
+    and the op, and says so."""
     node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], "probs_quant", domain=MS, opset=11)
     inits = {"sx": np.float32(0.05), "zx": np.uint8(128), "sy": np.float32(1 / 256), "zy": np.uint8(0)}
     model = ms_model([node], [("x", TP.UINT8, (1, 8, 1, 1))], [("y", TP.UINT8, None)], inits)
@@ -139,14 +140,18 @@ def test_qlinear_softmax_without_axis_warns_where_onnxruntime_leaves_the_quantiz
     level = logger.level
     logger.setLevel(logging.WARNING)
     logger.addHandler(handler)
+    path = tmp_path / "quantized.onnx"
+    onnx.save(model, str(path))
     try:
         got = torch_run(model, {"x": x}, names=["x"])[0]
+        convert(str(path))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
     np.testing.assert_array_equal(got, ort_run(model, {"x": x})[0])
-    text = " ".join(r.getMessage() for r in records)
-    assert "probs_quant (QLinearSoftmax): no axis attribute" in text and "over one element" in text
+    texts = [r.getMessage() for r in records]
+    assert len(texts) == 2 and all("probs_quant (QLinearSoftmax): no axis attribute" in t for t in texts)
+    assert "over one element" in texts[0] and texts[1].startswith(f"{path}: probs_quant (QLinearSoftmax): ")
 
 
 @pytest.mark.parametrize("channels_last", [0, 1])

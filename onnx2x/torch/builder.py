@@ -32,7 +32,7 @@ import torch
 import torch.fx as fx
 
 from common import ir as cir
-from common.errors import ConversionError, ConversionFailure, ModelLoadError, UnsupportedOpError
+from common.errors import ConversionError, ConversionFailure, ModelLoadError, UnsupportedOpError, location
 
 from . import registry
 from .dtypes import torch_dtype
@@ -756,6 +756,10 @@ class NodeContext:
         """Add ``module`` as a submodule and call it."""
         target = self.builder.add_submodule(module, hint)
         return self.builder.graph.call_module(target, self.builder.lift(tuple(args), hint))
+
+    def where(self) -> str:
+        """``file: node (op)``, as errors name a node: the prefix of a converter's warnings."""
+        return location(self.builder.file or None, self.name, self.op_type)
 
     def fail(self, message: str) -> ConversionFailure:
         """An error naming this node; ``raise ctx.fail('...')``."""

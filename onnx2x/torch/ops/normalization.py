@@ -38,8 +38,8 @@ def _bn_inference(ctx):
             momentum = round(1.0 - float32_literal(ctx.attr("momentum", 0.9)), 9)
             return ctx.call(rt.batch_norm, x, mean, var, scale, bias, ctx.builder.training_flag(), momentum,
                             float32_literal(eps))
-        log.warning("%s: BatchNormalization statistics are not per-channel initializers; they stay fixed in "
-                    "train()", ctx.name)
+        log.warning("%s: statistics are not per-channel initializers; they stay fixed in "
+                    "train()", ctx.where())
     return ctx.call(rt.batch_norm_inference, *_bn_args(ctx), eps)
 
 

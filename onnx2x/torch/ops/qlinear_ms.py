@@ -111,9 +111,9 @@ def qlinear_softmax(ctx):
     shape = ctx.shape(0)
     rank = ctx.rank(0)
     if ctx.attr("axis", None) is None and opset < 13 and (rank is None or rank > 2):
-        log.warning("%s (QLinearSoftmax): no axis attribute: onnxruntime applies the schema's default -1 (the "
+        log.warning("%s: no axis attribute: onnxruntime applies the schema's default -1 (the "
                     "last axis%s), not axis 1 as the opset-%d Softmax it quantizes did (onnxruntime's quantizer "
-                    "drops the axis); converted as onnxruntime computes it", ctx.name,
+                    "drops the axis); converted as onnxruntime computes it", ctx.where(),
                     ", of size 1 here: a softmax over one element" if shape is not None and shape[-1] == 1 else "", opset)
     table = None
     if shape is not None:

@@ -110,8 +110,8 @@ def _resize(ctx, *, roi_i: Optional[int], scales_i: Optional[int], sizes_i: Opti
         if scales_attr is None:
             raise ctx.fail(f"{ctx.op_type} needs scales or sizes: the node has neither")
         # the opset-7 form (scales as an attribute) in a newer model: read as OpenCV and others do
-        log.warning("%s (%s): scales given as an attribute, the opset-7 form; opset %d expects an input: "
-                    "using the attribute", ctx.name, ctx.op_type, ctx.opset)
+        log.warning("%s: scales given as an attribute, the opset-7 form; opset %d expects an input: "
+                    "using the attribute", ctx.where(), ctx.opset)
     tf_crop = ctm == "tf_crop_and_resize"
     sizes_c = ctx.const_ints(sizes_i) if use_sizes else None
     if scales_attr is not None:
