@@ -17,9 +17,9 @@ from typing import Iterator, Optional, Sequence
 from common import progress
 from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run_jobs
 from common.cli import add_common_flags, cli_main, parse_shapes
-from common.errors import ConversionError
+from common.errors import ConversionError, ShapeError
 from common.progress import Progress, wants_progress
-from common.verify.options import add_tolerance_flags, check_tolerances, verify_json
+from common.verify.options import add_input_flags, add_tolerance_flags, check_tolerances, image_options, verify_json
 
 log = logging.getLogger("onnx2x")
 
@@ -37,8 +37,8 @@ several models at once:
   process. Outputs go beside each model, or into the folder -o names (end it with '/': -o out/).
   A model that fails (or crashes its worker) writes nothing and costs only itself; the others are
   converted as if run alone, to the same bytes. One line per model: 'ok MODEL -> OUT.pt' or
-  'error: ...', then a count. --input-shape applies to every model: for models whose inputs
-  differ, run one command per model.
+  'error: ...', then a count. --input-shape and --input apply to every model: for models whose
+  inputs differ, run one command per model.
 
 progress:
   On a terminal, a status line on stderr shows the stage of a conversion (load, simplify,
@@ -50,6 +50,7 @@ examples:
   onnx2x torch bert.onnx --input-shape input_ids:1,128 --input-shape attention_mask:1,128
   onnx2x torch model.onnx --no-simplify --no-verify -o out/model.pt
   onnx2x torch model.onnx --simplify-path model.sim.onnx --debug
+  onnx2x torch model.onnx --input batch.npz   (check on your own data, not random inputs)
   onnx2x torch model.onnx --trainable -o finetune/model.pt   (then net.train(): fine-tune it)
   onnx2x torch a.onnx b.onnx c.onnx -j 2 -o converted/
 
@@ -61,6 +62,7 @@ exit codes: 0 ok, 1 internal error, 2 bad input, 3 unsupported op or outputs dif
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnx2x",
+        allow_abbrev=False,
         description="Convert ONNX models to other frameworks (today: PyTorch).",
         epilog="Run 'onnx2x torch --help' for the options of a conversion.",
     )
@@ -71,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "torch",
         help="convert an ONNX model to a PyTorch module (source + weights)",
         description="Convert an ONNX model to a PyTorch nn.Module written as plain source plus a "
-                    "weights file, then check it against onnxruntime on seeded random inputs.",
+                    "weights file, then check it against onnxruntime on seeded random inputs (or on "
+                    "your own data: --input).",
+        allow_abbrev=False,
         epilog=_TORCH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -112,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the check's figures as JSON (per output: error relative to the output's "
                         "scale, elements out of tolerance; onnxruntime's sensitivity; the located node), also "
                         "when the check fails. Example: --verify-json resnet.verify.json")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="seed of the random check inputs (default 0). Example: --seed 7")
+    add_input_flags(p)
     add_jobs_flag(p, "onnx2x torch a.onnx b.onnx c.onnx -j 2 -o out/")
     add_common_flags(p)
     p.set_defaults(handler=cmd_torch)
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser(
         "info",
         help="print a summary of an ONNX model (inputs, outputs, opsets, ops)",
+        allow_abbrev=False,
         description="Print what a conversion needs to know about an ONNX model: inputs and "
                     "outputs with shapes, opsets, op counts, and ops without a PyTorch converter.",
         epilog="examples:\n  onnx2x info resnet50.onnx\n  onnx2x info resnet50.onnx --json",
@@ -167,6 +171,8 @@ def cmd_torch(args: argparse.Namespace) -> int:
     """One model: convert it here, as always. Several: one worker process per ``-j``."""
     parse_shapes(args.input_shape)  # a bad --input-shape fails once, before any work
     check_tolerances(args)
+    if args.input and args.no_verify:
+        raise ShapeError("--input feeds the check against onnxruntime, which --no-verify turns off")
     several = len(args.model) > 1
     jobs = [_torch_job(args, model, several) for model in args.model]
     if not several:
@@ -199,14 +205,18 @@ def _convert_torch(args: argparse.Namespace) -> int:
 
     from .torch import artifact
     from .torch.convert import _fix_input_shapes, convert_prepared, prepare
+    from .torch.verify import given_inputs
 
     shapes = parse_shapes(args.input_shape)
     label = str(args.model)
     progress.stage("load")
     original = load_onnx(args.model, lazy=True)
     reference = None
+    given = None
     if not args.no_verify:
         reference = _fix_input_shapes(original, shapes, label) if shapes else original
+        if args.input:  # read and checked before the conversion: a wrong file costs nothing
+            given = given_inputs(reference, args.input, shapes, image_options(args))
     progress.stage("prepare" if args.no_simplify else "simplify")
     trainable = bool(getattr(args, "trainable", False))
     proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None, trainable=trainable)
@@ -226,7 +236,7 @@ def _convert_torch(args: argparse.Namespace) -> int:
         del gm
         if reference is not None:
             progress.stage("verify")
-            verdict = _verify_written(args, s_tmp, reference, proto, shapes, label)
+            verdict = _verify_written(args, s_tmp, reference, proto, shapes, label, given)
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
@@ -259,7 +269,8 @@ def _save_materialized(proto, path: str) -> None:
     save_onnx(proto, path)
 
 
-def _verify_written(args: argparse.Namespace, source: Path, reference, proto, shapes, label: str) -> str:
+def _verify_written(args: argparse.Namespace, source: Path, reference, proto, shapes, label: str,
+                    given=None) -> str:
     """Check the written module (weights memory-mapped) against onnxruntime on ``reference``.
 
     When the outputs differ, the locator converts ``proto`` (the graph the module was built from)
@@ -273,7 +284,7 @@ def _verify_written(args: argparse.Namespace, source: Path, reference, proto, sh
     saved = artifact.load(source, mmap=True)  # check what the user gets: the written files
     with _reference_for_onnxruntime(reference, proto) as (for_ort, proto_for_ort):
         with verify_json(getattr(args, "verify_json", None)) as record:
-            result = check_module(saved, for_ort, input_shapes=shapes, seed=args.seed, rtol=args.rtol,
+            result = check_module(saved, for_ort, input_shapes=shapes, seed=args.seed, given=given, rtol=args.rtol,
                                   atol=args.atol, label=label,
                                   debug_gm=lambda: convert_prepared(proto, label, trainable=trainable),
                                   debug_proto=proto_for_ort,

@@ -55,11 +55,11 @@ def _wrap(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roundtrip", description=DESCRIPTION, epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog="roundtrip", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    mx = sub.add_parser("mxnet", help="MXNet -> ONNX -> PyTorch (-> ONNX), compared with MXNet",
+    mx = sub.add_parser("mxnet", allow_abbrev=False, help="MXNet -> ONNX -> PyTorch (-> ONNX), compared with MXNet",
                         description=_wrap("MXNet (reference) -> ONNX (x2onnx, run by onnxruntime) -> PyTorch "
                                           "(onnx2x) [-> ONNX again with torch.onnx.export]; every stage compared "
                                           "with MXNet.") + "\n\n"
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(mx)
     mx.set_defaults(handler=_cmd_mxnet)
 
-    ox = sub.add_parser("onnx", help="ONNX -> PyTorch -> ONNX, compared with onnxruntime",
+    ox = sub.add_parser("onnx", allow_abbrev=False, help="ONNX -> PyTorch -> ONNX, compared with onnxruntime",
                         description=_wrap("ONNX (reference, run by onnxruntime) -> PyTorch (onnx2x) -> ONNX "
                                           "again (torch.onnx.export); every stage compared with onnxruntime on the "
                                           "source model.") + "\n\n"
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(ox)
     ox.set_defaults(handler=_cmd_onnx)
 
-    demo = sub.add_parser("demo", help="the embedded demo network: MXNet -> ONNX -> PyTorch (no files needed)",
+    demo = sub.add_parser("demo", allow_abbrev=False, help="the embedded demo network: MXNet -> ONNX -> PyTorch (no files needed)",
                           description=_wrap("Build a small MXNet network in code with seeded random weights "
                                             "(PReLU after Convolution and after FullyConnected, SliceChannel with "
                                             "separately consumed outputs, Pooling with pooling_convention='full'), "

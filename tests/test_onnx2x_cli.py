@@ -236,3 +236,41 @@ def test_check_draws_symbolic_sizes_above_one_and_falls_back_to_ones(tmp_path: P
         assert main(["torch", str(src), "--verify-json", str(report), "-q"]) == 0
         verdict = json.loads(report.read_text())
         assert verdict["ok"] and verdict["input_shapes"]["x"] == shape
+
+
+def test_input_files_feed_the_check(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--input`` checks on the user's data: a Relu broken for negative values passes on positive
+    data only, inputs not given are drawn at the sizes the given ones fix, and a bad item exits 2
+    before anything is converted or written."""
+    _wrong_relu(monkeypatch)
+    dims = ["batch", "length"]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "m"], ["y"])],
+                              "given", [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in "xm"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+                tmp_path / "given.onnx")
+    positive = tmp_path / "x.npy"
+    np.save(positive, np.random.default_rng(1).uniform(0.5, 2.0, (1, 7)).astype(np.float32))
+    out, report = tmp_path / "o" / "net.pt", tmp_path / "verify.json"
+    assert main(["torch", str(src), "-o", str(out), "-q"]) == 3  # random inputs are negative too
+    assert main(["torch", str(src), "-o", str(out), "--input", f"x={positive}", "--verify-json", str(report),
+                 "-q"]) == 0
+    assert json.loads(report.read_text())["input_shapes"] == {"x": [1, 7], "m": [1, 7]}
+    out.unlink()
+    capsys.readouterr()
+    for bad, message in (([f"nope={positive}"], "'nope' is not an input of the model"),
+                         ([f"x={tmp_path / 'missing.npy'}"], "missing.npy"),
+                         ([f"x={positive}", "--no-verify"], "--no-verify turns off")):
+        flags = ["--input", bad[0]] + bad[1:]
+        assert main(["torch", str(src), "-o", str(out), *flags]) == 2, bad
+        err = capsys.readouterr().err
+        assert message in err and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
+        assert not out.exists()
+
+
+def test_option_prefixes_are_not_guessed(capsys: pytest.CaptureFixture) -> None:
+    """``--inp`` is not silently read as ``--input-shape`` (or ``--input``): an unknown option."""
+    with pytest.raises(SystemExit) as info:
+        main(["torch", "m.onnx", "--inp", "x=1,4"])
+    assert info.value.code == 2 and "unrecognized arguments: --inp" in capsys.readouterr().err

@@ -101,6 +101,36 @@ def test_input_dtype_flag(capfd, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+def test_input_file_feeds_the_check_against_mxnet(capfd, tmp_path, monkeypatch):
+    """``--input data=x.npy``: MXNet and onnxruntime run on the user's array (what the judge sees
+    is that array); an array of the wrong shape, or --input with --no-verify, exits 2 and writes
+    nothing."""
+    from x2onnx.mxnet import verify as mx_verify
+
+    sym = mx.sym.FullyConnected(mx.sym.Convolution(data, kernel=(3, 3), num_filter=4, name="conv"), num_hidden=5,
+                                name="fc")
+    params = random_params(sym, {"data": rand(1, 3, 7, 7)})
+    sym_path, params_path = _save(tmp_path, sym, params)
+    given = rand(1, 3, 7, 7, seed=12)
+    np.save(tmp_path / "x.npy", given)
+    np.save(tmp_path / "small.npy", rand(1, 3, 5, 5))
+    seen: dict = {}
+    judge = mx_verify.judge_conversion
+    monkeypatch.setattr(mx_verify, "judge_conversion", lambda *a, **k: seen.update(k["inputs"]) or judge(*a, **k))
+    out = tmp_path / "net.onnx"
+    base = ["mxnet", str(sym_path), str(params_path), "--input-shape", "data:1,3,7,7", "-o", str(out)]
+    assert main(base + ["--input", f"data={tmp_path / 'x.npy'}"]) == 0, capfd.readouterr().err
+    np.testing.assert_array_equal(seen["data"], given)
+    out.unlink()
+    capfd.readouterr()
+    for flags, message in ((["--input", f"data={tmp_path / 'small.npy'}"], "has shape (1, 3, 5, 5)"),
+                           (["--input", f"data={tmp_path / 'x.npy'}", "--no-verify"], "--no-verify turns off")):
+        assert main(base + flags) == 2
+        err = capfd.readouterr().err
+        assert message in err and err.count("error:") == 1, err
+        assert not out.exists()
+
+
 def test_module_entry_point_runs_as_a_command(tmp_path):
     sym = mx.sym.Activation(mx.sym.FullyConnected(data, num_hidden=3, name="fc"), act_type="relu", name="relu")
     sym_path, params_path = _save(tmp_path, sym, random_params(sym, {"data": rand(2, 4)}))

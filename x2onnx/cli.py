@@ -18,7 +18,7 @@ from common.batch import Job, add_jobs_flag, names_a_folder, refuse_clashes, run
 from common.cli import add_common_flags, cli_main, parse_dtypes, parse_shapes
 from common.errors import ConversionError, ModelLoadError, ShapeError
 from common.progress import Progress, wants_progress
-from common.verify.options import add_tolerance_flags, check_tolerances, verify_json
+from common.verify.options import add_input_flags, add_tolerance_flags, check_tolerances, image_options, verify_json
 
 log = logging.getLogger("x2onnx")
 
@@ -63,6 +63,7 @@ examples:
   x2onnx mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,12,12 -o det1.onnx
   x2onnx mxnet models/det1 --epoch 1 --input-shape data:1,3,12,12
   x2onnx mxnet resnet50-symbol.json resnet50-0000.params --dynamic-batch --opset 17
+  x2onnx mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,48,48 --input data=face.jpg --channel-order BGR --mean 127.5 --std 128
   x2onnx mxnet net-symbol.json net-0000.params --input-shape data:1,3,224,224 \\
          --input-shape mask:1,224,224 --input-dtype mask:int64 --no-simplify
   x2onnx mxnet models/det2 models/det3 --epoch 1 -j 2 -o onnx/
@@ -77,7 +78,8 @@ def _add_mxnet_parser(sub: argparse._SubParsersAction) -> None:
         "mxnet",
         help="export an MXNet symbol + params to ONNX",
         description="Export an MXNet 1.x model (symbol JSON + .params) to ONNX, simplify it and check "
-                    "it against MXNet on seeded random inputs.",
+                    "it against MXNet on seeded random inputs (or on your own data: --input).",
+        allow_abbrev=False,
         epilog=_MXNET_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -110,8 +112,7 @@ def _add_mxnet_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip onnx-simplifier (keeps every node MXNet's exporter produced)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the comparison with MXNet (faster; the model is still checked by onnx.checker)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="seed of the random verification inputs (default 0), e.g. --seed 7")
+    add_input_flags(p)
     add_tolerance_flags(p)
     p.add_argument("--verify-json", metavar="PATH",
                    help="also write the verification's figures as JSON (per output: error relative to the "
@@ -126,6 +127,7 @@ def _add_info_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "info",
         help="print a summary of an MXNet symbol (inputs, outputs, ops, parameters)",
+        allow_abbrev=False,
         description="Print what an export needs to know about an MXNet model, from its files alone (MXNet "
                     "is not run): inputs with declared or given shapes, outputs, op histogram, parameter "
                     "count (from PARAMS, or the .params file found beside the symbol), and ops with no "
@@ -182,6 +184,7 @@ def _untranslated_ops(op_histogram: dict) -> Optional[list[str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="x2onnx",
+        allow_abbrev=False,
         description="Export models of other frameworks to ONNX (today: MXNet 1.x), simplified and checked "
                     "against the original framework.",
         epilog="commands:\n  mxnet   x2onnx mxnet det1-symbol.json det1-0001.params --input-shape data:1,3,12,12\n"
@@ -246,6 +249,8 @@ def _run_mxnet(args: argparse.Namespace) -> int:
     parse_shapes(args.input_shape)  # bad options fail once, before any work
     parse_dtypes(args.input_dtype)
     check_tolerances(args)
+    if args.input and args.no_verify:
+        raise ShapeError("--input feeds the check against MXNet, which --no-verify turns off")
     several = len(pairs) > 1
     if args.output and several and not names_a_folder(args.output):
         raise ConversionError(f"-o {args.output}: with {len(pairs)} models -o must be a folder (end it with '/', "
@@ -281,7 +286,7 @@ def export_mxnet(args: argparse.Namespace) -> int:
         done = export_report(args.symbol, args.params, shapes or None, opset=args.opset,
                              dynamic_batch=args.dynamic_batch, simplify=not args.no_simplify,
                              verify=not args.no_verify, input_dtypes=dtypes or None, seed=args.seed,
-                             atol=args.atol, rtol=args.rtol)
+                             atol=args.atol, rtol=args.rtol, input_files=args.input, image=image_options(args))
         record(done.report)
     progress.stage("write")
     save_model(done.model, output)

@@ -463,7 +463,22 @@ def prepare_inputs(
     seed: int = 0,
     image: Optional[ImageOptions] = None,
 ) -> PreparedInputs:
-    """Inputs from ``sources`` (``[NAME=]FILE`` items), random for the rest.
+    """Inputs from ``sources`` (``[NAME=]FILE`` items, see :func:`read_inputs`), random for the rest."""
+    arrays, origin = read_inputs(specs, sources, image=image)
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:  # the model's order
+        if spec.name in arrays:
+            out[spec.name] = arrays[spec.name]
+        else:
+            out[spec.name] = random_array(spec, rng)
+            origin[spec.name] = f"random (seed {seed}" + (f", {spec.why}" if spec.why else "") + ")"
+    return PreparedInputs(out, origin)
+
+
+def read_inputs(specs: Sequence[InputSpec], sources: Sequence[str] = (), *,
+                image: Optional[ImageOptions] = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(arrays, origin)`` of the inputs ``sources`` give, each checked against its spec.
 
     ``FILE.npz`` gives inputs by their names; ``NAME=FILE.npy`` one input (``NAME=`` may be left
     out when the model has one input); ``NAME=IMAGE`` an image (``NAME=`` may be left out: the
@@ -504,15 +519,7 @@ def prepare_inputs(
         else:
             raise ModelLoadError(f"unknown input file type {suffix or '(none)'!r}: use .npy, .npz or an image "
                                  f"({', '.join(IMAGE_SUFFIXES)})", file=file)
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:  # the model's order
-        if spec.name in arrays:
-            out[spec.name] = arrays[spec.name]
-        else:
-            out[spec.name] = random_array(spec, rng)
-            origin[spec.name] = f"random (seed {seed}" + (f", {spec.why}" if spec.why else "") + ")"
-    return PreparedInputs(out, origin)
+    return arrays, origin
 
 
 def _only_input(specs: Sequence[InputSpec], item: str) -> str:

@@ -67,11 +67,12 @@ def add_input_flags(parser: argparse.ArgumentParser) -> None:
                              "e.g. --input data=face.jpg")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random inputs (default 0); random integers index in range, "
-                             "probabilities lie in [0, 1], other floats in [-1, 1]")
+                             "probabilities lie in [0, 1], other floats in [-1, 1]; e.g. --seed 7")
     parser.add_argument("--image-layout", choices=("NCHW", "NHWC"), default="NCHW",
-                        help="layout of an image input (default NCHW)")
+                        help="layout of an image input (default NCHW); e.g. --image-layout NHWC")
     parser.add_argument("--channel-order", choices=("RGB", "BGR"), default="RGB",
-                        help="channel order of an image input (default RGB; MTCNN and Caffe models use BGR)")
+                        help="channel order of an image input (default RGB; MTCNN and Caffe models use BGR: "
+                             "e.g. --channel-order BGR)")
     parser.add_argument("--mean", type=_floats, default=(0.0,), metavar="M[,M,M]",
                         help="subtracted from 0..255 pixels, one value or one per channel in --channel-order "
                              "(default 0); e.g. --mean 127.5")

@@ -56,18 +56,31 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 SYMBOLIC_SIZES: tuple[tuple[int, int], ...] = ((2, 8), (1, 1), (1, 32), (1, 224), (1, 1024))  # (leading, other axes)
 
 
+def given_inputs(proto: onnx.ModelProto, sources: Sequence[str], input_shapes: Optional[dict[str, Sequence[int]]] = None,
+                 image: Any = None) -> dict[str, np.ndarray]:
+    """The inputs ``--input`` items give (``[NAME=]FILE``: .npy, .npz or an image, see
+    :func:`common.verify.inputs.read_inputs`), checked against the model's declared inputs;
+    raises :class:`~common.errors.ShapeError` / ``ModelLoadError`` naming the item."""
+    from common.verify.inputs import read_inputs, specs_from_onnx
+
+    return read_inputs(specs_from_onnx(proto, input_shapes), list(sources), image=image)[0]
+
+
 def random_inputs(
     proto: onnx.ModelProto, input_shapes: Optional[dict[str, Sequence[int]]] = None, seed: int = 0,
-    symbolic: tuple[int, int] = (1, 1),
+    symbolic: tuple[int, int] = (1, 1), given: Optional[Mapping[str, np.ndarray]] = None,
 ) -> list[np.ndarray]:
     """Seeded inputs in the model's declared shapes, in graph order.
 
     Drawn by ``common.verify.inputs`` (which keeps index-like inputs within the sizes their
-    consumers allow). A symbolic dimension not fixed by ``input_shapes`` gets ``symbolic[0]`` on
-    the leading axis and ``symbolic[1]`` elsewhere; one name always gets one size (the one of the
-    axis it is first seen on). Raises ``ValueError`` for inputs that cannot be generated
-    (sequences, strings, unknown rank).
+    consumers allow). ``given`` arrays (:func:`given_inputs`) stand in for their inputs and fix the
+    symbolic dimensions they have (an attention mask drawn to the length of given token ids). A
+    symbolic dimension not fixed by ``input_shapes`` or ``given`` gets ``symbolic[0]`` on the
+    leading axis and ``symbolic[1]`` elsewhere; one name always gets one size (the one of the axis
+    it is first seen on). Raises ``ValueError`` for inputs that cannot be generated (sequences,
+    strings, unknown rank).
     """
+    given = dict(given or {})
     from common.errors import ShapeError
     from common.verify.inputs import random_inputs as draw, specs_from_onnx
 
@@ -77,6 +90,12 @@ def random_inputs(
     try:
         specs = specs_from_onnx(proto, input_shapes)
         sizes: dict[str, int] = {}  # one size per symbol name, wherever it appears
+        for spec in specs:
+            if spec.name in given and spec.shape is not None:
+                for dim, size in zip(spec.shape, given[spec.name].shape):
+                    if isinstance(dim, str):
+                        sizes.setdefault(dim, int(size))
+                spec.shape = tuple(given[spec.name].shape)
 
         def concrete(axis: int, dim: Any) -> int:
             if isinstance(dim, int) and dim >= 0:
@@ -92,7 +111,7 @@ def random_inputs(
         drawn = draw(specs, seed)
     except ShapeError as exc:
         raise ValueError(exc.message) from exc
-    return [drawn[n] for n in names]
+    return [given[n] if n in given else drawn[n] for n in names]
 
 
 def onnxruntime_reference(proto: onnx.ModelProto) -> tuple[Any, str]:
@@ -154,6 +173,7 @@ def check_module(
     *,
     input_shapes: Optional[dict[str, Sequence[int]]] = None,
     seed: int = 0,
+    given: Optional[Mapping[str, np.ndarray]] = None,
     rtol: Optional[float] = None,
     atol: Optional[float] = None,
     label: str = "",
@@ -161,7 +181,8 @@ def check_module(
     debug_proto: Optional[onnx.ModelProto] = None,
     unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
 ) -> CheckResult:
-    """Run ``module`` and onnxruntime on the same seeded inputs; raise when they differ.
+    """Run ``module`` and onnxruntime on the same seeded inputs (``given`` ones, from the user's
+    files, where there are: :func:`given_inputs`); raise when they differ.
 
     ``proto`` is the reference model (the one the user gave). Outputs are judged by
     :mod:`common.verify.judge` (scale-aware; detections as sets; onnxruntime's own sensitivity to
@@ -178,7 +199,7 @@ def check_module(
     tried: set[tuple[tuple[int, ...], ...]] = set()
     for symbolic in SYMBOLIC_SIZES:
         try:
-            feeds = random_inputs(proto, input_shapes, seed, symbolic)
+            feeds = random_inputs(proto, input_shapes, seed, symbolic, given)
         except ValueError as exc:
             return _skip(where, str(exc))
         shapes = tuple(np.shape(f) for f in feeds)

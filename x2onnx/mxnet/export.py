@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import onnx
 
@@ -26,6 +26,7 @@ from mx2onnx_patches import graph_builder, opset_stamp
 from . import inputs as inputs_mod
 from . import loading, weights
 from .simplify import simplify_model
+from common.verify.inputs import ImageOptions
 from common.verify.verdict import Verdict
 
 from .verify import verify_model
@@ -63,25 +64,29 @@ class Exported:
 def export(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = opset_stamp.DEFAULT_OPSET,
            dynamic_batch: bool = False, simplify: bool = True, verify: bool = True,
            input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: Optional[float] = None,
-           rtol: Optional[float] = None, verify_batch: Optional[int] = None) -> onnx.ModelProto:
+           rtol: Optional[float] = None, verify_batch: Optional[int] = None, input_files: Sequence[str] = (),
+           image: Optional[ImageOptions] = None) -> onnx.ModelProto:
     """Export an MXNet model to ONNX and return the checked ``onnx.ModelProto``.
 
     ``symbol``: a ``-symbol.json`` path or an ``mx.sym.Symbol``. ``params``: a ``.params`` path, a
     dict (``arg:``/``aux:`` prefixes allowed) or ``(arg_params, aux_params)``. ``input_shapes``:
     ``{name: shape}``, or shapes in input order; inputs left out take the shape the symbol
     declares. ``dynamic_batch`` leaves dimension 0 of every input free (``batch``).
-    ``verify`` compares with MXNet on seeded random inputs (at ``verify_batch`` if given) and
-    raises :class:`~common.errors.VerificationError` naming the first divergent node.
+    ``verify`` compares with MXNet on seeded random inputs (at ``verify_batch`` if given), or on
+    the ``input_files`` items where they give an input (``[NAME=]FILE``: .npy, .npz or an image
+    read as ``image`` says; see :func:`common.verify.inputs.prepare_inputs`), and raises
+    :class:`~common.errors.VerificationError` naming the first divergent node.
     """
     return export_report(symbol, params, input_shapes, opset=opset, dynamic_batch=dynamic_batch, simplify=simplify,
                          verify=verify, input_dtypes=input_dtypes, seed=seed, atol=atol, rtol=rtol,
-                         verify_batch=verify_batch).model
+                         verify_batch=verify_batch, input_files=input_files, image=image).model
 
 
 def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: int = opset_stamp.DEFAULT_OPSET,
                   dynamic_batch: bool = False, simplify: bool = True, verify: bool = True,
                   input_dtypes: Optional[Mapping[str, Any]] = None, seed: int = 0, atol: Optional[float] = None,
-                  rtol: Optional[float] = None, verify_batch: Optional[int] = None) -> Exported:
+                  rtol: Optional[float] = None, verify_batch: Optional[int] = None, input_files: Sequence[str] = (),
+                  image: Optional[ImageOptions] = None) -> Exported:
     """:func:`export`, returning the verification figures and the input plan with the model."""
     started = time.perf_counter()
     progress.stage("load")
@@ -136,7 +141,7 @@ def export_report(symbol: Any, params: Any, input_shapes: Any = None, *, opset: 
         shapes = _with_batch(plan.shapes, verify_batch if dynamic_batch else None)
         try:
             report = verify_model(model, sym, arg_params, aux_params, shapes, plan.dtypes, tensor_map=tensor_map,
-                                  seed=seed, atol=atol, rtol=rtol)
+                                  seed=seed, atol=atol, rtol=rtol, input_files=input_files, image=image)
         except ConversionError as exc:
             raise exc.with_context(file=sym_file if sym_file != "<symbol>" else None)
         log.info("verified against MXNet: %s", report.comparison.summary())

@@ -19,7 +19,7 @@ import onnx
 from common.errors import ConversionFailure, VerificationError
 from common.verify.compare import compare
 from common.verify.diagnose import diagnose_mxnet_to_onnx
-from common.verify.inputs import mxnet_input_specs, random_inputs
+from common.verify.inputs import ImageOptions, mxnet_input_specs, prepare_inputs, random_inputs
 from common.verify.mxnet_worker import run_without_onednn
 from common.verify.rowsets import selection_groups
 from common.verify.runners import MXNetRunner, OnnxRuntimeRunner
@@ -64,15 +64,17 @@ def verify_model(model: onnx.ModelProto, sym: Any, arg_params: Mapping[str, Any]
                  input_shapes: Mapping[str, Sequence[int]], input_dtypes: Optional[Mapping[str, Any]] = None, *,
                  tensor_map: Optional[Mapping[str, str]] = None, seed: int = 0, atol: Optional[float] = None,
                  rtol: Optional[float] = None, raise_on_failure: bool = True,
-                 file: Optional[str] = None) -> Verdict:
-    """Run MXNet and onnxruntime on the same seeded inputs and judge every output.
+                 file: Optional[str] = None, input_files: Sequence[str] = (),
+                 image: Optional[ImageOptions] = None) -> Verdict:
+    """Run MXNet and onnxruntime on the same seeded inputs (or those ``input_files`` give, see
+    :func:`common.verify.inputs.prepare_inputs`) and judge every output.
 
     ``atol``/``rtol`` default to the per-dtype values of :mod:`common.verify.compare`. Raises
     :class:`~common.errors.VerificationError` (naming the first divergent MXNet node) unless
     ``raise_on_failure`` is false.
     """
     specs = mxnet_input_specs(sym.tojson(), input_shapes, input_dtypes or {})
-    inputs = random_inputs(specs, seed)
+    inputs = prepare_inputs(specs, input_files, seed=seed, image=image).arrays if input_files else random_inputs(specs, seed)
     names = [o.name for o in model.graph.output]
     runner = MXNetRunner(sym, arg_params, aux_params)
     reference = _mxnet_outputs(runner, names, inputs)
