@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, machine, write_section  # noqa: E402
+from benchmarks.report import Section, add_output_flags, machine, write_section  # noqa: E402
 from tests.support.peak_memory import measure_in_subprocess  # noqa: E402
 
 ONNX2X_MODES = ("load", "convert", "cli", "cli-noverify")
@@ -276,8 +276,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help=f"one run of {SMOKE_MODEL} and {SMOKE_MXNET} (a quick check that the benchmark runs; "
                              "no thresholds)")
-    parser.add_argument("--out-dir", help="write BENCHMARKS.json/.md here instead of docs/")
-    parser.add_argument("--no-write", action="store_true", help="print the rows only")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     for key in ("models", "mxnet_models"):  # "none" (as --help says) or no names: skip that half
         if getattr(args, key) == ["none"]:

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import geomean, write_section_to  # noqa: E402
+from benchmarks.report import add_output_flags, geomean, write_section_to  # noqa: E402
 
 MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet")
 BATCHES = (1, 8)
@@ -180,8 +180,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="threads for both torch and onnxruntime (default: min(4, cores))")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per measurement (median)")
     parser.add_argument("--json", help="also write the rows as JSON here")
-    parser.add_argument("--out-dir", type=Path, help="write BENCHMARKS.json/.md here instead of docs/")
-    parser.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.json/.md")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     import logging
 

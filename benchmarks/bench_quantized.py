@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, geomean, machine, write_section_to  # noqa: E402
+from benchmarks.report import Section, add_output_flags, geomean, machine, write_section_to  # noqa: E402
 
 BERTS = ("bert_dynamic", "bert_dynamic_ort", "bert_transformer_q")
 LIGHTS = ("squeezenet_qop", "shufflenet_qop", "inception_v2_qop", "densenet121_qop", "squeezenet_qdq", "shufflenet_qdq",
@@ -173,8 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed calls per figure (default 20)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"{' and '.join(SMOKE)} (BERT at hidden 64, 1 layer, 16 tokens), 3 calls: checks that it runs")
-    parser.add_argument("--out-dir", type=Path, help="write BENCHMARKS.json/.md here instead of docs/")
-    parser.add_argument("--no-write", action="store_true", help="print the rows only")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.graphs, args.repeat = list(SMOKE), 3

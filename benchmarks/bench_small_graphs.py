@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, geomean, machine, write_section_to  # noqa: E402
+from benchmarks.report import Section, add_output_flags, geomean, machine, write_section_to  # noqa: E402
 
 TRANSFORMERS = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5", "vit", "mobilevit")
 HAND_BUILT = ("lstm_bi", "gru", "convnext_block", "resnet_block", "inverted_residual", "transformer_mlp", "tcn")
@@ -193,8 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="timed calls per figure (default 30)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"{' and '.join(SMOKE)}, one thread, batch 1, 3 calls (checks that the benchmark runs)")
-    parser.add_argument("--out-dir", type=Path, help="write BENCHMARKS.json/.md here instead of docs/")
-    parser.add_argument("--no-write", action="store_true", help="print the rows only")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.graphs, args.threads, args.batches, args.repeat = list(SMOKE), [1], [1], 3

@@ -8,6 +8,7 @@ without touching the others.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -107,3 +108,9 @@ def write_section_to(section: Section, out_dir: Optional[Path]) -> None:
 
 
 __all__ = ["Section", "machine", "render", "write_section", "write_section_to"]
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``--out-dir`` and ``--no-write``, which every benchmark takes (see :func:`write_section_to`)."""
+    parser.add_argument("--out-dir", type=Path, help="write BENCHMARKS.json/.md here instead of docs/")
+    parser.add_argument("--no-write", action="store_true", help="print the rows only")

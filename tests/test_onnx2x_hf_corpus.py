@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from onnx2x.cli import main
 from onnx2x.torch import artifact
 from tests.support import hf_corpus as hc
+from tests.support.cli_check import convert_with_defaults
 
 CI_FAMILIES = ("qwen2", "bart", "swin", "convnext", "wav2vec2", "deberta_v2")
 
@@ -85,12 +85,7 @@ def _convert_and_compare(family: str, opset: int, dynamo: bool, tmp_path: Path,
     src = hc.export(family, tmp_path / f"{family}.onnx", opset, dynamo=dynamo, module=module)
     weights = tmp_path / "out" / f"{family}.pt"
 
-    capsys.readouterr()
-    rc = main(["torch", str(src), "-o", str(weights)])
-    captured = capsys.readouterr()
-    assert rc == 0, f"{family}: onnx2x torch exited {rc}: {captured.err.strip()[-2000:]}"
-    status = captured.out.strip().splitlines()[-1]
-    assert status.startswith(f"wrote {weights} and "), status
+    status = convert_with_defaults(src, weights, capsys, family)
     if family in VERIFY_SKIPPED:
         assert f"verification skipped: {VERIFY_SKIPPED[family]}" in status, status
     else:

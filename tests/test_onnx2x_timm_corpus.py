@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from onnx2x.cli import main
 from onnx2x.torch import artifact
 from tests.support import timm_corpus as tc
+from tests.support.cli_check import convert_with_defaults
 
 CI_MODELS = ("efficientnet_b0", "mobilenetv3_small_100", "swin_tiny")
 TOLERANCE = 1e-5  # of the output's scale, or ROUNDING_FACTOR times eager float32's own error (see timm_corpus)
@@ -33,12 +33,8 @@ def test_timm_model_converts_and_matches_eager(name: str, tmp_path: Path, capsys
     data = np.load(reference)
     assert float(data["spread"]) > 0.01, f"{name}: the eager output hardly depends on the input"
     weights = tmp_path / "out" / f"{name}.pt"
-    capsys.readouterr()
-    rc = main(["torch", str(src), "-o", str(weights)])
-    captured = capsys.readouterr()
-    assert rc == 0, f"{name}: onnx2x torch exited {rc}: {captured.err.strip()[-2000:]}"
-    status = captured.out.strip().splitlines()[-1]
-    assert status.startswith(f"wrote {weights} and ") and "; matches onnxruntime (" in status, status
+    status = convert_with_defaults(src, weights, capsys, name)
+    assert "; matches onnxruntime (" in status, status
     net = artifact.load(weights)
     with torch.no_grad():
         got = net(torch.from_numpy(data["input"]))

@@ -19,7 +19,7 @@ import onnx
 from common.errors import ConversionFailure, VerificationError
 from common.verify.compare import compare
 from common.verify.diagnose import diagnose_mxnet_to_onnx
-from common.verify.inputs import ImageOptions, mxnet_input_specs, prepare_inputs, random_inputs
+from common.verify.inputs import ImageOptions, mxnet_input_specs, prepare_inputs
 from common.verify.mxnet_worker import run_without_onednn
 from common.verify.rowsets import selection_groups
 from common.verify.runners import MXNetRunner, OnnxRuntimeRunner
@@ -74,7 +74,7 @@ def verify_model(model: onnx.ModelProto, sym: Any, arg_params: Mapping[str, Any]
     ``raise_on_failure`` is false.
     """
     specs = mxnet_input_specs(sym.tojson(), input_shapes, input_dtypes or {})
-    inputs = prepare_inputs(specs, input_files, seed=seed, image=image).arrays if input_files else random_inputs(specs, seed)
+    inputs = prepare_inputs(specs, input_files, seed=seed, image=image).arrays  # random where no file gives one
     names = [o.name for o in model.graph.output]
     runner = MXNetRunner(sym, arg_params, aux_params)
     reference = _mxnet_outputs(runner, names, inputs)
