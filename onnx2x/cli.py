@@ -216,7 +216,10 @@ def _convert_torch(args: argparse.Namespace) -> int:
     if not args.no_verify:
         reference = _fix_input_shapes(original, shapes, label) if shapes else original
         if args.input:  # read and checked before the conversion: a wrong file costs nothing
-            given = given_inputs(reference, args.input, shapes, image_options(args))
+            try:
+                given = given_inputs(reference, args.input, shapes, image_options(args))
+            except ConversionError as exc:
+                raise exc.with_context(file=label)
     progress.stage("prepare" if args.no_simplify else "simplify")
     trainable = bool(getattr(args, "trainable", False))
     proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None, trainable=trainable)
