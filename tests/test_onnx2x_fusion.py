@@ -96,6 +96,16 @@ def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool 
     return fused
 
 
+@pytest.fixture(params=["onednn", "small"])
+def conv_path(request, monkeypatch) -> str:
+    """Run a test on both of ``conv2d_fused``'s eager paths: oneDNN with a packed weight, and
+    F.conv2d with the residual/clamp/ReLU in place (what convolutions below ONEDNN_MIN_MACS take;
+    the tests' convolutions are all that small)."""
+    monkeypatch.setattr(rt_conv, "ONEDNN_MIN_MACS", 0 if request.param == "onednn" else 2**62)
+    rt_conv.clear_packed_weights()
+    return request.param
+
+
 def _targets(gm: torch.fx.GraphModule) -> list:
     return [n.target for n in gm.graph.nodes if n.op == "call_function"]
 
@@ -129,7 +139,7 @@ def _conv_bn_relu(extra_affine: bool = False, bias: bool = True) -> onnx.ModelPr
 
 @pytest.mark.parametrize("extra_affine,bias", [(False, True), (False, False), (True, True)],
                          ids=["bn", "bn-no-bias", "bn-mul-add"])
-def test_conv_bn_relu_folds_into_one_fused_call(extra_affine: bool, bias: bool) -> None:
+def test_conv_bn_relu_folds_into_one_fused_call(extra_affine: bool, bias: bool, conv_path: str) -> None:
     model = _conv_bn_relu(extra_affine, bias)
     gm = _check(model, {"x": _x(2, 4, 9, 9)})
     assert _targets(gm) == [rt_conv.conv2d_fused]
@@ -141,7 +151,7 @@ def test_conv_bn_relu_folds_into_one_fused_call(extra_affine: bool, bias: bool) 
 
 
 @pytest.mark.parametrize("bounds", ["relu6-11", "relu6-10", "runtime-max"])
-def test_conv_bn_clip_applies_the_clip_in_the_convolution(bounds: str) -> None:
+def test_conv_bn_clip_applies_the_clip_in_the_convolution(bounds: str, conv_path: str) -> None:
     """MobileNet's Conv-BN-ReLU6 (Clip 0..6, as bounds inputs at opset 11+ or attributes before):
     one fused call with the clamp as oneDNN's post-op; a bound computed at run time stays a clamp."""
     model = _conv_bn_relu()
@@ -247,7 +257,7 @@ def _residual(swap: bool, shortcut_is_input: bool = False) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("swap", [False, True], ids=["conv-first", "shortcut-first"])
-def test_residual_add_relu_fused_and_accumulated_in_place(swap: bool) -> None:
+def test_residual_add_relu_fused_and_accumulated_in_place(swap: bool, conv_path: str) -> None:
     model = _residual(swap)
     gm = _check(model, {"x": _x(2, 4, 7, 7)})
     fused = _fused_calls(gm)
@@ -258,7 +268,7 @@ def test_residual_add_relu_fused_and_accumulated_in_place(swap: bool) -> None:
     assert gm.onnx_value_to_fx["y"] == with_residual[0].name
 
 
-def test_residual_that_is_the_conv_input_is_not_overwritten() -> None:
+def test_residual_that_is_the_conv_input_is_not_overwritten(conv_path: str) -> None:
     """add(conv(x), x) with x read nowhere else: the fused call must not accumulate into x."""
     rng = _rng(10)
     inits = [numpy_helper.from_array(_f32(0.3 * rng.standard_normal((4, 4, 3, 3))), "w")]
@@ -270,8 +280,27 @@ def test_residual_that_is_the_conv_input_is_not_overwritten() -> None:
     assert fused.kwargs.get("residual") is fused.args[0] and "residual_is_dead" not in fused.kwargs
 
 
+def test_small_convolutions_skip_onednn_and_large_ones_pack_their_weight() -> None:
+    """Below ONEDNN_MIN_MACS multiply-adds per call a convolution runs F.conv2d (oneDNN's call
+    overhead exceeds its arithmetic there) and packs nothing; at and above it the weight is packed."""
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(16, 8, 3, 3, generator=gen), torch.randn(16, generator=gen)
+    per_pixel = w.numel()
+    side = int((rt_conv.ONEDNN_MIN_MACS // per_pixel) ** 0.5)  # just below the bound, then at it
+    rt_conv.clear_packed_weights()
+    with torch.no_grad():
+        for hw, packs in ((side, False), (side + 1, True)):
+            x = torch.randn(1, 8, hw, hw, generator=gen).contiguous(memory_format=torch.channels_last)
+            residual = torch.randn(1, 16, hw, hw, generator=gen)
+            got = rt_conv.conv2d_fused(x, w, b, [1, 1], [1, 1], [1, 1], 1, residual=residual, relu=True)
+            want = torch.relu(F.conv2d(x, w, b, 1, 1) + residual)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            assert (w in rt_conv._PACKED) is packs, hw
+            assert (hw * hw * per_pixel < rt_conv.ONEDNN_MIN_MACS) is not packs
+
+
 # --- BatchNormalization that follows no convolution ------------------------------------------
-def test_pre_activation_bn_mul_add_relu_becomes_multiply_add() -> None:
+def test_pre_activation_bn_mul_add_relu_becomes_multiply_add(conv_path: str) -> None:
     """densenet: Concat -> BN -> Mul -> Add -> Relu -> Conv."""
     rng = _rng(11)
     inits = ([numpy_helper.from_array(_f32(0.3 * rng.standard_normal((4, 6, 1, 1))), "w"),
@@ -315,7 +344,7 @@ def test_autograd_takes_the_plain_path() -> None:
     assert xt.grad is not None and xt.grad.shape == xt.shape
 
 
-def test_packed_weight_follows_batch_changes_and_weight_updates() -> None:
+def test_packed_weight_follows_batch_changes_and_weight_updates(conv_path: str) -> None:
     model = _conv_bn_relu(bias=False)
     gm = convert(model, simplify=False, fuse=True)
     for n in (1, 3, 1):
@@ -333,7 +362,7 @@ def test_packed_weight_follows_batch_changes_and_weight_updates() -> None:
     np.testing.assert_allclose(_run(gm, model, {"x": x})[0], _ort(doubled, {"x": x})[0], rtol=RTOL, atol=ATOL)
 
 
-def test_module_built_in_inference_mode() -> None:
+def test_module_built_in_inference_mode(conv_path: str) -> None:
     """Inference tensors have no version counter; the packed-weight cache must cope."""
     model = _residual(True)
     x = _x(2, 4, 7, 7)

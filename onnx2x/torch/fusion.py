@@ -420,17 +420,18 @@ def _prepack_linears(gm: fx.GraphModule, stats: FusionStats) -> None:
 
 
 # Fused convolutions whose weight is at most this size are stored channels-last; see below.
-_RELAYOUT_FUSED_BYTES = 64 * 1024
+_RELAYOUT_FUSED_BYTES = 2**20
 
 
 def _weights_channels_last(gm: fx.GraphModule) -> None:
     """Channels-last weights (see ``builder.channels_last_conv_weights``) where they pay off.
 
-    ``conv2d_fused``'s fast path packs the weight whatever its layout, so re-laying out every
-    weight would only cost conversion time (0.25 s on vgg19). Its plain ``F.conv2d`` path (under
-    tracing and export) returns channels-last activations when the input *or* the weight is
-    channels-last; after the first convolution the input is, so only the stem's weight (small:
-    few input channels) needs it.
+    ``conv2d_fused``'s oneDNN path packs the weight whatever its layout, so re-laying out every
+    weight would only cost conversion time (0.25 s on vgg19). Its ``F.conv2d`` paths (small
+    convolutions, :data:`runtime.conv.ONEDNN_MIN_MACS`; tracing and export) want a channels-last
+    weight beside channels-last activations: with a channels-first one, a 3x3 convolution re-lays
+    it out on every call (256 -> 256 at 4x4: 604 us instead of 247 us). Weights up to 1 MB cover
+    every convolution small enough for that path at 7x7 and above.
     """
     channels_last_conv_weights(gm, gm.graph, (torch.conv2d, F.conv2d))
     channels_last_conv_weights(gm, gm.graph, (rt_conv.conv2d_fused,), max_bytes=_RELAYOUT_FUSED_BYTES)
