@@ -408,3 +408,34 @@ def test_symbolic_inference_never_fixes_a_dynamic_dim():
     for n, length in ((2, 8), (3, 1)):  # z is (n, 8) for a length of 8 and of 1 (a broadcast)
         feeds = _mask_feeds(n, length)
         _check(gm(*(torch.from_numpy(v) for v in feeds.values())), reference_outputs(model, feeds))
+
+
+_NONE_INDEX = "[(slice(None, None, None), None"
+
+
+@pytest.mark.parametrize("dims,axes,form", [
+    (["L"], [1, 2, 3], "torch.reshape"),            # one run-time size: a reshape with -1
+    (["N", 3], [0, 2, -1], "torch.reshape"),
+    (["N", 0], [1, 3], _NONE_INDEX),                # -1 cannot stand beside a known 0: indexing
+    (["N", "L"], [1, 2], _NONE_INDEX),              # two run-time sizes: indexing with None
+    (["N", "L"], [-1], "torch.unsqueeze"),
+])
+def test_unsqueeze_of_several_axes_is_one_op(dims, axes, form):
+    """An Unsqueeze of several axes is one call, whatever sizes are known (each op costs dispatch
+    time at batch 1), and keeps the sizes symbolic for torch.export."""
+    graph = h.make_graph([h.make_node("Unsqueeze", ["x", "axes"], ["y"])], "unsqueeze",
+                         [h.make_tensor_value_info("x", T.FLOAT, dims)], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                         [h.make_tensor("axes", T.INT64, [len(axes)], axes)])
+    model = _model(graph, opset=13)
+    gm = convert(model, simplify=False)
+    calls = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert len(calls) == 1 and form in gm.code, gm.code
+    def feed(size):
+        shape = [s if isinstance(d, str) else d for s, d in zip(size, dims)]
+        return np.random.default_rng(size[1]).standard_normal(shape).astype(np.float32)
+
+    for size in ((2, 3), (1, 5)):
+        _check(gm(torch.from_numpy(feed(size))), reference_outputs(model, {"x": feed(size)}))
+    free = {i: torch.export.Dim(f"d{i}", min=2, max=64) for i, d in enumerate(dims) if isinstance(d, str)}
+    exported = torch.export.export(gm, (torch.from_numpy(feed((3, 4))),), dynamic_shapes=(free,)).module()
+    _check(exported(torch.from_numpy(feed((5, 6)))), reference_outputs(model, {"x": feed((5, 6))}))

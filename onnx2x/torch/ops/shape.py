@@ -8,6 +8,7 @@ time, so the generated forward only carries the data movement itself (e.g. ``tor
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -184,9 +185,14 @@ def unsqueeze(ctx: NodeContext) -> Any:
             out.insert(a, 1)
         if static_dims(out) is not None:
             return ctx.call(torch.reshape, x, tuple(out))
-        for a in axes:
-            x = ctx.call(torch.unsqueeze, x, a)
-        return x
+        # One op, however many axes (each op costs 1.5 us of dispatch at batch 1): a reshape when
+        # one size is unknown (-1 stands for it unless a known size is 0), else indexing with None.
+        unknown = [i for i, d in enumerate(out) if not isinstance(d, int)]
+        if len(unknown) == 1 and 0 not in out:
+            return ctx.call(torch.reshape, x, tuple(-1 if i in unknown else d for i, d in enumerate(out)))
+        if len(axes) == 1:
+            return ctx.call(torch.unsqueeze, x, axes[0])
+        return ctx.call(operator.getitem, x, tuple(None if i in axes else slice(None) for i in range(rank)))
     return ctx.call(rt.unsqueeze, x, axes)
 
 
