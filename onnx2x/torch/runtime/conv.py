@@ -143,13 +143,16 @@ def _col2im_nd(x: torch.Tensor, image: List[int], block: List[int], dilations: S
 # shape), never part of the state_dict. Tracing, export, compilation, autograd and any input that
 # is not a plain CPU float32 tensor take the plain ``F.conv2d`` path, which computes the same values.
 _PACKED: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed weight)
-# oneDNN's convolution call costs 30-50 us beyond its arithmetic (measured on one thread, AMD
-# EPYC with AVX-512: a 64 -> 64 1x1 convolution at 2x2 takes 53 us through oneDNN, 8 us through
-# F.conv2d's GEMM; the two meet near 10 M multiply-adds). Ungrouped convolutions below this many
-# multiply-adds per call take F.conv2d (batch-1 latency: a MobileViT 2.35x -> 1.85x onnxruntime,
-# an inverted residual block 1.47x -> 1.31x; the light model zoo unchanged). Grouped and depthwise
-# convolutions stay on oneDNN, whose kernels for them beat PyTorch's at every size.
-ONEDNN_MIN_MACS = 8_000_000
+# oneDNN's convolution call costs 30-50 us beyond its arithmetic (one thread, AMD EPYC with
+# AVX-512: a 64 -> 64 1x1 convolution at 2x2 takes 53 us through oneDNN, 8 us through F.conv2d's
+# GEMM). Below ONEDNN_MIN_MACS multiply-adds per call, ungrouped undilated 1x1 convolutions, and
+# larger kernels on at most SMALL_KERNEL_MAX_PIXELS output pixels (where the im2col copy is small),
+# take F.conv2d instead: batch-1 latency of a MobileViT 2.35x -> 1.85x onnxruntime, an inverted
+# residual block 1.47x -> 1.31x, the light model zoo unchanged. F.conv2d loses on the rest:
+# 3x3 kernels on larger images (3 -> 8 channels at 64x64: 458 us against 72 us), grouped,
+# depthwise and dilated convolutions (a dilated 3x3 16 -> 16 at 32x32: 210 us against 92 us).
+ONEDNN_MIN_MACS = 4_000_000
+SMALL_KERNEL_MAX_PIXELS = 64
 
 
 def clear_packed_weights() -> None:
@@ -196,6 +199,15 @@ def _packed_weight(weight: torch.Tensor, x: torch.Tensor, stride: List[int], pad
     return packed
 
 
+def _below_onednn(n: int, oh: int, ow: int, weight: torch.Tensor, dilation: List[int]) -> bool:
+    """An ungrouped convolution that F.conv2d computes faster than oneDNN (see ONEDNN_MIN_MACS)."""
+    if dilation[0] != 1 or dilation[1] != 1:
+        return False
+    if (weight.shape[2] != 1 or weight.shape[3] != 1) and oh * ow > SMALL_KERNEL_MAX_PIXELS:
+        return False
+    return n * oh * ow * weight.numel() < ONEDNN_MIN_MACS
+
+
 def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                  padding: List[int], dilation: List[int], groups: int, residual: Optional[torch.Tensor] = None,
                  relu: bool = False, residual_is_dead: bool = False,
@@ -212,7 +224,7 @@ def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         kh, kw = weight.shape[2], weight.shape[3]
         oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-        if groups == 1 and n * oh * ow * weight.numel() < ONEDNN_MIN_MACS:
+        if groups == 1 and _below_onednn(n, oh, ow, weight, dilation):
             return _small_conv2d(x, weight, bias, stride, padding, dilation, residual, relu, clamp)
         if (n > 0 and oh > 0 and ow > 0 and c == weight.shape[1] * groups
                 and (residual is None or residual.shape == (n, weight.shape[0], oh, ow))):
