@@ -34,7 +34,8 @@ from onnx2x.torch.runtime import normalization as rt_norm
 from common.simplify import LARGE_INITIALIZER_BYTES, simplify
 
 RTOL, ATOL = 1e-4, 1e-5
-LINEAR = rt_linalg.linear_prepacked  # what F.linear with a constant weight becomes (packed for oneDNN once)
+LINEAR = F.linear  # what MatMul+Add / Gemm with a constant weight becomes (small weights)
+PACKED_LINEAR = rt_linalg.linear_prepacked  # the same with a weight worth packing for oneDNN once
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -722,6 +723,18 @@ def test_matmul_bias_becomes_linear(form: str) -> None:
     assert tuple(weight.shape) == (6, 8)  # [out, in]: a transposed view of the [in, out] initializer, no copy
 
 
+def test_only_weights_worth_packing_get_the_packed_linear() -> None:
+    """A MatMul+Add whose weight the packed path would take (PACK_MIN_ELEMENTS and over) becomes
+    ``linear_prepacked``; a smaller one plain F.linear, where the helper's checks are pure cost."""
+    rng = _rng(26)
+    k = rt_linalg.PACK_MIN_ELEMENTS // 512
+    for n, want in ((512, PACKED_LINEAR), (511, F.linear)):
+        inits = [_c(0.05 * rng.standard_normal((k, n)), "w"), _c(0.1 * rng.standard_normal(n), "b")]
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+        gm = _check(_model(nodes, [("x", ["N", k])], ["y"], inits, opset=14), {"x": _x(4, k)})
+        assert _targets(gm) == [want], n
+
+
 def test_tied_weight_is_transposed_once() -> None:
     """Two MatMul+Add read one initializer: both become F.linear over one transposed copy."""
     rng = _rng(25)
@@ -746,26 +759,26 @@ def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
     for shape in ((k,), (4, k), (2, 3, k)):
         x = torch.randn(*shape, generator=gen)
         with torch.no_grad():
-            torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
-            torch.testing.assert_close(LINEAR(x.transpose(0, -1).contiguous().transpose(0, -1), w, None),
+            torch.testing.assert_close(PACKED_LINEAR(x, w, b), F.linear(x, w, b))
+            torch.testing.assert_close(PACKED_LINEAR(x.transpose(0, -1).contiguous().transpose(0, -1), w, None),
                                        F.linear(x, w))
     x = torch.randn(4, k, generator=gen)
     with torch.no_grad():
         rt_linalg.clear_packed_linear_weights()
-        LINEAR(x, w, b)
+        PACKED_LINEAR(x, w, b)
         assert w in rt_linalg._PACKED_LINEAR
         w.mul_(2.0)
-        torch.testing.assert_close(LINEAR(x, w, b), F.linear(x, w, b))
+        torch.testing.assert_close(PACKED_LINEAR(x, w, b), F.linear(x, w, b))
     xg = x.clone().requires_grad_(True)
-    LINEAR(xg, w, b).sum().backward()
+    PACKED_LINEAR(xg, w, b).sum().backward()
     torch.testing.assert_close(xg.grad, w.sum(0).expand(4, k))
     big = torch.zeros(rt_linalg.PACK_MAX_BYTES // 4 // 8 + 1, 8)  # over the cap: no packed second copy
     small = torch.randn(64, k, generator=gen)  # oneDNN's call overhead outweighs packing
     one_row = torch.randn(1, k, generator=gen)
     with torch.no_grad():
         rt_linalg.clear_packed_linear_weights()
-        LINEAR(x[:, :8], big, None), LINEAR(x, small, None)
-        torch.testing.assert_close(LINEAR(one_row, w, b), F.linear(one_row, w, b))
+        PACKED_LINEAR(x[:, :8], big, None), PACKED_LINEAR(x, small, None)
+        torch.testing.assert_close(PACKED_LINEAR(one_row, w, b), F.linear(one_row, w, b))
     assert not rt_linalg._PACKED_LINEAR  # none of them was packed
 
 
@@ -776,7 +789,7 @@ def test_matmul_bias_near_misses_are_left_alone(form: str) -> None:
     if form == "runtime-weight":
         feeds["win"] = _x(8, 6, seed=5)
     gm = _check(model, feeds, optimize=False)
-    assert LINEAR not in _targets(gm) and F.linear not in _targets(gm)
+    assert PACKED_LINEAR not in _targets(gm) and F.linear not in _targets(gm)
 
 
 # --- Pow with a constant exponent --------------------------------------------------------------
