@@ -789,7 +789,34 @@ def test_matmul_bias_near_misses_are_left_alone(form: str) -> None:
     if form == "runtime-weight":
         feeds["win"] = _x(8, 6, seed=5)
     gm = _check(model, feeds, optimize=False)
-    assert PACKED_LINEAR not in _targets(gm) and F.linear not in _targets(gm)
+    if form == "bias-per-row":  # the MatMul alone is a linear layer; the [3, 6] Add stays an Add
+        assert _targets(gm) == [F.linear, torch.add]
+        (linear,) = [n for n in gm.graph.nodes if n.target is F.linear]
+        assert linear.args[2] is None
+    else:
+        assert PACKED_LINEAR not in _targets(gm) and F.linear not in _targets(gm)
+
+
+@pytest.mark.parametrize("form", ["matmul", "matmul-read-twice", "gemm-no-c"])
+def test_bias_free_matmul_becomes_linear(form: str) -> None:
+    """LLaMA's and T5's layers: ``MatMul(x, W)`` with a constant W and no bias -> F.linear(x, W^T);
+    also when the product is read elsewhere too (the Add of a bias then stays an Add), and a Gemm
+    without C."""
+    rng = _rng(27)
+    mk = helper.make_node
+    inits = [_c(0.3 * rng.standard_normal((8, 6)), "w"), _c(0.1 * rng.standard_normal(6), "b")]
+    if form == "matmul":
+        nodes, outs = [mk("MatMul", ["x", "w"], ["y"])], ["y"]
+    elif form == "matmul-read-twice":
+        nodes = [mk("MatMul", ["x", "w"], ["m"]), mk("Add", ["m", "b"], ["y"]), mk("Relu", ["m"], ["z"])]
+        outs = ["y", "z"]
+    else:
+        nodes, outs = [mk("Gemm", ["x", "w"], ["y"], alpha=1.0, beta=0.5)], ["y"]
+    model = _model(nodes, [("x", ["N", 8] if form == "gemm-no-c" else ["N", 3, 8])], outs, inits, opset=14)
+    gm = _check(model, {"x": _x(4, 8) if form == "gemm-no-c" else _x(2, 3, 8)})
+    (linear,) = [n for n in gm.graph.nodes if n.target is F.linear]
+    assert linear.args[2] is None and torch.matmul not in _targets(gm) and rt_linalg.gemm not in _targets(gm)
+    assert tuple(getattr(gm, linear.args[1].target).shape) == (6, 8)
 
 
 # --- Pow with a constant exponent --------------------------------------------------------------
