@@ -27,11 +27,32 @@ _MAX_PASSES = 4  # ill-formed graphs can keep it merging forever
 
 
 def unknown_outputs(graph: onnx.GraphProto) -> list[str]:
-    """Main-graph node outputs whose shape (rank) nothing records."""
+    """Main-graph node outputs whose shape (rank) nothing records and something reads (a node, a
+    subgraph, the graph's outputs).
+
+    Why only those: an output nobody reads needs no shape, and zoo models leave some behind (the
+    mask of SqueezeNet's Dropout-7, which onnx's inference does not shape); the symbolic pass
+    (sympy's import and 20 MB with it) ran for those alone.
+    """
     known = {v.name for v in list(graph.value_info) + list(graph.output) + list(graph.input)
              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
     known.update(t.name for t in graph.initializer)
-    return [out for node in graph.node for out in node.output if out and out not in known]
+    read = _read_names(graph) | {o.name for o in graph.output}
+    return [out for node in graph.node for out in node.output if out and out not in known and out in read]
+
+
+def _read_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of ``graph`` or of its subgraphs (If/Loop/Scan bodies) reads."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names |= _read_names(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    names |= _read_names(sub)
+    return names
 
 
 def fill_unknown_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:

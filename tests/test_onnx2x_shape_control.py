@@ -392,6 +392,34 @@ def test_shapes_onnx_cannot_follow_come_from_symbolic_inference(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []  # onnxruntime's inference writes a file when incomplete: not here
 
 
+def test_an_output_nobody_reads_needs_no_symbolic_inference(monkeypatch):
+    """SqueezeNet's Dropout-7 leaves a mask that onnx's inference does not shape and nothing reads:
+    not a reason to run the symbolic pass (sympy's import, 20 MB); one that a node reads is."""
+    import common.symbolic_shapes as symbolic
+    from common.ir import infer_shapes
+
+    def model(read_mask: bool):
+        nodes = [h.make_node("Dropout", ["x"], ["y", "mask"], ratio=0.5)]
+        outputs = [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])]
+        if read_mask:
+            nodes.append(h.make_node("Not", ["mask"], ["kept"]))
+            outputs.append(h.make_tensor_value_info("kept", T.BOOL, None))
+        graph = h.make_graph(nodes, "dropout", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])], outputs)
+        return _model(graph, opset=7)
+
+    calls = []
+    monkeypatch.setattr(symbolic, "_symbolic_inference", lambda proto: calls.append(proto) or proto)
+    unread = infer_shapes(model(False))
+    assert not any(v.name == "mask" for v in unread.graph.value_info)  # the case is real
+    assert symbolic.unknown_outputs(unread.graph) == []
+    symbolic.fill_unknown_shapes(unread)
+    assert calls == []
+    read = infer_shapes(model(True))
+    assert "mask" in symbolic.unknown_outputs(read.graph)
+    symbolic.fill_unknown_shapes(read)
+    assert len(calls) == 1
+
+
 def test_symbolic_inference_never_fixes_a_dynamic_dim():
     """A dim onnxruntime's inference would merge into a number (the free length broadcast against
     8, which may be a broadcast of 1) is not taken: the values keep unknown shapes, and the
