@@ -12,7 +12,11 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import onnx
-import onnx_ir as ir
+
+from .deferred_import import deferring
+
+with deferring("sympy", "onnx_ir._symbolic_shapes"):  # symbolic-dim arithmetic, never used here
+    import onnx_ir as ir
 
 from .errors import ModelLoadError
 from .model_io import PathLike, as_model_proto, copy_fields, save_onnx, tensor_nbytes
@@ -20,6 +24,7 @@ from .weight_refs import read_array
 
 log = logging.getLogger(__name__)
 
+onnx_ir = ir  # for the modules that use onnx-ir directly: importing it from here defers sympy
 Model = ir.Model
 Graph = ir.Graph
 Node = ir.Node

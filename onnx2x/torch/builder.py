@@ -27,12 +27,12 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
-import onnx_ir as ir
 import torch
 import torch.fx as fx
 
 from common import ir as cir
 from common.errors import ConversionError, ConversionFailure, ModelLoadError, UnsupportedOpError, location
+from common.ir import onnx_ir as ir
 
 from . import registry
 from .dtypes import torch_dtype

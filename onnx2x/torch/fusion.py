@@ -35,10 +35,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import onnx_ir as ir
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+
+from common.ir import onnx_ir as ir
 
 from .builder import channels_last_conv_weights
 from .dtypes import torch_dtype

@@ -11,11 +11,11 @@ from __future__ import annotations
 import operator
 from typing import Any, Optional
 
-import onnx_ir as ir
 import torch
 from torch import fx
 
 from common import ir as cir
+from common.ir import onnx_ir as ir
 
 from ..builder import NodeContext
 

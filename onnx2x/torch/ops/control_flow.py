@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-import onnx_ir as ir
 import torch
+
+from common.ir import onnx_ir as ir
 
 from ..builder import NodeContext
 from ..registry import converter
