@@ -13,9 +13,11 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import onnx
 
-from .deferred_import import deferring
+from .lazy_import import deferring
 
-with deferring("sympy", "onnx_ir._symbolic_shapes"):  # symbolic-dim arithmetic, never used here
+# onnx-ir 1.1 imports sympy at start-up (0.4 s and ~25 MB, more than onnx-ir itself) for the
+# arithmetic of symbolic dims, which this project never does: it loads on first use instead.
+with deferring(("sympy", "onnx_ir._symbolic_shapes")):
     import onnx_ir as ir
 
 from .errors import ModelLoadError

@@ -3,7 +3,8 @@
 Some dependencies import heavy packages at load time that our use of them never touches:
 onnxsim's package ``__init__`` imports torch (6 s of a 9 s import on a busy 2-core machine, for
 ``x2onnx mxnet``, which never runs torch), and ``import mxnet`` runs ``mxnet.test_utils`` and
-``mxnet.contrib.quantization`` (scipy.stats, 2-3 s). :func:`deferring` lets such an import
+``mxnet.contrib.quantization`` (scipy.stats, 2-3 s), and onnx-ir imports sympy (0.4 s, for
+symbolic-dimension arithmetic this project never does). :func:`deferring` lets such an import
 proceed while the named modules are created *lazily* (:class:`importlib.util.LazyLoader`): the
 module object exists, and its code runs on first attribute access, if any. A module already
 imported is not affected.

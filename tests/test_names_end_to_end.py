@@ -221,8 +221,9 @@ def test_simplifier_leaves_an_ambiguous_folded_reshape_unnamed():
 @pytest.mark.parametrize("onnxsim", [True, False], ids=["onnxsim", "no-onnxsim"])
 def test_default_conversion_keeps_the_name_of_a_folded_transposed_weight(onnxsim):
     """MatMul(x, Transpose(W)) with W too large for onnxsim to see: the builder folds the
-    Transpose; the stored transpose is named W (sanitized: ``fc/weight:0`` -> ``fc_weight_0``,
-    ``gm.onnx_param_names`` maps back) and ``onnx_initializer`` gives W back."""
+    Transpose, then the MatMul becomes F.linear(x, W): the parameter is W itself, named after it
+    (sanitized: ``fc/weight:0`` -> ``fc_weight_0``, ``gm.onnx_param_names`` maps back), and
+    ``onnx_initializer`` gives W back; a MatMul by W itself stores W^T, noted as permuted."""
     from onnx import TensorProto, helper
 
     from onnx2x.torch.convert import convert
@@ -236,10 +237,19 @@ def test_default_conversion_keeps_the_name_of_a_folded_transposed_weight(onnxsim
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     gm = convert(model, simplify=onnxsim, fuse=True)
     assert gm.onnx_param_names == {"fc_weight_0": "fc/weight:0"}
-    assert tuple(gm.fc_weight_0.shape) == (32, 64) and gm.onnx_param_permuted == {"fc/weight:0": (1, 0)}
+    assert tuple(gm.fc_weight_0.shape) == (64, 32) and gm.onnx_param_permuted == {}
     assert _same_bits(onnx_initializer(gm, "fc/weight:0").contiguous().numpy(), w)
     x = np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)
     np.testing.assert_allclose(gm(torch.from_numpy(x)).numpy(), onnx_forward(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    direct = helper.make_graph(  # MatMul(x, W^T) written with W^T as the initializer, and a bias
+        [helper.make_node("MatMul", ["x", "fc/weight:0"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
+        [numpy_helper.from_array(w.T.copy(), "fc/weight:0"), numpy_helper.from_array(w[:, 0].copy(), "b")])
+    gm = convert(helper.make_model(direct, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+                 simplify=onnxsim, fuse=True)
+    assert tuple(gm.fc_weight_0.shape) == (64, 32) and gm.onnx_param_permuted == {"fc/weight:0": (1, 0)}
+    assert _same_bits(onnx_initializer(gm, "fc/weight:0").contiguous().numpy(), w.T)
 
 
 def test_cli_default_export_lists_mxnet_names(tmp_path):

@@ -742,6 +742,7 @@ def _linear(gm: fx.GraphModule, info: Info, node: fx.Node, readers: Counter, tra
         # a transposed view, not a copy: matmul reads either layout at the same speed, and a copy
         # would hold the weight twice until the original is freed (peak memory)
         gm._parameters[w_arg.target] = torch.nn.Parameter(w.detach().t(), requires_grad=False)
+        _stored_transposed(gm, w_arg.target)
         weight = w_arg  # nothing else reads it: stored transposed under its own name
     else:
         weight = _new_attr(gm, last, w.detach().t(), f"{w_arg.target}_t", onnx_name)
@@ -749,6 +750,21 @@ def _linear(gm: fx.GraphModule, info: Info, node: fx.Node, readers: Counter, tra
     bias = None if b is None else _as_1d_attr(gm, b_arg, b, last)
     _become(gm, last, chain, F.linear, (x, weight, bias))
     return 1
+
+
+def _stored_transposed(gm: fx.GraphModule, attr: str) -> None:
+    """Note in ``gm.onnx_param_permuted`` that the 2-D parameter ``attr`` is now stored as the
+    transpose of what it was, so that ``naming.onnx_initializer`` still gives its initializer back
+    (``initializer = param.permute(perm)``: the new perm applies (1, 0) first, then the old one)."""
+    onnx_name = getattr(gm, "onnx_param_names", {}).get(attr)
+    permuted = getattr(gm, "onnx_param_permuted", None)
+    if onnx_name is None or permuted is None:
+        return
+    perm = tuple((1, 0)[d] for d in permuted.get(onnx_name, (0, 1)))
+    if perm == (0, 1):
+        permuted.pop(onnx_name, None)
+    else:
+        permuted[onnx_name] = perm
 
 
 # --- channel shuffle -------------------------------------------------------------------------------
