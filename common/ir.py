@@ -17,7 +17,7 @@ from .lazy_import import deferring
 
 # onnx-ir 1.1 imports sympy at start-up (0.4 s and ~25 MB, more than onnx-ir itself) for the
 # arithmetic of symbolic dims, which this project never does: it loads on first use instead.
-with deferring(("sympy", "onnx_ir._symbolic_shapes")):
+with deferring(("sympy", "onnx_ir._symbolic_shapes"), until_used=True):
     import onnx_ir as ir
 
 from .errors import ModelLoadError

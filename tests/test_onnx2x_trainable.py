@@ -205,8 +205,8 @@ def test_weights_are_not_folded_into_new_constants() -> None:
     gm(x).sum().backward()
     np.testing.assert_allclose(gm.w.grad.numpy(), np.tile(x.sum(0).numpy(), 3), rtol=1e-5)
     np.testing.assert_allclose(gm(x).detach().numpy(), x.numpy() @ w.reshape(3, 4).T, rtol=1e-5)
-    default = convert(model)  # folded: the transposed (4, 3) weight, stored under w's name
-    assert tuple(default.w.shape) == (4, 3) and not default.w.requires_grad
+    default = convert(model)  # folded: F.linear(x, w.reshape(3, 4)), the weight stored under w's name
+    assert tuple(default.w.shape) == (3, 4) and not default.w.requires_grad
     np.testing.assert_array_equal(onnx_initializer(default, "w").numpy(), w)
 
 

@@ -147,8 +147,8 @@ _PACKED: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed
 # AVX-512: a 64 -> 64 1x1 convolution at 2x2 takes 53 us through oneDNN, 8 us through F.conv2d's
 # GEMM). Below ONEDNN_MIN_MACS multiply-adds per call, ungrouped undilated 1x1 convolutions, and
 # larger kernels on at most SMALL_KERNEL_MAX_PIXELS output pixels (where the im2col copy is small),
-# take F.conv2d instead: batch-1 latency of a MobileViT 2.35x -> 1.85x onnxruntime, an inverted
-# residual block 1.47x -> 1.31x, the light model zoo unchanged. F.conv2d loses on the rest:
+# take F.conv2d instead: batch-1 latency of a MobileViT 2.2x -> 1.75x onnxruntime, small CNN blocks
+# and the light model zoo unchanged (interleaved A/B, one thread). F.conv2d loses on the rest:
 # 3x3 kernels on larger images (3 -> 8 channels at 64x64: 458 us against 72 us), grouped,
 # depthwise and dilated convolutions (a dilated 3x3 16 -> 16 at 32x32: 210 us against 92 us).
 ONEDNN_MIN_MACS = 4_000_000
