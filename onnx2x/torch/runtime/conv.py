@@ -145,14 +145,16 @@ def _col2im_nd(x: torch.Tensor, image: List[int], block: List[int], dilations: S
 _PACKED: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed weight)
 # oneDNN's convolution call costs 30-50 us beyond its arithmetic (one thread, AMD EPYC with
 # AVX-512: a 64 -> 64 1x1 convolution at 2x2 takes 53 us through oneDNN, 8 us through F.conv2d's
-# GEMM). Below ONEDNN_MIN_MACS multiply-adds per call, ungrouped undilated 1x1 convolutions, and
-# larger kernels on at most SMALL_KERNEL_MAX_PIXELS output pixels (where the im2col copy is small),
-# take F.conv2d instead: batch-1 latency of a MobileViT 2.2x -> 1.75x onnxruntime, small CNN blocks
-# and the light model zoo unchanged (interleaved A/B, one thread). F.conv2d loses on the rest:
-# 3x3 kernels on larger images (3 -> 8 channels at 64x64: 458 us against 72 us), grouped,
-# depthwise and dilated convolutions (a dilated 3x3 16 -> 16 at 32x32: 210 us against 92 us).
+# GEMM). Ungrouped, undilated convolutions on at most SMALL_MAX_PIXELS output pixels and below
+# ONEDNN_MIN_MACS multiply-adds per call take F.conv2d instead: batch-1 latency of a MobileViT
+# 2.4x -> 2.15x onnxruntime, small CNN blocks and the light model zoo unchanged (interleaved A/B,
+# one thread). F.conv2d loses elsewhere: 3x3 kernels on larger images (3 -> 8 channels at 64x64:
+# 458 us against 72 us), grouped, depthwise and dilated convolutions (a dilated 3x3 16 -> 16 at
+# 32x32: 210 us against 92 us). 1x1 convolutions on larger images would gain too (MobileViT: 1.95x),
+# but their GEMM rounds differently from oneDNN and onnxruntime: SqueezeNet's light graph, whose
+# 1000 logits are equal (9.5e9, one float32 step 1024) by construction, then fails its softmax.
 ONEDNN_MIN_MACS = 4_000_000
-SMALL_KERNEL_MAX_PIXELS = 64
+SMALL_MAX_PIXELS = 64
 
 
 def clear_packed_weights() -> None:
@@ -201,9 +203,7 @@ def _packed_weight(weight: torch.Tensor, x: torch.Tensor, stride: List[int], pad
 
 def _below_onednn(n: int, oh: int, ow: int, weight: torch.Tensor, dilation: List[int]) -> bool:
     """An ungrouped convolution that F.conv2d computes faster than oneDNN (see ONEDNN_MIN_MACS)."""
-    if dilation[0] != 1 or dilation[1] != 1:
-        return False
-    if (weight.shape[2] != 1 or weight.shape[3] != 1) and oh * ow > SMALL_KERNEL_MAX_PIXELS:
+    if dilation[0] != 1 or dilation[1] != 1 or oh * ow > SMALL_MAX_PIXELS:
         return False
     return n * oh * ow * weight.numel() < ONEDNN_MIN_MACS
 
