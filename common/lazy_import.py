@@ -5,16 +5,16 @@ onnxsim's package ``__init__`` imports torch (6 s of a 9 s import on a busy 2-co
 ``x2onnx mxnet``, which never runs torch), and ``import mxnet`` runs ``mxnet.test_utils`` and
 ``mxnet.contrib.quantization`` (scipy.stats, 2-3 s), and onnx-ir and onnxsim import sympy
 (0.4 s, for symbolic-dimension arithmetic this project never does). :func:`deferring` lets such
-an import proceed while the named modules are created *lazily*: the module object exists, with
-the attributes the import system gives it (``__spec__``, ``__path__``, ...), and its code runs on
-first access to any other attribute, if any. A module already imported is not affected.
+an import proceed while the named modules are created *lazily*: the module object exists, and its
+code runs when it is first used, if ever. A module already imported is not affected.
 
 Two kinds of laziness. By default :class:`importlib.util.LazyLoader`'s: the code runs on *any*
 attribute access, which includes the import system's own read of ``__spec__`` when the module is
 imported a second time (Python 3.11); enough for modules imported once (MXNet's, and onnxsim's
 torch: run from first use, torch crashed an MXNet round trip in one process). ``until_used=True``
-runs the code only when an attribute the import system did not set is read, however often the
-module is imported (sympy: both onnx-ir and onnxsim import it); for pure-Python packages.
+runs the code only when an attribute other than those the import system sets (``__spec__``,
+``__path__``, ...) is read, however often the module is imported (sympy: both onnx-ir and
+onnxsim import it); for pure-Python packages.
 """
 from __future__ import annotations
 
