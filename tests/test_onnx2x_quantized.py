@@ -481,10 +481,12 @@ def test_qlinear_conv_float32_path_is_exact(x_dtype, w_dtype, shape, kernel, gro
 @pytest.mark.parametrize("x_dtype,w_dtype", [(np.uint8, np.int8), (np.int8, np.uint8), (np.uint8, np.uint8)])
 @pytest.mark.parametrize("zw_kind", ["none", "scalar", "per_channel"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_pointwise_conv_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, channels_last):
+def test_pointwise_conv_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, channels_last, monkeypatch):
     """1x1 convolutions run as the int8 GEMM of pixels by channels: the accumulator equals the
     float64 product bit for bit, for NCHW and channels-last inputs and every weight zero-point form."""
     from onnx2x.torch.runtime import quantize as rq
+
+    monkeypatch.setattr(rq, "_INT8_GEMM_FAST", True)  # the path of CPUs with VNNI, on any CPU
 
     rng = np.random.default_rng(19)
     x = torch.from_numpy(rng.integers(np.iinfo(x_dtype).min, np.iinfo(x_dtype).max + 1, (2, 48, 9, 7)).astype(x_dtype))
@@ -515,6 +517,7 @@ def test_convolution_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, geomet
     float path takes over, with the same values, where the patch matrix would be too large."""
     from onnx2x.torch.runtime import quantize as rq
 
+    monkeypatch.setattr(rq, "_INT8_GEMM_FAST", True)  # the path of CPUs with VNNI, on any CPU
     kernel, strides, pads, dilations = geometry
     rng = np.random.default_rng(23)
     x = torch.from_numpy(rng.integers(np.iinfo(x_dtype).min, np.iinfo(x_dtype).max + 1, (2, 8, 11, 9)).astype(x_dtype))
@@ -535,6 +538,80 @@ def test_convolution_on_the_int8_gemm_is_exact(x_dtype, w_dtype, zw_kind, geomet
     acc, bound = rq._integer_conv(x, zx, w, zw, strides, pads, dilations, 1)
     assert acc.dtype != torch.int32 or bound != float("inf")  # a float convolution
     np.testing.assert_array_equal(acc.to(torch.float64).numpy(), expected.numpy())
+
+
+def _no_int8_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as on a CPU without VNNI, and fail if torch's int8 GEMM is called anyway."""
+    from onnx2x.torch.runtime import quantize as rq
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch._int_mm called where it is slow")
+
+    monkeypatch.setattr(rq, "_INT8_GEMM_FAST", False)
+    monkeypatch.setattr(torch, "_int_mm", refuse)
+
+
+@pytest.mark.parametrize("a_dtype,b_dtype", [(np.uint8, np.int8), (np.int8, np.uint8)])
+@pytest.mark.parametrize("za_kind,zb_kind", [("scalar", "scalar"), ("per_row", "per_column"), ("none", "none")])
+@pytest.mark.parametrize("k,extreme", [(96, False), (1500, False), (4099, True)],
+                         ids=["float32", "float32-typical-codes", "float64-bound-exceeded"])
+def test_products_without_a_fast_int8_gemm_are_exact(a_dtype, b_dtype, za_kind, zb_kind, k, extreme, monkeypatch):
+    """Without VNNI the quantized matmuls multiply integers in float32 while every partial sum
+    is below 2**24 in magnitude, else in float64: MatMulInteger, QLinearMatMul and the contrib
+    matmuls give the integer definition bit for bit, and torch's slow int8 GEMM is not called."""
+    from onnx2x.torch.runtime import quantize as rq
+
+    _no_int8_gemm(monkeypatch)
+    rng = np.random.default_rng(k)
+    m, n = 6, 5
+    info = np.iinfo(a_dtype), np.iinfo(b_dtype)
+    if extreme:
+        a = rng.integers(info[0].min, info[0].max + 1, (2, m, k)).astype(a_dtype)
+        a[0] = info[0].max
+        b = np.full((k, n), info[1].max if b_dtype == np.uint8 else info[1].min, b_dtype)
+    else:  # activations around their zero point, weights of a trained layer's spread
+        a = np.clip(rng.normal(0 if a_dtype == np.int8 else 128, 20, (2, m, k)), info[0].min, info[0].max).astype(a_dtype)
+        b = np.clip(rng.normal(0 if b_dtype == np.int8 else 128, 12, (k, n)), info[1].min, info[1].max).astype(b_dtype)
+    za = _zero_point(rng, a_dtype, za_kind, m, n)
+    zb = _zero_point(rng, b_dtype, zb_kind, m, n)
+    centred_a = a.astype(np.int64) - (0 if za is None else za.numpy().astype(np.int64).reshape(-1, 1) if za.dim() else int(za))
+    centred_b = b.astype(np.int64) - (0 if zb is None else zb.numpy().astype(np.int64))
+    expected = centred_a @ centred_b
+    fits_float32 = np.abs(centred_a).max() * np.abs(centred_b).sum(0).max() < 2**24
+    if za_kind == zb_kind == "none":  # both paths are covered (with random zero points, either)
+        assert fits_float32 != extreme
+    acc = rq._int_product(torch.from_numpy(a), torch.from_numpy(b), za, zb)
+    assert acc.dtype == (torch.float32 if fits_float32 else torch.float64)
+    np.testing.assert_array_equal(acc.numpy(), expected)
+    got = rq.matmul_integer(torch.from_numpy(a), torch.from_numpy(b), za, zb)
+    assert got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_convolution_without_a_fast_int8_gemm_is_exact(monkeypatch):
+    """Without VNNI a QLinearConv convolves the integers in float32 (its weights split into 4-bit
+    halves where one float32 sum could round): the same accumulator as the float64 definition."""
+    from onnx2x.torch.runtime import quantize as rq
+
+    _no_int8_gemm(monkeypatch)
+    rng = np.random.default_rng(29)
+    x = torch.from_numpy(rng.integers(0, 256, (1, 64, 9, 9)).astype(np.uint8)).contiguous(memory_format=torch.channels_last)
+    zx = torch.tensor(np.uint8(128))
+    for w_codes in (rng.integers(-20, 21, (16, 64, 3, 3)), rng.integers(-128, 128, (16, 64, 3, 3))):
+        w = torch.from_numpy(w_codes.astype(np.int8))
+        expected = torch.nn.functional.conv2d(rq._centred(x, zx, torch.float64), rq._centred_weight(w, None, torch.float64),
+                                              padding=1)
+        acc, _ = rq._integer_conv(x, zx, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+        np.testing.assert_array_equal(acc.to(torch.float64).numpy(), expected.numpy())
+
+
+def test_int8_gemm_is_used_only_where_the_cpu_has_int8_dot_products(monkeypatch):
+    from onnx2x.torch.runtime import quantize as rq
+
+    monkeypatch.setattr(rq, "_INT8_GEMM_FAST", None)
+    expected = bool(torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported())
+    assert rq.int8_gemm_is_fast() is expected
+    assert rq._INT8_GEMM_FAST is expected  # decided once
 
 
 # --- refusals at conversion time --------------------------------------------------------------------

@@ -131,6 +131,24 @@ def _int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 _BYTE_TYPES = (torch.uint8, torch.int8)
 INT8_GEMM_MAX_K = 2**15
 
+# torch's int8 GEMM is fast only on CPUs with 8-bit dot-product instructions (AVX-512 VNNI, AMX).
+# Without them (AVX2: AMD Zen 1-3, Intel before Ice Lake) ``torch._int_mm`` takes a slow path:
+# 30-50x the time of a float32 matmul of the same size (torch 2.13, AMD EPYC with AVX2: 128x768 @
+# 768x768 in 93 ms against 2.0 ms), and a quantized SqueezeNet ran 56x onnxruntime. There, the
+# exact float32 (or float64) products run instead. None: not decided yet (tests set it).
+_INT8_GEMM_FAST: Optional[bool] = None
+
+
+def int8_gemm_is_fast() -> bool:
+    """True where this CPU runs ``torch._int_mm`` on int8 dot-product instructions (decided once)."""
+    global _INT8_GEMM_FAST
+    if _INT8_GEMM_FAST is None:
+        try:
+            _INT8_GEMM_FAST = bool(torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported())
+        except (AttributeError, RuntimeError):  # private helpers of torch.cpu: absent means unknown
+            _INT8_GEMM_FAST = False
+    return _INT8_GEMM_FAST
+
 
 def _int8_gemm_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Eager CPU tensors of 8-bit codes, a 2-D B; tracing, export and compilation take the plain path."""
@@ -233,9 +251,8 @@ def _zp_b(b: torch.Tensor, zp: Optional[torch.Tensor]) -> torch.Tensor:
 def matmul_integer(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor] = None,
                    b_zero_point: Optional[torch.Tensor] = None) -> torch.Tensor:
     """ONNX MatMulInteger: (A - a_zp) @ (B - b_zp) in int32."""
-    acc = int8_product(a, b, a_zero_point, b_zero_point)
-    if acc is not None:
-        return acc
+    if _int8_gemm_ok(a, b):  # eager 8-bit codes: every sum fits int32 (INT8_GEMM_MAX_K)
+        return _int_product(a, b, a_zero_point, b_zero_point).to(torch.int32)
     return _int_matmul(_zp_a(a, a_zero_point), _zp_b(b, b_zero_point))
 
 
@@ -250,21 +267,41 @@ def qlinear_matmul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: Optiona
 
 def _int_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor],
                  b_zero_point: Optional[torch.Tensor]) -> torch.Tensor:
-    """(A - za) @ (B - zb), exact: int32 from torch's int8 GEMM where it applies, else float64
-    (which holds every 8-bit product sum of realistic K); per-row A zero points ([M]) and
-    per-column B zero points ([N]) broadcast as ONNX defines."""
-    acc = int8_product(a, b, a_zero_point, b_zero_point)
-    if acc is not None:
-        return acc
-    av = a.to(torch.float64)
-    if a_zero_point is not None:
-        zp = a_zero_point.to(torch.float64)
-        av = av - (zp.reshape(-1, 1) if zp.numel() > 1 else zp.reshape(()))
-    bv = b.to(torch.float64)
-    if b_zero_point is not None:
-        zp = b_zero_point.to(torch.float64)
-        bv = bv - (zp.reshape(-1) if zp.numel() > 1 else zp.reshape(()))
+    """(A - za) @ (B - zb), exact: int32 from torch's int8 GEMM where it applies and is fast
+    (:func:`int8_gemm_is_fast`), else integers in float32 (eager, within ``_FLOAT32_EXACT``) or
+    float64 (which holds every 8-bit product sum of realistic K); per-row A zero points ([M])
+    and per-column B zero points ([N]) broadcast as ONNX defines."""
+    if int8_gemm_is_fast():
+        acc = int8_product(a, b, a_zero_point, b_zero_point)
+        if acc is not None:
+            return acc
+    exact32 = _int8_gemm_ok(a, b) and _float32_is_exact()  # eager: the bound below reads values
+    av = _centred_rows(a, a_zero_point, torch.float32 if exact32 else torch.float64)
+    bv = _centred_columns(b, b_zero_point, av.dtype)
+    if exact32:
+        # every partial sum is an integer below max|A - za| * (largest L1 norm of a column of B - zb)
+        if float(av.abs().amax()) * float(bv.abs().sum(0).amax()) < _FLOAT32_EXACT:
+            return torch.matmul(av, bv)
+        av, bv = av.to(torch.float64), bv.to(torch.float64)
     return torch.matmul(av, bv)
+
+
+def _centred_rows(a: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``a - zero_point`` in ``dtype``: a per-tensor or per-row ([M]) zero point."""
+    av = a.to(dtype)
+    if zero_point is None:
+        return av
+    zp = zero_point.to(dtype)
+    return av - (zp.reshape(-1, 1) if zp.numel() > 1 else zp.reshape(()))
+
+
+def _centred_columns(b: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``b - zero_point`` in ``dtype``: a per-tensor or per-column ([N]) zero point."""
+    bv = b.to(dtype)
+    if zero_point is None:
+        return bv
+    zp = zero_point.to(dtype)
+    return bv - (zp.reshape(-1) if zp.numel() > 1 else zp.reshape(()))
 
 
 def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
@@ -307,6 +344,12 @@ def _centred_weight(w: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: 
 _FLOAT32_EXACT = float(2**24)
 
 
+def _float32_is_exact() -> bool:
+    """float32 products and sums are IEEE ones: no TF32 or bfloat16 down-conversion asked for."""
+    return (getattr(torch.backends.mkldnn, "fp32_precision", "none") in ("none", "ieee")
+            and torch.get_float32_matmul_precision() == "highest")
+
+
 def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torch.Tensor,
                           w_zero_point: Optional[torch.Tensor], conv) -> Optional[tuple[torch.Tensor, float]]:
     """The exact accumulator of ``conv(x - zx, w - zw)`` as ``(acc, bound)``: one float32
@@ -317,8 +360,7 @@ def _integer_conv_float32(x: torch.Tensor, x_zero_point: Optional[torch.Tensor],
         return None
     if not (torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()):
         return None  # with oneDNN off, torch may take NNPACK's Winograd kernels, which are not exact
-    if getattr(torch.backends.mkldnn, "fp32_precision", "none") not in ("none", "ieee") \
-            or torch.get_float32_matmul_precision() != "highest":
+    if not _float32_is_exact():
         return None
     lo, hi = _INT_RANGES[x.dtype]
     zx = 0 if x_zero_point is None else int(x_zero_point.reshape(-1)[0])
@@ -418,8 +460,8 @@ def _integer_conv(x: torch.Tensor, x_zero_point: Optional[torch.Tensor], w: torc
             return _CONV[r](F.pad(xv, pad_first), wv, None, list(strides), 0, list(dilations), groups)
         return _CONV[r](xv, wv, None, list(strides), begin, list(dilations), groups)
 
-    if r == 2 and groups == 1 and (w.shape[1] * w.shape[2] * w.shape[3] >= INT8_CONV_MIN_DEPTH
-                                   or tuple(w.shape[2:]) == (1, 1)):
+    if r == 2 and groups == 1 and int8_gemm_is_fast() and (w.shape[1] * w.shape[2] * w.shape[3] >= INT8_CONV_MIN_DEPTH
+                                                           or tuple(w.shape[2:]) == (1, 1)):
         acc = _int8_gemm_conv(x, x_zero_point, w, w_zero_point, strides, pads, dilations)
         if acc is not None:
             return acc, math.inf
