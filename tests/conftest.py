@@ -1,11 +1,15 @@
 """Fixtures shared by test files."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import onnx
 import pytest
+
+# Lint every fx graph after the fusion passes (onnx2x.torch.graph_upkeep): off for users, for speed.
+os.environ.setdefault("ONNX2X_CHECK_GRAPHS", "1")
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from common.ir import onnx_ir as ir
 
 from . import registry
 from .dtypes import torch_dtype
+from .graph_upkeep import drop_dead_nodes
 from .naming import sanitize
 from .runtime import strings as rt_strings
 
@@ -538,7 +539,7 @@ class GraphBuilder:
         if as_tuple is None:
             as_tuple = len(handles) != 1
         self.graph.output(tuple(handles) if as_tuple else handles[0])
-        self.graph.eliminate_dead_code()
+        drop_dead_nodes(self.graph)
         self._drop_unused_attrs()
         self._name_reshapes()
         if channels_last:

@@ -43,6 +43,7 @@ from common.ir import onnx_ir as ir
 
 from .builder import channels_last_conv_weights
 from .dtypes import torch_dtype
+from .graph_upkeep import check_graph, drop_dead_nodes
 from .runtime import conv as rt_conv
 from .runtime import linalg as rt_linalg
 from .fusion_patterns import ValueInfo, _const, _new_attr, fuse_patterns
@@ -94,9 +95,9 @@ def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> Fus
     _prepack_linears(gm, stats)
     _mark_dead_residuals(gm)
     _weights_channels_last(gm)
-    gm.graph.eliminate_dead_code()
+    drop_dead_nodes(gm.graph)
     _drop_unused_attrs(gm)
-    gm.graph.lint()
+    check_graph(gm.graph)
     live = {n.name for n in gm.graph.nodes}
     if hasattr(gm, "onnx_value_to_fx"):
         gm.onnx_value_to_fx = {k: v for k, v in gm.onnx_value_to_fx.items() if v in live}
