@@ -172,12 +172,13 @@ def _affine_chain(gm: fx.GraphModule, start: fx.Node, rank: int, channels: int, 
 
 
 def _set_tensor_arg(gm: fx.GraphModule, user: fx.Node, index: int, tensor: torch.Tensor, onnx_name: str,
-                    hint: str) -> None:
-    """Point ``user.args[index]`` at ``tensor``: replaces the attribute when only ``user`` reads it."""
+                    hint: str, readers: Counter) -> None:
+    """Point ``user.args[index]`` at ``tensor``: replaces the attribute when only ``user`` reads it
+    (``readers``: get_attr nodes per attribute name)."""
     old = user.args[index]
     param_names: dict[str, str] = getattr(gm, "onnx_param_names", {})
     if (isinstance(old, fx.Node) and old.op == "get_attr" and len(old.users) == 1
-            and sum(1 for n in gm.graph.nodes if n.op == "get_attr" and n.target == old.target) == 1):
+            and readers[old.target] == 1):
         name = old.target
         if name in gm._parameters:
             gm._parameters[name] = torch.nn.Parameter(tensor, requires_grad=False)
@@ -193,6 +194,7 @@ def _set_tensor_arg(gm: fx.GraphModule, user: fx.Node, index: int, tensor: torch
     param_names[name] = onnx_name
     with gm.graph.inserting_before(user):
         node = gm.graph.get_attr(name)
+    readers[name] += 1
     args = list(user.args)
     args[index] = node
     user.args = tuple(args)
@@ -254,7 +256,7 @@ def _exclusive(gm: fx.GraphModule, attr: Any, user: fx.Node, owners: dict[int, i
 def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> None:
     param_names: dict[str, str] = getattr(gm, "onnx_param_names", {})
     owners = _storage_owners(gm)
-    readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # folds add only new names
+    readers = Counter(n.target for n in gm.graph.nodes if n.op == "get_attr")  # kept up to date below
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.kwargs:
             continue
@@ -288,10 +290,10 @@ def _fold_into_convs(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames)
         new_b = (b.detach().to(torch.float64) * scale if b is not None else 0.0) + shift
         w_name = param_names.get(node.args[1].target, node.args[1].target)
         if new_w is not w:
-            _set_tensor_arg(gm, node, 1, new_w, w_name, f"{node.args[1].target}_folded")
+            _set_tensor_arg(gm, node, 1, new_w, w_name, f"{node.args[1].target}_folded", readers)
         b_hint = f"{node.args[1].target}_bias" if node.args[2] is None else f"{node.args[2].target}_folded"
         b_name = param_names.get(node.args[2].target, b_hint) if node.args[2] is not None else f"{w_name}:bias"
-        _set_tensor_arg(gm, node, 2, new_b.to(w.dtype), b_name, b_hint)
+        _set_tensor_arg(gm, node, 2, new_b.to(w.dtype), b_name, b_hint, readers)
         names.retire(chain, node)
         stats.folded += len(chain)
 
