@@ -51,8 +51,27 @@ def machine() -> dict[str, Any]:
     except OSError:
         load = None
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "load_average_1min": None if load is None else round(load, 2),
+            "cpus": os.cpu_count(), **cpu(), "load_average_1min": None if load is None else round(load, 2),
             "platform": platform.platform(terse=True)}
+
+
+# Instruction sets that change which kernels run: oneDNN's and MLAS's code paths, and whether
+# torch's int8 GEMM is fast (VNNI, AMX: onnx2x/torch/runtime/quantize.py).
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu() -> dict[str, Any]:
+    """The processor's name and the instruction sets of ``_ISA_FLAGS`` it has (Linux; else empty)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu": fields.get("model name", platform.processor()) or None,
+            "isa": " ".join(f for f in _ISA_FLAGS if f in flags) or None}
 
 
 def _cell(value: Any) -> str:
