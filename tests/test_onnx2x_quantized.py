@@ -588,6 +588,34 @@ def test_products_without_a_fast_int8_gemm_are_exact(a_dtype, b_dtype, za_kind, 
     np.testing.assert_array_equal(got.numpy(), expected)
 
 
+def test_product_bound_follows_the_weight_and_its_zero_point(monkeypatch):
+    """The largest column norm of B - zb is kept per weight: a new zero point or an in-place edit
+    of the weight is measured again, so the float32 path is never taken past its bound."""
+    from onnx2x.torch.runtime import quantize as rq
+
+    _no_int8_gemm(monkeypatch)
+    k = 400
+    a = torch.full((2, k), 255, dtype=torch.uint8)
+    b = torch.nn.Parameter(torch.full((k, 3), 200, dtype=torch.uint8), requires_grad=False)
+    za = torch.tensor(0, dtype=torch.uint8)
+
+    def check(zb: int, dtype: torch.dtype) -> None:
+        acc = rq._int_product(a, b, za, torch.tensor(zb, dtype=torch.uint8))
+        assert acc.dtype == dtype
+        expected = (a.to(torch.int64) @ (b.detach().to(torch.int64) - zb)).numpy()
+        np.testing.assert_array_equal(acc.to(torch.float64).numpy(), expected)
+
+    check(200, torch.float32)  # B - zb = 0: bound 0
+    check(0, torch.float64)    # 255 * 400 * 200 > 2**24
+    check(200, torch.float32)
+    with torch.no_grad():
+        b[0, 0] = 0             # in place: column 0 now sums to 200, still within the bound
+    check(200, torch.float32)
+    with torch.no_grad():
+        b.fill_(0)              # |B - zb| = 200 everywhere: past the bound
+    check(200, torch.float64)
+
+
 def test_convolution_without_a_fast_int8_gemm_is_exact(monkeypatch):
     """Without VNNI a QLinearConv convolves the integers in float32 (its weights split into 4-bit
     halves where one float32 sum could round): the same accumulator as the float64 definition."""
