@@ -184,24 +184,30 @@ def _signed_codes(x: torch.Tensor, zero_point: Optional[torch.Tensor],
     return x8, (None if not bool(off.any()) else off)
 
 
-_COLUMN_SUMS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # B's owner -> (key, int32 column sums of B8)
+_COLUMN_SUMS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # B's owner -> (key, None, int32 column sums of B8)
+
+
+def _kept_for(cache: "WeakIdKeyDictionary", b: torch.Tensor, compute, zero_point: Optional[torch.Tensor] = None):
+    """``compute()``, kept beside ``b`` (mostly a constant weight) while ``b``'s memory, version and
+    geometry and ``zero_point``'s values are unchanged. A view made for each call (a 1x1
+    convolution's transposed weight) is kept under the tensor it views, with its geometry in the
+    key. Inference tensors (no version counter to tell an in-place change) compute on every call."""
+    if b.is_inference():
+        return compute()
+    owner = b if b._base is None else b._base
+    key = (b.data_ptr(), b._version, tuple(b.shape), b.stride())
+    entry = cache.get(owner)
+    if (entry is None or entry[0] != key or (entry[1] is None) != (zero_point is None)
+            or (zero_point is not None and not torch.equal(entry[1], zero_point))):
+        entry = (key, None if zero_point is None else zero_point.clone(), compute())
+        cache[owner] = entry
+    return entry[2]
 
 
 def _column_sums(b: torch.Tensor, b8: torch.Tensor) -> torch.Tensor:
     """Column sums of ``b8`` (the int8 codes of ``b``), kept while ``b`` is unchanged. Why: B is
-    mostly a constant weight, and its sums (a widening pass over it) cost a quarter of the GEMM.
-    A view made for each call (a 1x1 convolution's transposed weight) is kept under the tensor it
-    views, with its geometry in the key. Inference tensors (no version counter to tell an in-place
-    change) are summed on every call."""
-    if b.is_inference():
-        return b8.sum(0, dtype=torch.int32)
-    owner = b if b._base is None else b._base
-    key = (b.data_ptr(), b._version, tuple(b.shape), b.stride())
-    entry = _COLUMN_SUMS.get(owner)
-    if entry is None or entry[0] != key:
-        entry = (key, b8.sum(0, dtype=torch.int32))
-        _COLUMN_SUMS[owner] = entry
-    return entry[1]
+    mostly a constant weight, and its sums (a widening pass over it) cost a quarter of the GEMM."""
+    return _kept_for(_COLUMN_SUMS, b, lambda: b8.sum(0, dtype=torch.int32))
 
 
 def int8_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor],
@@ -229,23 +235,25 @@ def _signed_product(a8: torch.Tensor, a_off: Optional[torch.Tensor], b: torch.Te
     return acc
 
 
-def _zp_a(a: torch.Tensor, zp: Optional[torch.Tensor]) -> torch.Tensor:
-    a = a.to(torch.int32)
+def _zp_a(a: torch.Tensor, zp: Optional[torch.Tensor], dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """``a - zp`` in ``dtype``, a new tensor (the subtraction works in place on the copy)."""
+    av = a.to(dtype, copy=True)
     if zp is None:
-        return a
-    zp = zp.to(torch.int32)
+        return av
+    zp = zp.to(dtype)
     if zp.dim() == 1 and zp.numel() > 1 and a.dim() >= 2:
         # per-row zero point: one value per row M of A ([M]; the N-D form is [..., M, 1])
         zp = zp.unsqueeze(-1)
-    return a - zp
+    return av.sub_(zp)
 
 
-def _zp_b(b: torch.Tensor, zp: Optional[torch.Tensor]) -> torch.Tensor:
-    b = b.to(torch.int32)
+def _zp_b(b: torch.Tensor, zp: Optional[torch.Tensor], dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """``b - zp`` in ``dtype``, a new tensor (the subtraction works in place on the copy)."""
+    bv = b.to(dtype, copy=True)
     if zp is None:
-        return b
+        return bv
     # per-column zero points ([N] or [..., 1, N]) broadcast along the rows as they are
-    return b - zp.to(torch.int32)
+    return bv.sub_(zp.to(dtype))
 
 
 def matmul_integer(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.Tensor] = None,
@@ -278,8 +286,8 @@ def _int_product(a: torch.Tensor, b: torch.Tensor, a_zero_point: Optional[torch.
     exact32 = _int8_gemm_ok(a, b) and _float32_is_exact()  # eager: the bound below reads values
     if exact32 and b_zero_point is not None and not bool(b_zero_point.any()):
         b_zero_point = None  # symmetric weights: no pass over B to subtract zeros
-    av = _centred_rows(a, a_zero_point, torch.float32 if exact32 else torch.float64)
-    bv = _centred_columns(b, b_zero_point, av.dtype)
+    av = _zp_a(a, a_zero_point, torch.float32 if exact32 else torch.float64)
+    bv = _zp_b(b, b_zero_point, av.dtype)
     if exact32:
         # every partial sum is an integer below max|A - za| * (largest L1 norm of a column of B - zb)
         lo, hi = torch.aminmax(av)
@@ -295,36 +303,8 @@ _COLUMN_L1: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # B's owner -> (key, 
 def _largest_column_l1(b: torch.Tensor, zero_point: Optional[torch.Tensor], bv: torch.Tensor) -> float:
     """``max_n sum_k |B - zb|[k, n]`` (``bv`` = B - zb), kept while ``b`` and the zero point's
     values are unchanged. Why: B is mostly a constant weight, and the two passes over it cost a
-    fifth of a quantized BERT layer's time. Inference tensors (no version counter) are measured
-    on every call."""
-    if b.is_inference():
-        return float(bv.abs().sum(0).amax())
-    owner = b if b._base is None else b._base
-    key = (b.data_ptr(), b._version, tuple(b.shape), b.stride())
-    entry = _COLUMN_L1.get(owner)
-    if (entry is None or entry[0] != key or (entry[1] is None) != (zero_point is None)
-            or (zero_point is not None and not torch.equal(entry[1], zero_point))):
-        entry = (key, None if zero_point is None else zero_point.clone(), float(bv.abs().sum(0).amax()))
-        _COLUMN_L1[owner] = entry
-    return entry[2]
-
-
-def _centred_rows(a: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``a - zero_point`` in ``dtype`` (a new tensor): a per-tensor or per-row ([M]) zero point."""
-    av = a.to(dtype, copy=True)
-    if zero_point is None:
-        return av
-    zp = zero_point.to(dtype)
-    return av.sub_(zp.reshape(-1, 1) if zp.numel() > 1 else zp.reshape(()))
-
-
-def _centred_columns(b: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``b - zero_point`` in ``dtype`` (a new tensor): a per-tensor or per-column ([N]) zero point."""
-    bv = b.to(dtype, copy=True)
-    if zero_point is None:
-        return bv
-    zp = zero_point.to(dtype)
-    return bv.sub_(zp.reshape(-1) if zp.numel() > 1 else zp.reshape(()))
+    fifth of a quantized BERT layer's time."""
+    return _kept_for(_COLUMN_L1, b, lambda: float(bv.abs().sum(0).amax()), zero_point)
 
 
 def matmul_integer_to_float(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
