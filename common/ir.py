@@ -174,6 +174,15 @@ def static_shape(value: Optional[ir.Value]) -> Optional[tuple[Optional[int], ...
     return tuple(d if isinstance(d, int) else None for d in value.shape)
 
 
+def dim_names(value: Optional[ir.Value]) -> Optional[tuple[Optional[str], ...]]:
+    """Names of a value's symbolic dims (None for static or unnamed ones); None if rank unknown.
+
+    Within a graph, dims of one name have one size (ONNX's ``dim_param``)."""
+    if value is None or value.shape is None:
+        return None
+    return tuple(None if isinstance(d, int) else getattr(d, "value", None) for d in value.shape)
+
+
 def _in_order(graph: "ir.Graph | ir.Function") -> bool:
     """True when every node comes after the producers of its inputs and none has a subgraph
     (a subgraph's reads of outer values are inputs this check does not see)."""

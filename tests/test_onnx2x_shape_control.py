@@ -292,6 +292,31 @@ def _expand_to_where_model():
     return _model(graph, opset=17)
 
 
+def _expand_to_shape_of_model():
+    """``Expand(x, Shape(y))`` with x [N, 1] and y [M, 64]: ONNX broadcasts both ways, so where M is
+    1 at run time the output keeps N (a mixture-of-experts layer's routed tokens, nllb_moe)."""
+    nodes = [h.make_node("Shape", ["y"], ["target"]), h.make_node("Expand", ["x", "target"], ["out"])]
+    graph = h.make_graph(nodes, "expand_shape_of",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["N", 1]),
+                          h.make_tensor_value_info("y", T.FLOAT, ["M", 64])],
+                         [h.make_tensor_value_info("out", T.FLOAT, None)])
+    return _model(graph, opset=17)
+
+
+def test_expand_to_a_run_time_size_of_one_keeps_the_input_dim():
+    """A size read at run time against an input dim of unknown size may be 1 (keep the input's)
+    or the output's; only the run tells: a plain ``x.expand(M, 64)`` fails when M is 1 < N."""
+    model = _expand_to_shape_of_model()
+    gm = convert(model, simplify=False)
+    rng = np.random.default_rng(4)
+    for n, m in ((3, 1), (3, 3), (1, 4), (1, 1)):
+        feeds = {"x": rng.standard_normal((n, 1)).astype(np.float32),
+                 "y": rng.standard_normal((m, 64)).astype(np.float32)}
+        want = reference_outputs(model, feeds)
+        assert want[0].shape == (max(n, m), 64)
+        _check(gm(torch.from_numpy(feeds["x"]), torch.from_numpy(feeds["y"])), want)
+
+
 def _gathered_mask_model(row: int = 0):
     """The padding mask of transformers' opset-13 exports: the mask gathered at flat indices built
     from two Ranges, then reshaped to the indices' own Shape. onnx's inference loses the rank there

@@ -176,7 +176,25 @@ def _shape_dims(ctx: NodeContext, x: ir.Value, attrs: dict) -> Optional[list[Ele
         shape = tuple(handle.shape)
     start, end = int(attrs.get("start", 0)), attrs.get("end")
     idx = list(range(len(shape)))[start:None if end is None else int(end)]
-    return [int(shape[i]) if shape[i] is not None else ctx.method("size", handle, i) for i in idx]
+    names = cir.dim_names(x) or (None,) * len(shape)
+    return [int(shape[i]) if shape[i] is not None else _size(ctx, handle, i, names[i]) for i in idx]
+
+
+# fx meta key: the ONNX name of the dim a ``size`` node reads (see :func:`same_size`).
+DIM_NAME = "onnx_dim_name"
+
+
+def _size(ctx: NodeContext, handle: Any, axis: int, name: Optional[str]) -> Elem:
+    """``handle.size(axis)``, remembering the ONNX name of that dim."""
+    size = ctx.method("size", handle, axis)
+    if name and isinstance(size, fx.Node):
+        size.meta[DIM_NAME] = name
+    return size
+
+
+def same_size(size: Elem, name: Optional[str]) -> bool:
+    """``size`` (an element from :func:`shape_values`) is a dim named ``name``: equal at run time."""
+    return bool(name) and isinstance(size, fx.Node) and size.meta.get(DIM_NAME) == name
 
 
 def _slice(ctx: NodeContext, node: ir.Node, attrs: dict, depth: int) -> Optional[list[Elem]]:

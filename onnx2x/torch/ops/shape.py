@@ -14,11 +14,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from common import ir as cir
+
 from ..builder import NodeContext, numpy_to_torch
 from ..dtypes import torch_dtype
 from ..registry import converter
 from ..runtime import shape as rt
-from ._shape_values import shape_values
+from ._shape_values import same_size, shape_values
 
 FOLD_LIMIT = 1 << 16  # constant results bigger than this are built at run time, not stored
 
@@ -212,16 +214,22 @@ def expand(ctx: NodeContext) -> Any:
     rank = max(len(target), len(shape))
     target = [1] * (rank - len(target)) + list(target)
     src = [1] * (rank - len(shape)) + list(shape)
-    out: list[int] = []
-    for t, s in zip(target, src):
-        if not isinstance(t, int):  # run-time size: it must equal the input dim unless that is 1
+    names = cir.dim_names(ctx.node.inputs[0]) or (None,) * len(shape)
+    src_names = [None] * (rank - len(shape)) + list(names)
+    out: list[Any] = []
+    undecided = False  # a size read at run time may be 1 against an input dim of unknown size
+    for t, s, name in zip(target, src, src_names):
+        if not isinstance(t, int):  # run-time size: it must equal the input dim unless either is 1
             out.append(s if s is not None and s != 1 else t)
+            undecided = undecided or (s is None and not same_size(t, name))
         elif t == 1:
             out.append(s if s is not None else -1)
         else:
             out.append(t)
     if len(shape) == rank and all(isinstance(o, int) and (o == -1 or o == s) for o, s in zip(out, shape)):
         return x
+    if undecided:  # that size may be 1 at run time, keeping a larger input dim: only known then
+        return ctx.call(rt.expand_to, x, out)
     return ctx.method("expand", x, *out)
 
 

@@ -61,6 +61,18 @@ def expand(x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
     return x.expand(target)
 
 
+def expand_to(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """ONNX Expand to ``sizes`` (ints, some read at run time), aligned to ``x``'s trailing dims.
+
+    Why not ``x.expand(*sizes)``: ONNX broadcasts both ways, so a size of 1 keeps a larger input
+    dim (a [K, 1] tensor expanded to the shape of a [1, 64] one is [K, 64]); torch's expand would
+    refuse to shrink K to 1. Which sizes are 1 is only known at run time here.
+    """
+    lead = len(sizes) - x.dim()
+    dims = [-1] * max(0, -lead) + [s if i < lead or s != 1 else -1 for i, s in enumerate(sizes)]
+    return x.expand(dims)
+
+
 def tile(x: torch.Tensor, repeats: torch.Tensor) -> torch.Tensor:
     return x.repeat([int(r) for r in repeats.tolist()])
 
