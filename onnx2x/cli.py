@@ -191,7 +191,9 @@ def convert_torch(args: argparse.Namespace) -> int:
     The weights are read once, from the file straight into the module's tensors (the ONNX
     model is held as a skeleton: :mod:`common.weight_refs`); the module is written, then let go,
     and the check runs the written files (weights memory-mapped) against onnxruntime, so that
-    at no point two copies of the weights are held by this process's own code.
+    at no point two copies of the weights are held by this process's own code. For models with
+    small weights, onnxruntime's side of the check runs on another core during the conversion
+    (:mod:`onnx2x.torch.early_reference`: its copy of the weights then overlaps ours).
     """
     from common.gc_pause import gc_paused
 
@@ -205,6 +207,7 @@ def _convert_torch(args: argparse.Namespace) -> int:
 
     from .torch import artifact
     from .torch.convert import _fix_input_shapes, convert_prepared, prepare
+    from .torch.early_reference import early_reference
     from .torch.verify import given_inputs
 
     shapes = parse_shapes(args.input_shape)
@@ -220,30 +223,39 @@ def _convert_torch(args: argparse.Namespace) -> int:
                 given = given_inputs(reference, args.input, shapes, image_options(args))
             except ConversionError as exc:
                 raise exc.with_context(file=label)
-    progress.stage("prepare" if args.no_simplify else "simplify")
-    trainable = bool(getattr(args, "trainable", False))
-    proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None, trainable=trainable)
-    del original
-    progress.stage("convert")
-    gm = convert_prepared(proto, label, trainable=trainable)
-    if args.simplify_path:
-        _save_materialized(proto, args.simplify_path)
-        log.info("wrote the converted ONNX model to %s", args.simplify_path)
-    weights, source = artifact.artifact_paths(args.output or default_output(args.model))
-    verdict = "not verified (--no-verify)"
-    with atomic_files([weights, source]) as (w_tmp, s_tmp):
-        progress.stage("write")
-        artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
-        if reference is not None:
-            _drop_tensors(gm)  # written: the check reads the files, and the weights are held once
-        del gm
-        if reference is not None:
-            progress.stage("verify")
-            verdict = _verify_written(args, s_tmp, reference, proto, shapes, label, given)
+    with early_reference(reference, input_shapes=shapes, seed=args.seed, given=given, where=label) as early:
+        progress.stage("prepare" if args.no_simplify else "simplify")
+        trainable = bool(getattr(args, "trainable", False))
+        proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None, trainable=trainable)
+        del original
+        progress.stage("convert")
+        gm = convert_prepared(proto, label, trainable=trainable)
+        if args.simplify_path:
+            _save_materialized(proto, args.simplify_path)
+            log.info("wrote the converted ONNX model to %s", args.simplify_path)
+        weights, source = artifact.artifact_paths(args.output or default_output(args.model))
+        verdict = "not verified (--no-verify)"
+        with atomic_files([weights, source]) as (w_tmp, s_tmp):
+            progress.stage("write")
+            artifact.write(gm, w_tmp, s_tmp, source_label=Path(label).name)
+            if reference is not None:
+                _drop_tensors(gm)  # written: the check reads the files, and the weights are held once
+            del gm
+            if reference is not None:
+                progress.stage("verify")
+                verdict = _verify_written(args, s_tmp, reference, proto, shapes, label, given,
+                                          _usable(early.result()) if early is not None else None)
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
     return 0
+
+
+def _usable(reference):
+    """``reference`` when it holds onnxruntime's outputs; None (compute them again, the usual way)
+    when onnxruntime could not give them on the other thread, so that a failure of that path
+    alone never costs the check."""
+    return reference if reference.expected is not None else None
 
 
 def _drop_tensors(gm) -> None:
@@ -273,8 +285,9 @@ def _save_materialized(proto, path: str) -> None:
 
 
 def _verify_written(args: argparse.Namespace, source: Path, reference, proto, shapes, label: str,
-                    given=None) -> str:
-    """Check the written module (weights memory-mapped) against onnxruntime on ``reference``.
+                    given=None, outputs=None) -> str:
+    """Check the written module (weights memory-mapped) against onnxruntime on ``reference``
+    (``outputs``: onnxruntime's, when they were computed during the conversion).
 
     When the outputs differ, the locator converts ``proto`` (the graph the module was built from)
     once more, with and without fusions, to compare node by node: that costs only on failure.
@@ -291,7 +304,8 @@ def _verify_written(args: argparse.Namespace, source: Path, reference, proto, sh
                                   atol=args.atol, label=label,
                                   debug_gm=lambda: convert_prepared(proto, label, trainable=trainable),
                                   debug_proto=proto_for_ort,
-                                  unfused=lambda: convert_prepared(proto, label, fuse=False, trainable=trainable))
+                                  unfused=lambda: convert_prepared(proto, label, fuse=False, trainable=trainable),
+                                  reference=outputs)
             record(result.verdict)
     if result.skipped:
         return f"verification skipped: {result.reason}"

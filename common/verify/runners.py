@@ -88,7 +88,15 @@ class OnnxRuntimeRunner(Runner):
     framework = "onnxruntime"
 
     def __init__(self, model: "onnx.ModelProto | PathLike", *, optimize: bool = True,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+                 providers: Sequence[str] = ("CPUExecutionProvider",), threads: Optional[int] = None,
+                 data_folder: Optional[str] = None) -> None:
+        """``threads``: onnxruntime's intra-op threads (its default: one per core). ``data_folder``:
+        where the external-data references of ``model`` (relative ones) are resolved, instead of
+        the working directory (:func:`common.weight_refs.relative_to` makes such references)."""
+        self.threads = threads
+        self.data_folder = data_folder
+        self._run_options: Any = None
+        self._cancelled = False
         if isinstance(model, onnx.ModelProto):
             self.model = model
         else:
@@ -109,6 +117,11 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 4  # failures come back as exceptions; no duplicate on stderr
         options.graph_optimization_level = (
             ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        if self.data_folder is not None:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                             str(self.data_folder))
         try:
             return _session_from_model(model, options, self.providers)
         except Exception as exc:
@@ -144,7 +157,7 @@ class OnnxRuntimeRunner(Runner):
         names = [o.name for o in session.get_outputs()]
         start = time.perf_counter()
         try:
-            values = session.run(names, feeds)
+            values = session.run(names, feeds, self._options_for_run())
         except Exception as exc:
             raise ConversionFailure(f"onnxruntime failed to run the model: {' '.join(str(exc).split())[:400]}") from exc
         seconds = time.perf_counter() - start
@@ -157,6 +170,21 @@ class OnnxRuntimeRunner(Runner):
                     inter[n] = got[n]
         return RunResult(outputs, inter, seconds)
 
+
+    def _options_for_run(self) -> Any:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        self._run_options = options  # before the flag is read: cancel() sees one or the other
+        if self._cancelled:
+            options.terminate = True
+        return options
+
+    def cancel(self) -> None:
+        """Stop this runner's run in progress on another thread, and any later one (they raise)."""
+        self._cancelled = True
+        if self._run_options is not None:
+            self._run_options.terminate = True
 
     def run_forced(self, inputs: Mapping[str, Any], forced: Mapping[str, Any],
                    like: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -114,9 +114,10 @@ def random_inputs(
     return [given[n] if n in given else drawn[n] for n in names]
 
 
-def onnxruntime_reference(proto: onnx.ModelProto) -> tuple[Any, str]:
+def onnxruntime_reference(proto: onnx.ModelProto, **options: Any) -> tuple[Any, str]:
     """(runner, "") for ``proto`` with onnxruntime's graph optimizations off, or (None, why) when
-    onnxruntime refuses the model.
+    onnxruntime refuses the model (``options``: more of
+    :class:`common.verify.runners.OnnxRuntimeRunner`'s, such as ``threads``).
 
     Off, because the reference should be the most literal reading of the graph: onnxruntime's
     optimized run fuses QuantizeLinear/DequantizeLinear pairs into integer kernels that round
@@ -126,7 +127,7 @@ def onnxruntime_reference(proto: onnx.ModelProto) -> tuple[Any, str]:
     try:
         from common.verify.runners import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(proto, optimize=False)
+        runner = OnnxRuntimeRunner(proto, optimize=False, **options)
         runner.session()
         return runner, ""
     except ImportError:
@@ -167,6 +168,49 @@ def _flat_outputs(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]
     return flat
 
 
+@dataclass
+class Reference:
+    """onnxruntime's outputs on the check's inputs (``inputs``, by name), or why there are none."""
+
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    expected: Optional[list[Any]] = None
+    skip_reason: str = ""
+
+
+def reference_outputs(
+    proto: onnx.ModelProto, *, input_shapes: Optional[dict[str, Sequence[int]]] = None, seed: int = 0,
+    given: Optional[Mapping[str, np.ndarray]] = None, runner: Any = None, where: str = "model",
+) -> Reference:
+    """Draw the check's inputs and run onnxruntime on them (``runner``, or a new one of ``proto``).
+
+    Symbolic sizes are tried in the order of :data:`SYMBOLIC_SIZES` until onnxruntime accepts
+    the inputs. The runner is not kept: onnxruntime holds its own copy of the weights, which
+    should be gone before the module runs (peak memory one copy, not two, for big models).
+    """
+    if runner is None:
+        runner, why = onnxruntime_reference(proto)
+        if runner is None:
+            return Reference(skip_reason=why)
+    input_names = [v.name for v in graph_inputs(proto)]
+    tried: set[tuple[tuple[int, ...], ...]] = set()
+    why = ""
+    for symbolic in SYMBOLIC_SIZES:
+        try:
+            feeds = random_inputs(proto, input_shapes, seed, symbolic, given)
+        except ValueError as exc:
+            return Reference(skip_reason=str(exc))
+        shapes = tuple(np.shape(f) for f in feeds)
+        if shapes in tried:
+            continue  # no symbolic dimension: one draw is all there is
+        tried.add(shapes)
+        inputs = dict(zip(input_names, feeds))
+        expected, why = _run_reference(runner, inputs)
+        if expected is not None:
+            return Reference(inputs=inputs, expected=expected)
+        log.debug("%s: onnxruntime refuses inputs of shapes %s: %s", where, shapes, why)
+    return Reference(skip_reason=why)
+
+
 def check_module(
     module: torch.nn.Module,
     proto: onnx.ModelProto,
@@ -180,6 +224,7 @@ def check_module(
     debug_gm: "torch.fx.GraphModule | Callable[[], torch.fx.GraphModule] | None" = None,
     debug_proto: Optional[onnx.ModelProto] = None,
     unfused: Optional[Callable[[], torch.fx.GraphModule]] = None,
+    reference: Optional[Reference] = None,
 ) -> CheckResult:
     """Run ``module`` and onnxruntime on the same seeded inputs (``given`` ones, from the user's
     files, where there are: :func:`given_inputs`); raise when they differ.
@@ -190,32 +235,16 @@ def check_module(
     ``debug_proto`` (the converted GraphModule, or a function making it again, and the ONNX model
     it was built from), a mismatch also names the node whose own error is out of tolerance; ``unfused()`` converts
     ``debug_proto`` again without fusions, for when fusion removed the values that would tell.
+    ``reference``: onnxruntime's side computed beforehand (:func:`reference_outputs`; the CLI runs
+    it on another thread while the model converts: :mod:`onnx2x.torch.early_reference`).
     """
     where = label or proto.graph.name or "model"
-    runner, why = onnxruntime_reference(proto)
-    if runner is None:
-        return _skip(where, why)
-    input_names = [v.name for v in graph_inputs(proto)]
-    tried: set[tuple[tuple[int, ...], ...]] = set()
-    for symbolic in SYMBOLIC_SIZES:
-        try:
-            feeds = random_inputs(proto, input_shapes, seed, symbolic, given)
-        except ValueError as exc:
-            return _skip(where, str(exc))
-        shapes = tuple(np.shape(f) for f in feeds)
-        if shapes in tried:
-            continue  # no symbolic dimension: one draw is all there is
-        tried.add(shapes)
-        inputs = dict(zip(input_names, feeds))
-        expected, why = _run_reference(runner, inputs)
-        if expected is not None:
-            break
-        log.debug("%s: onnxruntime refuses inputs of shapes %s: %s", where, shapes, why)
-    if expected is None:
-        return _skip(where, why)
-    # onnxruntime holds its own copy of the weights: let it go before the module runs (peak
-    # memory one copy, not two, for big models); the sensitivity rerun opens it again if needed
-    del runner
+    if reference is None:
+        reference = reference_outputs(proto, input_shapes=input_shapes, seed=seed, given=given, where=where)
+    if reference.expected is None:
+        return _skip(where, reference.skip_reason)
+    inputs, expected = reference.inputs, reference.expected
+    feeds = list(inputs.values())
     try:
         with torch.no_grad():
             out = module(*[torch.from_numpy(np.array(f, copy=True)) for f in feeds])
