@@ -229,7 +229,7 @@ def _convert_torch(args: argparse.Namespace) -> int:
         proto, _ = prepare(original, simplify=not args.no_simplify, input_shapes=shapes or None, trainable=trainable)
         del original
         progress.stage("convert")
-        gm = convert_prepared(proto, label, trainable=trainable)
+        gm = convert_prepared(proto, label, trainable=trainable, generate_code=False)  # written, never run
         if args.simplify_path:
             _save_materialized(proto, args.simplify_path)
             log.info("wrote the converted ONNX model to %s", args.simplify_path)

@@ -154,11 +154,16 @@ def convert(
 
 
 def convert_prepared(proto: onnx.ModelProto, label: str = "", *, fuse: bool = True,
-                     trainable: bool = False) -> fx.GraphModule:
+                     trainable: bool = False, generate_code: bool = True) -> fx.GraphModule:
     """Convert a model that :func:`prepare` already processed (``fuse``, ``trainable``: see
-    :func:`convert`; ``trainable`` implies no fusion, and wants ``prepare(trainable=True)``)."""
+    :func:`convert`; ``trainable`` implies no fusion, and wants ``prepare(trainable=True)``).
+
+    ``generate_code=False``: the module's ``forward`` is not generated, so it cannot run until
+    ``gm.recompile()``; for a caller that only writes it (:func:`onnx2x.torch.artifact.write`
+    generates the source from the graph itself). Code generation is 3-8% of a conversion."""
     with gc_paused():
-        return _convert_owned([proto], label, fuse=fuse and not trainable, trainable=trainable)
+        return _convert_owned([proto], label, fuse=fuse and not trainable, trainable=trainable,
+                              generate_code=generate_code)
 
 
 @contextlib.contextmanager
@@ -193,10 +198,13 @@ def _reshaped_upstream(gm: fx.GraphModule, model: Any) -> None:
             gm.onnx_param_reshaped[name] = tuple(int(d) for d in dims)
 
 
-def _convert_owned(box: list, label: str, *, fuse: bool, trainable: bool = False) -> fx.GraphModule:
+def _convert_owned(box: list, label: str, *, fuse: bool, trainable: bool = False,
+                   generate_code: bool = True) -> fx.GraphModule:
     """Convert ``box[0]`` (a prepared proto), dropping this function's references to it early."""
     with _one_thread():
         gm = _convert_on_this_thread(box, label, fuse=fuse, trainable=trainable)
+    if generate_code:
+        gm.recompile()  # the only code generation (``finish`` left ``forward`` to this point)
     gm.onnx2x_trainable = trainable
     if trainable:
         gm.eval()  # like a loaded artifact; train() switches statistics updates and dropout on
@@ -247,5 +255,4 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
     except Exception as exc:  # a bug in an optimization pass: name it, as converters' errors are
         raise ConversionFailure(f"fusion pass failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                                 file=label or None) from exc
-    gm.recompile()  # the only code generation (``finish`` left ``forward`` to this point)
     return gm
