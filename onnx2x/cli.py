@@ -244,17 +244,24 @@ def _convert_torch(args: argparse.Namespace) -> int:
             if reference is not None:
                 progress.stage("verify")
                 verdict = _verify_written(args, s_tmp, reference, proto, shapes, label, given,
-                                          _usable(early.result()) if early is not None else None)
+                                          _early_outputs(early))
     progress.done()
     if not args.quiet:
         print(f"wrote {weights} and {source}; {verdict}")
     return 0
 
 
-def _usable(reference):
-    """``reference`` when it holds onnxruntime's outputs; None (compute them again, the usual way)
-    when onnxruntime could not give them on the other thread, so that a failure of that path
-    alone never costs the check."""
+def _early_outputs(early):
+    """onnxruntime's outputs from the early reference; None (the check computes them again, the
+    usual way) when there is none or it could not give them, so that a failure of that path alone
+    never costs the check."""
+    if early is None:
+        return None
+    try:
+        reference = early.result()
+    except Exception as exc:  # noqa: BLE001 - the usual way reports what is really wrong
+        log.debug("early reference failed (%s: %s); computed again", type(exc).__name__, exc)
+        return None
     return reference if reference.expected is not None else None
 
 

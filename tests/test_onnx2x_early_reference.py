@@ -123,3 +123,16 @@ def test_one_core_keeps_the_check_after_the_conversion(tmp_path: Path, monkeypat
     onnx.save(_mlp(), str(src))
     monkeypatch.setattr(early_reference, "_cores", lambda: 1)
     assert not early_reference.worth_running_early(load_onnx(src, lazy=True))
+
+
+def test_a_failing_early_reference_leaves_the_check_to_the_usual_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, two_cores: None) -> None:
+    src = tmp_path / "mlp.onnx"
+    onnx.save(_mlp(), str(src))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure on the early thread")
+
+    monkeypatch.setattr(early_reference, "reference_outputs", broken)
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
+    assert "matches onnxruntime" in capsys.readouterr().out

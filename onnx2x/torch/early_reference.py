@@ -2,13 +2,13 @@
 
 Why: the check's reference (an onnxruntime session and one run on the drawn inputs) needs only
 the user's model, not the conversion, and onnxruntime releases the GIL while it loads and runs,
-whereas the converter is Python on one core. Done first and one after the other, the reference
-was 0.37 s of the 0.9 s ``onnx2x torch`` took on DenseNet-121; on a second core it costs next to
-nothing.
+whereas the converter is Python on one core. Done one after the other, the reference was 0.37 s
+of the 0.9 s ``onnx2x torch`` took on DenseNet-121; on a second core most of it overlaps the
+conversion.
 
 The price is memory: onnxruntime's copy of the weights is alive while the conversion holds its
 own. So the reference runs early only for models whose weights are small (at most
-:data:`EARLY_MAX_WEIGHT_BYTES`, and 1/8 of the memory available: :func:`worth_running_early`),
+:data:`EARLY_MAX_WEIGHT_BYTES`, and 1/8 of the free memory: :func:`worth_running_early`),
 where the fixed costs it hides are most of a conversion and the extra copy is small; bigger ones
 keep the order that holds one copy at a time (:func:`onnx2x.torch.verify.check_module` computes
 the reference after the module is written and let go). Measured on two cores, interleaved with
@@ -32,10 +32,10 @@ from .verify import Reference, onnxruntime_reference, reference_outputs
 
 log = logging.getLogger(__name__)
 
-# Weights up to this size (and at most 1/8 of the available memory) are worth an early reference.
+# Weights up to this size (and at most 1/8 of the free memory) are worth an early reference.
 EARLY_MAX_WEIGHT_BYTES = 128 << 20
 # onnxruntime reads a model given as bytes with external data from a folder of our choosing
-# (the session option below) from 1.21 on; before, only relative to the working directory.
+# (``OnnxRuntimeRunner(data_folder=...)``) from 1.21 on; before, only relative to the working directory.
 _FOLDER_OPTION_SINCE = (1, 21)
 
 
@@ -46,7 +46,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _available_bytes() -> Optional[int]:
+def _free_bytes() -> Optional[int]:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -68,14 +68,14 @@ def _onnxruntime_reads_folders() -> bool:
 def worth_running_early(proto: onnx.ModelProto) -> bool:
     """True when a second core is there, onnxruntime can read ``proto``'s weights from their
     folder, and those weights are small (at most :data:`EARLY_MAX_WEIGHT_BYTES` and 1/8 of the
-    memory available)."""
+    free memory)."""
     from common.model_io import tensor_nbytes
 
     if _cores() < 2 or not _onnxruntime_reads_folders():
         return False
     weights = sum(tensor_nbytes(t) or 0 for t in proto.graph.initializer)
-    available = _available_bytes()
-    limit = EARLY_MAX_WEIGHT_BYTES if available is None else min(EARLY_MAX_WEIGHT_BYTES, available // 8)
+    free = _free_bytes()
+    limit = EARLY_MAX_WEIGHT_BYTES if free is None else min(EARLY_MAX_WEIGHT_BYTES, free // 8)
     return weights <= limit
 
 
