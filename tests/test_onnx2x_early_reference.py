@@ -36,7 +36,7 @@ def _mlp() -> onnx.ModelProto:
 
 @pytest.fixture
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The early reference runs where there is a second core: make this machine count as one."""
+    """The early reference runs where there is a second core: make this machine count as having one."""
     monkeypatch.setattr(early_reference, "_cores", lambda: 2)
 
 
