@@ -221,7 +221,8 @@ def _strided_stem() -> onnx.GraphProto:
 def test_check_draws_symbolic_sizes_above_one_and_falls_back_to_ones(tmp_path: Path) -> None:
     """Symbolic batch and length are drawn as 2 and 8 (size 1 hides batch and broadcasting
     mix-ups); a model whose symbolic sizes only work at 1 is still checked, at 1; one that needs
-    larger images than 8x8 is checked at 32x32, not skipped."""
+    larger images than 8x8 is checked at 32x40 (height and width each at a size of its own), not
+    skipped."""
     free = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "free",
                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length"])])
@@ -229,7 +230,7 @@ def test_check_draws_symbolic_sizes_above_one_and_falls_back_to_ones(tmp_path: P
                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
                              [numpy_helper.from_array(np.array([3], dtype=np.int64), "shape")])
-    for graph, shape in ((free, [2, 8]), (tied, [1, 3]), (_strided_stem(), [1, 3, 32, 32])):
+    for graph, shape in ((free, [2, 8]), (tied, [1, 3]), (_strided_stem(), [1, 3, 32, 40])):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
         src = _save(model, tmp_path / f"{graph.name}.onnx")
         report = tmp_path / f"{graph.name}.json"

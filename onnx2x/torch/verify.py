@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -46,14 +46,40 @@ def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in proto.graph.input if v.name not in inits]
 
 
+class SymbolicSizes(NamedTuple):
+    """The sizes one draw gives the symbolic dimensions the user did not fix: ``leading`` on a
+    tensor's first axis, ``other`` elsewhere; with ``distinct``, each further name seen on such an
+    axis gets its own larger size (see :func:`symbolic_size`)."""
+
+    leading: int
+    other: int
+    distinct: bool = False
+
+
 # What the check gives a symbolic dimension the user did not fix, tried in order until
-# onnxruntime accepts the inputs: first sizes that exercise the model (a batch of 2, sequences of
-# 8: with every size 1, attention over one token, broadcasting and batch mix-ups compute the right
-# numbers by accident), then all ones for models whose symbolic sizes are tied in ways the graph
-# does not declare, then larger sizes for models that shrink their input before they can run on
-# it (an image of dynamic size through a strided stem, raw audio through a convolutional feature
-# encoder with a receptive field of 400 samples).
-SYMBOLIC_SIZES: tuple[tuple[int, int], ...] = ((2, 8), (1, 1), (1, 32), (1, 224), (1, 1024))  # (leading, other axes)
+# onnxruntime accepts the inputs. First sizes that exercise the model: a batch of 2 and sequences
+# of 8 (with every size 1, attention over one token, broadcasting and batch mix-ups compute the
+# right numbers by accident), each name of its own size (with one size for all, a module that
+# reads one symbolic dimension where the graph reads another, say the key length for the query
+# length, computes the right numbers by accident too). Then one size for all names, for models
+# whose names are tied in ways the graph does not declare (exporters that give each input's batch
+# a name of its own); then all ones; then larger sizes for models that shrink their input before
+# they can run on it (an image of dynamic size through a strided stem, raw audio through a
+# convolutional feature encoder with a receptive field of 400 samples).
+SYMBOLIC_SIZES: tuple[SymbolicSizes, ...] = (
+    SymbolicSizes(2, 8, distinct=True), SymbolicSizes(2, 8), SymbolicSizes(1, 1),
+    SymbolicSizes(1, 32, distinct=True), SymbolicSizes(1, 32), SymbolicSizes(1, 224), SymbolicSizes(1, 1024))
+
+
+def symbolic_size(sizes: SymbolicSizes, leading: bool, rank: int) -> int:
+    """The size a draw gives the ``rank``-th symbolic name (0-based, in the order first seen) of
+    its kind (first axis or not): the base size, and with ``distinct`` the base plus ``rank``
+    steps of a quarter of it (2, 3, 4 ... on first axes; 8, 10, 12 ... or 32, 40, 48 ...
+    elsewhere: even, so that strided and patched inputs stay whole)."""
+    base = sizes.leading if leading else sizes.other
+    if not sizes.distinct:
+        return base
+    return base + rank * (1 if leading else max(1, base // 4))
 
 
 def given_inputs(proto: onnx.ModelProto, sources: Sequence[str], input_shapes: Optional[dict[str, Sequence[int]]] = None,
@@ -68,17 +94,18 @@ def given_inputs(proto: onnx.ModelProto, sources: Sequence[str], input_shapes: O
 
 def random_inputs(
     proto: onnx.ModelProto, input_shapes: Optional[dict[str, Sequence[int]]] = None, seed: int = 0,
-    symbolic: tuple[int, int] = (1, 1), given: Optional[Mapping[str, np.ndarray]] = None,
+    symbolic: SymbolicSizes = SymbolicSizes(1, 1), given: Optional[Mapping[str, np.ndarray]] = None,
 ) -> list[np.ndarray]:
     """Seeded inputs in the model's declared shapes, in graph order.
 
     Drawn by ``common.verify.inputs`` (which keeps index-like inputs within the sizes their
     consumers allow). ``given`` arrays (:func:`given_inputs`) stand in for their inputs and fix the
     symbolic dimensions they have (an attention mask drawn to the length of given token ids). A
-    symbolic dimension not fixed by ``input_shapes`` or ``given`` gets ``symbolic[0]`` on the
-    leading axis and ``symbolic[1]`` elsewhere; one name always gets one size (the one of the axis
-    it is first seen on). Raises ``ValueError`` for inputs that cannot be generated (sequences,
-    strings, unknown rank).
+    symbolic dimension not fixed by ``input_shapes`` or ``given`` gets ``symbolic.leading`` on the
+    leading axis and ``symbolic.other`` elsewhere (with ``symbolic.distinct``, each further name its
+    own size: :func:`symbolic_size`); one name always gets one size (the one of the axis it is
+    first seen on), a dimension without a name the base size. Raises ``ValueError`` for inputs
+    that cannot be generated (sequences, strings, unknown rank).
     """
     given = dict(given or {})
     from common.errors import ShapeError
@@ -97,11 +124,18 @@ def random_inputs(
                         sizes.setdefault(dim, int(size))
                 spec.shape = tuple(given[spec.name].shape)
 
+        named = {True: 0, False: 0}  # names drawn so far, on first axes and elsewhere
+
         def concrete(axis: int, dim: Any) -> int:
             if isinstance(dim, int) and dim >= 0:
                 return dim
-            size = symbolic[0] if axis == 0 else symbolic[1]
-            return sizes.setdefault(dim, size) if isinstance(dim, str) else size
+            leading = axis == 0
+            if not isinstance(dim, str):
+                return symbolic_size(symbolic, leading, 0)
+            if dim not in sizes:
+                sizes[dim] = symbolic_size(symbolic, leading, named[leading])
+                named[leading] += 1
+            return sizes[dim]
 
         for spec in specs:
             if spec.shape is not None:
