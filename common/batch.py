@@ -108,6 +108,19 @@ def refuse_clashes(planned: Sequence[tuple[str, Sequence["str | os.PathLike[str]
 
 # --- worker side --------------------------------------------------------------------------------
 _busy = False  # a job is running in this worker: an interrupt should stop it (and clean up)
+_core_share: Optional[int] = None  # in a worker: the cores of the machine over the batch's workers
+
+
+def cores_for_this_process() -> int:
+    """The CPU cores this process may count on: those it may run on, or in a batch worker its
+    share of them (the cores over the number of workers), since the sibling workers use the rest.
+    For work that is worth starting only beside an idle core (the CLI's early reference)."""
+    if _core_share is not None:
+        return _core_share
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _on_interrupt(signum: int, frame: object) -> None:
@@ -119,7 +132,9 @@ def _on_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
-def _init_worker() -> None:
+def _init_worker(core_share: int) -> None:
+    global _core_share
+    _core_share = core_share
     signal.signal(signal.SIGINT, _on_interrupt)
 
 
@@ -202,6 +217,7 @@ class _Batch:
         self._pools: dict[int, ProcessPoolExecutor] = {}
         self._stop = threading.Event()
         self._context = multiprocessing.get_context("spawn")
+        self._core_share = max(1, cores_for_this_process() // self.workers)
 
     # lanes
     def _take(self, lane: int) -> Optional[int]:
@@ -219,7 +235,8 @@ class _Batch:
             while (index := self._take(lane)) is not None:
                 job = self.jobs[index]
                 if pool is None:
-                    pool = ProcessPoolExecutor(1, mp_context=self._context, initializer=_init_worker)
+                    pool = ProcessPoolExecutor(1, mp_context=self._context, initializer=_init_worker,
+                                               initargs=(self._core_share,))
                     with self._lock:
                         self._pools[lane] = pool
                 workers: list = []

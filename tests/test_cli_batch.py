@@ -57,6 +57,16 @@ def test_worst_code_orders_failures_by_seriousness() -> None:
     assert batch.worst_code([1, 130]) == 130
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_worker_counts_its_share_of_the_cores(tmp_path: Path, workers: int) -> None:
+    """What the CLI's early reference asks before it starts beside the conversion."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = [_job(tmp_path, name, "cores") for name in "ab"]
+    assert batch.run_jobs(batch_jobs.handler, jobs, workers=workers, quiet=True) == 0
+    for name in "ab":
+        assert (tmp_path / "out" / f"{name}.txt").read_text() == str(max(1, cores // workers))
+
+
 def test_a_native_crash_fails_only_its_own_job(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     jobs = [_job(tmp_path, "a", "write"), _job(tmp_path, "b", "crash"), _job(tmp_path, "c", "fail"),
             _job(tmp_path, "d", "write"), _job(tmp_path, "e", "unsupported"), _job(tmp_path, "f", "write")]

@@ -125,6 +125,30 @@ def test_one_core_keeps_the_check_after_the_conversion(tmp_path: Path, monkeypat
     assert not early_reference.worth_running_early(load_onnx(src, lazy=True))
 
 
+def test_batch_workers_count_only_their_share_of_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-j N``: each worker runs the early reference only when its share of the cores (the
+    machine's over the workers) leaves it a second one, not beside a sibling worker's conversion."""
+    import argparse
+
+    from common import batch
+    from common.progress import Progress
+
+    src = tmp_path / "mlp.onnx"
+    onnx.save(_mlp(), str(src))
+    model = load_onnx(src, lazy=True)
+    monkeypatch.setattr(batch.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(batch, "_core_share", None)
+    assert batch.cores_for_this_process() == 4 and early_reference.worth_running_early(model)
+    jobs = [batch.Job(f"m{i}.onnx", f"m{i}.pt", argparse.Namespace()) for i in range(4)]
+    shares = {n: batch._Batch(lambda args: 0, jobs, n, quiet=True, verbose=False,
+                              progress=Progress("", enabled=False))._core_share for n in (1, 2, 4)}
+    assert shares == {1: 4, 2: 2, 4: 1}
+    monkeypatch.setattr(batch, "_core_share", shares[4])  # what _init_worker sets in a worker
+    assert not early_reference.worth_running_early(model)
+    monkeypatch.setattr(batch, "_core_share", shares[2])
+    assert early_reference.worth_running_early(model)
+
+
 def test_a_failing_early_reference_leaves_the_check_to_the_usual_way(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, two_cores: None) -> None:
     src = tmp_path / "mlp.onnx"

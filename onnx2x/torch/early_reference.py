@@ -40,10 +40,9 @@ _FOLDER_OPTION_SINCE = (1, 21)
 
 
 def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from common.batch import cores_for_this_process
+
+    return cores_for_this_process()
 
 
 def _free_bytes() -> Optional[int]:
@@ -66,7 +65,8 @@ def _onnxruntime_reads_folders() -> bool:
 
 
 def worth_running_early(proto: onnx.ModelProto) -> bool:
-    """True when a second core is there, onnxruntime can read ``proto``'s weights from their
+    """True when a second core is there (in a batch worker: in its share of the cores),
+    onnxruntime can read ``proto``'s weights from their
     folder, and those weights are small (at most :data:`EARLY_MAX_WEIGHT_BYTES` and 1/8 of the
     free memory)."""
     from common.model_io import tensor_nbytes

@@ -2,7 +2,8 @@
 
 ``args.kind`` says what the job does: ``write`` (write ``args.text`` to ``args.output``),
 ``fail`` (raise a ConversionError), ``crash`` (kill the worker with SIGSEGV, as a native crash
-would), ``sleep`` (write a temporary file, sleep, then write the output).
+would), ``sleep`` (write a temporary file, sleep, then write the output), ``cores`` (write the
+cores the worker counts on, :func:`common.batch.cores_for_this_process`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def handler(args: argparse.Namespace) -> int:
         raise ConversionError("this input is bad on purpose", file=args.label)
     if args.kind == "unsupported":
         raise UnsupportedOpError("Weird", 13, "n1").with_context(file=args.label)
+    if args.kind == "cores":
+        from common.batch import cores_for_this_process
+
+        args.text = str(cores_for_this_process())
     with atomic_path(args.output) as tmp:
         if args.kind == "sleep":
             Path(tmp).write_text("partial")
