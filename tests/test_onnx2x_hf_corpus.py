@@ -54,9 +54,10 @@ TOLERANCE = {
 # Families whose CLI run cannot be verified with default flags, and why (the status line must
 # then say "verification skipped" for exactly this reason; every other family must match).
 VERIFY_SKIPPED = {
-    # the CLI checks on random inputs whose free axes it sets to 8 (10, 12 ...), 1, 32 (40 ...), 224 or 1024, never the
-    # 16 this export only runs at (see EXPORT_SIZE_ONLY): onnxruntime itself fails on them.
-    # (Fixing --input-shape would also fix the batch.) The eager comparison below still runs.
+    # the CLI checks on random inputs whose free axes it sets to 8 (10, 12 ...), 1, 32 (40 ...),
+    # 224 or 1024, never the 16 this export only runs at (see EXPORT_SIZE_ONLY): onnxruntime itself
+    # fails on them. (Fixing --input-shape would also fix the batch.) The eager comparison below
+    # still runs.
     "funnel": "onnxruntime cannot run the model on random inputs",
 }
 
