@@ -763,8 +763,8 @@ def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
     x = torch.randn(4, k, generator=gen)
     with torch.no_grad():
         rt_linalg.clear_packed_linear_weights()
-        PACKED_LINEAR(x, w, b)
-        assert w in rt_linalg._PACKED_LINEAR
+        PACKED_LINEAR(x, w, b), PACKED_LINEAR(x, w, b)
+        assert rt_linalg._PACKED_LINEAR[w][1] is not None  # the packed copy, kept
         w.mul_(2.0)
         torch.testing.assert_close(PACKED_LINEAR(x, w, b), F.linear(x, w, b))
     xg = x.clone().requires_grad_(True)
@@ -778,6 +778,35 @@ def test_prepacked_linear_matches_f_linear_and_follows_weight_updates() -> None:
         PACKED_LINEAR(x[:, :8], big, None), PACKED_LINEAR(x, small, None)
         torch.testing.assert_close(PACKED_LINEAR(one_row, w, b), F.linear(one_row, w, b))
     assert not rt_linalg._PACKED_LINEAR  # none of them was packed
+
+
+def test_packed_weights_are_kept_from_their_second_call_on() -> None:
+    """A run made once (the CLI's check) packs each weight for its call and keeps no packed copy,
+    so it never holds a second copy of the weights; the second call with the same weight keeps
+    one, and from then on the packed copy is reused. Values as F.linear's / F.conv2d's each time."""
+    gen = torch.Generator().manual_seed(1)
+    k = rt_linalg.PACK_MIN_ELEMENTS // 512
+    w, x = 0.05 * torch.randn(512, k, generator=gen), torch.randn(4, k, generator=gen)
+    cw, cx = torch.randn(16, 8, 3, 3, generator=gen), torch.randn(1, 8, 32, 32, generator=gen)
+
+    def linear() -> torch.Tensor:
+        got = PACKED_LINEAR(x, w, None)
+        torch.testing.assert_close(got, F.linear(x, w))
+        return rt_linalg._PACKED_LINEAR[w][1]
+
+    def conv() -> torch.Tensor:
+        got = rt_conv.conv2d_fused(cx, cw, None, [1, 1], [1, 1], [1, 1], 1)
+        torch.testing.assert_close(got, F.conv2d(cx, cw, None, 1, 1), rtol=1e-4, atol=1e-4)
+        return rt_conv._PACKED[cw][2]
+
+    with torch.no_grad():
+        rt_linalg.clear_packed_linear_weights()
+        rt_conv.clear_packed_weights()
+        for run in (linear, conv):
+            assert run() is None, run.__name__  # one call: nothing kept beside the weight
+            kept = run()
+            assert kept is not None, run.__name__  # the second call keeps the packed copy
+            assert run() is kept, run.__name__  # reused, not packed again
 
 
 @pytest.mark.parametrize("form", ["bias-per-row", "runtime-weight"])

@@ -33,8 +33,12 @@ def test_recurrent_weights_changed_in_place_are_reordered_again(tmp_path: Path) 
     gm = convert(str(small_nets.export(net, "lstm_bi", tmp_path / "lstm.onnx")))
     x = small_nets.sample("lstm_bi", 2, torch.Generator().manual_seed(3))
     with torch.no_grad():
+        rt_rnn.clear_reordered_weights()
         before = gm(x)
         assert len(rt_rnn._TORCH_ORDER) >= 2  # one entry per LSTM node's W
+        assert all(params is None for _, params in rt_rnn._TORCH_ORDER.values())  # one call keeps no copy
+        torch.testing.assert_close(gm(x), before, rtol=0, atol=0)
+        assert all(params is not None for _, params in rt_rnn._TORCH_ORDER.values())  # the second keeps it
         for name, p in gm.named_parameters():
             p.mul_(0.5)
         for module_p in net.parameters():

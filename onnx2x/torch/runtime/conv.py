@@ -140,8 +140,10 @@ def _col2im_nd(x: torch.Tensor, image: List[int], block: List[int], dilations: S
 # single-threaded 1x1 convolutions at batch < 16 even take a slow im2col+GEMM path; onnxruntime
 # packs each weight once. Packing once per weight (and input shape) nearly halves ResNet-50's
 # latency. The packed copy is a cache beside the parameter (one per weight, for the last input
-# shape), never part of the state_dict. Tracing, export, compilation, autograd and any input that
-# is not a plain CPU float32 tensor take the plain ``F.conv2d`` path, which computes the same values.
+# shape), never part of the state_dict, and kept only from a weight's second call on: a run made
+# once (the CLI's check, a one-off inference) holds no second copy of the weights, only the packed
+# copy of the layer it is in. Tracing, export, compilation, autograd and any input that is not a
+# plain CPU float32 tensor take the plain ``F.conv2d`` path, which computes the same values.
 _PACKED: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key, packed weight)
 # oneDNN's convolution call costs 30-50 us beyond its arithmetic (one thread, AMD EPYC with
 # AVX-512: a 64 -> 64 1x1 convolution at 2x2 takes 53 us through oneDNN, 8 us through F.conv2d's
@@ -188,16 +190,18 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 def _packed_weight(weight: torch.Tensor, x: torch.Tensor, stride: List[int], padding: List[int],
                    dilation: List[int], groups: int) -> torch.Tensor:
-    """oneDNN's blocked copy of ``weight`` for this input shape, kept while ``weight`` is unchanged."""
+    """oneDNN's blocked copy of ``weight`` for this input shape, kept from its second call on (with
+    this shape) while ``weight`` is unchanged."""
     version = -1 if weight.is_inference() else weight._version  # inference tensors have no counter
     key = (weight.data_ptr(), version, x.shape, torch.get_num_threads())
     conv = (stride, padding, dilation, groups)
     entry = _PACKED.get(weight)
-    if entry is not None and entry[0] == key and entry[1] == conv:
+    seen = entry is not None and entry[0] == key and entry[1] == conv
+    if seen and entry[2] is not None:
         return entry[2]
     packed = torch.ops.mkldnn._reorder_convolution_weight(weight.detach(), padding, stride, dilation, groups,
                                                           list(x.shape))
-    _PACKED[weight] = (key, conv, packed)
+    _PACKED[weight] = (key, conv, packed if seen else None)  # kept from the second call on: see the top
     return packed
 
 

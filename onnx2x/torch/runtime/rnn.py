@@ -148,7 +148,8 @@ def _reorder(t: torch.Tensor, hidden: int, order: Sequence[int]) -> torch.Tensor
 # Why a cache: torch's kernel wants its own gate order, and reordering the weights on every call
 # (a split and a cat per matrix and direction) cost a 2-layer bidirectional LSTM a third of its
 # time at batch 1. Like the packed convolution weights, the reordered copy lives beside the
-# weight (checked against its version counter) and is never part of the state_dict; with
+# weight (checked against its version counter), is kept only from the weight's second call on (a
+# run made once holds no second copy of the weights) and is never part of the state_dict; with
 # autograd on the weights, or under tracing, the weights are reordered in the graph every call.
 _TORCH_ORDER: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # w -> (key, torch-ordered parameters)
 
@@ -167,11 +168,13 @@ def _torch_params(w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor], h
                  and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
                  and not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()))
     key = None
+    seen = False
     if cacheable:
         key = (tuple((id(t), t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors),
                hidden, n_dir, tuple(order), dtype)
         entry = _TORCH_ORDER.get(w)
-        if entry is not None and entry[0] == key:
+        seen = entry is not None and entry[0] == key
+        if seen and entry[1] is not None:
             return entry[1]
     gates = len(order)
     params: List[torch.Tensor] = []
@@ -180,7 +183,7 @@ def _torch_params(w: torch.Tensor, r: torch.Tensor, b: Optional[torch.Tensor], h
         params += [_reorder(w[d], hidden, order), _reorder(r[d], hidden, order),
                    _reorder(bias[: gates * hidden], hidden, order), _reorder(bias[gates * hidden:], hidden, order)]
     if key is not None:
-        _TORCH_ORDER[w] = (key, params)
+        _TORCH_ORDER[w] = (key, params if seen else None)  # kept from the second call on
     return params
 
 
