@@ -133,3 +133,13 @@ def test_mxnet_runner_feeds_zeros_to_training_labels():
     for got, want in zip(out.values(), expected):
         np.testing.assert_allclose(got, want.asnumpy(), rtol=1e-6, atol=1e-7)
     assert out["prob1_output"].shape == (2, 2)
+
+
+def test_onnxruntime_reference_sessions_do_not_prepack_weights():
+    """A reference session runs once or a few times: pre-packed weights (a second copy of every big
+    matrix, made with the session) would cost memory and time that one run never pays back. The
+    outputs are those of the ONNX reference implementation either way."""
+    runner = OnnxRuntimeRunner(small_cnn())
+    got = runner.run({"x": X}).outputs["prob"]
+    assert runner.session().get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
+    np.testing.assert_allclose(got, ReferenceEvaluator(small_cnn()).run(["prob"], {"x": X})[0], rtol=1e-5, atol=1e-6)
