@@ -7,8 +7,8 @@ remaining BatchNormalizations. Cases where folding would be wrong (a convolution
 twice, a non per-channel constant, a shared weight, a residual that is the convolution's own
 input) must leave the graph alone and still match.
 
-The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GELU, attention, linear, QDQ pairs,
-channel shuffle)
+The exact pattern fusions (``fusion_patterns.py``: LayerNorm, RMSNorm, GroupNorm, GELU, attention,
+linear, QDQ pairs, channel shuffle)
 run on hand-built graphs in the exporters' forms, each with near misses that must stay unfused
 (checked against onnxruntime with its own graph fusions off: its LayerNorm fusion ignores the
 Pow exponent), on a fused block under ``torch.export`` and ONNX re-export, and on BERT / GPT-2
@@ -1050,6 +1050,105 @@ def test_exported_shuffle_fuses_with_a_dynamic_batch_and_exports_again(dynamo: b
         again = tmp_path / "again.onnx"
         torch.onnx.export(gm, (x,), str(again), dynamo=False, input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "n"}})
+    np.testing.assert_allclose(_ort(onnx.load(str(again)), {"x": x3.numpy()})[0], want, rtol=RTOL, atol=ATOL)
+
+
+# --- GroupNorm ---------------------------------------------------------------------------------
+def _group_norm_model(form: str) -> onnx.ModelProto:
+    """x [N, 8, 5, H] -> what the torch exporters write for ``nn.GroupNorm(2, 8)``: Reshape [N, 2, -1],
+    InstanceNormalization (unit scale, zero bias), Reshape to Shape(x), Mul gamma, Add beta.
+    ``one-per-channel``: x [N, 8, L] and ``nn.GroupNorm(8, 8)`` (wav2vec2's), whose first Reshape
+    is the identity the converter drops."""
+    rng = _rng(30)
+    groups = 8 if form == "one-per-channel" else 2
+    split = [0, groups, 5, -1] if form == "rank4-split" else [0, groups, -1]
+    per_channel = (8, 1) if form == "one-per-channel" else (8, 1, 1)
+    gamma = rng.uniform(0.5, 1.5, (5, 1) if form == "spatial-gamma" else per_channel)
+    inits = [_c(np.full(groups, 2.0 if form == "scaled" else 1.0), "s"), _c(np.zeros(groups), "b"),
+             _c(gamma, "gamma"), _c(0.1 * rng.standard_normal(per_channel), "beta"),
+             numpy_helper.from_array(np.array(split, np.int64), "split")]
+    if form == "one-per-channel":
+        nodes = [helper.make_node("InstanceNormalization", ["x", "s", "b"], ["n"], epsilon=1e-5)]
+    else:
+        nodes = [helper.make_node("Reshape", ["x", "split"], ["g"]),
+                 helper.make_node("InstanceNormalization", ["g", "s", "b"], ["n"], epsilon=1e-5)]
+    nodes += [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Reshape", ["n", "shape"], ["r"]),
+        helper.make_node("Mul", ["gamma", "r"], ["m"]),
+        helper.make_node("Add", ["m", "beta"], ["y"])]
+    outputs = ["y", "n"] if form == "normalized-read-twice" else ["y"]
+    x_shape = ["N", 8, "L"] if form == "one-per-channel" else ["N", 8, 5, "H"]
+    return _model(nodes, [("x", x_shape)], outputs, inits)
+
+
+@pytest.mark.parametrize("form,groups", [("torch", 2), ("one-per-channel", 8)])
+def test_exporters_group_norm_chain_becomes_group_norm(form: str, groups: int) -> None:
+    x = _x(2, 8, 5, 6) if form == "torch" else _x(2, 8, 30)
+    gm = _check(_group_norm_model(form), {"x": 3.0 * x + 1.0})
+    assert _targets(gm) == [F.group_norm]
+    (node,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert node.args[1] == groups and node.args[4] == pytest.approx(1e-5)
+    assert node.args[2] is not None and node.args[3] is not None
+    assert gm.onnx_value_to_fx["y"] == node.name and "n" not in gm.onnx_value_to_fx
+
+
+@pytest.mark.parametrize("form", ["scaled", "rank4-split", "normalized-read-twice", "spatial-gamma"])
+def test_group_norm_near_misses_are_left_alone(form: str) -> None:
+    """A non-unit InstanceNormalization scale, a split that is not [N, G, -1] and a normalized
+    value read elsewhere keep the chain; a gamma along H is no GroupNorm weight (it stays a Mul
+    after the GroupNorm)."""
+    gm = _check(_group_norm_model(form), {"x": 3.0 * _x(2, 8, 5, 6) + 1.0})
+    if form == "spatial-gamma":
+        assert _count(gm, F.group_norm) == 1 and _count(gm, torch.mul) == 1
+        (node,) = [n for n in gm.graph.nodes if n.target is F.group_norm]
+        assert node.args[2] is None and node.args[3] is None
+    else:
+        assert _count(gm, F.group_norm) == 0 and _count(gm, rt_norm.instance_norm) == 1
+
+
+class _GroupNormBlock(torch.nn.Module):
+    """A UNet/BiT block: convolution, GroupNorm, SiLU, on an image of any size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 12, 3, padding=1)
+        self.norm = torch.nn.GroupNorm(4, 12)
+        torch.nn.init.uniform_(self.norm.weight, 0.5, 1.5)
+        torch.nn.init.normal_(self.norm.bias, std=0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.norm(self.conv(x)))
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_exported_group_norm_fuses_with_dynamic_sizes_and_exports_again(dynamo: bool, tmp_path) -> None:
+    """Both exporters' GroupNorm, with a symbolic batch and image size, becomes one F.group_norm
+    with the module's own weight and bias; the result runs under torch.export and exports again."""
+    net = _GroupNormBlock().eval()
+    x = torch.from_numpy(_x(2, 3, 9, 7))
+    path = tmp_path / "gn.onnx"
+    if dynamo:
+        dims = {0: torch.export.Dim("n"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}
+        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"], dynamic_shapes=(dims,))
+    else:
+        torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], opset_version=17,
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    gm = convert(str(path))
+    assert _count(gm, F.group_norm) == 1 and _count(gm, rt_norm.instance_norm) == 0
+    (node,) = [n for n in gm.graph.nodes if n.target is F.group_norm]
+    assert node.args[1] == 4
+    torch.testing.assert_close(getattr(gm, node.args[2].target), net.norm.weight.detach())
+    torch.testing.assert_close(getattr(gm, node.args[3].target), net.norm.bias.detach())
+    x3 = torch.from_numpy(3.0 * _x(3, 3, 11, 6, seed=4))
+    with torch.no_grad():
+        want = net(x3).numpy()
+        np.testing.assert_allclose(gm(x3).numpy(), want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(torch.export.export(gm, (x3,)).module()(x3).numpy(), want, rtol=RTOL, atol=ATOL)
+        again = tmp_path / "again.onnx"
+        torch.onnx.export(gm, (x,), str(again), dynamo=False, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
     np.testing.assert_allclose(_ort(onnx.load(str(again)), {"x": x3.numpy()})[0], want, rtol=RTOL, atol=ATOL)
 
 

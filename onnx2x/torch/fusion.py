@@ -2,9 +2,9 @@
 
 Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the finished module:
 
-0. **Exact patterns** (:mod:`.fusion_patterns`): decomposed LayerNorm/RMSNorm, GELU, attention and
-   MatMul+bias chains back into ``F.layer_norm``/``F.rms_norm``/``F.gelu``/
-   ``F.scaled_dot_product_attention``/``F.linear``.
+0. **Exact patterns** (:mod:`.fusion_patterns`): decomposed LayerNorm/RMSNorm/GroupNorm, GELU,
+   attention and MatMul+bias chains back into ``F.layer_norm``/``F.rms_norm``/``F.group_norm``/
+   ``F.gelu``/``F.scaled_dot_product_attention``/``F.linear``.
 
 1. **Affine folding.** A per-channel affine op with constant parameters -- inference
    BatchNormalization, or Mul/Add/Sub/Div by a per-channel constant -- that is the only consumer
@@ -70,6 +70,7 @@ class FusionStats:
     fused_clamps: int = 0  # ReLU6-like clamps with number bounds applied in the convolution
     layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
     rms_norms: int = 0
+    group_norms: int = 0
     gelus: int = 0
     self_gated: int = 0  # SiLU, hardswish
     attentions: int = 0

@@ -9,6 +9,9 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
   [Mul gamma], [Add beta]``  -> ``F.layer_norm``
 * RMSNorm:    ``Pow 2 | Mul, ReduceMean, Add eps, Sqrt, Div | Reciprocal+Mul | Div(1)+Mul,
   [Mul weight]``  -> ``F.rms_norm``
+* GroupNorm:  ``Reshape [N, G, -1], InstanceNormalization (unit scale, zero bias), Reshape to x's
+  shape, [Mul gamma], [Add beta]`` (per-channel constants)  -> ``F.group_norm`` (both torch
+  exporters' ``nn.GroupNorm``; InstanceNormalization runs as a batch norm over a repeated weight)
 * GELU:       ``x * 0.5 * (1 + erf(x / sqrt 2))`` and ``... (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
   in the exporters' orders  -> ``F.gelu(approximate='none' | 'tanh')``
 * SiLU:       ``x * Sigmoid(x)``  -> ``F.silu`` (EfficientNet, MobileViT, YOLO exports); likewise
@@ -54,6 +57,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .runtime import linalg as rt_linalg
+from .runtime import normalization as rt_norm
 from .runtime import quantize as rt_quantize
 from .runtime import reduce as rt_reduce
 from .runtime import rnn as rt_rnn
@@ -85,6 +89,7 @@ Info = dict[str, ValueInfo]
 class PatternStats:
     layer_norms: int = 0
     rms_norms: int = 0
+    group_norms: int = 0
     gelus: int = 0
     self_gated: int = 0  # x * sigmoid(x) and x * hardsigmoid(x)
     attentions: int = 0
@@ -106,6 +111,8 @@ def fuse_patterns(gm: fx.GraphModule, info: Info) -> PatternStats:
                 stats.layer_norms += 1
             elif _rms_norm(gm, info, node):
                 stats.rms_norms += 1
+        elif node.target is rt_norm.instance_norm:
+            stats.group_norms += _group_norm(gm, info, node)
         elif node.target in (torch.erf, torch.tanh):
             stats.gelus += _gelu(gm, info, node)
         elif node.target in _GATES:
@@ -439,6 +446,68 @@ def _rms_norm(gm: fx.GraphModule, info: Info, mean_sq: fx.Node) -> bool:
     w = _as_1d_attr(gm, *weight, last) if weight else None
     _become(gm, last, chain, F.rms_norm, (x, (size,), w, eps))
     return True
+
+
+# --- GroupNorm ------------------------------------------------------------------------------------
+def _group_norm(gm: fx.GraphModule, info: Info, norm: fx.Node) -> bool:
+    """``norm`` = InstanceNormalization (unit scale, zero bias) of x reshaped to [N, G, -1],
+    reshaped back to x's shape, [Mul gamma], [Add beta] per channel -> ``F.group_norm`` (what both
+    torch exporters write for ``nn.GroupNorm``: diffusion UNets and VAEs, BiT, wav2vec2). With
+    G = C on an [N, C, L] input the first Reshape is the identity, which the converter drops."""
+    if not _call(norm, (rt_norm.instance_norm,), 4) or not isinstance(norm.args[3], float):
+        return False
+    head, scale, shift, eps = norm.args
+    grouped = head if _call(head, (torch.reshape,), 2) and len(head.users) == 1 else None
+    x = grouped.args[0] if grouped is not None else head
+    xi = _float_value(info, x)
+    if xi is None or xi.shape is None or xi.rank < 2 or not isinstance(xi.shape[1], int):
+        return False
+    rank, channels, dtype = xi.rank, xi.shape[1], xi.dtype
+    groups = channels
+    if grouped is not None:
+        spec = grouped.args[1]
+        groups = spec[1] if isinstance(spec, (list, tuple)) and len(spec) == 3 else None
+        if not (isinstance(groups, int) and 0 < groups <= channels and channels % groups == 0
+                and _groups_of(info, x, spec, groups)):
+            return False
+    s, b = _const(gm, scale), _const(gm, shift)
+    if s is None or b is None or s.shape != (groups,) or b.shape != (groups,) or not bool((s == 1).all()) \
+            or not bool((b == 0).all()):
+        return False
+    chain, last = [norm] if grouped is None else [grouped, norm], norm
+    back = _the_user(norm)
+    if (_call(back, (torch.reshape,), 2) and back.args[0] is norm and isinstance(back.args[1], (list, tuple))
+            and len(back.args[1]) == rank and all(_dim_is(info, e, x, i) for i, e in enumerate(back.args[1]))):
+        chain.append(back)
+        last = back
+    elif grouped is not None:
+        return False  # the normalized [N, G, -1] value is what the graph reads
+    affine: list[Optional[tuple[fx.Node, torch.Tensor]]] = [None, None]  # gamma, beta
+    for slot, ops in ((0, _MUL), (1, _ADD)):
+        user = _the_user(last)
+        other = _other(user, last) if _call(user, ops, 2) else None
+        t = _const(gm, other)
+        if t is None or t.dtype != dtype or t.numel() != channels or not rank - 1 <= t.dim() <= rank \
+                or t.shape[t.dim() - rank + 1] != channels:
+            continue  # not a per-channel vector ([C, 1, ...] or [1, C, 1, ...])
+        affine[slot] = (other, t)
+        chain.append(user)
+        last = user
+    if len(chain) == 1 or not _only_inside(chain, last):
+        return False  # a bare InstanceNormalization is already one call (runtime.normalization)
+    w, b = (_as_1d_attr(gm, *p, last) if p else None for p in affine)
+    _become(gm, last, chain, F.group_norm, (x, groups, w, b, eps))
+    return True
+
+
+def _groups_of(info: Info, x: fx.Node, spec: Any, groups: int) -> bool:
+    """``spec`` reshapes ``x`` [N, C, *S] to [N, G, C/G * prod(S)]: the batch, then -1 or that int."""
+    if spec[2] == -1:
+        return _dim_is(info, spec[0], x, 0)
+    shape = _info(info, x).shape
+    if not isinstance(spec[2], int) or shape is None or not all(isinstance(d, int) for d in shape[1:]):
+        return False
+    return spec[2] * groups == math.prod(shape[1:]) and (spec[0] == -1 or _dim_is(info, spec[0], x, 0))
 
 
 # --- GELU ------------------------------------------------------------------------------------------
