@@ -269,6 +269,36 @@ def test_gather_with_negative_axis_on_unknown_rank(op: str):
 
 
 
+@pytest.mark.parametrize("tokens", [3, 200], ids=["few-rows", "whole-rows"])
+def test_gather_of_rows_matches_onnxruntime_with_negative_indices(tokens: int, monkeypatch):
+    """Gather along axis 0 (an embedding lookup, a mixture of experts' weights): few rows through
+    plain indexing, many through index_select (runtime.indexing.WHOLE_ROWS_MIN_ELEMENTS); negative
+    indices count from the end on both paths, an index out of range raises, and torch.export
+    traces the plain path with a symbolic number of tokens."""
+    from onnx import numpy_helper
+    from onnx2x.torch.runtime import indexing
+
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((50, 4, 40)).astype(np.float32)
+    graph = h.make_graph(
+        [h.make_node("Gather", ["table", "ids"], ["y"], axis=0)], "rows",
+        [h.make_tensor_value_info("ids", T.INT64, [2, "T"])], [h.make_tensor_value_info("y", T.FLOAT, [2, "T", 4, 40])],
+        [numpy_helper.from_array(table, "table")])
+    model = _model(graph)
+    gm = convert(model)
+    ids = rng.integers(-50, 50, (2, tokens)).astype(np.int64)
+    paths = []
+    whole_rows_pay = indexing._whole_rows_pay
+    monkeypatch.setattr(indexing, "_whole_rows_pay", lambda *a: paths.append(whole_rows_pay(*a)) or paths[-1])
+    _check(gm(torch.from_numpy(ids)), reference_outputs(model, {"ids": ids}))
+    assert paths == [tokens == 200]  # 2 x 200 rows of 160 elements: whole rows pay
+    with pytest.raises(IndexError):
+        gm(torch.full((2, tokens), 50))
+    n = torch.export.Dim("n", min=2)
+    program = torch.export.export(gm, (torch.from_numpy(ids),), dynamic_shapes=({1: n},))
+    _check(program.module()(torch.from_numpy(ids)), reference_outputs(model, {"ids": ids}))
+
+
 def _expand_to_where_model():
     """The attention-mask expansion of transformers' exports: ``Expand(x, Where(Equal(target, -1),
     1, target))``, the target built from the run-time batch and length."""
