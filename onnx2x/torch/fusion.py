@@ -443,9 +443,10 @@ def _weights_channels_last(gm: fx.GraphModule) -> None:
     convolutions, :data:`runtime.conv.ONEDNN_MIN_MACS`; tracing and export) want a channels-last
     weight beside channels-last activations: with a channels-first one, a 3x3 convolution re-lays
     it out on every call (256 -> 256 at 4x4: 604 us instead of 247 us). Weights up to 1 MB cover
-    every convolution small enough for that path at 7x7 and above.
+    every convolution small enough for that path at 7x7 and above. Transposed convolutions run
+    channels-last only with such a weight (they have no packed path).
     """
-    channels_last_conv_weights(gm, gm.graph, (torch.conv2d, F.conv2d))
+    channels_last_conv_weights(gm, gm.graph, (torch.conv2d, F.conv2d, torch.conv_transpose2d, F.conv_transpose2d))
     channels_last_conv_weights(gm, gm.graph, (rt_conv.conv2d_fused,), max_bytes=_RELAYOUT_FUSED_BYTES)
 
 

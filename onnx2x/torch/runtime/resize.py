@@ -9,10 +9,12 @@ sums; :func:`resize` does the whole job at run time otherwise.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 # (axis, indices (out, n) int64, weights (out, n) or None for a plain gather, extrapolated mask or None)
 Table = Tuple[int, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
@@ -222,10 +224,50 @@ def resize(x: torch.Tensor, roi, scales, sizes, axes: Optional[Sequence[int]], m
            nearest_mode: str, cubic_a: float, exclude_outside: bool, extrapolation_value: float,
            keep_aspect_ratio_policy: str, antialias: bool) -> torch.Tensor:
     """ONNX Resize with every argument taken at run time (used when they are not known earlier)."""
-    shape = [int(v) for v in x.shape]
+    shape = tuple(int(v) for v in x.shape)
     sizes_l = _opt_list(sizes)
-    entries = plan(shape, None if sizes_l is not None else _opt_list(scales), sizes_l, axes,
-                   _opt_list(roi), keep_aspect_ratio_policy, ctm == "tf_crop_and_resize")
+    scales_l = None if sizes_l is not None else _opt_list(scales)
     dtype = x.dtype if x.dtype.is_floating_point else torch.float32
-    tables = build_tables(shape, entries, mode, ctm, nearest_mode, cubic_a, exclude_outside, antialias, dtype)
+    tables, doubles = _tables_for(shape, _frozen(scales_l), _frozen(sizes_l), _frozen(axes), _frozen(_opt_list(roi)),
+                                  mode, ctm, nearest_mode, float(cubic_a), bool(exclude_outside),
+                                  keep_aspect_ratio_policy, bool(antialias), dtype)
+    if doubles and x.is_floating_point():
+        return F.interpolate(x, size=[2 * n if any(a == i for a, *_ in tables) else n
+                                      for i, n in enumerate(shape) if i >= 2], mode="nearest")
     return apply_tables(x, tables, extrapolation_value)
+
+
+def _frozen(values: Optional[Sequence]) -> Optional[tuple]:
+    return None if values is None else tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _tables_for(shape: tuple, scales: Optional[tuple], sizes: Optional[tuple], axes: Optional[tuple],
+                roi: Optional[tuple], mode: str, ctm: str, nearest_mode: str, cubic_a: float, exclude_outside: bool,
+                keep_aspect_ratio_policy: str, antialias: bool, dtype: torch.dtype) -> tuple[List[Table], bool]:
+    """:func:`resize`'s tables for one input shape, and whether they double the spatial axes.
+
+    Cached: a model resizes the same few shapes call after call, and building the tables in Python
+    costs far more than resizing a small image (about 0.5 ms against 0.04 ms for 2x nearest on
+    1x64x20x20, one thread). The tables are read-only."""
+    entries = plan(list(shape), None if sizes is not None else scales, sizes, axes, roi, keep_aspect_ratio_policy,
+                   ctm == "tf_crop_and_resize")
+    tables = build_tables(list(shape), entries, mode, ctm, nearest_mode, cubic_a, exclude_outside, antialias, dtype)
+    return tables, mode == "nearest" and _doubles_spatial_axes(shape, tables)
+
+
+def _doubles_spatial_axes(shape: Sequence[int], tables: Sequence[Table]) -> bool:
+    """Every table reads input index i // 2 along a spatial axis (nearest 2x upsampling: FPN, UNet,
+    YOLO necks). ``F.interpolate`` computes exactly that index for a doubled size, in one pass that
+    keeps a channels-last layout, where the per-axis gathers take two passes and return
+    channels-first (channels-last 1x256x64x64, one thread: 1.4 ms against 23.5 ms, plus a
+    re-layout for the next convolution)."""
+    if len(shape) not in (3, 4, 5) or not tables:
+        return False
+    for axis, idx, weights, extrapolated in tables:
+        if weights is not None or extrapolated is not None or axis < 2 or idx.shape[1] != 1:
+            return False
+        n = shape[axis]
+        if idx.shape[0] != 2 * n or not torch.equal(idx[:, 0], torch.arange(2 * n, device=idx.device) // 2):
+            return False
+    return True
