@@ -6,7 +6,9 @@ users export them):
 * transformers built from configs with seeded weights (``tests/support/encoder_corpus.py``):
   BERT, DistilBERT, ALBERT, ELECTRA, RoBERTa, GPT-2, T5 encoder, T5, ViT, MobileViT;
 * hand-built PyTorch nets (``tests/support/small_nets.py``): bidirectional LSTM, GRU, ConvNeXt
-  block, ResNet block, MobileNetV2 inverted residual, transformer MLP, dilated temporal convnet.
+  block, ResNet block, MobileNetV2 inverted residual, transformer MLP, dilated temporal convnet,
+  a diffusion UNet decoder stage (GroupNorm, SiLU, 2x nearest upsampling, transposed convolution,
+  symbolic image size).
 
 For every graph, thread count (``torch.set_num_threads`` == onnxruntime's
 ``intra_op_num_threads``) and batch: the median latency of the eager module, of the module
@@ -45,7 +47,8 @@ if str(REPO) not in sys.path:
 from benchmarks.report import Section, add_output_flags, geomean, machine, write_section_to  # noqa: E402
 
 TRANSFORMERS = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5", "vit", "mobilevit")
-HAND_BUILT = ("lstm_bi", "gru", "convnext_block", "resnet_block", "inverted_residual", "transformer_mlp", "tcn")
+HAND_BUILT = ("lstm_bi", "gru", "convnext_block", "resnet_block", "inverted_residual", "transformer_mlp", "tcn",
+              "unet_up_block")
 GRAPHS = TRANSFORMERS + HAND_BUILT
 TOKENS = 16
 SMOKE = ("bert", "lstm_bi")

@@ -5,8 +5,9 @@ module with the eager module it came from; ``tests/test_small_nets.py`` checks t
 conversion computes what the eager module computes. Each net is seeded and small enough to
 export and run in a second: recurrent layers (bidirectional LSTM, GRU), a ConvNeXt block (7x7
 depthwise convolution, channels-first LayerNorm written out as ConvNeXt does, with ``pow(2)``),
-a ResNet basic block, a MobileNetV2 inverted residual, a transformer MLP and a dilated 1-D
-temporal convolution stack.
+a ResNet basic block, a MobileNetV2 inverted residual, a transformer MLP, a dilated 1-D
+temporal convolution stack and a diffusion UNet/VAE decoder stage (GroupNorm, SiLU, 2x nearest
+upsampling, transposed convolution) on images of any size.
 """
 from __future__ import annotations
 
@@ -124,6 +125,23 @@ class TemporalConvNet(nn.Module):
         return x
 
 
+class UNetUpBlock(nn.Module):
+    """A diffusion UNet / VAE decoder stage, exported with a symbolic image size as those models are."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.up = nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        x = x + self.conv2(F.silu(self.norm2(h)))
+        return self.up(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
 # name -> (module class, input shape at batch 1); the first axis is the batch
 NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "lstm_bi": (BiLSTM, (1, 16, 32)),
@@ -133,7 +151,10 @@ NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "inverted_residual": (InvertedResidual, (1, 3, 64, 64)),
     "transformer_mlp": (TransformerMLP, (1, 16, 256)),
     "tcn": (TemporalConvNet, (1, 32, 128)),
+    "unet_up_block": (UNetUpBlock, (1, 64, 24, 24)),
 }
+# exported axes besides the batch: the recurrent nets' time, the UNet's image size
+_AXES = {"lstm_bi": {1: "time"}, "gru": {1: "time"}, "unet_up_block": {2: "height", 3: "width"}}
 
 
 def build(name: str) -> nn.Module:
@@ -148,8 +169,9 @@ def build(name: str) -> nn.Module:
             c = module.num_features
             module.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
             module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-            module.weight.data.copy_(1.0 + 0.1 * torch.randn(c, generator=gen))
-            module.bias.data.copy_(0.1 * torch.randn(c, generator=gen))
+        if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            module.weight.data.copy_(1.0 + 0.1 * torch.randn(module.weight.shape, generator=gen))
+            module.bias.data.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
     return net.eval()
 
 
@@ -159,8 +181,8 @@ def sample(name: str, batch: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def export(net: nn.Module, name: str, path: Path, opset: int = 17) -> Path:
-    """TorchScript export with a dynamic batch (and time axis for the recurrent nets)."""
-    axes = {0: "batch", 1: "time"} if name in ("lstm_bi", "gru") else {0: "batch"}
+    """TorchScript export with a dynamic batch (and the axes of ``_AXES``)."""
+    axes = {0: "batch", **_AXES.get(name, {})}
     x = sample(name, 2, torch.Generator().manual_seed(2))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
