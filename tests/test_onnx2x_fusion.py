@@ -185,6 +185,39 @@ def test_conv_bn_clip_applies_the_clip_in_the_convolution(bounds: str, conv_path
             np.testing.assert_allclose(exported(xt).numpy(), _ort(model, feeds)[0], rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("activation", ["silu", "hardswish", "sigmoid", "gelu", "gelu_tanh", "silu-read-twice"])
+def test_conv_bn_activation_applies_it_in_the_convolution(activation: str, conv_path: str) -> None:
+    """EfficientNet's Conv-BN-SiLU (x * Sigmoid(x)), MobileNetV3's HardSwish, a Sigmoid gate and
+    GELU (opset 20) become one fused call with oneDNN's post-op; an activation input read elsewhere
+    keeps its own op. Fast path, plain path under torch.export and onnxruntime agree."""
+    model = _conv_bn_relu()
+    del model.graph.node[-1]  # the Relu
+    read_twice = activation == "silu-read-twice"
+    if activation.startswith("silu"):
+        nodes = [helper.make_node("Sigmoid", ["n"], ["g"]), helper.make_node("Mul", ["n", "g"], ["y"])]
+    elif activation.startswith("gelu"):
+        nodes = [helper.make_node("Gelu", ["n"], ["y"], approximate="tanh" if activation == "gelu_tanh" else "none")]
+        del model.opset_import[:]
+        model.opset_import.extend([helper.make_opsetid("", 20)])
+    else:
+        nodes = [helper.make_node({"hardswish": "HardSwish", "sigmoid": "Sigmoid"}[activation], ["n"], ["y"])]
+    model.graph.node.extend(nodes)
+    if read_twice:
+        model.graph.output.append(helper.make_tensor_value_info("n", TP.FLOAT, None))
+    feeds = {"x": 3.0 * _x(2, 4, 9, 9)}
+    gm = _check(model, feeds)
+    (call,) = _fused_calls(gm)
+    if read_twice:
+        assert "activation" not in call.kwargs and F.silu in _targets(gm)
+        return
+    assert call.kwargs == {"activation": activation} and _targets(gm) == [rt_conv.conv2d_fused]
+    xt = torch.from_numpy(feeds["x"]).contiguous(memory_format=torch.channels_last)
+    want = _ort(model, feeds)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(gm(xt).numpy(), want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(torch.export.export(gm, (xt,)).module()(xt).numpy(), want, rtol=RTOL, atol=ATOL)
+
+
 def test_conv_output_read_twice_is_not_folded() -> None:
     rng = _rng(4)
     inits = [numpy_helper.from_array(_f32(0.3 * rng.standard_normal((6, 3, 1, 1))), "w")] + _bn_params(rng, 6, "bn")

@@ -15,9 +15,9 @@ Run by :func:`onnx2x.torch.convert.convert_prepared` (``fuse=True``) on the fini
    every model and also without the simplifier.
 2. **Fused 2-D convolutions.** ``conv2d`` with a constant weight, with a following residual
    ``add`` and/or ``relu`` when the convolution (then the add) is their only input producer, or
-   with a following clamp between two numbers (ReLU6), becomes one
-   :func:`runtime.conv.conv2d_fused` call: oneDNN with the weight packed once, the add, ReLU or
-   clamp applied in the same pass (eager CPU inference; otherwise plain torch ops).
+   with a following clamp between two numbers (ReLU6) or SiLU/hardswish/sigmoid/GELU, becomes one
+   :func:`runtime.conv.conv2d_fused` call: oneDNN with the weight packed once, the add, ReLU,
+   clamp or activation applied in the same pass (eager CPU inference; otherwise plain torch ops).
 3. **Pre-packed linear layers.** ``F.linear`` with a constant float32 weight (from the patterns
    above, or written by a converter) becomes :func:`runtime.linalg.linear_prepacked`: oneDNN with
    the weight packed once (eager CPU inference; otherwise plain ``F.linear``).
@@ -68,6 +68,7 @@ class FusionStats:
     fused_adds: int = 0
     fused_relus: int = 0
     fused_clamps: int = 0  # ReLU6-like clamps with number bounds applied in the convolution
+    fused_activations: int = 0  # SiLU, hardswish, sigmoid, GELU applied in the convolution
     layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
     rms_norms: int = 0
     group_norms: int = 0
@@ -381,6 +382,11 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> 
             chain.append(user)
             last = user
             stats.fused_clamps += 1
+        activation = _activation(user, last) if residual is None and not relu and clamp is None else None
+        if activation is not None:
+            chain.append(user)
+            last = user
+            stats.fused_activations += 1
         node.target = rt_conv.conv2d_fused
         node.args = (x, weight, bias, list(stride), list(padding), list(dilation), groups)
         kwargs: dict[str, Any] = {}
@@ -390,12 +396,27 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> 
             kwargs["relu"] = True
         if clamp is not None:
             kwargs["clamp"] = clamp
+        if activation is not None:
+            kwargs["activation"] = activation
         node.kwargs = kwargs
         node.meta["is_wrapped"] = True  # fx.symbolic_trace keeps runtime helpers as leaf calls
         if chain:
             last.prepend(node)  # the residual may be computed after the convolution
             names.retire(chain, node)
         stats.fused_convs += 1
+
+
+def _activation(user: Optional[fx.Node], value: fx.Node) -> Optional[str]:
+    """The :data:`runtime.conv.ACTIVATIONS` name of ``user`` when it applies one to ``value`` alone."""
+    if user is None or user.op != "call_function" or user.args != (value,):
+        return None
+    if user.target is F.gelu:
+        approximate = user.kwargs.get("approximate", "none") if set(user.kwargs) <= {"approximate"} else None
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+    return None if user.kwargs else _ACTIVATION_NAMES.get(user.target)
+
+
+_ACTIVATION_NAMES = {F.silu: "silu", F.hardswish: "hardswish", torch.sigmoid: "sigmoid"}
 
 
 def _number_clamp(user: Optional[fx.Node], value: fx.Node) -> Optional[list[float]]:

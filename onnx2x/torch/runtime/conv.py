@@ -212,12 +212,24 @@ def _below_onednn(n: int, oh: int, ow: int, weight: torch.Tensor, dilation: List
     return n * oh * ow * weight.numel() < ONEDNN_MIN_MACS
 
 
+# activation -> (oneDNN post-op, its algorithm) and the same function in PyTorch (the plain paths)
+ACTIVATIONS = {
+    "silu": ("swish", "", F.silu),
+    "hardswish": ("hardswish", "", F.hardswish),
+    "sigmoid": ("sigmoid", "", torch.sigmoid),
+    "gelu": ("gelu", "none", F.gelu),
+    "gelu_tanh": ("gelu", "tanh", lambda t: F.gelu(t, approximate="tanh")),
+}
+
+
 def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                  padding: List[int], dilation: List[int], groups: int, residual: Optional[torch.Tensor] = None,
                  relu: bool = False, residual_is_dead: bool = False,
-                 clamp: Optional[List[float]] = None) -> torch.Tensor:
+                 clamp: Optional[List[float]] = None, activation: Optional[str] = None) -> torch.Tensor:
     """``relu?(F.conv2d(x, weight, bias, stride, padding, dilation, groups) + residual?)``, or
-    ``torch.clamp(F.conv2d(...), *clamp)`` (ReLU6 and the like, ``clamp = [lo, hi]``, finite).
+    ``torch.clamp(F.conv2d(...), *clamp)`` (ReLU6 and the like, ``clamp = [lo, hi]``, finite), or
+    ``activation(F.conv2d(...))`` for an :data:`ACTIVATIONS` name (SiLU, hardswish, sigmoid, GELU),
+    which oneDNN applies as it writes the output: one pass and one tensor less.
 
     ``stride``/``padding``/``dilation`` are lists of two ints (symmetric padding).
     ``residual_is_dead``: nothing reads ``residual`` afterwards and it shares memory with no
@@ -229,7 +241,7 @@ def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
         if groups == 1 and _below_onednn(n, oh, ow, weight, dilation):
-            return _small_conv2d(x, weight, bias, stride, padding, dilation, residual, relu, clamp)
+            return _small_conv2d(x, weight, bias, stride, padding, dilation, residual, relu, clamp, activation)
         if (n > 0 and oh > 0 and ow > 0 and c == weight.shape[1] * groups
                 and (residual is None or residual.shape == (n, weight.shape[0], oh, ow))):
             packed = _packed_weight(weight, x, stride, padding, dilation, groups)
@@ -238,6 +250,10 @@ def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
                 if clamp is not None:  # oneDNN's hardtanh post-op: no second pass, no second tensor
                     return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation,
                                                                    groups, "hardtanh", list(clamp), "")
+                if activation is not None:
+                    post_op, algorithm, _ = ACTIVATIONS[activation]
+                    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation,
+                                                                   groups, post_op, [], algorithm)
                 return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups,
                                                                unary, [], "")
             if (residual_is_dead and residual.is_contiguous(memory_format=torch.channels_last)
@@ -255,12 +271,14 @@ def conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         y = y + residual
     if clamp is not None:
         y = torch.clamp(y, clamp[0], clamp[1])
+    if activation is not None:
+        y = ACTIVATIONS[activation][2](y)
     return torch.relu(y) if relu else y
 
 
 def _small_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                   padding: List[int], dilation: List[int], residual: Optional[torch.Tensor], relu: bool,
-                  clamp: Optional[List[float]]) -> torch.Tensor:
+                  clamp: Optional[List[float]], activation: Optional[str]) -> torch.Tensor:
     """``conv2d_fused``'s fast path for a convolution too small for oneDNN (``ONEDNN_MIN_MACS``):
     F.conv2d, then the residual, clamp and ReLU in place on its fresh output (no autograd here)."""
     y = F.conv2d(x, weight, bias, stride, padding, dilation)
@@ -268,4 +286,6 @@ def _small_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
         y = y.add_(residual) if residual.shape == y.shape else y + residual
     if clamp is not None:
         y.clamp_(clamp[0], clamp[1])
+    if activation is not None:
+        y = ACTIVATIONS[activation][2](y)
     return y.relu_() if relu else y
