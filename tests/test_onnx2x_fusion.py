@@ -632,11 +632,14 @@ def _silu_model(form: str) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("form", ["x-sigmoid", "sigmoid-x", "hardswish"])
 def test_self_gating_becomes_f_silu_or_hardswish(form: str) -> None:
+    """The gate becomes F.silu / F.hardswish, which the convolution before it then applies as its
+    activation (oneDNN's post-op)."""
     gm = _check(_silu_model(form), {"x": 4.0 * _x(2, 4, 6, 6)})  # hardswish's both bends: |x| > 3
-    fused = F.hardswish if form == "hardswish" else F.silu
-    assert _count(gm, fused) == 1 and torch.mul not in _targets(gm)
+    first = _fused_calls(gm)[0]
+    assert first.kwargs == {"activation": "hardswish" if form == "hardswish" else "silu"}
+    assert torch.mul not in _targets(gm) and F.silu not in _targets(gm) and F.hardswish not in _targets(gm)
     assert torch.sigmoid not in _targets(gm) and F.hardsigmoid not in _targets(gm)
-    assert gm.onnx_value_to_fx["a"] == next(n.name for n in gm.graph.nodes if n.target is fused)
+    assert gm.onnx_value_to_fx["a"] == first.name
 
 
 @pytest.mark.parametrize("form", ["sigmoid-read-twice", "other-operand", "hardsigmoid-0.2"])
