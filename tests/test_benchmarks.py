@@ -69,6 +69,20 @@ def test_forward_benchmarks_smoke_write_their_sections(tmp_path: Path) -> None:
     assert "| bert |" in text and "| squeezenet |" in text
 
 
+def test_timm_benchmark_smoke_writes_its_section(tmp_path: Path) -> None:
+    """The timm benchmark builds, exports, converts and times one real-size model in a subprocess;
+    the converted output it checks first agrees with onnxruntime (no threshold on the timings)."""
+    proc = subprocess.run([sys.executable, "benchmarks/bench_timm.py", "--smoke", "--out-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "BENCHMARKS.json").read_text())["sections"]["timm_models"]["rows"]
+    assert row["model"] == "mobilenetv3_large_100" and "error" not in row, row
+    assert row["eager_ms"] > 0 and row["onnx2x_ms"] > 0 and row["onnxruntime_ms"] > 0
+    diff, scale = row["max_abs_diff"].split()
+    assert float(diff) <= 1e-4 * float(scale.strip("()"))
+    assert "| mobilenetv3_large_100 |" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
 def test_quantized_benchmark_smoke_writes_its_section(tmp_path: Path) -> None:
     """The quantized-graph benchmark runs end to end (a small dynamically quantized BERT and
     squeezenet through quantize_static) and the converted outputs it checks agree with onnxruntime."""
