@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, add_output_flags, geomean, machine, write_section_to  # noqa: E402
+from benchmarks.report import Section, add_output_flags, geomean, machine, report  # noqa: E402
 
 TRANSFORMERS = ("bert", "distilbert", "albert", "electra", "roberta", "gpt2", "t5_encoder", "t5", "vit", "mobilevit")
 HAND_BUILT = ("lstm_bi", "gru", "convnext_block", "resnet_block", "inverted_residual", "transformer_mlp", "tcn",
@@ -204,10 +204,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.graphs:
             rows += bench_graph(name, Path(tmp), args.threads, args.batches, args.repeat)
-    for line in summary(rows):
-        print(json.dumps(line))
-    if not args.no_write:
-        write_section_to(section(rows, args.repeat), args.out_dir)
+    report(section(rows, args.repeat), summary(rows), args)
     return 0
 
 

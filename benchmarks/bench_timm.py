@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.report import Section, add_output_flags, geomean, machine, write_section_to  # noqa: E402
+from benchmarks.report import Section, add_output_flags, geomean, machine, report  # noqa: E402
 
 # residual, mobile (depthwise, SE, hardswish, SiLU), grouped, ConvNeXt, attention (ViT, LeViT) families
 MODELS = ("resnet18", "mobilenetv3_large_100", "efficientnet_b0", "ghostnet_100", "regnetx_004", "convnext_atto",
@@ -164,10 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for row in got:
             print(json.dumps(row), flush=True)
         rows += got
-    for line in summary(rows):
-        print(json.dumps(line))
-    if not args.no_write:
-        write_section_to(section(rows, args.repeat), args.out_dir)
+    report(section(rows, args.repeat), summary(rows), args)
     return 0
 
 

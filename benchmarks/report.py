@@ -126,10 +126,18 @@ def write_section_to(section: Section, out_dir: Optional[Path]) -> None:
                   out_dir / "BENCHMARKS.md" if out_dir else None)
 
 
-__all__ = ["Section", "machine", "render", "write_section", "write_section_to"]
+__all__ = ["Section", "machine", "render", "report", "write_section", "write_section_to"]
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     """``--out-dir`` and ``--no-write``, which every benchmark takes (see :func:`write_section_to`)."""
     parser.add_argument("--out-dir", type=Path, help="write BENCHMARKS.json/.md here instead of docs/")
     parser.add_argument("--no-write", action="store_true", help="print the rows only")
+
+
+def report(section: Section, summary_lines: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print a benchmark's summary lines as JSON, then write its section unless ``--no-write``."""
+    for line in summary_lines:
+        print(json.dumps(line))
+    if not args.no_write:
+        write_section_to(section, args.out_dir)
