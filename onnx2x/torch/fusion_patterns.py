@@ -11,7 +11,7 @@ kernel (attention in blocks, without the [L, S] score matrix ever being written)
   [Mul weight]``  -> ``F.rms_norm``
 * GroupNorm:  ``Reshape [N, G, -1], InstanceNormalization (unit scale, zero bias), Reshape to x's
   shape, [Mul gamma], [Add beta]`` (per-channel constants)  -> ``F.group_norm`` (both torch
-  exporters' ``nn.GroupNorm``; InstanceNormalization runs as a batch norm over a repeated weight)
+  exporters' ``nn.GroupNorm``: five ops and two re-layouts become one kernel)
 * GELU:       ``x * 0.5 * (1 + erf(x / sqrt 2))`` and ``... (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``
   in the exporters' orders  -> ``F.gelu(approximate='none' | 'tanh')``
 * SiLU:       ``x * Sigmoid(x)``  -> ``F.silu`` (EfficientNet, MobileViT, YOLO exports); likewise

@@ -43,9 +43,9 @@ def _whole_rows_pay(data: torch.Tensor, indices: torch.Tensor) -> bool:
     a 0-d index selects a view, no copy at all)."""
     if type(indices) is not torch.Tensor or type(data) not in (torch.Tensor, torch.nn.Parameter) or indices.dim() == 0:
         return False
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if indices.numel() * (data.numel() // max(int(data.shape[0]), 1)) < WHOLE_ROWS_MIN_ELEMENTS:
         return False
-    return indices.numel() * (data.numel() // max(int(data.shape[0]), 1)) >= WHOLE_ROWS_MIN_ELEMENTS
+    return not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
 
 def gather_elements(data: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tensor:
