@@ -3,8 +3,8 @@
 The node conformance cases cover the common paths (and run in test_onnx2x_conformance.py);
 these target what they miss: the old attribute form of ``axes``, axes known at conversion time
 (folded into the call) and at run time, integer dtypes that torch would promote, empty
-reductions for integers, ArgMax ties, CumSum with a constant axis, integer Gemm/MatMul and
-MatMulInteger with per-column zero points.
+reductions for integers, ArgMax ties, CumSum with a constant axis, integer Gemm/MatMul,
+batched matrix-vector MatMul and MatMulInteger with per-column zero points.
 """
 from __future__ import annotations
 
@@ -86,6 +86,26 @@ def test_matmul_int64_broadcast() -> None:
     a = RNG.integers(-99, 99, (2, 1, 3, 4)).astype(np.int64)
     b = RNG.integers(-99, 99, (5, 4, 2)).astype(np.int64)
     check("MatMul", {"a": a, "b": b}, opset=13)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((32, 24, 16), (32, 16, 1)), ((2, 3, 24, 16), (3, 16, 1)),
+                                             ((3, 24, 16), (3, 16, 2))],
+                         ids=["batched-matvec", "broadcast-matvec", "two-columns"])
+def test_batched_matrix_vector_products(a_shape: tuple, b_shape: tuple) -> None:
+    """MatMul of a batch of matrices with a batch of [K, 1] vectors (per-token expert weights)
+    runs as runtime.linalg.matrix_vector_products, broadcasting as torch.matmul does; a result
+    with more columns stays torch.matmul. Both match onnxruntime, and torch.export traces it."""
+    import torch
+
+    from onnx2x.torch.runtime import linalg as rt_linalg
+
+    feeds = {"a": RNG.standard_normal(a_shape).astype(np.float32), "b": RNG.standard_normal(b_shape).astype(np.float32)}
+    model = node_model("MatMul", feeds, ["y0"], {}, opset=13, ir_version=8)
+    gm = check_converted(model, feeds, rtol=1e-5, atol=1e-5)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets == ([rt_linalg.matrix_vector_products] if b_shape[-1] == 1 else [torch.matmul])
+    args = tuple(torch.from_numpy(v) for v in feeds.values())
+    np.testing.assert_allclose(torch.export.export(gm, args).module()(*args).numpy(), gm(*args).numpy(), rtol=1e-6)
 
 
 def test_matmul_integer_per_column_b_zero_point() -> None:

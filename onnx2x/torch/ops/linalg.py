@@ -20,6 +20,9 @@ def matmul(ctx):
         # torch's integer matmul does not exist on every device; accumulate in int64 then narrow
         y = ctx.call(torch.matmul, ctx.method("to", a, torch.int64), ctx.method("to", b, torch.int64))
         return ctx.method("to", y, dt)
+    shape_a, shape_b = ctx.shape(0), ctx.shape(1)
+    if shape_a is not None and shape_b is not None and len(shape_a) >= 3 and len(shape_b) >= 3 and shape_b[-1] == 1:
+        return ctx.call(rt.matrix_vector_products, a, b)
     return ctx.call(torch.matmul, a, b)
 
 

@@ -55,6 +55,18 @@ _PACKED_LINEAR: "WeakIdKeyDictionary" = WeakIdKeyDictionary()  # weight -> (key,
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
+def matrix_vector_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul(a, b)`` for ``b`` of shape [..., K, 1]: a batch of matrix-vector products
+    (a mixture of experts' per-token expert weights applied to each token).
+
+    Computed as ``(b^T a^T)^T``, the same dot products: torch's CPU bmm takes a slow path for a
+    result with one column and is fast for one row (32 x [256, 64] @ [64, 1], one thread: 566 us
+    against 143 us; 8 x [1024, 512] @ [512, 1]: 5.5 ms against 1.6 ms)."""
+    if a.dim() < 3 or b.dim() < 3 or b.shape[-1] != 1:
+        return torch.matmul(a, b)
+    return torch.matmul(b.transpose(-1, -2), a.transpose(-1, -2)).transpose(-1, -2)
+
+
 def clear_packed_linear_weights() -> None:
     """Drop every cached packed weight (rebuilt on the next call); needed only after editing a
     weight's values through ``.data``, which PyTorch's version counter does not see."""
