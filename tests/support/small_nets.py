@@ -153,8 +153,9 @@ NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "tcn": (TemporalConvNet, (1, 32, 128)),
     "unet_up_block": (UNetUpBlock, (1, 64, 24, 24)),
 }
-# exported axes besides the batch: the recurrent nets' time, the UNet's image size
+# exported axes besides the batch: the recurrent nets' time, the UNet's image size (its output is 4x)
 _AXES = {"lstm_bi": {1: "time"}, "gru": {1: "time"}, "unet_up_block": {2: "height", 3: "width"}}
+_OUTPUT_AXES = {"unet_up_block": {2: "out_height", 3: "out_width"}}
 
 
 def build(name: str) -> nn.Module:
@@ -183,9 +184,10 @@ def sample(name: str, batch: int, gen: torch.Generator) -> torch.Tensor:
 def export(net: nn.Module, name: str, path: Path, opset: int = 17) -> Path:
     """TorchScript export with a dynamic batch (and the axes of ``_AXES``)."""
     axes = {0: "batch", **_AXES.get(name, {})}
+    output_axes = {0: "batch", **_OUTPUT_AXES.get(name, _AXES.get(name, {}))}
     x = sample(name, 2, torch.Generator().manual_seed(2))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"], opset_version=opset,
-                          dynamo=False, dynamic_axes={"x": axes, "y": axes})
+                          dynamo=False, dynamic_axes={"x": axes, "y": output_axes})
     return path
