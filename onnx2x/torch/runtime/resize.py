@@ -228,12 +228,11 @@ def resize(x: torch.Tensor, roi, scales, sizes, axes: Optional[Sequence[int]], m
     sizes_l = _opt_list(sizes)
     scales_l = None if sizes_l is not None else _opt_list(scales)
     dtype = x.dtype if x.dtype.is_floating_point else torch.float32
-    tables, doubles = _tables_for(shape, _frozen(scales_l), _frozen(sizes_l), _frozen(axes), _frozen(_opt_list(roi)),
+    tables, doubled = _tables_for(shape, _frozen(scales_l), _frozen(sizes_l), _frozen(axes), _frozen(_opt_list(roi)),
                                   mode, ctm, nearest_mode, float(cubic_a), bool(exclude_outside),
                                   keep_aspect_ratio_policy, bool(antialias), dtype)
-    if doubles and x.is_floating_point():
-        return F.interpolate(x, size=[2 * n if any(a == i for a, *_ in tables) else n
-                                      for i, n in enumerate(shape) if i >= 2], mode="nearest")
+    if doubled is not None and x.is_floating_point():
+        return F.interpolate(x, size=doubled, mode="nearest")
     return apply_tables(x, tables, extrapolation_value)
 
 
@@ -244,8 +243,10 @@ def _frozen(values: Optional[Sequence]) -> Optional[tuple]:
 @functools.lru_cache(maxsize=256)
 def _tables_for(shape: tuple, scales: Optional[tuple], sizes: Optional[tuple], axes: Optional[tuple],
                 roi: Optional[tuple], mode: str, ctm: str, nearest_mode: str, cubic_a: float, exclude_outside: bool,
-                keep_aspect_ratio_policy: str, antialias: bool, dtype: torch.dtype) -> tuple[List[Table], bool]:
-    """:func:`resize`'s tables for one input shape, and whether they double the spatial axes.
+                keep_aspect_ratio_policy: str, antialias: bool, dtype: torch.dtype
+                ) -> tuple[List[Table], Optional[List[int]]]:
+    """:func:`resize`'s tables for one input shape, and the spatial output size when they double
+    the resized spatial axes with nearest neighbours (:func:`_doubles_spatial_axes`), else None.
 
     Cached: a model resizes the same few shapes call after call, and building the tables in Python
     costs far more than resizing a small image (about 0.5 ms against 0.04 ms for 2x nearest on
@@ -253,7 +254,10 @@ def _tables_for(shape: tuple, scales: Optional[tuple], sizes: Optional[tuple], a
     entries = plan(list(shape), None if sizes is not None else scales, sizes, axes, roi, keep_aspect_ratio_policy,
                    ctm == "tf_crop_and_resize")
     tables = build_tables(list(shape), entries, mode, ctm, nearest_mode, cubic_a, exclude_outside, antialias, dtype)
-    return tables, mode == "nearest" and _doubles_spatial_axes(shape, tables)
+    if mode != "nearest" or not _doubles_spatial_axes(shape, tables):
+        return tables, None
+    resized = {axis for axis, *_ in tables}
+    return tables, [2 * n if axis in resized else n for axis, n in enumerate(shape) if axis >= 2]
 
 
 def _doubles_spatial_axes(shape: Sequence[int], tables: Sequence[Table]) -> bool:
