@@ -33,10 +33,9 @@ def bench(kind: str, hidden: int, layers: int, heads: int, seq: int, batch: int,
           repeat: int, onnx_path: Optional[str] = None, save: Optional[str] = None) -> dict[str, Any]:
     import numpy as np
     import onnx
-    import onnxruntime as ort
     import torch
 
-    from benchmarks.bench_onnx2torch import median_latency
+    from benchmarks.bench_onnx2torch import median_latency, onnxruntime_session
     from onnx2x.torch import convert
 
     if onnx_path:
@@ -51,10 +50,7 @@ def bench(kind: str, hidden: int, layers: int, heads: int, seq: int, batch: int,
         if save:
             onnx.save(model, save)
     torch.set_num_threads(threads)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(model.SerializeToString(), threads)
     modules = {"fused": convert(model, fuse=True).eval(), "unfused": convert(model, fuse=False).eval()}
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 64, (batch, seq)).astype(np.int64)

@@ -67,6 +67,26 @@ def median_latency(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int =
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def onnxruntime_session(model: "str | bytes", threads: int) -> Any:
+    """onnxruntime on the CPU with ``threads`` intra-op threads and one inter-op thread, as every
+    forward benchmark compares it (``torch.set_num_threads`` gives the module the same count)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def latency_columns(lat: dict[str, float], ms_digits: int) -> dict[str, Any]:
+    """A row's timings from :func:`median_latency` of ``eager``, ``onnx2x`` and ``onnxruntime``:
+    each in ms, and the ratios between them."""
+    return {**{f"{k}_ms": round(v * 1e3, ms_digits) for k, v in lat.items()},
+            "vs_ort": round(lat["onnx2x"] / lat["onnxruntime"], 3),
+            "vs_eager": round(lat["onnx2x"] / lat["eager"], 3),
+            "eager_vs_ort": round(lat["eager"] / lat["onnxruntime"], 3)}
+
+
 def optional_converters() -> dict[str, Callable[[Any], Any]]:
     """onnx2torch / onnx2pytorch when installed (they are not dependencies of this project)."""
     found: dict[str, Callable[[Any], Any]] = {}
@@ -88,7 +108,6 @@ def optional_converters() -> dict[str, Callable[[Any], Any]]:
 def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str, Any]:
     import numpy as np
     import onnx
-    import onnxruntime as ort
     import torch
 
     from onnx2x.torch import convert
@@ -101,10 +120,7 @@ def bench_model(name: str, workdir: Path, threads: int, repeat: int) -> dict[str
     row: dict[str, Any] = {"model": name, "weights_mb": round(float(weights_mb), 1)}
 
     torch.set_num_threads(threads)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = onnxruntime_session(str(path), threads)
     in_name = sess.get_inputs()[0].name
     gm = convert(str(path)).eval()
     others = {}

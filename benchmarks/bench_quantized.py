@@ -125,18 +125,15 @@ def build(name: str, folder: Path, smoke: bool) -> tuple[Path, dict[str, Any]]:
 
 def bench(name: str, folder: Path, repeat: int, smoke: bool) -> dict[str, Any]:
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from benchmarks.bench_onnx2torch import median_latency
+    from benchmarks.bench_onnx2torch import median_latency, onnxruntime_session
     from onnx2x.torch import convert
 
     path, feeds = build(name, folder, smoke)
     module = convert(str(path)).eval()
     torch.set_num_threads(1)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(str(path), 1)
     inputs = [torch.from_numpy(feeds[i.name]) for i in session.get_inputs()]
     with torch.inference_mode():
         got = module(*inputs)

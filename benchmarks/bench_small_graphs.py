@@ -93,10 +93,9 @@ def _first(out: Any) -> Any:
 
 def bench_graph(name: str, folder: Path, threads_list: list[int], batches: list[int], repeat: int) -> list[dict[str, Any]]:
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from benchmarks.bench_onnx2torch import median_latency
+    from benchmarks.bench_onnx2torch import latency_columns, median_latency, onnxruntime_session
     from onnx2x.torch import convert
 
     with warnings.catch_warnings():
@@ -113,10 +112,7 @@ def bench_graph(name: str, folder: Path, threads_list: list[int], batches: list[
     rows = []
     for threads in threads_list:
         torch.set_num_threads(threads)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = onnxruntime_session(str(path), threads)
         names = [i.name for i in sess.get_inputs()]
         for batch in batches:
             inputs = sample(batch, torch.Generator().manual_seed(batch))
@@ -138,11 +134,7 @@ def bench_graph(name: str, folder: Path, threads_list: list[int], batches: list[
                         continue
                     fns[peer] = (lambda m=module: m(*inputs))
                 lat = median_latency(fns, repeat, block=1 if threads == 1 else 5)
-            for key, seconds in lat.items():
-                row[f"{key}_ms"] = round(seconds * 1e3, 3)
-            row["vs_ort"] = round(lat["onnx2x"] / lat["onnxruntime"], 3)
-            row["vs_eager"] = round(lat["onnx2x"] / lat["eager"], 3)
-            row["eager_vs_ort"] = round(lat["eager"] / lat["onnxruntime"], 3)
+            row.update(latency_columns(lat, ms_digits=3))
             for peer in peers:
                 if peer in lat:
                     row[f"{peer}_vs_ort"] = round(lat[peer] / lat["onnxruntime"], 3)

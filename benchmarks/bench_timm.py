@@ -51,10 +51,9 @@ def measure(name: str, folder: Path, threads_list: list[int], batches: list[int]
     import warnings
 
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    from benchmarks.bench_onnx2torch import median_latency
+    from benchmarks.bench_onnx2torch import latency_columns, median_latency, onnxruntime_session
     from onnx2x.torch import convert
     from tests.support.timm_corpus import _import_timm, _realistic_weights
 
@@ -72,10 +71,7 @@ def measure(name: str, folder: Path, threads_list: list[int], batches: list[int]
     rows = []
     for threads in threads_list:
         torch.set_num_threads(threads)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = onnxruntime_session(str(path), threads)
         for batch in batches:
             x = torch.randn(batch, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(batch))
             feeds = {"input": x.numpy()}
@@ -85,11 +81,7 @@ def measure(name: str, folder: Path, threads_list: list[int], batches: list[int]
                 lat = median_latency({"eager": lambda: eager(x), "onnx2x": lambda: converted(x),
                                       "onnxruntime": lambda: sess.run(None, feeds)},
                                      repeat, block=1 if threads == 1 else 5)
-            row = {"model": name, "threads": threads, "batch": batch,
-                   **{f"{k}_ms": round(v * 1e3, 2) for k, v in lat.items()},
-                   "vs_ort": round(lat["onnx2x"] / lat["onnxruntime"], 3),
-                   "vs_eager": round(lat["onnx2x"] / lat["eager"], 3),
-                   "eager_vs_ort": round(lat["eager"] / lat["onnxruntime"], 3),
+            row = {"model": name, "threads": threads, "batch": batch, **latency_columns(lat, ms_digits=2),
                    "max_abs_diff": diff, "scale": float(np.abs(want).max())}
             rows.append(row)
     return rows
