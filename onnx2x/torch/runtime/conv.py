@@ -280,7 +280,8 @@ def _small_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
                   padding: List[int], dilation: List[int], residual: Optional[torch.Tensor], relu: bool,
                   clamp: Optional[List[float]], activation: Optional[str]) -> torch.Tensor:
     """``conv2d_fused``'s fast path for a convolution too small for oneDNN (``ONEDNN_MIN_MACS``):
-    F.conv2d, then the residual, clamp and ReLU in place on its fresh output (no autograd here)."""
+    F.conv2d, then the residual, clamp and ReLU in place on its fresh output (no autograd here), and
+    the activation, if any."""
     y = F.conv2d(x, weight, bias, stride, padding, dilation)
     if residual is not None:
         y = y.add_(residual) if residual.shape == y.shape else y + residual
