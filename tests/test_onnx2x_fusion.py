@@ -270,6 +270,41 @@ def test_conv1d_bn_fold() -> None:
     assert _targets(gm) == [torch.conv1d]
 
 
+@pytest.mark.parametrize("stride,pads,bias", [(1, [2, 2], True), (2, [0, 0], False), (1, [3, 1], True)],
+                         ids=["same", "strided-valid", "asymmetric"])
+def test_dilated_conv1d_runs_as_one_matrix_product(stride: int, pads: list, bias: bool) -> None:
+    """A TCN/WaveNet layer: the GEMM path for one sample, F.conv1d for a batch, traced and exported
+    modules on the plain path, all with onnxruntime's numbers."""
+    rng = _rng(9)
+    inits = [numpy_helper.from_array(_f32(0.3 * rng.standard_normal((6, 4, 3))), "w")]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(_f32(rng.standard_normal(6)), "b"))
+        inputs.append("b")
+    nodes = [helper.make_node("Conv", inputs, ["c"], dilations=[2], strides=[stride], pads=pads),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = _model(nodes, [("x", ["n", 4, "t"])], ["y"], inits)
+    gm = _check(model, {"x": _x(1, 4, 19)})
+    assert rt_conv.conv1d_dilated in _targets(gm)
+    for x in (_x(1, 4, 19, seed=2), _x(3, 4, 11, seed=3)):
+        want = _ort(model, {"x": x})[0]
+        np.testing.assert_allclose(_run(gm, model, {"x": x})[0], want, rtol=RTOL, atol=ATOL)
+        xt = torch.from_numpy(x)
+        with torch.no_grad():
+            for how, module in (("fx", torch.fx.symbolic_trace(gm)), ("export", torch.export.export(gm, (xt,)).module())):
+                np.testing.assert_allclose(module(xt).numpy(), want, rtol=RTOL, atol=ATOL, err_msg=how)
+
+
+def test_dilated_conv1d_gemm_path_is_taken_only_where_pytorch_is_slow(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(rt_conv, "_im2col_conv1d", lambda *a: calls.append(a[0].shape) or F.conv1d(
+        a[0], a[1], a[2], [a[3]], [a[4]], [a[5]]))
+    w = torch.randn(8, 8, 3)
+    for shape in ((1, 8, 40), (2, 8, 40), (1, 8, rt_conv.SLOW_DILATED_MAX_ELEMENTS)):
+        rt_conv.conv1d_dilated(torch.randn(shape), w, None, [1], [2], [2], 1)
+    assert calls == [(1, 8, 40)]
+
+
 # --- residual add ---------------------------------------------------------------------------
 def _residual(swap: bool, shortcut_is_input: bool = False) -> onnx.ModelProto:
     """x -> conv1-BN-relu -> conv2-BN; + shortcut (conv3 of x, or x itself) -> relu."""

@@ -69,6 +69,7 @@ class FusionStats:
     fused_relus: int = 0
     fused_clamps: int = 0  # ReLU6-like clamps with number bounds applied in the convolution
     fused_activations: int = 0  # SiLU, hardswish, sigmoid, GELU applied in the convolution
+    dilated_conv1ds: int = 0  # dilated conv1d calls turned into conv1d_dilated
     layer_norms: int = 0  # exact pattern fusions (fusion_patterns.py)
     rms_norms: int = 0
     group_norms: int = 0
@@ -94,6 +95,7 @@ def fuse(gm: fx.GraphModule, info: Optional[dict[str, ValueInfo]] = None) -> Fus
     _fold_into_convs(gm, stats, names)
     _batch_norms_to_affine(gm, info, stats, names)
     _fuse_conv2d(gm, stats, names)
+    _dilated_conv1ds(gm, stats)
     _prepack_linears(gm, stats)
     _mark_dead_residuals(gm)
     _weights_channels_last(gm)
@@ -404,6 +406,19 @@ def _fuse_conv2d(gm: fx.GraphModule, stats: FusionStats, names: _ValueNames) -> 
             last.prepend(node)  # the residual may be computed after the convolution
             names.retire(chain, node)
         stats.fused_convs += 1
+
+
+def _dilated_conv1ds(gm: fx.GraphModule, stats: FusionStats) -> None:
+    """Dilated, ungrouped 1-D convolutions call :func:`runtime.conv.conv1d_dilated` (same
+    arguments), which avoids PyTorch's slow dilated kernel on small inputs."""
+    for node in gm.graph.nodes:
+        if (node.op == "call_function" and node.target in (torch.conv1d, F.conv1d) and not node.kwargs
+                and len(node.args) == 7 and node.args[6] == 1 and isinstance(node.args[5], (list, tuple))
+                and len(node.args[5]) == 1 and node.args[5][0] != 1):
+            node.target = rt_conv.conv1d_dilated
+            node.args = (*node.args[:3], list(node.args[3]), list(node.args[4]), list(node.args[5]), 1)
+            node.meta["is_wrapped"] = True  # fx.symbolic_trace keeps runtime helpers as leaf calls
+            stats.dilated_conv1ds += 1
 
 
 def _activation(user: Optional[fx.Node], value: fx.Node) -> Optional[str]:
