@@ -137,6 +137,24 @@ def test_newer_ir_version_is_verified_as_onnxruntime_s_own(tmp_path: Path, capsy
     np.testing.assert_allclose(got, _ort(_model(), x), rtol=1e-5, atol=1e-6)  # same graph, IR 8
 
 
+def test_model_exported_for_one_length_says_which_shapes_failed_and_how_to_give_its_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A free axis the graph only runs at 16 (an exporter's baked-in length): the warning shows
+    onnxruntime's reason for the first draw, the shapes tried, and the flag; with it, it verifies."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w])
+    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                tmp_path / "fixed.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "verification skipped: onnxruntime cannot run the model on random inputs of shapes 2x8 (" in err, err
+    assert "nor on 1x1; 1x32; 1x224; 1x1024." in err and "--input-shape NAME:D0,D1" in err, err
+    assert main(["torch", str(src), "-o", str(tmp_path / "net16.pt"), "--input-shape", "x:3,16"]) == 0
+    assert "matches onnxruntime" in capsys.readouterr().out
+
+
 def test_model_onnxruntime_refuses_is_converted_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """BiasAdd (com.microsoft) has no CPU kernel in onnxruntime: nothing to verify against."""
     rng = np.random.default_rng(0)

@@ -174,7 +174,10 @@ def _run_reference(runner: Any, feeds: Mapping[str, np.ndarray]) -> tuple[Option
     try:
         return list(runner.run(feeds).outputs.values()), ""
     except ConversionFailure as exc:
-        return None, f"onnxruntime cannot run the model on random inputs ({exc.message.split(': ', 1)[-1][:300]})"
+        return None, f"{_RANDOM_INPUTS} ({exc.message.split(': ', 1)[-1][:300]})"
+
+
+_RANDOM_INPUTS = "onnxruntime cannot run the model on random inputs"
 
 
 def _short(exc: BaseException) -> str:
@@ -226,23 +229,36 @@ def reference_outputs(
         if runner is None:
             return Reference(skip_reason=why)
     input_names = [v.name for v in graph_inputs(proto)]
-    tried: set[tuple[tuple[int, ...], ...]] = set()
-    why = ""
+    refused: dict[tuple[tuple[int, ...], ...], str] = {}  # input shapes tried -> onnxruntime's reason
     for symbolic in SYMBOLIC_SIZES:
         try:
             feeds = random_inputs(proto, input_shapes, seed, symbolic, given)
         except ValueError as exc:
             return Reference(skip_reason=str(exc))
         shapes = tuple(np.shape(f) for f in feeds)
-        if shapes in tried:
+        if shapes in refused:
             continue  # no symbolic dimension: one draw is all there is
-        tried.add(shapes)
         inputs = dict(zip(input_names, feeds))
         expected, why = _run_reference(runner, inputs)
         if expected is not None:
             return Reference(inputs=inputs, expected=expected)
+        refused[shapes] = why
         log.debug("%s: onnxruntime refuses inputs of shapes %s: %s", where, shapes, why)
-    return Reference(skip_reason=why)
+    return Reference(skip_reason=_refusal(refused))
+
+
+def _refusal(refused: dict[tuple[tuple[int, ...], ...], str]) -> str:
+    """Why onnxruntime ran none of the draws: its reason for the first (the most typical sizes;
+    later ones fail for reasons of their own, such as a position table shorter than 1024), and,
+    when there were several, the shapes tried and how to give the sizes a graph exported for one
+    sequence length or image size needs."""
+    first = next(iter(refused.values()), "")
+    if len(refused) < 2:
+        return first
+    shown = [", ".join("x".join(str(d) for d in shape) or "scalar" for shape in shapes) for shapes in refused]
+    first = first.replace(_RANDOM_INPUTS, f"{_RANDOM_INPUTS} of shapes {shown[0]}", 1)
+    return (f"{first}, nor on {'; '.join(shown[1:])}. A model exported for fixed sizes runs only at those: "
+            "give them with --input-shape NAME:D0,D1,... or --input [NAME=]FILE")
 
 
 def check_module(
