@@ -234,6 +234,7 @@ def _convert_torch(args: argparse.Namespace) -> int:
             _save_materialized(proto, args.simplify_path)
             log.info("wrote the converted ONNX model to %s", args.simplify_path)
         weights, source = artifact.artifact_paths(args.output or default_output(args.model))
+        artifact.warn_if_shadowing(source)
         verdict = "not verified (--no-verify)"
         with atomic_files([weights, source]) as (w_tmp, s_tmp):
             progress.stage("write")

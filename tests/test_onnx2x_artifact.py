@@ -259,3 +259,18 @@ def test_unwritable_global_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConversionFailure, match="cannot be written as source"):
         artifact.save(gm, tmp_path / "net.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stem,warns", [("json", True), ("torch", True), ("resnet_v2", False), ("my-net", False)])
+def test_an_output_named_like_an_importable_module_is_warned_about(
+        stem: str, warns: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``out/json.py`` on sys.path would hide the standard ``json`` (and ``torch.py`` torch) from
+    every later import in the process: say so when writing it, and still write it."""
+    gm = convert(_conv_model())
+    with caplog.at_level("WARNING", logger="onnx2x.torch.artifact"):
+        weights, source = artifact.save(gm, tmp_path / f"{stem}.pt")
+    assert weights.is_file() and source.is_file()
+    warned = [r.getMessage() for r in caplog.records if "importable Python module" in r.getMessage()]
+    assert bool(warned) == warns, warned
+    if warns:
+        assert f"`import {stem}`" in warned[0] and "onnx2x.torch.artifact.load" in warned[0]

@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import re
+import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,27 @@ def artifact_paths(path: PathLike) -> tuple[Path, Path]:
     if not p.suffix:
         p = p.with_suffix(".pt")
     return p, p.with_suffix(".py")
+
+
+def warn_if_shadowing(source: Path) -> None:
+    """Warn when ``source`` has the name of a module Python can import (``ast.py``, ``json.py``,
+    ``torch.py``): with its folder on ``sys.path`` (``from ast import load``), every later
+    ``import ast`` in the process, torch's own included, would get the model file instead."""
+    name = source.stem
+    if not name.isidentifier():
+        return
+    if name not in sys.stdlib_module_names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return
+        origin = getattr(spec, "origin", None)
+        if spec is None or (origin and Path(origin).resolve().parent == source.resolve().parent):
+            return  # nothing of that name, or an earlier file in the same folder (this model's)
+    log.warning("%s: %r is also the name of an importable Python module: with %s on sys.path, `import %s` "
+                "anywhere would load this file instead; load it with onnx2x.torch.artifact.load or by path "
+                "(importlib, see the file's docstring), or choose another output name",
+                source, name, source.parent, name)
 
 
 # --- collecting what the source must declare ---------------------------------------------------
@@ -477,6 +499,7 @@ def write(gm: fx.GraphModule, weights_path: PathLike, source_path: PathLike, *, 
 def save(gm: fx.GraphModule, path: PathLike, *, source_label: str = "") -> tuple[Path, Path]:
     """Write ``NAME.pt`` and ``NAME.py`` for ``path``; both appear together or neither does."""
     weights, source = artifact_paths(path)
+    warn_if_shadowing(source)
     with atomic_files([weights, source]) as (w_tmp, s_tmp):
         write(gm, w_tmp, s_tmp, source_label=source_label)
     return weights, source
@@ -503,4 +526,4 @@ def load(path: PathLike, *, weights_path: Optional[PathLike] = None, map_locatio
     return module.load(str(weights_path or weights), map_location=map_location, mmap=mmap)
 
 
-__all__ = ["artifact_paths", "generate_source", "load", "save", "write"]
+__all__ = ["artifact_paths", "generate_source", "load", "save", "warn_if_shadowing", "write"]
