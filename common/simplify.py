@@ -23,6 +23,7 @@ records the shape it had, so that ``value.reshape(dims)`` recovers the original 
 from __future__ import annotations
 
 import functools
+import heapq
 import inspect
 import json
 import logging
@@ -74,6 +75,59 @@ def constant_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
             constant.update(o for o in node.output if o)
             found.append(node)
     return found
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every name the node's subgraphs read, at any depth: a superset of what they take from
+    the enclosing graph (names are unique across scopes in ONNX)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in sub.node:
+                names.update(i for i in inner.input if i)
+                names |= _subgraph_reads(inner)
+    return names
+
+
+def sort_nodes(graph: onnx.GraphProto) -> bool:
+    """Put ``graph.node`` in topological order, in place, keeping the given order wherever it is
+    already right; True when it was out of order.
+
+    Why: ONNX requires that order and onnx-simplifier refuses a graph without it ("Nodes in a graph
+    must be topologically sorted"), but tools write such graphs and onnxruntime runs them
+    (onnxconverter-common's float16 conversion appends the input casts after their readers).
+    A graph with a cycle is left as it is, for the converter to name the cycle.
+    """
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    needs: list[set[int]] = []
+    for i, node in enumerate(graph.node):
+        reads = {name for name in node.input if name} | _subgraph_reads(node)
+        needs.append({producer[name] for name in reads if name in producer and producer[name] != i})
+    if all(j < i for i, before in enumerate(needs) for j in before):
+        return False
+    waiting = [len(before) for before in needs]
+    readers: list[list[int]] = [[] for _ in needs]
+    for i, before in enumerate(needs):
+        for j in before:
+            readers[j].append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in readers[i]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                heapq.heappush(ready, k)
+    if len(order) != len(needs):
+        return False  # a cycle
+    nodes = [onnx.NodeProto() for _ in order]
+    for copy, i in zip(nodes, order):
+        copy.CopyFrom(graph.node[i])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
 
 
 def _read_by_constant_subgraphs(graph: onnx.GraphProto) -> set[str]:
@@ -356,6 +410,8 @@ def _simplify(model: onnx.ModelProto, input_shapes: Optional[dict[str, tuple[int
     if input_shapes:
         kwargs["overwrite_input_shapes"] = {k: list(v) for k, v in input_shapes.items()}
     small, large = skeleton(model, keep_foldable=keep_foldable, hide_weights=keep_trainable, keep=frozenset(keep))
+    if sort_nodes(small.graph):
+        log.info("%s: nodes are not in topological order (as ONNX requires); sorted for onnxsim", label)
     if _takes_schema_flag(onnxsim.simplify) and not _uses_other_domains(small):
         kwargs["import_custom_schemas"] = False
     printed: list[str] = []

@@ -77,3 +77,52 @@ def test_native_output_is_captured_not_printed(capfd):
     assert "failed to run" in printed[0] and "buffered by C stdio" in printed[0]
     os.write(1, b"after\n")
     assert capfd.readouterr().out == "after\n"
+
+
+def _unsorted_model() -> onnx.ModelProto:
+    """float16 conversion's shape (onnxconverter-common, keep_io_types): the input Cast is
+    appended after the nodes that read it; an If branch reads a value produced after the If."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float16), "w")
+    one = numpy_helper.from_array(np.array(1.0, dtype=np.float16), "one")
+    branch = lambda name, op: helper.make_graph(  # noqa: E731 - two tiny subgraphs
+        [helper.make_node(op, ["h", "one"], [f"{name}_out"])], name, [],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT16, None)])
+    nodes = [
+        helper.make_node("MatMul", ["x16", "w"], ["mm"]),
+        helper.make_node("If", ["cond"], ["picked"], then_branch=branch("then", "Add"), else_branch=branch("else", "Sub")),
+        helper.make_node("Relu", ["mm"], ["h"]),
+        helper.make_node("Cast", ["picked"], ["y"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),  # the reader comes first
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+                                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w, one])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_nodes_out_of_order_are_sorted_for_onnxsim(caplog):
+    from common.simplify import sort_nodes
+
+    model = _unsorted_model()
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    assert sort_nodes(graph) and not sort_nodes(graph)  # sorted once, then already in order
+    assert [n.op_type for n in graph.node] == ["Cast", "MatMul", "Relu", "If", "Cast"]
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)}
+    with caplog.at_level("WARNING"):
+        simplified = simplify(model, label="unsorted")
+    assert not [r for r in caplog.records if "onnxsim" in r.getMessage()], caplog.text
+    assert simplified is not model  # simplified, not handed back with a warning
+    for cond in (True, False):
+        run = {**feeds, "cond": np.array(cond)}
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, run)[0]
+        got = ort.InferenceSession(simplified.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, run)[0]
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_cycle_is_left_for_the_converter_to_name():
+    from common.simplify import sort_nodes
+
+    nodes = [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"])]
+    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])])
+    assert not sort_nodes(graph) and [n.output[0] for n in graph.node] == ["a", "b"]
