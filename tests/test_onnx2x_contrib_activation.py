@@ -140,6 +140,25 @@ def test_fused_matmul_trans_batch(trans_batch_a, trans_batch_b, trans_a, trans_b
     check_with_ort(ms_node_model("FusedMatMul", feeds, ["y"], attrs), feeds, tmp_path)
 
 
+@pytest.mark.parametrize("unknown,attrs", [("B", {"transB": 1}), ("B", {"transA": 1, "transB": 1, "transBatchB": 1}),
+                                            ("A", {"transA": 1, "transBatchA": 1})])
+def test_fused_matmul_of_an_operand_of_unknown_rank(unknown: str, attrs: dict, tmp_path) -> None:
+    """onnx's shape inference stops at com.microsoft ops, so an operand computed by one (here the
+    first FusedMatMul) has no declared rank: it is transposed by its rank at run time. (Equal
+    sizes on every axis keep each permutation's shapes compatible and its values distinct.)"""
+    from onnx2x.torch.runtime import contrib_activation as rt
+
+    a, b = rand(3, 3, 3, 3), rand(3, 3, 3, 3)
+    nodes = [helper.make_node("FusedMatMul", ["a", "b"], ["c"], domain="com.microsoft", transB=1, alpha=0.5),
+             helper.make_node("FusedMatMul", ["c", "b"] if unknown == "A" else ["a", "c"], ["y"],
+                              domain="com.microsoft", **attrs)]
+    model = graph_model(nodes, {"a": a, "b": b}, ["y"])
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    gm = convert(model, simplify=False)
+    assert rt.matmul_operand in [n.target for n in gm.graph.nodes]
+    check_with_ort(model, {"a": a, "b": b}, tmp_path)
+
+
 @pytest.mark.parametrize("attrs,dtype", slow_after(2, [
     ({"kernel_shape": [2, 3], "strides": [1, 2], "pads": [0, 2, 1, 0], "ceil_mode": 1}, np.int8),
     ({"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "dilations": [2, 1]}, np.uint8),

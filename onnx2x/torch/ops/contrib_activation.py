@@ -157,8 +157,8 @@ def _matmul_operand(ctx: NodeContext, i: int, letter: str) -> Handle:
     rank = ctx.rank(i)
     trans = bool(ctx.attr(f"trans{letter}", 0))
     trans_batch = bool(ctx.attr(f"transBatch{letter}", 0))
-    if (trans or trans_batch) and rank is None:
-        raise ctx.fail(f"the rank of {letter} must be known at conversion when it is transposed")
+    if (trans or trans_batch) and rank is None:  # shape inference stopped upstream (at a contrib op)
+        return ctx.call(rt.matmul_operand, x, trans, trans_batch)
     if rank == 1:
         return x
     if trans_batch and rank > 2:

@@ -2,7 +2,8 @@
 
 Why a helper: BiasSplitGelu halves the last axis and gates one half with the other, and
 BiasSoftmax adds a bias broadcast over a flattened batch (Softmax-11 style: every axis from
-``axis`` on is one softmax row), which plain broadcasting cannot express.
+``axis`` on is one softmax row), which plain broadcasting cannot express; a FusedMatMul operand
+of a rank known only at run time is transposed by its rank then.
 """
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ def bias_softmax(x: torch.Tensor, bias: torch.Tensor, axis: int, inner_broadcast
     else:
         z = rows.reshape(-1, n_bias, row) + b.unsqueeze(0)
     return torch.softmax(z, dim=-1).reshape(x.shape)
+
+
+def matmul_operand(x: torch.Tensor, trans: bool, trans_batch: bool) -> torch.Tensor:
+    """FusedMatMul's op(X) for an operand whose rank the graph does not declare: transBatch moves
+    the first axis behind the other batch axes, trans swaps the last two (a vector is as it is)."""
+    rank = x.dim()
+    if rank == 1:
+        return x
+    if trans_batch and rank > 2:
+        x = x.permute(*range(1, rank - 1), 0, rank - 1)
+    return x.transpose(-1, -2) if trans else x
