@@ -155,6 +155,24 @@ def test_model_exported_for_one_length_says_which_shapes_failed_and_how_to_give_
     assert "matches onnxruntime" in capsys.readouterr().out
 
 
+def test_cast_into_a_value_declared_of_another_type_is_refused_with_nothing_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """onnxconverter-common's float16 conversion can leave ``Cast(to=FLOAT)`` writing a value it
+    declares float16; the module would fail where that value meets a float16 weight."""
+    w = numpy_helper.from_array(np.ones((4, 4), np.float16), "w")
+    nodes = [helper.make_node("Cast", ["x"], ["x_cast"], name="embeddings/Cast", to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["x_cast", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 4])], [w],
+                              value_info=[helper.make_tensor_value_info("x_cast", TensorProto.FLOAT16, [2, 4])])
+    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                tmp_path / "fp16.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) != 0
+    err = capsys.readouterr().err
+    assert "embeddings/Cast (Cast): casts to FLOAT but the graph declares its output 'x_cast' as FLOAT16" in err, err
+    assert not list(tmp_path.glob("net.*"))
+
+
 def test_model_onnxruntime_refuses_is_converted_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """BiasAdd (com.microsoft) has no CPU kernel in onnxruntime: nothing to verify against."""
     rng = np.random.default_rng(0)

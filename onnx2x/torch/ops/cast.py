@@ -58,7 +58,18 @@ def emit_cast(ctx: NodeContext, x: Handle, src: Optional[torch.dtype], dst: torc
 
 @converter("Cast", since=1)
 def cast(ctx: NodeContext) -> Handle:
-    dst = target_dtype(ctx, ctx.attr("to"))
+    """A Cast whose output the graph declares of another type is refused: the graph contradicts
+    itself (onnxruntime refuses to load it), and following either side makes a module that fails
+    at run time where the two types meet (onnxconverter-common's float16 conversion can write
+    ``Cast(to=FLOAT)`` into a value it declares float16)."""
+    to = ctx.attr("to")
+    dst = target_dtype(ctx, to)
+    declared = ctx.node.outputs[0].dtype if ctx.node.outputs else None
+    if declared is not None and torch_dtype(declared.value) not in (None, dst):
+        named = to.decode() if isinstance(to, bytes) else to if isinstance(to, str) else _type_name(int(to))
+        raise ctx.fail(f"casts to {named.upper()} but the graph declares its output "
+                       f"{ctx.node.outputs[0].name!r} as {_type_name(declared.value)}: the graph contradicts itself "
+                       "(onnxruntime refuses to load it too); correct the declaration or the tool that wrote it")
     src = _source_dtype(ctx)
     return emit_cast(ctx, ctx.input(0), src, dst, bool(ctx.attr("saturate", 1)))
 
