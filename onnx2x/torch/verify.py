@@ -289,6 +289,8 @@ def check_module(
     it on another thread while the model converts: :mod:`onnx2x.torch.early_reference`).
     """
     where = label or proto.graph.name or "model"
+    if rtol is None and atol is None:
+        rtol, atol = _tolerance_of_computation(proto, where)
     if reference is None:
         reference = reference_outputs(proto, input_shapes=input_shapes, seed=seed, given=given, where=where)
     if reference.expected is None:
@@ -337,6 +339,40 @@ def check_module(
     result.max_abs_diff = max((o.max_abs or 0.0 for o in verdict.comparison), default=0.0)
     log.info("%s: outputs match onnxruntime (%s)", where, "; ".join(verdict.lines()))
     return result
+
+
+_REDUCED_FLOATS = {onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.FLOAT16: "float16"}  # coarsest first
+_WIDE_FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE})
+
+
+def reduced_precision(proto: onnx.ModelProto) -> Optional[str]:
+    """'float16' or 'bfloat16' when the graph computes in it behind wider float outputs: weights
+    of that type, or a Cast to it (float16 conversions that keep float32 inputs and outputs, as
+    onnxconverter-common's and onnxruntime's do). Its outputs then carry that precision's error."""
+    graph = proto.graph
+    if not any(o.type.tensor_type.elem_type in _WIDE_FLOATS for o in graph.output):
+        return None  # float16 outputs get float16's tolerance from their dtype already
+    found = {t.data_type for t in graph.initializer if t.data_type in _REDUCED_FLOATS}
+    for node in graph.node:
+        if node.op_type == "Cast":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to in _REDUCED_FLOATS:
+                found.add(to)
+    return next((name for code, name in _REDUCED_FLOATS.items() if code in found), None)
+
+
+def _tolerance_of_computation(proto: onnx.ModelProto, where: str) -> tuple[Optional[float], Optional[float]]:
+    """The default tolerance of the precision the graph computes in, when that is below its
+    outputs' (:func:`reduced_precision`); (None, None), the outputs' own, otherwise."""
+    precision = reduced_precision(proto)
+    if precision is None:
+        return None, None
+    from common.verify.compare import DEFAULT_TOLERANCES
+
+    tolerance = DEFAULT_TOLERANCES[precision]
+    log.info("%s: the graph computes in %s: its float outputs are judged at %s's tolerance (%s)", where, precision,
+             precision, tolerance)
+    return tolerance.rtol, tolerance.atol
 
 
 def locate_divergence(proto: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: Mapping[str, np.ndarray], *,
