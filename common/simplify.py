@@ -95,7 +95,7 @@ def sort_nodes(graph: onnx.GraphProto) -> bool:
 
     Why: ONNX requires that order and onnx-simplifier refuses a graph without it ("Nodes in a graph
     must be topologically sorted"), but tools write such graphs and onnxruntime runs them
-    (onnxconverter-common's float16 conversion appends the input casts after their readers).
+    (the float16 conversion of onnxruntime.transformers appends the input casts after their readers).
     A graph with a cycle is left as it is, for the converter to name the cycle.
     """
     producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}

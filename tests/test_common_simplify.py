@@ -80,7 +80,7 @@ def test_native_output_is_captured_not_printed(capfd):
 
 
 def _unsorted_model() -> onnx.ModelProto:
-    """float16 conversion's shape (onnxconverter-common, keep_io_types): the input Cast is
+    """A keep_io_types float16 conversion's shape (onnxruntime.transformers' float16): the input Cast is
     appended after the nodes that read it; an If branch reads a value produced after the If."""
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float16), "w")
     one = numpy_helper.from_array(np.array(1.0, dtype=np.float16), "one")
