@@ -1,7 +1,8 @@
 """Real producers of com.microsoft graphs converted with default flags and compared with onnxruntime.
 
 onnxruntime's transformer optimizer on BERT, GPT-2 with past and ViT (small transformers configs,
-seeded random weights, TorchScript export), and a grouped-query-attention decoder in the form
+seeded random weights, TorchScript export), the HF corpus's Llama-family decoders as onnxruntime
+saves them after its extended optimizations, and a grouped-query-attention decoder in the form
 onnxruntime-genai's model builder writes, run for a prompt and one decoding step on its KV cache.
 Each test first checks that the producer really emitted the fused contrib ops.
 """
@@ -13,7 +14,8 @@ import pytest
 
 from tests.support.contrib_cases import check_with_ort, ort_run, run_artifact
 from tests.support.contrib_models import (DecoderSpec, bert_feeds, bert_optimized, decoder_feeds, gpt2_feeds,
-                                          gpt2_past_optimized, gqa_decoder, op_types, vit_feeds, vit_optimized)
+                                          gpt2_past_optimized, gqa_decoder, op_types, ort_saved_optimized, vit_feeds,
+                                          vit_optimized)
 
 MS = "com.microsoft"
 
@@ -54,6 +56,23 @@ def test_vit_optimized(tmp_path) -> None:
     path = vit_optimized(tmp_path)
     _check_file(path, vit_feeds(), tmp_path, {f"{MS}:Attention", f"{MS}:SkipLayerNormalization",
                                               f"{MS}:BiasGelu", "LayerNormalization"}, atol=2e-5)
+
+
+@pytest.mark.parametrize("family", ["mistral", pytest.param("gemma", marks=pytest.mark.slow)])
+def test_decoder_as_onnxruntime_saves_it_after_extended_optimizations(family: str, tmp_path) -> None:
+    """Llama-family decoders: onnxruntime writes SiLU as QuickGelu and the attention scores as
+    FusedMatMul(transB=1), whose operands past the first contrib op have no rank onnx can infer."""
+    import torch
+
+    from tests.support import hf_corpus as hc
+
+    src = hc.export(family, tmp_path / f"{family}.onnx", 17)
+    model = ort_saved_optimized(src, tmp_path / f"{family}_extended.onnx")
+    assert f"{MS}:FusedMatMul" in op_types(model)
+    for batch, length, pad in ((2, 16, 0), (3, 11, 2)):
+        inputs = hc.sample(family, batch, length, torch.Generator().manual_seed(length), pad=pad)
+        feeds = {name: t.numpy() for name, t in zip(hc.input_names(family), inputs)}
+        check_with_ort(model, feeds, tmp_path, atol=2e-5)
 
 
 @pytest.mark.parametrize("packed_rotary_in_gqa", [True, False])

@@ -8,6 +8,8 @@
   holding the 4.x arithmetic (``Q K^T / sqrt(d)``), and GPT-2 with the 4.x forward
   (:class:`LegacyGPT2`: past as one [2, B, N, P, H] tensor per layer, as onnxruntime's GPT-2 tools
   export it) over the same HF weights; both are checked against HF's own forward.
+* Decoders of the HF corpus as onnxruntime saves them after its extended optimizations
+  (:func:`ort_saved_optimized`).
 * A Llama-style decoder in the form onnxruntime-genai's model builder writes: seqlens_k /
   total_sequence_length derived from ``attention_mask`` in the graph, SimplifiedLayerNormalization
   then SkipSimplifiedLayerNormalization residuals, GroupQueryAttention over past_key_values.*
@@ -74,6 +76,20 @@ def _optimize(src: Path, dst: Path, model_type: str, num_heads: int, hidden: int
     opt = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden,
                          optimization_options=options)
     opt.save_model_to_file(str(dst))
+    return onnx.load(str(dst))
+
+
+def ort_saved_optimized(src: Path, dst: Path, level: str = "extended") -> onnx.ModelProto:
+    """The graph onnxruntime saves after its own optimizations (``optimized_model_filepath``), as
+    users save it to skip them at load: at ``extended`` it holds com.microsoft fusions (FusedMatMul,
+    QuickGelu for SiLU, FastGelu ...) that onnx's shape inference cannot follow."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
     return onnx.load(str(dst))
 
 
