@@ -132,3 +132,36 @@ def test_corpus_outputs_depend_on_the_input() -> None:
             out = hc.build(family)(*hc.sample(family, 2, 11, gen))
         spread = float((out[0] - out[1]).abs().max()) / float(out.abs().max())
         assert spread > 0.1, f"{family}: output almost independent of the input ({spread:.2g})"
+
+
+@pytest.mark.parametrize("family", ["deit", pytest.param("mistral", marks=pytest.mark.slow)])
+def test_float16_conversion_keeping_float32_inputs_and_outputs(family: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """onnxruntime.transformers' float16 conversion (keep_io_types, as its docs show) writes its
+    input casts after their readers and computes in float16 behind float32 outputs: simplified
+    (nodes sorted for onnxsim), judged at float16's tolerance, no warning; the module stays close
+    to the float32 model."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    from onnx2x.cli import main
+
+    module = hc.build(family)
+    src = hc.export(family, tmp_path / f"{family}.onnx", 17, module=module)
+    half = OnnxModel(onnx.load(str(src)))
+    half.convert_float_to_float16(keep_io_types=True)
+    dst = tmp_path / f"{family}_fp16.onnx"
+    onnx.save(half.model, str(dst))
+    weights = tmp_path / "out" / f"{family}.pt"
+    capsys.readouterr()
+    assert main(["torch", str(dst), "-o", str(weights)]) == 0
+    captured = capsys.readouterr()
+    assert "; matches onnxruntime (" in captured.out and "WARNING" not in captured.err, captured.err
+    net = artifact.load(weights)
+    pad = 2 if hc.kind(family) in hc.TEXT_KINDS else 0
+    inputs = hc.sample(family, 3, 11, torch.Generator().manual_seed(11), pad=pad)
+    with torch.no_grad():
+        got, want = net(*inputs), module(*inputs)
+    got, want = (t[0] if isinstance(t, tuple) else t for t in (got, want))
+    scale = float(want.abs().max())
+    assert float((got - want).abs().max()) < 1e-2 * scale
