@@ -39,9 +39,9 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+def _ort(model: onnx.ModelProto, x: np.ndarray, name: str = "x") -> np.ndarray:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0]
+    return sess.run(None, {name: x})[0]
 
 
 def test_convert_writes_both_files_and_they_match_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -171,6 +171,58 @@ def test_cast_into_a_value_declared_of_another_type_is_refused_with_nothing_writ
     err = capsys.readouterr().err
     assert "embeddings/Cast (Cast): casts to FLOAT but the graph declares its output 'x_cast' as FLOAT16" in err, err
     assert not list(tmp_path.glob("net.*"))
+
+
+def _pools(shape: list) -> onnx.ModelProto:
+    """Four 2x2/2 average pools: an 8x10 image reaches them at 1x1, which onnxruntime pools to 1x1
+    and PyTorch (as ONNX's output-size formula, 0) refuses."""
+    nodes = [helper.make_node("AveragePool", [f"x{i}"], [f"x{i + 1}"], kernel_shape=[2, 2], strides=[2, 2])
+             for i in range(4)]
+    graph = helper.make_graph(nodes, "pools", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("x4", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+def test_module_refusing_the_smallest_draw_is_checked_at_the_next_size_both_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A CNN exported with a symbolic image size (DenseNet by the dynamo exporter) was refused:
+    the check's first image, 8x10, is smaller than the network's pooling windows."""
+    src = _save(_pools(["batch", 1, "height", "width"]), tmp_path / "pools.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
+    captured = capsys.readouterr()
+    assert "the converted module fails at input shapes 2x1x8x10, where onnxruntime computes outputs" in captured.err
+    assert "checked at shapes 1x1x32x40 instead" in captured.err and "matches onnxruntime (x4 (1, 1, 2, 2)" in captured.out
+    x = np.random.default_rng(0).standard_normal((3, 1, 64, 48)).astype(np.float32)
+    with torch.no_grad():
+        got = artifact.load(tmp_path / "net.pt")(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, _ort(_pools(["batch", 1, "height", "width"]), x, "x0"), rtol=1e-6, atol=1e-7)
+
+
+def test_module_failing_at_every_size_onnxruntime_runs_is_refused_and_the_json_says_why(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = _save(_pools([2, 1, 8, 10]), tmp_path / "fixed.onnx")
+    report = tmp_path / "check.json"
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt"), "--verify-json", str(report)]) != 0
+    err = capsys.readouterr().err
+    assert "the converted module fails on inputs onnxruntime accepts (shapes 2x1x8x10: " in err, err
+    written = json.loads(report.read_text())
+    assert written["ok"] is False and "shapes 2x1x8x10" in written["error"]
+    assert not list(tmp_path.glob("net.*"))
+
+
+def test_a_check_onnxruntime_runs_only_at_size_one_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An export whose free axes run only at 1 (the opset-23 RotaryEmbedding's batch-1 caches): the
+    check passed at 1x1 without a word; it now warns and names the refused shapes."""
+    w = numpy_helper.from_array(np.ones((1, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w])
+    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                tmp_path / "ones.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
+    captured = capsys.readouterr()
+    assert "checked only with every free axis of size 1: onnxruntime refuses inputs of shapes 2x8 (" in captured.err
+    assert "--input-shape NAME:D0,D1" in captured.err and "matches onnxruntime (y (1, 4)" in captured.out
 
 
 def test_model_onnxruntime_refuses_is_converted_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ..errors import ShapeError
@@ -54,7 +56,12 @@ def verify_json(path: Optional[str]) -> Iterator[Callable[[Any], None]]:
     try:
         yield record
     except Exception as exc:
-        record(getattr(exc, "verdict", None))
+        verdict = getattr(exc, "verdict", None)
+        if verdict is not None:
+            record(verdict)
+        elif path:  # failed before any comparison (the converted module raised): say so all the same
+            message = getattr(exc, "message", None) or " ".join(str(exc).split())
+            Path(path).write_text(json.dumps({"ok": False, "error": message}, indent=2) + "\n", encoding="utf-8")
         raise
 
 

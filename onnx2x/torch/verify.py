@@ -212,17 +212,21 @@ class Reference:
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     expected: Optional[list[Any]] = None
     skip_reason: str = ""
+    draw: int = -1  # the index in SYMBOLIC_SIZES of the draw onnxruntime ran
+    refused: dict[tuple[tuple[int, ...], ...], str] = field(default_factory=dict)  # earlier draws' shapes -> why
 
 
 def reference_outputs(
     proto: onnx.ModelProto, *, input_shapes: Optional[dict[str, Sequence[int]]] = None, seed: int = 0,
     given: Optional[Mapping[str, np.ndarray]] = None, runner: Any = None, where: str = "model",
+    after: int = -1, avoid: Sequence[tuple[tuple[int, ...], ...]] = (),
 ) -> Reference:
     """Draw the check's inputs and run onnxruntime on them (``runner``, or a new one of ``proto``).
 
-    Symbolic sizes are tried in the order of :data:`SYMBOLIC_SIZES` until onnxruntime accepts
-    the inputs. The runner is not kept: onnxruntime holds its own copy of the weights, which
-    should be gone before the module runs (peak memory one copy, not two, for big models).
+    Symbolic sizes are tried in the order of :data:`SYMBOLIC_SIZES` (from the one after index
+    ``after``, skipping draws of the shapes in ``avoid``) until onnxruntime accepts the inputs.
+    The runner is not kept: onnxruntime holds its own copy of the weights, which should be gone
+    before the module runs (peak memory one copy, not two, for big models).
     """
     if runner is None:
         runner, why = onnxruntime_reference(proto)
@@ -230,21 +234,28 @@ def reference_outputs(
             return Reference(skip_reason=why)
     input_names = [v.name for v in graph_inputs(proto)]
     refused: dict[tuple[tuple[int, ...], ...], str] = {}  # input shapes tried -> onnxruntime's reason
-    for symbolic in SYMBOLIC_SIZES:
+    for index, symbolic in enumerate(SYMBOLIC_SIZES):
+        if index <= after:
+            continue
         try:
             feeds = random_inputs(proto, input_shapes, seed, symbolic, given)
         except ValueError as exc:
             return Reference(skip_reason=str(exc))
         shapes = tuple(np.shape(f) for f in feeds)
-        if shapes in refused:
+        if shapes in refused or shapes in avoid:
             continue  # no symbolic dimension: one draw is all there is
         inputs = dict(zip(input_names, feeds))
         expected, why = _run_reference(runner, inputs)
         if expected is not None:
-            return Reference(inputs=inputs, expected=expected)
+            return Reference(inputs=inputs, expected=expected, draw=index, refused=refused)
         refused[shapes] = why
         log.debug("%s: onnxruntime refuses inputs of shapes %s: %s", where, shapes, why)
     return Reference(skip_reason=_refusal(refused))
+
+
+def _shown(shapes: tuple[tuple[int, ...], ...]) -> str:
+    """Input shapes as the messages write them: ``2x3x8x10, 2x8``."""
+    return ", ".join("x".join(str(d) for d in shape) or "scalar" for shape in shapes)
 
 
 def _refusal(refused: dict[tuple[tuple[int, ...], ...], str]) -> str:
@@ -255,7 +266,7 @@ def _refusal(refused: dict[tuple[tuple[int, ...], ...], str]) -> str:
     first = next(iter(refused.values()), "")
     if len(refused) < 2:
         return first
-    shown = [", ".join("x".join(str(d) for d in shape) or "scalar" for shape in shapes) for shapes in refused]
+    shown = [_shown(shapes) for shapes in refused]
     first = first.replace(_RANDOM_INPUTS, f"{_RANDOM_INPUTS} of shapes {shown[0]}", 1)
     return (f"{first}, nor on {'; '.join(shown[1:])}. A model exported for fixed sizes runs only at those: "
             "give them with --input-shape NAME:D0,D1,... or --input [NAME=]FILE")
@@ -295,14 +306,10 @@ def check_module(
         reference = reference_outputs(proto, input_shapes=input_shapes, seed=seed, given=given, where=where)
     if reference.expected is None:
         return _skip(where, reference.skip_reason)
+    out, reference = _run_module_at_its_sizes(module, proto, reference, where=where, label=label,
+                                              input_shapes=input_shapes, seed=seed, given=given)
     inputs, expected = reference.inputs, reference.expected
-    feeds = list(inputs.values())
-    try:
-        with torch.no_grad():
-            out = module(*[torch.from_numpy(np.array(f, copy=True)) for f in feeds])
-    except Exception as exc:
-        raise VerificationError(f"the converted module fails on inputs onnxruntime accepts ({_short(exc)})",
-                                file=label or None) from exc
+    _warn_if_checked_at_ones_only(reference, where)
     actual = list(out) if isinstance(out, tuple) else [out]
     names = [o.name for o in proto.graph.output]
     if len(actual) != len(expected):
@@ -398,6 +405,62 @@ def locate_divergence(proto: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: 
         divergence.cause = ("the conversion without fusions agrees with onnxruntime here: the error comes from the "
                             "inference fusions (onnx2x/torch/fusion.py) of this node's chain")
     return found
+
+
+def _call(module: torch.nn.Module, inputs: Mapping[str, np.ndarray]) -> Any:
+    with torch.no_grad():
+        return module(*[torch.from_numpy(np.array(f, copy=True)) for f in inputs.values()])
+
+
+def _run_module_at_its_sizes(module: torch.nn.Module, proto: onnx.ModelProto, reference: Reference, *, where: str,
+                             label: str, input_shapes: Optional[dict[str, Sequence[int]]], seed: int,
+                             given: Optional[Mapping[str, np.ndarray]]) -> tuple[Any, Reference]:
+    """The module's outputs on the reference's inputs, or, when it raises there, on the next
+    draw of :data:`SYMBOLIC_SIZES` that onnxruntime and the module both run (with a warning).
+
+    Why: the first draws are small (an 8x10 image), and onnxruntime computes outputs where
+    PyTorch refuses an input smaller than a pooling window (a DenseNet with a symbolic image
+    size: onnxruntime gives a 1x1 map for a 2x2 pool of a 1x1 one, ONNX's formula 0x0). That is
+    the input's fault, not the conversion's; failing at every draw onnxruntime runs still fails.
+    """
+    first_error: Optional[BaseException] = None
+    current = reference
+    while True:
+        try:
+            out = _call(module, current.inputs)
+        except Exception as exc:  # noqa: BLE001 - what the module raises is the report
+            first_error = first_error or exc
+            failed = tuple(np.shape(f) for f in current.inputs.values())
+            if current.draw < 0 or given:
+                break
+            current = reference_outputs(proto, input_shapes=input_shapes, seed=seed, given=given, where=where,
+                                        after=current.draw, avoid=[failed])
+            if current.expected is None:
+                break
+            continue
+        if current is not reference:
+            log.warning("%s: the converted module fails at input shapes %s, where onnxruntime computes outputs "
+                        "(%s); checked at shapes %s instead, where both run (PyTorch refuses some inputs that "
+                        "onnxruntime accepts, such as one smaller than a pooling window)",
+                        where, _shown(tuple(np.shape(f) for f in reference.inputs.values())), _short(first_error),
+                        _shown(tuple(np.shape(f) for f in current.inputs.values())))
+        return out, current
+    shapes = _shown(tuple(np.shape(f) for f in reference.inputs.values()))
+    raise VerificationError(f"the converted module fails on inputs onnxruntime accepts (shapes {shapes}: "
+                            f"{_short(first_error)})", file=label or None) from first_error
+
+
+def _warn_if_checked_at_ones_only(reference: Reference, where: str) -> None:
+    """Say so when onnxruntime ran only the draw that sets every free axis to 1 (batch and
+    sequence mix-ups compute the right numbers there), after refusing larger ones."""
+    if not reference.refused or not 0 <= reference.draw < len(SYMBOLIC_SIZES):
+        return
+    if SYMBOLIC_SIZES[reference.draw] != SymbolicSizes(1, 1):
+        return
+    shapes, why = next(iter(reference.refused.items()))
+    log.warning("%s: checked only with every free axis of size 1: onnxruntime refuses inputs of shapes %s (%s); "
+                "give real sizes with --input-shape NAME:D0,D1,... or --input [NAME=]FILE", where, _shown(shapes),
+                why.replace(f"{_RANDOM_INPUTS} ", "", 1))
 
 
 def _skip(where: str, why: str) -> CheckResult:
