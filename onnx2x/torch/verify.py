@@ -458,9 +458,10 @@ def _warn_if_checked_at_ones_only(reference: Reference, where: str) -> None:
     if SYMBOLIC_SIZES[reference.draw] != SymbolicSizes(1, 1):
         return
     shapes, why = next(iter(reference.refused.items()))
-    log.warning("%s: checked only with every free axis of size 1: onnxruntime refuses inputs of shapes %s (%s); "
+    reason = why.replace(_RANDOM_INPUTS, "", 1).strip()  # "(onnxruntime's message)"
+    log.warning("%s: checked only with every free axis of size 1: onnxruntime refuses inputs of shapes %s %s; "
                 "give real sizes with --input-shape NAME:D0,D1,... or --input [NAME=]FILE", where, _shown(shapes),
-                why.replace(f"{_RANDOM_INPUTS} ", "", 1))
+                reason)
 
 
 def _skip(where: str, why: str) -> CheckResult:
