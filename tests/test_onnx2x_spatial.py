@@ -188,6 +188,21 @@ def test_resize_constant_scales(attrs, scales):
     check(m, {"x": x_of(1, 3, 8, 12)})
 
 
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 37 / 24, 53 / 24], [1, 1, 0.75, 1.25]],
+                         ids=["double", "tf-sizes", "mixed"])
+def test_resize_tf2onnx_nearest_and_float32_output_sizes(scales):
+    """tf2onnx writes ``tf.image.resize(method="nearest")`` as Resize-13 with Resize-11's
+    tf_half_pixel_for_nn (source (i + 0.5) / scale), and a resize to sizes as float32 scales whose
+    product with the input length, 36.99999 in float64, is 37 in float32 (onnxruntime's size)."""
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest", nearest_mode="floor",
+                            coordinate_transformation_mode="tf_half_pixel_for_nn")
+    m = model_of(node, [("x", TP.FLOAT, [1, 3, 24, 24])], [("y", TP.FLOAT, None)],
+                 [("s", np.array(scales, np.float32))])
+    gm = check(m, {"x": x_of(1, 3, 24, 24)})
+    want = [int(np.floor(np.float32(f) * np.float32(24))) for f in scales[2:]]
+    assert list(gm(torch.from_numpy(x_of(1, 3, 24, 24))).shape[2:]) == want
+
+
 def test_resize_common_cases_use_interpolate():
     for attrs in (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
                   dict(mode="linear"), dict(mode="linear", coordinate_transformation_mode="align_corners")):

@@ -104,6 +104,8 @@ def _resize(ctx, *, roi_i: Optional[int], scales_i: Optional[int], sizes_i: Opti
     x = ctx.input(0)
     if mode not in ("nearest", "linear", "cubic"):
         raise ctx.unsupported(f"mode {mode!r}")
+    if ctm not in rt.COORDINATE_TRANSFORMATION_MODES:
+        raise ctx.unsupported(f"coordinate_transformation_mode {ctm!r}")
     use_sizes = sizes_i is not None and _present(ctx, sizes_i)
     if scales_attr is None and not use_sizes and (scales_i is None or not _present(ctx, scales_i)):
         scales_attr = ctx.attr("scales", None)

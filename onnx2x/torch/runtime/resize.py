@@ -42,7 +42,7 @@ def plan(in_shape: Sequence[int], scales: Optional[Sequence[float]], sizes: Opti
         if scales is None:
             raise ValueError("Resize needs scales or sizes")
         scale_list = [float(v) for v in scales]
-        out_list = [int(math.floor(s * float(in_shape[a]))) for s, a in zip(scale_list, axes_l)]
+        out_list = [_scaled_size(s, int(in_shape[a])) for s, a in zip(scale_list, axes_l)]
     for i, a in enumerate(axes_l):
         lo, hi = (float(roi_l[i]), float(roi_l[i + k])) if roi_l is not None else (0.0, 1.0)
         if (math.isclose(scale_list[i], 1.0) and out_list[i] == int(in_shape[a])
@@ -50,6 +50,12 @@ def plan(in_shape: Sequence[int], scales: Optional[Sequence[float]], sizes: Opti
             continue
         entries.append((a, out_list[i], scale_list[i], lo, hi))
     return entries
+
+
+def _scaled_size(scale: float, n: int) -> int:
+    """floor(scale * n) with the product rounded to float32 first, as onnxruntime computes it: a
+    float32 scale such as 37/24 (1.5416666) times 24 is 37 there and 36.99999... in float64."""
+    return int(math.floor(float(torch.tensor(scale, dtype=torch.float32) * n)))
 
 
 def output_shape(in_shape: Sequence[int], entries: Sequence[AxisPlan]) -> List[int]:
@@ -64,6 +70,10 @@ def _source_coords(ctm: str, out_n: int, in_n: int, scale: float, lo: float, hi:
     rounding then break the same way), returned as float64 for the weight computation."""
     x, extrap = _source_coords_f32(ctm, out_n, in_n, scale, lo, hi)
     return x.to(torch.float64), extrap
+
+
+COORDINATE_TRANSFORMATION_MODES = frozenset({"align_corners", "asymmetric", "tf_crop_and_resize", "pytorch_half_pixel",
+                                             "half_pixel", "half_pixel_symmetric", "tf_half_pixel_for_nn"})
 
 
 def _source_coords_f32(ctm: str, out_n: int, in_n: int, scale: float, lo: float, hi: float):
@@ -92,6 +102,8 @@ def _source_coords_f32(ctm: str, out_n: int, in_n: int, scale: float, lo: float,
         adjustment = out_n / out_w
         offset = in_n / 2 * (1 - adjustment)
         x = offset + (y + 0.5) / scale - 0.5
+    elif ctm == "tf_half_pixel_for_nn":  # Resize-11 only, but tf2onnx writes it on later Resizes too
+        x = (y + 0.5) / scale
     else:
         raise ValueError(f"unknown coordinate_transformation_mode {ctm!r}")
     return x, extrap
