@@ -20,7 +20,7 @@ from .lazy_import import deferring
 with deferring(("sympy", "onnx_ir._symbolic_shapes"), until_used=True):
     import onnx_ir as ir
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, UnsupportedOpError
 from .model_io import PathLike, as_model_proto, copy_fields, save_onnx, tensor_nbytes
 from .weight_refs import read_array
 
@@ -42,7 +42,55 @@ def from_proto(proto: onnx.ModelProto, *, file: str = "") -> ir.Model:
     try:
         return ir.from_proto(proto)
     except Exception as exc:  # onnx-ir raises many types on malformed protos
+        mapped = _map_typed_value(proto.graph)
+        if mapped is not None:  # a valid model, with a type onnx-ir (and PyTorch) has no form of
+            raise _unsupported_map(proto.graph, *mapped, file=file) from exc
         raise ModelLoadError(f"malformed ONNX graph ({' '.join(str(exc).split())[:300]})", file=file or None) from exc
+
+
+def _has_map(tp: onnx.TypeProto) -> bool:
+    kind = tp.WhichOneof("value")
+    if kind == "map_type":
+        return True
+    if kind in ("sequence_type", "optional_type"):
+        return _has_map(getattr(tp, kind).elem_type)
+    return False
+
+
+def _type_text(tp: onnx.TypeProto) -> str:
+    """An ONNX type as onnxruntime writes it: ``seq(map(int64,tensor(float)))``."""
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({onnx.helper.tensor_dtype_to_string(tp.tensor_type.elem_type)[len('TensorProto.'):].lower()})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(tp.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.helper.tensor_dtype_to_string(tp.map_type.key_type)[len("TensorProto."):].lower()
+        return f"map({key},{_type_text(tp.map_type.value_type)})"
+    return kind or "unknown"
+
+
+def _map_typed_value(graph: onnx.GraphProto) -> Optional[tuple[str, onnx.TypeProto]]:
+    """The first declared value whose type holds a map (name, type), if any."""
+    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if _has_map(info.type):
+            return info.name, info.type
+    return None
+
+
+def _unsupported_map(graph: onnx.GraphProto, name: str, tp: onnx.TypeProto, *, file: str) -> UnsupportedOpError:
+    """Name the node that makes the map (scikit-learn's ZipMap, in practice) and how to do without it."""
+    producer = next((n for n in graph.node if name in n.output), None)
+    described = _type_text(tp)
+    detail = (f"its output {name!r} is {described}; PyTorch has no map type. skl2onnx writes plain probabilities "
+              "without ZipMap when asked: to_onnx(model, X, options={id(model): {'zipmap': False}})")
+    if producer is None:
+        return UnsupportedOpError("map-typed value", detail=f"{name!r} is {described}; PyTorch has no map type",
+                                  file=file or None)
+    return UnsupportedOpError(producer.op_type, None, producer.name or name, domain=producer.domain,
+                              detail=detail, file=file or None)
 
 
 def load(model: "onnx.ModelProto | PathLike") -> tuple[ir.Model, str]:

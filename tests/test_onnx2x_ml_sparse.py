@@ -359,3 +359,28 @@ def test_tree_ensemble_with_a_cycle_is_refused() -> None:
                    ir_version=10)
     with pytest.raises(ConversionError, match="cycle"):
         convert(model, simplify=False)
+
+
+def test_zipmap_output_is_refused_as_unsupported_naming_the_way_around(tmp_path, capsys) -> None:
+    """scikit-learn classifiers converted by skl2onnx with its defaults end in ZipMap, whose
+    seq(map(int64, tensor(float))) output onnx-ir cannot even represent: this was reported as a
+    malformed graph (exit 2) naming neither the op nor the output."""
+    from common.errors import UnsupportedOpError
+    from onnx2x.cli import main
+
+    seq_of_maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
+    node = helper.make_node("ZipMap", ["probabilities"], ["output_probability"], name="ZipMap", domain=ML,
+                            classlabels_int64s=[0, 1, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_value_info("output_probability", seq_of_maps)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    onnx.checker.check_model(model, full_check=True)  # a valid model
+    with pytest.raises(UnsupportedOpError, match=r"ZipMap.*'output_probability' is seq\(map\(int64,tensor\(float\)\)\)"):
+        convert(model)
+    path = tmp_path / "zipmap.onnx"
+    onnx.save(model, str(path))
+    assert main(["torch", str(path), "-o", str(tmp_path / "net.pt")]) == 3
+    assert "options={id(model): {'zipmap': False}}" in capsys.readouterr().err
+    assert not list(tmp_path.glob("net.*"))
