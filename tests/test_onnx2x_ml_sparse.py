@@ -384,3 +384,35 @@ def test_zipmap_output_is_refused_as_unsupported_naming_the_way_around(tmp_path,
     assert main(["torch", str(path), "-o", str(tmp_path / "net.pt")]) == 3
     assert "options={id(model): {'zipmap': False}}" in capsys.readouterr().err
     assert not list(tmp_path.glob("net.*"))
+
+
+_LINEAR_CASES = {
+    "scaler-per-feature": (dict(op_type="Scaler", offset=[0.5, -1.0, 2.0], scale=[2.0, 0.5, 3.0]), ["n", 3], "float32"),
+    "scaler-one-value": (dict(op_type="Scaler", offset=[0.5], scale=[2.0]), ["n", 3], "float32"),
+    "scaler-int64": (dict(op_type="Scaler", offset=[0.5, -1.0, 2.0], scale=[2.0, 0.5, 3.0]), ["n", 3], "int64"),
+    "regressor-two-targets": (dict(op_type="LinearRegressor", coefficients=[0.3, -1.2, 0.7, 2.0, 0.1, -0.4],
+                                   intercepts=[0.3, -0.2], targets=2), ["n", 3], "float32"),
+    "regressor-no-intercept": (dict(op_type="LinearRegressor", coefficients=[0.3, -1.2, 0.7]), ["n", 3], "float32"),
+    "regressor-one-sample": (dict(op_type="LinearRegressor", coefficients=[0.3, -1.2, 0.7], intercepts=[1.5]), [3],
+                             "float32"),
+}
+
+
+@pytest.mark.parametrize("case", list(_LINEAR_CASES))
+def test_scaler_and_linear_regressor_match_onnxruntime(case: str) -> None:
+    """What skl2onnx writes for StandardScaler/MinMaxScaler and LinearRegression/Ridge/Lasso."""
+    attrs, shape, dtype = _LINEAR_CASES[case]
+    attrs = dict(attrs)
+    node = helper.make_node(attrs.pop("op_type"), ["x"], ["y"], domain=ML, **attrs)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    rng = np.random.default_rng(3)
+    rows = [4] if len(shape) == 2 else []
+    x = (rng.integers(-5, 5, rows + [3]) if dtype == "int64" else rng.standard_normal(rows + [3])).astype(dtype)
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    got = convert(model)(torch.from_numpy(x)).numpy()
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

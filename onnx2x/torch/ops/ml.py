@@ -1,4 +1,5 @@
-"""Classic ML ops: ai.onnx.ml Binarizer and TreeEnsemble, and ai.onnx TfIdfVectorizer.
+"""Classic ML ops: ai.onnx.ml Binarizer, Scaler, LinearRegressor and TreeEnsemble, and ai.onnx
+TfIdfVectorizer.
 
 The converters do the bookkeeping once, at conversion time (tree tables, n-gram pools as sorted
 keys); ``runtime/ml.py`` runs them as vectorized tensor code.
@@ -29,6 +30,51 @@ def binarizer(ctx: NodeContext) -> Handle:
         raise ctx.fail("Binarizer needs the input's element type")
     above = ctx.call(torch.gt, ctx.input(0), float(ctx.attr("threshold", 0.0)))
     return ctx.method("to", above, dtype)
+
+
+# --- scaling and linear regression (scikit-learn's StandardScaler, LinearRegression, Ridge ...) ----
+def _float_rows(ctx: NodeContext, rank_one_as_row: bool = False) -> Handle:
+    """Input 0 as float32, the element type these ops compute and return whatever they read."""
+    x = ctx.input(0)
+    if ctx.dtype(0) != torch.float32:
+        x = ctx.method("to", x, torch.float32)
+    if rank_one_as_row and ctx.rank(0) == 1:  # one sample
+        x = ctx.method("reshape", x, 1, -1)
+    return x
+
+
+def _attr_floats(ctx: NodeContext, name: str, default: list[float]) -> np.ndarray:
+    value = ctx.attr(name, None)
+    return np.asarray(list(value) if value is not None and len(value) else default, dtype=np.float32)
+
+
+@converter("Scaler", since=1, domain="ai.onnx.ml")
+def scaler(ctx: NodeContext) -> Handle:
+    """``(x - offset) * scale`` per feature (the last axis; one value applies to all), in float32."""
+    offset, scale = _attr_floats(ctx, "offset", [0.0]), _attr_floats(ctx, "scale", [1.0])
+    x = _float_rows(ctx)
+    if np.any(offset):
+        x = ctx.call(torch.sub, x, torch.from_numpy(offset) if offset.size > 1 else float(offset[0]))
+    if np.any(scale != 1):
+        x = ctx.call(torch.mul, x, torch.from_numpy(scale) if scale.size > 1 else float(scale[0]))
+    return x
+
+
+@converter("LinearRegressor", since=1, domain="ai.onnx.ml")
+def linear_regressor(ctx: NodeContext) -> Handle:
+    """``x @ coefficients.T + intercepts`` as float32 [N, targets] (one sample may come as [C])."""
+    if _text(ctx.attr("post_transform", "NONE")) != "NONE":
+        raise ctx.unsupported(f"post_transform {_text(ctx.attr('post_transform'))!r}")
+    targets = int(ctx.attr("targets", 1))
+    coefficients = _attr_floats(ctx, "coefficients", [])
+    if targets < 1 or coefficients.size == 0 or coefficients.size % targets:
+        raise ctx.fail(f"{coefficients.size} coefficients do not make {targets} rows")
+    weight = torch.from_numpy(coefficients.reshape(targets, -1))
+    intercepts = ctx.attr("intercepts", None)
+    bias = torch.from_numpy(_attr_floats(ctx, "intercepts", [])) if intercepts is not None and len(intercepts) else None
+    if bias is not None and bias.numel() != targets:
+        raise ctx.fail(f"{bias.numel()} intercepts for {targets} targets")
+    return ctx.call(torch.nn.functional.linear, _float_rows(ctx, rank_one_as_row=True), weight, bias)
 
 
 # --- trees -------------------------------------------------------------------------------------
