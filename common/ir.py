@@ -84,8 +84,10 @@ def _unsupported_map(graph: onnx.GraphProto, name: str, tp: onnx.TypeProto, *, f
     """Name the node that makes the map (scikit-learn's ZipMap, in practice) and how to do without it."""
     producer = next((n for n in graph.node if name in n.output), None)
     described = _type_text(tp)
-    detail = (f"its output {name!r} is {described}; PyTorch has no map type. skl2onnx writes plain probabilities "
-              "without ZipMap when asked: to_onnx(model, X, options={id(model): {'zipmap': False}})")
+    detail = f"its output {name!r} is {described}; PyTorch has no map type"
+    if producer is not None and producer.op_type == "ZipMap":
+        detail += (". skl2onnx writes plain probabilities without ZipMap when asked: "
+                   "to_onnx(model, X, options={id(model): {'zipmap': False}})")
     if producer is None:
         return UnsupportedOpError("map-typed value", detail=f"{name!r} is {described}; PyTorch has no map type",
                                   file=file or None)
