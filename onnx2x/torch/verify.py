@@ -424,17 +424,21 @@ def _run_module_at_its_sizes(module: torch.nn.Module, proto: onnx.ModelProto, re
     the input's fault, not the conversion's; failing at every draw onnxruntime runs still fails.
     """
     first_error: Optional[BaseException] = None
+    runner: Any = None  # one onnxruntime session for every later draw, made on the first failure
     current = reference
     while True:
         try:
             out = _call(module, current.inputs)
         except Exception as exc:  # noqa: BLE001 - what the module raises is the report
             first_error = first_error or exc
-            failed = tuple(np.shape(f) for f in current.inputs.values())
             if current.draw < 0 or given:
                 break
-            current = reference_outputs(proto, input_shapes=input_shapes, seed=seed, given=given, where=where,
-                                        after=current.draw, avoid=[failed])
+            if runner is None:
+                runner, _ = onnxruntime_reference(proto)
+                if runner is None:
+                    break
+            current = reference_outputs(proto, input_shapes=input_shapes, seed=seed, given=given, runner=runner,
+                                        where=where, after=current.draw, avoid=[_input_shapes(current)])
             if current.expected is None:
                 break
             continue
@@ -442,12 +446,15 @@ def _run_module_at_its_sizes(module: torch.nn.Module, proto: onnx.ModelProto, re
             log.warning("%s: the converted module fails at input shapes %s, where onnxruntime computes outputs "
                         "(%s); checked at shapes %s instead, where both run (PyTorch refuses some inputs that "
                         "onnxruntime accepts, such as one smaller than a pooling window)",
-                        where, _shown(tuple(np.shape(f) for f in reference.inputs.values())), _short(first_error),
-                        _shown(tuple(np.shape(f) for f in current.inputs.values())))
+                        where, _shown(_input_shapes(reference)), _short(first_error), _shown(_input_shapes(current)))
         return out, current
-    shapes = _shown(tuple(np.shape(f) for f in reference.inputs.values()))
-    raise VerificationError(f"the converted module fails on inputs onnxruntime accepts (shapes {shapes}: "
-                            f"{_short(first_error)})", file=label or None) from first_error
+    raise VerificationError(f"the converted module fails on inputs onnxruntime accepts (shapes "
+                            f"{_shown(_input_shapes(reference))}: {_short(first_error)})",
+                            file=label or None) from first_error
+
+
+def _input_shapes(reference: Reference) -> tuple[tuple[int, ...], ...]:
+    return tuple(np.shape(f) for f in reference.inputs.values())
 
 
 def _warn_if_checked_at_ones_only(reference: Reference, where: str) -> None:
