@@ -61,13 +61,13 @@ def _type_text(tp: onnx.TypeProto) -> str:
     """An ONNX type as onnxruntime writes it: ``seq(map(int64,tensor(float)))``."""
     kind = tp.WhichOneof("value")
     if kind == "tensor_type":
-        return f"tensor({onnx.helper.tensor_dtype_to_string(tp.tensor_type.elem_type)[len('TensorProto.'):].lower()})"
+        return f"tensor({onnx.TensorProto.DataType.Name(tp.tensor_type.elem_type).lower()})"
     if kind == "sequence_type":
         return f"seq({_type_text(tp.sequence_type.elem_type)})"
     if kind == "optional_type":
         return f"optional({_type_text(tp.optional_type.elem_type)})"
     if kind == "map_type":
-        key = onnx.helper.tensor_dtype_to_string(tp.map_type.key_type)[len("TensorProto."):].lower()
+        key = onnx.TensorProto.DataType.Name(tp.map_type.key_type).lower()
         return f"map({key},{_type_text(tp.map_type.value_type)})"
     return kind or "unknown"
 
@@ -83,14 +83,13 @@ def _map_typed_value(graph: onnx.GraphProto) -> Optional[tuple[str, onnx.TypePro
 def _unsupported_map(graph: onnx.GraphProto, name: str, tp: onnx.TypeProto, *, file: str) -> UnsupportedOpError:
     """Name the node that makes the map (scikit-learn's ZipMap, in practice) and how to do without it."""
     producer = next((n for n in graph.node if name in n.output), None)
-    described = _type_text(tp)
-    detail = f"its output {name!r} is {described}; PyTorch has no map type"
-    if producer is not None and producer.op_type == "ZipMap":
+    what = f"{name!r} is {_type_text(tp)}; PyTorch has no map type"
+    if producer is None:  # a graph input
+        return UnsupportedOpError("map-typed value", detail=what, file=file or None)
+    detail = f"its output {what}"
+    if producer.op_type == "ZipMap":
         detail += (". skl2onnx writes plain probabilities without ZipMap when asked: "
                    "to_onnx(model, X, options={id(model): {'zipmap': False}})")
-    if producer is None:
-        return UnsupportedOpError("map-typed value", detail=f"{name!r} is {described}; PyTorch has no map type",
-                                  file=file or None)
     return UnsupportedOpError(producer.op_type, None, producer.name or name, domain=producer.domain,
                               detail=detail, file=file or None)
 

@@ -43,15 +43,16 @@ def _float_rows(ctx: NodeContext, rank_one_as_row: bool = False) -> Handle:
     return x
 
 
-def _attr_floats(ctx: NodeContext, name: str, default: list[float]) -> np.ndarray:
-    value = ctx.attr(name, None)
-    return np.asarray(list(value) if value is not None and len(value) else default, dtype=np.float32)
+def _float32s(ctx: NodeContext, name: str, default: list[float]) -> np.ndarray:
+    """A float list attribute as float32 (``default`` when absent or empty)."""
+    value = _floats(ctx, name)
+    return (value if value is not None and value.size else np.asarray(default)).astype(np.float32)
 
 
 @converter("Scaler", since=1, domain="ai.onnx.ml")
 def scaler(ctx: NodeContext) -> Handle:
     """``(x - offset) * scale`` per feature (the last axis; one value applies to all), in float32."""
-    offset, scale = _attr_floats(ctx, "offset", [0.0]), _attr_floats(ctx, "scale", [1.0])
+    offset, scale = _float32s(ctx, "offset", [0.0]), _float32s(ctx, "scale", [1.0])
     x = _float_rows(ctx)
     if np.any(offset):
         x = ctx.call(torch.sub, x, torch.from_numpy(offset) if offset.size > 1 else float(offset[0]))
@@ -66,14 +67,14 @@ def linear_regressor(ctx: NodeContext) -> Handle:
     if _text(ctx.attr("post_transform", "NONE")) != "NONE":
         raise ctx.unsupported(f"post_transform {_text(ctx.attr('post_transform'))!r}")
     targets = int(ctx.attr("targets", 1))
-    coefficients = _attr_floats(ctx, "coefficients", [])
+    coefficients = _float32s(ctx, "coefficients", [])
     if targets < 1 or coefficients.size == 0 or coefficients.size % targets:
         raise ctx.fail(f"{coefficients.size} coefficients do not make {targets} rows")
+    intercepts = _float32s(ctx, "intercepts", [])
+    if intercepts.size not in (0, targets):
+        raise ctx.fail(f"{intercepts.size} intercepts for {targets} targets")
     weight = torch.from_numpy(coefficients.reshape(targets, -1))
-    intercepts = ctx.attr("intercepts", None)
-    bias = torch.from_numpy(_attr_floats(ctx, "intercepts", [])) if intercepts is not None and len(intercepts) else None
-    if bias is not None and bias.numel() != targets:
-        raise ctx.fail(f"{bias.numel()} intercepts for {targets} targets")
+    bias = torch.from_numpy(intercepts) if intercepts.size else None
     return ctx.call(torch.nn.functional.linear, _float_rows(ctx, rank_one_as_row=True), weight, bias)
 
 
