@@ -137,16 +137,21 @@ def test_newer_ir_version_is_verified_as_onnxruntime_s_own(tmp_path: Path, capsy
     np.testing.assert_allclose(got, _ort(_model(), x), rtol=1e-5, atol=1e-6)  # same graph, IR 8
 
 
+def _matmul_of_free_length(w: np.ndarray) -> onnx.ModelProto:
+    """``x[batch, length] @ w``: it runs only where ``length`` is ``w``'s first dimension."""
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", w.shape[1]])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 def test_model_exported_for_one_length_says_which_shapes_failed_and_how_to_give_its_own(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A free axis the graph only runs at 16 (an exporter's baked-in length): the warning shows
     onnxruntime's reason for the first draw, the shapes tried, and the flag; with it, it verifies."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w])
-    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
-                tmp_path / "fixed.onnx")
+    w = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    src = _save(_matmul_of_free_length(w), tmp_path / "fixed.onnx")
     assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
     err = capsys.readouterr().err
     assert "verification skipped: onnxruntime cannot run the model on random inputs of shapes 2x8 (" in err, err
@@ -213,12 +218,7 @@ def test_module_failing_at_every_size_onnxruntime_runs_is_refused_and_the_json_s
 def test_a_check_onnxruntime_runs_only_at_size_one_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """An export whose free axes run only at 1 (the opset-23 RotaryEmbedding's batch-1 caches): the
     check passed at 1x1 without a word; it now warns and names the refused shapes."""
-    w = numpy_helper.from_array(np.ones((1, 4), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w])
-    src = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
-                tmp_path / "ones.onnx")
+    src = _save(_matmul_of_free_length(np.ones((1, 4), np.float32)), tmp_path / "ones.onnx")
     assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 0
     captured = capsys.readouterr()
     assert "checked only with every free axis of size 1: onnxruntime refuses inputs of shapes 2x8 (" in captured.err
