@@ -416,3 +416,171 @@ def test_scaler_and_linear_regressor_match_onnxruntime(case: str) -> None:
     got = convert(model)(torch.from_numpy(x)).numpy()
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# --- classifiers (what skl2onnx writes for LogisticRegression, RandomForest, GradientBoosting ...) --
+def _classifier_model(op: str, attrs: dict, x_shape, x_type=TensorProto.FLOAT, string_labels: bool = False,
+                      extra_nodes=()):
+    node = helper.make_node(op, ["x"], ["label", "scores"], domain=ML, **attrs)
+    label_type = TensorProto.STRING if string_labels else TensorProto.INT64
+    graph = helper.make_graph([node, *extra_nodes], "g", [helper.make_tensor_value_info("x", x_type, x_shape)],
+                              [helper.make_tensor_value_info("label", label_type, None),
+                               helper.make_tensor_value_info("scores", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                             ir_version=8)
+
+
+def _check_classifier(model, x: np.ndarray) -> None:
+    want_label, want_scores = reference_outputs(model, {"x": x}, "ort")
+    label, scores = convert(model, simplify=False)(torch.from_numpy(x))
+    label = _np(label)
+    assert label.shape == want_label.shape
+    if want_label.dtype == object:
+        assert [str(v) for v in label] == [str(v) for v in want_label]
+    else:
+        assert label.dtype == np.int64 and np.array_equal(label, want_label)
+    assert scores.dtype == torch.float32 and tuple(scores.shape) == want_scores.shape
+    np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5, atol=1e-6)
+
+
+_LINEAR_CLASSIFIERS = {
+    # three classes, SOFTMAX (multinomial LogisticRegression), int labels
+    "softmax": (dict(coefficients=[0.3, -1.2, 0.7, 2.0, 0.1, -0.4, -0.5, 0.9, 0.2], intercepts=[0.3, -0.2, 0.1],
+                     classlabels_ints=[4, 8, 15], post_transform="SOFTMAX"), ["n", 3], TensorProto.FLOAT),
+    # one-vs-rest LOGISTIC, string labels (skl2onnx adds an L1 Normalizer after it)
+    "logistic-strings": (dict(coefficients=[0.3, -1.2, 0.7, 2.0, 0.1, -0.4, -0.5, 0.9, 0.2], intercepts=[0.3, -0.2, 0.1],
+                              classlabels_strings=["cat", "dog", "eel"], post_transform="LOGISTIC"), ["n", 3],
+                         TensorProto.FLOAT),
+    # binary: one score column and two labels -> [1 - p, p], p the score or its logistic
+    "one-column-logistic": (dict(coefficients=[0.3, -1.2, 0.7], intercepts=[0.1], classlabels_ints=[3, 7],
+                                 post_transform="LOGISTIC"), ["n", 3], TensorProto.FLOAT),
+    "one-column-softmax-strings": (dict(coefficients=[0.3, -1.2, 0.7], intercepts=[0.1],
+                                        classlabels_strings=["no", "yes"], post_transform="SOFTMAX"),
+                                   ["n", 3], TensorProto.FLOAT),
+    "one-sample-int64": (dict(coefficients=[0.3, -1.2, 0.7, 2.0, 0.1, -0.4], intercepts=[0.3, -0.2],
+                              classlabels_ints=[0, 1], post_transform="SOFTMAX_ZERO"), [3], TensorProto.INT64),
+}
+
+
+@pytest.mark.parametrize("case", list(_LINEAR_CLASSIFIERS))
+def test_linear_classifier_matches_onnxruntime(case: str) -> None:
+    attrs, shape, x_type = _LINEAR_CLASSIFIERS[case]
+    model = _classifier_model("LinearClassifier", attrs, shape, x_type, "classlabels_strings" in attrs)
+    rng = np.random.default_rng(5)
+    rows = [7] if len(shape) == 2 else []
+    x = rng.integers(-3, 4, rows + [3]) if x_type == TensorProto.INT64 else rng.standard_normal(rows + [3])
+    _check_classifier(model, x.astype(helper.tensor_dtype_to_np_dtype(x_type)))
+
+
+@pytest.mark.parametrize("norm", ["MAX", "L1", "L2"])
+def test_normalizer_matches_onnxruntime(norm: str) -> None:
+    node = helper.make_node("Normalizer", ["x"], ["y"], domain=ML, norm=norm)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    x = np.random.default_rng(6).standard_normal((6, 4)).astype(np.float32)
+    x[1] = 0.0  # a zero divisor: the row is copied
+    x[2] = -np.abs(x[2])  # MAX of a negative row
+    x[3] = [1.0, -1.0, 2.0, -2.0]  # L1 and MAX of a row summing to zero
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    got = convert(model)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def _random_votes(rng, n_trees: int, n_features: int, class_ids: list[int], depth: int, positive: bool) -> dict:
+    """A random legacy tree ensemble whose leaves vote for some of ``class_ids``."""
+    a = _random_regressor(rng, n_trees, n_features, n_targets=1, depth=depth)
+    leaves = list(zip(a.pop("target_treeids"), a.pop("target_nodeids")))
+    del a["target_ids"], a["target_weights"]
+    votes: dict[str, list] = {"class_treeids": [], "class_nodeids": [], "class_ids": [], "class_weights": []}
+    for tree, node in leaves:
+        for cls in rng.choice(class_ids, size=int(rng.integers(1, len(class_ids) + 1)), replace=False):
+            weight = float(rng.random()) if positive else float(rng.normal())
+            for key, value in zip(votes, (tree, node, int(cls), weight)):
+                votes[key].append(value)
+    return {**a, **votes}
+
+
+# (classes, class ids voted for, base values, votes all positive): onnxruntime's branches for two
+# classes (one voted class: scikit-learn's GradientBoosting / binary AdaBoost; both: RandomForest).
+_TREE_CLASSIFIERS = {
+    "three-classes": (3, [0, 1, 2], [0.2, -0.1, 0.05], False),
+    "three-classes-two-voted": (3, [0, 2], [], True),
+    "two-classes-both-voted": (2, [0, 1], [], True),
+    "two-classes-both-voted-two-bases": (2, [0, 1], [0.3, -0.2], False),
+    "one-voted-class-margin": (2, [0], [0.25], False),
+    "one-voted-class-probability": (2, [1], [], True),
+    "one-voted-class-two-bases": (2, [1], [0.1, 0.4], False),
+}
+
+
+@pytest.mark.parametrize("case", list(_TREE_CLASSIFIERS))
+@pytest.mark.parametrize("labels", ["ints", "strings"])
+def test_tree_ensemble_classifier_matches_onnxruntime(case: str, labels: str) -> None:
+    classes, class_ids, base, positive = _TREE_CLASSIFIERS[case]
+    rng = np.random.default_rng(len(case) * 7 + len(labels))
+    names = ["ant", "bee", "cow"][:classes]
+    for transform in ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"):
+        attrs = _random_votes(rng, n_trees=4, n_features=3, class_ids=class_ids, depth=3, positive=positive)
+        attrs.update(post_transform=transform, **({"base_values": base} if base else {}))
+        attrs.update({"classlabels_strings": names} if labels == "strings" else {"classlabels_int64s": [3, 7, 9][:classes]})
+        model = _classifier_model("TreeEnsembleClassifier", attrs, ["n", 3], string_labels=labels == "strings")
+        _check_classifier(model, _features(rng, np.float32))
+
+
+def test_sklearn_style_pipeline_converts_and_checks_through_the_cli(tmp_path) -> None:
+    """Scaler -> LinearClassifier (one-vs-rest LOGISTIC, string labels) -> L1 Normalizer, the graph
+    skl2onnx writes for a scaled LogisticRegression with zipmap=False: the CLI converts it with its
+    check on, and the module's labels and probabilities are onnxruntime's."""
+    from onnx2x.cli import main
+
+    nodes = [helper.make_node("Scaler", ["x"], ["scaled"], domain=ML, offset=[0.1, -0.3, 0.2], scale=[2.0, 0.5, 1.5]),
+             helper.make_node("LinearClassifier", ["scaled"], ["label", "raw"], domain=ML, multi_class=1,
+                              coefficients=[0.3, -1.2, 0.7, 2.0, 0.1, -0.4, -0.5, 0.9, 0.2], intercepts=[0.3, -0.2, 0.1],
+                              classlabels_strings=["cat", "dog", "eel"], post_transform="LOGISTIC"),
+             helper.make_node("Normalizer", ["raw"], ["probabilities"], domain=ML, norm="L1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("label", TensorProto.STRING, ["n"]),
+                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    path, out = tmp_path / "pipe.onnx", tmp_path / "pipe.pt"
+    onnx.save(model, str(path))
+    assert main(["torch", str(path), "-o", str(out)]) == 0
+    from onnx2x.torch.artifact import load
+
+    x = np.random.default_rng(8).standard_normal((9, 3)).astype(np.float32)
+    want_label, want_proba = reference_outputs(model, {"x": x}, "ort")
+    label, proba = load(str(out))(torch.from_numpy(x))
+    assert [str(v) for v in label] == [str(v) for v in want_label]
+    np.testing.assert_allclose(proba.numpy(), want_proba, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(proba.numpy().sum(1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["floats", "int64", "strings"])
+def test_one_hot_encoder_matches_onnxruntime(case: str) -> None:
+    """skl2onnx's OneHotEncoder: numbers are truncated before the lookup, unknown values give zeros."""
+    if case == "strings":
+        attrs, elem = dict(cats_strings=["red", "green", "blue"]), TensorProto.STRING
+        x = np.array([["red", "blue"], ["teal", "green"], ["green", "red"]], dtype=object)
+    else:
+        attrs = dict(cats_int64s=[1, 2, -1, 0])
+        elem = TensorProto.FLOAT if case == "floats" else TensorProto.INT64
+        x = np.array([[1.7, 2.0, -1.2], [3.0, -1.7, 0.4]], dtype=np.float32 if case == "floats" else np.float64)
+        x = x.astype(np.float32) if case == "floats" else np.trunc(x).astype(np.int64)
+    node = helper.make_node("OneHotEncoder", ["x"], ["y"], domain=ML, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem, [None, x.shape[1]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    module = convert(model, simplify=False)
+    got = module(x if case == "strings" else torch.from_numpy(x))
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), want)
+    strict = helper.make_model(helper.make_graph([helper.make_node("OneHotEncoder", ["x"], ["y"], domain=ML, zeros=0,
+                                                                   **attrs)], "g", list(graph.input), list(graph.output)),
+                               opset_imports=list(model.opset_import), ir_version=8)
+    with pytest.raises(ValueError, match="none of the categories"):
+        convert(strict, simplify=False)(x if case == "strings" else torch.from_numpy(x))

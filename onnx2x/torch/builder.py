@@ -642,6 +642,12 @@ class NodeContext:
             raise ConversionFailure(f"required attribute {name!r} is missing")
         return default
 
+    def named(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        """``tensor``, stored on the module as ``name`` (made unique) when it becomes an attribute,
+        instead of after the node's output: constant tables read better as ``tree_split``."""
+        self.builder._attr_names.setdefault(id(tensor), name)
+        return tensor
+
     def has_attr(self, name: str) -> bool:
         return name in self._attrs
 

@@ -1,5 +1,5 @@
-"""Classic ML ops: ai.onnx.ml Binarizer, Scaler, LinearRegressor and TreeEnsemble, and ai.onnx
-TfIdfVectorizer.
+"""Classic ML ops: ai.onnx.ml Binarizer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier and
+the tree ensembles, and ai.onnx TfIdfVectorizer.
 
 The converters do the bookkeeping once, at conversion time (tree tables, n-gram pools as sorted
 keys); ``runtime/ml.py`` runs them as vectorized tensor code.
@@ -78,6 +78,79 @@ def linear_regressor(ctx: NodeContext) -> Handle:
     return ctx.call(torch.nn.functional.linear, _float_rows(ctx, rank_one_as_row=True), weight, bias)
 
 
+def _class_labels(ctx: NodeContext, attr: str) -> Any:
+    """``<attr>_strings`` as a tuple of str, else ``<attr>_int64s``/``_ints`` as an int64 tensor."""
+    if ctx.has_attr(f"{attr}_strings"):
+        return tuple(_text(v) for v in ctx.attr(f"{attr}_strings"))
+    for suffix in ("int64s", "ints"):
+        if ctx.has_attr(f"{attr}_{suffix}"):
+            return torch.tensor(_ints(ctx, f"{attr}_{suffix}"), dtype=torch.int64)
+    raise ctx.fail(f"no {attr}_strings or integer {attr}")
+
+
+def _named_labels(ctx: NodeContext, labels: Any) -> Any:
+    return ctx.named(labels, "class_labels") if isinstance(labels, torch.Tensor) else labels
+
+
+def _transform(ctx: NodeContext) -> int:
+    name = _text(ctx.attr("post_transform", "NONE"))
+    if name not in _TRANSFORMS:
+        raise ctx.fail(f"unknown post_transform {name!r}")
+    return _TRANSFORMS[name]
+
+
+@converter("LinearClassifier", since=1, domain="ai.onnx.ml")
+def linear_classifier(ctx: NodeContext) -> Handle:
+    """Scores ``x @ coefficients.T + intercepts`` and the label of the best (scikit-learn's
+    LogisticRegression, LinearSVC, SGDClassifier ... through skl2onnx); see
+    ``runtime/ml.linear_classifier`` for the one-score-column case."""
+    labels = _class_labels(ctx, "classlabels")
+    coefficients = _float32s(ctx, "coefficients", [])
+    intercepts = _float32s(ctx, "intercepts", [])
+    classes = intercepts.size or len(labels)
+    if classes < 1 or coefficients.size == 0 or coefficients.size % classes:
+        raise ctx.fail(f"{coefficients.size} coefficients do not make {classes} rows")
+    if classes > 1 and len(labels) != classes:
+        raise ctx.fail(f"{classes} score columns for {len(labels)} class labels")
+    transform = _transform(ctx)
+    if classes == 1 and len(labels) != 2:
+        raise ctx.fail(f"a single score column needs two class labels, not {len(labels)}")
+    if classes == 1 and transform == _TRANSFORMS["PROBIT"]:
+        raise ctx.unsupported("post_transform PROBIT on a single score column "
+                              "(onnxruntime leaves the second score unwritten)")
+    bias = intercepts if intercepts.size else np.zeros(classes, np.float32)
+    result = ctx.call(rt.linear_classifier, _float_rows(ctx, rank_one_as_row=True),
+                      ctx.named(torch.from_numpy(coefficients.reshape(classes, -1)), "coefficients"),
+                      ctx.named(torch.from_numpy(bias), "intercepts"), _named_labels(ctx, labels), transform)
+    return ctx.getitem(result, 0), ctx.getitem(result, 1)
+
+
+@converter("OneHotEncoder", since=1, domain="ai.onnx.ml")
+def one_hot_encoder(ctx: NodeContext) -> Handle:
+    """One float32 indicator per category on a new last axis (scikit-learn's OneHotEncoder through
+    skl2onnx); numbers are truncated to integers before the lookup, as onnxruntime does. A value
+    outside the categories gives all zeros, or an error when ``zeros`` is 0."""
+    if ctx.has_attr("cats_strings"):
+        categories: Any = tuple(_text(v) for v in ctx.attr("cats_strings"))
+    elif ctx.has_attr("cats_int64s"):
+        categories = ctx.named(torch.tensor(_ints(ctx, "cats_int64s"), dtype=torch.int64), "categories")
+    else:
+        raise ctx.fail("OneHotEncoder has neither cats_int64s nor cats_strings")
+    return ctx.call(rt.one_hot_categories, ctx.input(0), categories, bool(int(ctx.attr("zeros", 1))))
+
+
+@converter("Normalizer", since=1, domain="ai.onnx.ml")
+def normalizer(ctx: NodeContext) -> Handle:
+    """Each row divided by its MAX, L1 or L2 norm, in float32 (skl2onnx puts an L1 Normalizer
+    after one-vs-rest LOGISTIC scores to make them probabilities)."""
+    norm = _text(ctx.attr("norm", "MAX"))
+    if norm not in ("MAX", "L1", "L2"):
+        raise ctx.fail(f"unknown norm {norm!r} (MAX, L1 or L2)")
+    if ctx.rank(0) is not None and ctx.rank(0) > 2:
+        raise ctx.fail(f"the input has rank {ctx.rank(0)}; Normalizer takes [C] or [N, C]")
+    return ctx.call(rt.normalize_rows, ctx.input(0), norm)
+
+
 # --- trees -------------------------------------------------------------------------------------
 class _Trees:
     """Node/leaf tables in one index space: nodes [0, n_nodes), leaves [n_nodes, n_nodes + n_leaves)."""
@@ -129,20 +202,29 @@ class _Trees:
             table[i, :len(values)] = values
         return torch.from_numpy(table)
 
+    def tables(self, ctx: NodeContext) -> tuple[torch.Tensor, ...]:
+        """feature, split, mode, missing-tracks-true, true and false successor tables, as named tensors."""
+        return tuple(ctx.named(torch.from_numpy(table), f"tree_{name}") for name, table in (
+            ("feature", self.feature), ("split", self.split), ("mode", self.mode), ("missing_true", self.missing_true),
+            ("next_true", self.next_true), ("next_false", self.next_false)))
+
+    def leaf_tables(self, ctx: NodeContext, leaf_values: np.ndarray, leaf_mask: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Leaf values and masks padded to the shared node/leaf index space (float64 / bool)."""
+        pad = np.zeros((self.n_nodes,) + leaf_values.shape[1:], leaf_values.dtype)
+        return (ctx.named(torch.from_numpy(np.concatenate([pad, leaf_values]).astype(np.float64)), "leaf_values"),
+                ctx.named(torch.from_numpy(np.concatenate([pad.astype(bool), leaf_mask])), "leaf_mask"))
+
     def emit(self, ctx: NodeContext, roots: list[int], leaf_values: np.ndarray, leaf_mask: np.ndarray,
              aggregate: int, base_values: Optional[np.ndarray], transform: int,
              out_dtype: torch.dtype) -> Handle:
         depth = self.depth(ctx, roots)
-        pad = np.zeros((self.n_nodes,) + leaf_values.shape[1:], leaf_values.dtype)
-        values = torch.from_numpy(np.concatenate([pad, leaf_values]).astype(np.float64))
-        mask = torch.from_numpy(np.concatenate([pad.astype(bool), leaf_mask]))
+        members = self.members_table()
         base = None if base_values is None else torch.from_numpy(np.asarray(base_values, np.float64))
-        return ctx.call(rt.tree_ensemble, ctx.input(0), torch.from_numpy(self.feature),
-                        torch.from_numpy(self.split), torch.from_numpy(self.mode),
-                        torch.from_numpy(self.missing_true), torch.from_numpy(self.next_true),
-                        torch.from_numpy(self.next_false), self.members_table(),
-                        torch.tensor(roots, dtype=torch.int64), depth, values, mask, aggregate,
-                        base, transform, out_dtype)
+        return ctx.call(rt.tree_ensemble, ctx.input(0), *self.tables(ctx),
+                        None if members is None else ctx.named(members, "tree_members"),
+                        ctx.named(torch.tensor(roots, dtype=torch.int64), "tree_roots"), depth,
+                        *self.leaf_tables(ctx, leaf_values, leaf_mask), aggregate,
+                        None if base is None else ctx.named(base, "base_values"), transform, out_dtype)
 
 
 def _ints(ctx: NodeContext, name: str, default: Any = None) -> list[int]:
@@ -224,55 +306,75 @@ def _tensor_or_list(ctx: NodeContext, name: str) -> Optional[np.ndarray]:
     return value if value is not None else _floats(ctx, name)
 
 
+class _LegacyTrees:
+    """The node tables of TreeEnsembleRegressor/Classifier (ai.onnx.ml 1-3): nodes named by
+    (tree id, node id) with LEAF rows, read into :class:`_Trees`; leaves get their values later."""
+
+    def __init__(self, ctx: NodeContext, op: str) -> None:
+        tree_ids, node_ids = _ints(ctx, "nodes_treeids"), _ints(ctx, "nodes_nodeids")
+        modes = [_text(m) for m in ctx.attr("nodes_modes", [])]
+        features = _ints(ctx, "nodes_featureids")
+        splits = _tensor_or_list(ctx, "nodes_values")
+        true_ids, false_ids = _ints(ctx, "nodes_truenodeids"), _ints(ctx, "nodes_falsenodeids")
+        missing = _ints(ctx, "nodes_missing_value_tracks_true") or [0] * len(modes)
+        rows = len(modes)
+        if splits is None:
+            splits = np.zeros(rows)
+        if any(len(a) != rows for a in (tree_ids, node_ids, features, splits, true_ids, false_ids)):
+            raise ctx.fail(f"{op} node attributes differ in length")
+        unknown = sorted({m for m in modes if m != "LEAF" and m not in _MODE_NAMES})
+        if unknown or "BRANCH_MEMBER" in modes:
+            raise ctx.unsupported(f"node modes {unknown or ['BRANCH_MEMBER']}")
+        self.position = {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
+        self.modes = modes
+        branches = [i for i, m in enumerate(modes) if m != "LEAF"]
+        leaves = [i for i, m in enumerate(modes) if m == "LEAF"]
+        self.n_leaves = len(leaves)
+        self.slot = {row: k for k, row in enumerate(branches)}
+        self.slot.update({row: len(branches) + k for k, row in enumerate(leaves)})
+        self.trees = _Trees(len(branches), len(leaves))
+        for k, i in enumerate(branches):
+            self.trees.feature[k] = features[i]
+            self.trees.split[k] = splits[i]
+            self.trees.mode[k] = _MODE_NAMES[modes[i]]
+            self.trees.missing_true[k] = bool(missing[i])
+            for child, table in ((true_ids[i], self.trees.next_true), (false_ids[i], self.trees.next_false)):
+                if (tree_ids[i], child) not in self.position:
+                    raise ctx.fail(f"tree {tree_ids[i]} node {node_ids[i]} points to missing node {child}")
+                table[k] = self.slot[self.position[(tree_ids[i], child)]]
+        children = {(tree_ids[i], c) for i in branches for c in (true_ids[i], false_ids[i])}
+        roots: dict[int, int] = {}
+        for i, (t, n) in enumerate(zip(tree_ids, node_ids)):  # the first node of a tree no other node points to
+            if t not in roots and (t, n) not in children:
+                roots[t] = self.slot[i]
+        self.roots = [roots[t] for t in sorted(roots)]
+
+    def leaf_table(self, ctx: NodeContext, prefix: str, width: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Per-leaf values and which of ``width`` columns each leaf feeds, from the
+        ``<prefix>_treeids/_nodeids/_ids/_weights`` votes; also the column ids voted for."""
+        values = np.zeros((self.n_leaves, width))
+        mask = np.zeros((self.n_leaves, width), bool)
+        ids = _ints(ctx, f"{prefix}_ids")
+        weights = _tensor_or_list(ctx, f"{prefix}_weights")
+        votes = (_ints(ctx, f"{prefix}_treeids"), _ints(ctx, f"{prefix}_nodeids"), ids, [] if weights is None else weights)
+        if len({len(v) for v in votes}) != 1:
+            raise ctx.fail(f"{prefix}_treeids/_nodeids/_ids/_weights differ in length")
+        for t, n, column, w in zip(*votes):
+            row = self.position.get((t, n))
+            if row is None or self.modes[row] != "LEAF" or not 0 <= column < width:
+                raise ctx.fail(f"{prefix} entry (tree {t}, node {n}, id {column}) names no leaf / column")
+            values[self.slot[row] - self.trees.n_nodes, column] += w
+            mask[self.slot[row] - self.trees.n_nodes, column] = True
+        return values, mask, ids
+
+
 @converter("TreeEnsembleRegressor", since=1, domain="ai.onnx.ml")
 def tree_ensemble_regressor(ctx: NodeContext) -> Handle:
     """The older regressor encoding: nodes named by (tree id, node id), LEAF rows, and per-leaf
     lists of (target, weight); output float32 [N, n_targets] plus base values."""
-    tree_ids, node_ids = _ints(ctx, "nodes_treeids"), _ints(ctx, "nodes_nodeids")
-    modes = [_text(m) for m in ctx.attr("nodes_modes", [])]
-    features = _ints(ctx, "nodes_featureids")
-    splits = _tensor_or_list(ctx, "nodes_values")
-    true_ids, false_ids = _ints(ctx, "nodes_truenodeids"), _ints(ctx, "nodes_falsenodeids")
-    missing = _ints(ctx, "nodes_missing_value_tracks_true") or [0] * len(modes)
-    rows = len(modes)
-    if splits is None:
-        splits = np.zeros(rows)
-    if any(len(a) != rows for a in (tree_ids, node_ids, features, splits, true_ids, false_ids)):
-        raise ctx.fail("TreeEnsembleRegressor node attributes differ in length")
-    unknown = sorted({m for m in modes if m != "LEAF" and m not in _MODE_NAMES})
-    if unknown or "BRANCH_MEMBER" in modes:
-        raise ctx.unsupported(f"node modes {unknown or ['BRANCH_MEMBER']}")
-    position = {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
-    branches = [i for i, m in enumerate(modes) if m != "LEAF"]
-    leaves = [i for i, m in enumerate(modes) if m == "LEAF"]
-    slot = {row: k for k, row in enumerate(branches)}
-    slot.update({row: len(branches) + k for k, row in enumerate(leaves)})
-    trees = _Trees(len(branches), len(leaves))
-    for k, i in enumerate(branches):
-        trees.feature[k] = features[i]
-        trees.split[k] = splits[i]
-        trees.mode[k] = _MODE_NAMES[modes[i]]
-        trees.missing_true[k] = bool(missing[i])
-        for child, table in ((true_ids[i], trees.next_true), (false_ids[i], trees.next_false)):
-            if (tree_ids[i], child) not in position:
-                raise ctx.fail(f"tree {tree_ids[i]} node {node_ids[i]} points to missing node {child}")
-            table[k] = slot[position[(tree_ids[i], child)]]
+    legacy = _LegacyTrees(ctx, "TreeEnsembleRegressor")
     n_targets = int(ctx.attr("n_targets", 1))
-    leaf_values = np.zeros((len(leaves), n_targets))
-    leaf_mask = np.zeros((len(leaves), n_targets), bool)
-    weights = _tensor_or_list(ctx, "target_weights")
-    for t, n, target, w in zip(_ints(ctx, "target_treeids"), _ints(ctx, "target_nodeids"), _ints(ctx, "target_ids"),
-                               [] if weights is None else weights):
-        row = position.get((t, n))
-        if row is None or modes[row] != "LEAF" or not 0 <= target < n_targets:
-            raise ctx.fail(f"target entry (tree {t}, node {n}, target {target}) names no leaf / target")
-        leaf_values[slot[row] - len(branches), target] += w
-        leaf_mask[slot[row] - len(branches), target] = True
-    children = {(tree_ids[i], c) for i in branches for c in (true_ids[i], false_ids[i])}
-    roots: dict[int, int] = {}
-    for i, (t, n) in enumerate(zip(tree_ids, node_ids)):  # the first node of a tree no other node points to
-        if t not in roots and (t, n) not in children:
-            roots[t] = slot[i]
+    leaf_values, leaf_mask, _ = legacy.leaf_table(ctx, "target", n_targets)
     base = _tensor_or_list(ctx, "base_values")
     if base is not None and len(base) not in (0, n_targets):
         raise ctx.fail(f"base_values has {len(base)} entries for {n_targets} targets")
@@ -280,8 +382,35 @@ def tree_ensemble_regressor(ctx: NodeContext) -> Handle:
     transform = _TRANSFORMS.get(_text(ctx.attr("post_transform", "NONE")))
     if aggregate is None or transform is None:
         raise ctx.fail("unknown aggregate_function or post_transform")
-    return trees.emit(ctx, [roots[t] for t in sorted(roots)], leaf_values, leaf_mask, aggregate,
-                      base if base is not None and len(base) else None, transform, torch.float32)
+    return legacy.trees.emit(ctx, legacy.roots, leaf_values, leaf_mask, aggregate,
+                             base if base is not None and len(base) else None, transform, torch.float32)
+
+
+@converter("TreeEnsembleClassifier", since=1, domain="ai.onnx.ml")
+def tree_ensemble_classifier(ctx: NodeContext) -> Handle:
+    """Votes per class summed over the trees, plus base values; labels and float32 scores as
+    onnxruntime computes them (``runtime/ml.tree_classifier``)."""
+    legacy = _LegacyTrees(ctx, "TreeEnsembleClassifier")
+    labels = _class_labels(ctx, "classlabels")
+    classes = len(labels)
+    if classes < 2:
+        raise ctx.unsupported(f"a classifier with {classes} class label(s)")
+    leaf_values, leaf_mask, class_ids = legacy.leaf_table(ctx, "class", classes)
+    base = _tensor_or_list(ctx, "base_values")
+    if base is not None and len(base) not in (0, classes) and not (classes == 2 and len(base) == 1):
+        raise ctx.fail(f"base_values has {len(base)} entries for {classes} classes")
+    transform = _transform(ctx)
+    one_class_voted = classes == 2 and len(set(class_ids)) == 1
+    weights = _tensor_or_list(ctx, "class_weights")
+    binary_labels = labels if isinstance(labels, tuple) or one_class_voted else torch.tensor([0, 1])
+    t = legacy.trees
+    base_values = None if base is None or not len(base) else ctx.named(torch.from_numpy(base), "base_values")
+    result = ctx.call(rt.tree_classifier, ctx.input(0), *t.tables(ctx),
+                      ctx.named(torch.tensor(legacy.roots, dtype=torch.int64), "tree_roots"), t.depth(ctx, legacy.roots),
+                      *t.leaf_tables(ctx, leaf_values, leaf_mask), base_values, _named_labels(ctx, labels),
+                      _named_labels(ctx, binary_labels), one_class_voted, weights is None or bool(np.all(weights >= 0)),
+                      transform)
+    return ctx.getitem(result, 0), ctx.getitem(result, 1)
 
 
 # --- TfIdfVectorizer ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Classic machine-learning ops as tensor code: tree ensembles and n-gram (TF-IDF) counting.
+"""Classic machine-learning ops as tensor code: tree ensembles, linear classifiers, row
+normalization, one-hot categories and n-gram (TF-IDF) counting.
 
 Both are table-driven: the converter turns the ONNX attributes into index tensors once, and the
 code here only gathers, compares and scatters, so a batch runs as a few vectorized ops per tree
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
 # Tree node comparison modes (ai.onnx.ml TreeEnsemble numbering).
@@ -97,6 +99,147 @@ def tree_ensemble(x: torch.Tensor, feature: torch.Tensor, split: torch.Tensor, m
     if base_values is not None:
         scores = torch.where(hit, scores + base_values, scores)
     return post_transform(scores, transform).to(out_dtype)
+
+
+# --- classifiers (labels and scores as onnxruntime writes them) -----------------------------------
+def class_labels(index: torch.Tensor, labels: Any) -> Any:
+    """``labels[index]``: an int64 tensor, or for string labels (a tuple) a numpy object array."""
+    if isinstance(labels, torch.Tensor):
+        return labels[index]
+    return np.asarray(labels, dtype=object)[index.numpy()]
+
+
+def _binary_scores(score: torch.Tensor, transform: int, margin: bool) -> torch.Tensor:
+    """Two score columns from one: ``[1 - s, s]`` for probability-like votes, ``[-s, s]`` for a
+    margin (``[logistic(-s), logistic(s)]`` under LOGISTIC); other transforms do not apply."""
+    if not margin:
+        return torch.stack([1 - score, score], -1)
+    if transform == _LOGISTIC:
+        return torch.stack([torch.sigmoid(-score), torch.sigmoid(score)], -1)
+    return torch.stack([-score, score], -1)
+
+
+def linear_classifier(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: Any,
+                      transform: int) -> tuple[Any, torch.Tensor]:
+    """ai.onnx.ml LinearClassifier on float32 rows [N, F]: (labels [N], scores).
+
+    Several classes: the label of the first largest score, scores post-transformed. One score
+    column (two labels): the second label where the score is positive, and the scores
+    ``[1 - p, p]`` with p the score, or its logistic under LOGISTIC (other transforms do not
+    apply), as onnxruntime writes them.
+    """
+    scores = torch.nn.functional.linear(x, weight, bias)
+    if scores.shape[1] > 1:
+        return class_labels(scores.argmax(1), labels), post_transform(scores, transform)
+    score = scores[:, 0]
+    p = torch.sigmoid(score) if transform == _LOGISTIC else score
+    return class_labels((score > 0).to(torch.int64), labels), torch.stack([1 - p, p], -1)
+
+
+def tree_classifier(x: torch.Tensor, feature: torch.Tensor, split: torch.Tensor, mode: torch.Tensor,
+                    missing_true: torch.Tensor, next_true: torch.Tensor, next_false: torch.Tensor,
+                    roots: torch.Tensor, depth: int, leaf_values: torch.Tensor, leaf_mask: torch.Tensor,
+                    base_values: Optional[torch.Tensor], labels: Any, binary_labels: Any, one_class_voted: bool,
+                    votes_all_positive: bool, transform: int) -> tuple[Any, torch.Tensor]:
+    """ai.onnx.ml TreeEnsembleClassifier (votes summed over the trees): (labels [N], float32
+    scores [N, classes]), following onnxruntime's rules where the spec is silent.
+
+    More than two classes: base values are added (and count as votes), the label is that of the
+    first highest voted class, and unvoted classes score 0 before the transform. Two classes:
+    see :func:`_two_class_decision`.
+    """
+    leaves = tree_leaves(x, feature, split, mode, missing_true, next_true, next_false, None, roots, depth)
+    scores, voted = tree_aggregate(leaves, leaf_values, leaf_mask, _SUM, int(roots.shape[0]))
+    classes = scores.shape[1]
+    n_base = 0 if base_values is None else int(base_values.shape[0])
+    if classes > 2:
+        if n_base:
+            scores = torch.cat([scores[:, :n_base] + base_values, scores[:, n_base:]], 1)
+            voted = torch.cat([torch.ones_like(voted[:, :n_base]), voted[:, n_base:]], 1)
+        best = torch.where(voted, scores, torch.full_like(scores, -math.inf)).argmax(1)
+        return (class_labels(best, labels),
+                post_transform(torch.where(voted, scores, torch.zeros_like(scores)), transform).to(torch.float32))
+    label, z = _two_class_decision(scores, voted, base_values, labels, binary_labels, one_class_voted,
+                                   votes_all_positive, transform)
+    return label, z.to(torch.float32)
+
+
+def _two_class_decision(scores: torch.Tensor, voted: torch.Tensor, base_values: Optional[torch.Tensor],
+                        labels: Any, binary_labels: Any, one_class_voted: bool, votes_all_positive: bool,
+                        transform: int) -> tuple[Any, torch.Tensor]:
+    """onnxruntime's two-class rules, row by row.
+
+    Base values: two entries shift a voted second class to ``base[1] + score0`` (the first then
+    being its negation), else each class by its own; one entry shifts the first class. A row whose
+    second class got no vote keeps one score column (unless two base values were given). The
+    positive score is the second class's when it got a vote, else the first's. When only one class is ever
+    voted for, votes all >= 0 decide at 0.5 and give ``[1 - s, s]``, mixed votes decide at 0 and give
+    ``[-s, s]`` (``[logistic(-s), logistic(s)]`` under LOGISTIC); otherwise the decision is at 0
+    and labels are 0/1 (``binary_labels``). Rows that keep both columns are post-transformed.
+    """
+    s0, s1 = scores[:, 0], scores[:, 1]
+    v0, v1 = voted[:, 0], voted[:, 1]
+    n_base = 0 if base_values is None else int(base_values.shape[0])
+    two_columns = v1
+    if n_base == 2:
+        shifted = base_values[1] + s0
+        s1 = torch.where(v1, shifted, s1 + base_values[1])
+        s0 = torch.where(v1, -shifted, s0 + base_values[0])
+        two_columns = torch.ones_like(v1)
+    elif n_base == 1:
+        s0 = s0 + base_values[0]
+    elif n_base > 2:
+        two_columns = torch.ones_like(v1)
+    zero = torch.zeros_like(s0)
+    s0, s1 = torch.where(v0, s0, zero), torch.where(v1, s1, zero)  # an unvoted class reads as 0
+    positive = torch.where(v1, s1, s0)
+    if one_class_voted:
+        above = positive > (0.5 if votes_all_positive else 0.0)
+        label = class_labels(above.to(torch.int64), labels)
+        single = _binary_scores(s0, transform, margin=not votes_all_positive)
+    else:
+        label = class_labels((positive > 0).to(torch.int64), binary_labels)
+        single = (_binary_scores(s0, transform, margin=True) if n_base == 0
+                  else torch.stack([s0, zero], -1))  # onnxruntime writes only the first column here
+    if transform == _PROBIT:
+        single = torch.stack([post_transform(s0, _PROBIT), zero], -1)
+    both = post_transform(torch.stack([s0, s1], -1), transform)
+    return label, torch.where(two_columns.unsqueeze(-1), both, single)
+
+
+def one_hot_categories(x: Any, categories: Any, zeros: bool) -> torch.Tensor:
+    """ai.onnx.ml OneHotEncoder: ``x`` [...] -> float32 [..., len(categories)], 1 where the value is
+    that category. Integer categories (an int64 tensor) match numbers truncated to integers;
+    string categories (a tuple) match a numpy array of str. ``zeros`` False: a value matching no
+    category is an error, as in onnxruntime."""
+    if isinstance(categories, torch.Tensor):
+        hits = x.to(torch.int64).unsqueeze(-1) == categories
+    else:
+        column = {c: i for i, c in enumerate(categories)}
+        arr = np.asarray(x, dtype=object)
+        index = torch.tensor([column.get(v.decode("utf-8") if isinstance(v, bytes) else str(v), -1)
+                              for v in arr.reshape(-1)], dtype=torch.int64).reshape(arr.shape)
+        hits = index.unsqueeze(-1) == torch.arange(len(categories))
+    if not zeros and not bool(hits.any(-1).all()):
+        raise ValueError("OneHotEncoder: a value is none of the categories and zeros = 0")
+    return hits.to(torch.float32)
+
+
+def normalize_rows(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """ai.onnx.ml Normalizer over the last axis of a [C] or [N, C] input, in float32: divide by
+    the row's maximum (MAX), sum of magnitudes (L1) or Euclidean norm (L2); a row whose divisor is
+    0 is copied unchanged."""
+    x = x.to(torch.float32)
+    if norm == "MAX":
+        divisor = x.amax(-1, keepdim=True)
+    elif norm == "L1":
+        divisor = x.abs().sum(-1, keepdim=True)
+    else:
+        divisor = (x * x).sum(-1, keepdim=True)
+    zero = divisor == 0
+    safe = torch.where(zero, torch.ones_like(divisor), divisor)
+    out = torch.sign(x) * torch.sqrt(x * x / safe) if norm == "L2" else x / safe
+    return torch.where(zero, x, out)
 
 
 # --- TfIdfVectorizer ---------------------------------------------------------------------------
