@@ -584,3 +584,68 @@ def test_one_hot_encoder_matches_onnxruntime(case: str) -> None:
                                opset_imports=list(model.opset_import), ir_version=8)
     with pytest.raises(ValueError, match="none of the categories"):
         convert(strict, simplify=False)(x if case == "strings" else torch.from_numpy(x))
+
+
+# --- support vector machines (scikit-learn's SVC, NuSVC, SVR, OneClassSVM through skl2onnx) ------
+def _svm_attrs(rng, classes: int, per_class: list[int], features: int, kernel: str, proba: bool) -> dict:
+    count = sum(per_class)
+    pairs = classes * (classes - 1) // 2
+    attrs = dict(kernel_type=kernel, kernel_params=[0.3, 0.5, 3.0], vectors_per_class=per_class,
+                 support_vectors=rng.standard_normal(count * features).round(3).tolist(),
+                 coefficients=rng.standard_normal((classes - 1) * count).round(3).tolist(),
+                 rho=rng.standard_normal(pairs).round(3).tolist())
+    if proba:
+        attrs.update(prob_a=(-1 - rng.random(pairs)).round(3).tolist(), prob_b=(0.2 * rng.standard_normal(pairs)).round(3).tolist())
+    return attrs
+
+
+_SVM_CLASSIFIERS = {
+    "rbf-three-classes-proba": (3, [2, 3, 2], "RBF", True, "NONE"),
+    "poly-three-classes": (3, [2, 1, 3], "POLY", False, "NONE"),
+    "sigmoid-two-classes-proba": (2, [3, 2], "SIGMOID", True, "NONE"),
+    "linear-kernel-two-classes": (2, [2, 2], "LINEAR", False, "NONE"),
+    "rbf-two-classes-logistic": (2, [2, 3], "RBF", False, "LOGISTIC"),
+    "liblinear-three-classes": (3, [], "LINEAR", False, "SOFTMAX"),
+    "liblinear-two-classes": (2, [], "LINEAR", False, "NONE"),
+}
+
+
+@pytest.mark.parametrize("case", list(_SVM_CLASSIFIERS))
+@pytest.mark.parametrize("labels", ["ints", "strings"])
+def test_svm_classifier_matches_onnxruntime(case: str, labels: str) -> None:
+    classes, per_class, kernel, proba, transform = _SVM_CLASSIFIERS[case]
+    rng = np.random.default_rng(len(case))
+    features = 4
+    if per_class:
+        attrs = _svm_attrs(rng, classes, per_class, features, kernel, proba)
+    else:  # liblinear: one weight row per class, one intercept
+        attrs = dict(coefficients=rng.standard_normal(classes * features).round(3).tolist(), rho=[0.25],
+                     kernel_params=[0.0, 0.0, 0.0])
+    attrs["post_transform"] = transform
+    attrs.update({"classlabels_strings": ["ant", "bee", "cow"][:classes]} if labels == "strings"
+                 else {"classlabels_ints": [3, 7, 9][:classes]})
+    model = _classifier_model("SVMClassifier", attrs, ["n", features], string_labels=labels == "strings")
+    _check_classifier(model, rng.standard_normal((23, features)).astype(np.float32))
+
+
+@pytest.mark.parametrize("case", ["rbf", "poly", "liblinear", "one-class"])
+def test_svm_regressor_matches_onnxruntime(case: str) -> None:
+    rng = np.random.default_rng(len(case) + 11)
+    features, count = 4, 0 if case == "liblinear" else 5
+    attrs = dict(kernel_type="POLY" if case == "poly" else "RBF", kernel_params=[0.3, 0.5, 2.0], n_supports=count,
+                 coefficients=rng.standard_normal(count or features).round(3).tolist(), rho=[0.1],
+                 one_class=int(case == "one-class"))
+    if count:
+        attrs["support_vectors"] = rng.standard_normal(count * features).round(3).tolist()
+    node = helper.make_node("SVMRegressor", ["x"], ["y"], domain=ML, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", features])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    x = rng.standard_normal((17, features)).astype(np.float32)
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    got = convert(model)(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (17, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if case == "one-class":
+        assert set(np.unique(got)) <= {-1.0, 1.0}

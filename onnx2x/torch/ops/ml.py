@@ -1,5 +1,5 @@
-"""Classic ML ops: ai.onnx.ml Binarizer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier and
-the tree ensembles, and ai.onnx TfIdfVectorizer.
+"""Classic ML ops: ai.onnx.ml Binarizer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier,
+the support vector machines and the tree ensembles, and ai.onnx TfIdfVectorizer.
 
 The converters do the bookkeeping once, at conversion time (tree tables, n-gram pools as sorted
 keys); ``runtime/ml.py`` runs them as vectorized tensor code.
@@ -149,6 +149,84 @@ def normalizer(ctx: NodeContext) -> Handle:
     if ctx.rank(0) is not None and ctx.rank(0) > 2:
         raise ctx.fail(f"the input has rank {ctx.rank(0)}; Normalizer takes [C] or [N, C]")
     return ctx.call(rt.normalize_rows, ctx.input(0), norm)
+
+
+# --- support vector machines ------------------------------------------------------------------------
+def _svm_kernel(ctx: NodeContext) -> tuple[str, float, float, float]:
+    """(kernel type, gamma, coef0, degree) of an SVM node."""
+    kernel = _text(ctx.attr("kernel_type", "LINEAR"))
+    if kernel not in ("LINEAR", "POLY", "RBF", "SIGMOID"):
+        raise ctx.fail(f"unknown kernel_type {kernel!r}")
+    params = _floats(ctx, "kernel_params")
+    gamma, coef0, degree = (float(v) for v in params[:3]) if params is not None and params.size >= 3 else (0.0, 0.0, 0.0)
+    return kernel, gamma, coef0, degree
+
+
+def _support_vectors(ctx: NodeContext, count: int) -> Optional[torch.Tensor]:
+    vectors = _float32s(ctx, "support_vectors", [])
+    if count == 0:
+        return None
+    if vectors.size == 0 or vectors.size % count:
+        raise ctx.fail(f"{vectors.size} support_vectors values do not make {count} vectors")
+    return ctx.named(torch.from_numpy(vectors.reshape(count, -1)), "support_vectors")
+
+
+@converter("SVMRegressor", since=1, domain="ai.onnx.ml")
+def svm_regressor(ctx: NodeContext) -> Handle:
+    """scikit-learn's SVR, NuSVR, OneClassSVM and LinearSVR through skl2onnx: float32 [N, 1]."""
+    kernel, gamma, coef0, degree = _svm_kernel(ctx)
+    count = int(ctx.attr("n_supports", 0))
+    coefficients = _float32s(ctx, "coefficients", [])
+    rho = _float32s(ctx, "rho", [0.0])
+    vectors = _support_vectors(ctx, count)
+    if vectors is not None and coefficients.size != count:
+        raise ctx.fail(f"{coefficients.size} coefficients for {count} support vectors")
+    return ctx.call(rt.svm_regressor, _float_rows(ctx, rank_one_as_row=True), vectors,
+                    ctx.named(torch.from_numpy(coefficients), "coefficients"), float(rho[0]),
+                    "LINEAR" if vectors is None else kernel, gamma, coef0, degree, bool(int(ctx.attr("one_class", 0))))
+
+
+@converter("SVMClassifier", since=1, domain="ai.onnx.ml")
+def svm_classifier(ctx: NodeContext) -> Handle:
+    """scikit-learn's SVC and NuSVC (one-vs-one libsvm, with or without probabilities) through
+    skl2onnx; labels and scores as onnxruntime computes them (``runtime/ml.svm_classifier``)."""
+    labels = _class_labels(ctx, "classlabels")
+    classes = len(labels)
+    kernel, gamma, coef0, degree = _svm_kernel(ctx)
+    per_class = _ints(ctx, "vectors_per_class", [])
+    coefficients = _float32s(ctx, "coefficients", [])
+    rho = _float32s(ctx, "rho", [])
+    prob_a, prob_b = _float32s(ctx, "prob_a", []), _float32s(ctx, "prob_b", [])
+    if prob_a.size != prob_b.size:
+        raise ctx.fail("prob_a and prob_b differ in length")
+    count = sum(per_class)
+    pairs = [(i, j) for i in range(classes - 1) for j in range(i + 1, classes)]
+    if count and (len(per_class) != classes or coefficients.size < (classes - 1) * count or rho.size < len(pairs)
+                  or (prob_a.size and prob_a.size < len(pairs))):
+        raise ctx.fail(f"vectors_per_class, coefficients, rho or prob_a do not fit {classes} classes "
+                       f"and {count} support vectors")
+    if not count and (rho.size < 1 or coefficients.size % classes):
+        raise ctx.fail(f"{coefficients.size} coefficients do not make {classes} rows, or rho is empty")
+    vectors = _support_vectors(ctx, count)
+    if vectors is None:
+        weights, rho_used = coefficients.reshape(classes, -1), rho[:1]
+    else:  # the weight of each support vector in each class pair's decision
+        coef = coefficients[:(classes - 1) * count].reshape(classes - 1, count)
+        starts = np.concatenate([[0], np.cumsum(per_class)])
+        weights = np.zeros((len(pairs), count), np.float64)
+        for k, (i, j) in enumerate(pairs):
+            weights[k, starts[i]:starts[i + 1]] = coef[j - 1, starts[i]:starts[i + 1]]
+            weights[k, starts[j]:starts[j + 1]] = coef[i, starts[j]:starts[j + 1]]
+        rho_used = rho[:len(pairs)].astype(np.float64)
+    has_proba = vectors is not None and prob_a.size > 0
+    result = ctx.call(rt.svm_classifier, _float_rows(ctx, rank_one_as_row=True), vectors,
+                      ctx.named(torch.from_numpy(weights), "coefficients"), ctx.named(torch.from_numpy(rho_used), "rho"),
+                      ctx.named(torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2), "class_pairs"),
+                      ctx.named(torch.from_numpy(prob_a[:len(pairs)]), "prob_a") if has_proba else None,
+                      ctx.named(torch.from_numpy(prob_b[:len(pairs)]), "prob_b") if has_proba else None,
+                      _named_labels(ctx, labels), "LINEAR" if vectors is None else kernel, gamma, coef0, degree,
+                      bool(np.all(coefficients >= 0)), _transform(ctx))
+    return ctx.getitem(result, 0), ctx.getitem(result, 1)
 
 
 # --- trees -------------------------------------------------------------------------------------

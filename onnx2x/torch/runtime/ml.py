@@ -1,5 +1,5 @@
-"""Classic machine-learning ops as tensor code: tree ensembles, linear classifiers, row
-normalization, one-hot categories and n-gram (TF-IDF) counting.
+"""Classic machine-learning ops as tensor code: tree ensembles, linear classifiers, support vector
+machines, row normalization, one-hot categories and n-gram (TF-IDF) counting.
 
 Both are table-driven: the converter turns the ONNX attributes into index tensors once, and the
 code here only gathers, compares and scatters, so a batch runs as a few vectorized ops per tree
@@ -119,6 +119,13 @@ def _binary_scores(score: torch.Tensor, transform: int, margin: bool) -> torch.T
     return torch.stack([-score, score], -1)
 
 
+def _complement_columns(score: torch.Tensor, transform: int) -> torch.Tensor:
+    """``[1 - p, p]`` with p the score, or its logistic under LOGISTIC: how onnxruntime's batched
+    score update widens one score column (LinearClassifier, SVMClassifier)."""
+    p = torch.sigmoid(score) if transform == _LOGISTIC else score
+    return torch.stack([1 - p, p], -1)
+
+
 def linear_classifier(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: Any,
                       transform: int) -> tuple[Any, torch.Tensor]:
     """ai.onnx.ml LinearClassifier on float32 rows [N, F]: (labels [N], scores).
@@ -132,8 +139,7 @@ def linear_classifier(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if scores.shape[1] > 1:
         return class_labels(scores.argmax(1), labels), post_transform(scores, transform)
     score = scores[:, 0]
-    p = torch.sigmoid(score) if transform == _LOGISTIC else score
-    return class_labels((score > 0).to(torch.int64), labels), torch.stack([1 - p, p], -1)
+    return class_labels((score > 0).to(torch.int64), labels), _complement_columns(score, transform)
 
 
 def tree_classifier(x: torch.Tensor, feature: torch.Tensor, split: torch.Tensor, mode: torch.Tensor,
@@ -223,6 +229,106 @@ def one_hot_categories(x: Any, categories: Any, zeros: bool) -> torch.Tensor:
     if not zeros and not bool(hits.any(-1).all()):
         raise ValueError("OneHotEncoder: a value is none of the categories and zeros = 0")
     return hits.to(torch.float32)
+
+
+# --- support vector machines (libsvm / liblinear through skl2onnx) ---------------------------------
+_ROWS_PER_CHUNK_ELEMENTS = 1 << 24  # RBF differences computed at most this many elements at a time
+
+
+def svm_kernel(x: torch.Tensor, vectors: torch.Tensor, kernel: str, gamma: float, coef0: float,
+               degree: float) -> torch.Tensor:
+    """The kernel between rows ``x`` [N, F] and ``vectors`` [V, F]: [N, V] (float32, as onnxruntime)."""
+    if kernel == "RBF":  # from the differences themselves, in row chunks that bound the memory
+        step = max(1, _ROWS_PER_CHUNK_ELEMENTS // max(1, vectors.numel()))
+        return torch.cat([torch.exp(-gamma * (rows.unsqueeze(1) - vectors).square().sum(-1))
+                          for rows in x.split(step)]) if x.shape[0] else x.new_zeros(0, vectors.shape[0])
+    dot = x @ vectors.T
+    if kernel == "LINEAR":
+        return dot
+    dot = gamma * dot + coef0
+    return torch.tanh(dot) if kernel == "SIGMOID" else dot.pow(degree)
+
+
+def svm_regressor(x: torch.Tensor, vectors: Optional[torch.Tensor], coefficients: torch.Tensor, rho: float,
+                  kernel: str, gamma: float, coef0: float, degree: float, one_class: bool) -> torch.Tensor:
+    """ai.onnx.ml SVMRegressor: ``kernel(x, vectors) @ coefficients + rho`` (without support vectors,
+    ``x @ coefficients + rho``) as [N, 1]; one-class models give the sign as 1 / -1."""
+    features = x if vectors is None else svm_kernel(x, vectors, kernel, gamma, coef0, degree)
+    y = (features.to(torch.float64) @ coefficients.to(torch.float64) + rho).to(torch.float32).unsqueeze(1)
+    return torch.where(y > 0, 1.0, -1.0) if one_class else y
+
+
+def _pairwise_coupling(r: torch.Tensor, classes: int) -> torch.Tensor:
+    """libsvm's multi-class probabilities from pairwise ones ``r`` [N, K, K] (Wu, Lin and Weng,
+    method 2), iterated like onnxruntime: each row stops once its error is below 0.005 / K."""
+    n = r.shape[0]
+    q = torch.zeros(n, classes, classes, dtype=r.dtype)
+    for i in range(classes):
+        for j in range(classes):
+            if j != i:
+                q[:, i, i] += r[:, j, i] * r[:, j, i]
+                q[:, i, j] = -r[:, j, i] * r[:, i, j]
+    p = torch.full((n, classes), 1.0 / classes, dtype=r.dtype)
+    eps = 0.005 / classes
+    active = torch.ones(n, dtype=torch.bool)
+    for _ in range(100):
+        qp = (q @ p.unsqueeze(-1)).squeeze(-1)
+        pqp = (p * qp).sum(-1)
+        active = active & ((qp - pqp.unsqueeze(-1)).abs().amax(-1) >= eps)
+        if not bool(active.any()):
+            break
+        new_p, new_qp, new_pqp = p.clone(), qp, pqp
+        for i in range(classes):
+            qii = q[:, i, i]
+            diff = (-new_qp[:, i] + new_pqp) / qii
+            new_p[:, i] = new_p[:, i] + diff
+            new_pqp = (new_pqp + diff * (diff * qii + 2 * new_qp[:, i])) / (1 + diff) / (1 + diff)
+            new_qp = (new_qp + diff.unsqueeze(-1) * q[:, i, :]) / (1 + diff).unsqueeze(-1)
+            new_p = new_p / (1 + diff).unsqueeze(-1)
+        p = torch.where(active.unsqueeze(-1), new_p, p)
+    return p
+
+
+def svm_classifier(x: torch.Tensor, vectors: Optional[torch.Tensor], weights: torch.Tensor, rho: torch.Tensor,
+                   pairs: torch.Tensor, prob_a: Optional[torch.Tensor], prob_b: Optional[torch.Tensor],
+                   labels: Any, kernel: str, gamma: float, coef0: float, degree: float,
+                   weights_all_positive: bool, transform: int) -> tuple[Any, torch.Tensor]:
+    """ai.onnx.ml SVMClassifier, with onnxruntime's labels and scores.
+
+    Without support vectors (liblinear): scores ``x @ weights.T + rho[0]`` per class, the label
+    of the first best (two classes: the second label when the best score passes 0.5 with
+    non-negative weights, or 0 otherwise). With support vectors (libsvm, one-vs-one): a score per
+    class pair (``pairs`` [P, 2]; ``weights`` [P, V] combine the kernel values) votes for its
+    first class when positive, the label is the most voted class; the scores are the pair scores
+    (two classes: ``[-s, s]``, or ``_complement_columns`` under a transform), or with ``prob_a``/``prob_b``
+    the coupled class probabilities.
+    """
+    classes = len(labels)
+    if vectors is None:
+        scores = x @ weights.T + rho[0]
+        best, top = scores.argmax(1), scores.amax(1)
+        if classes == 2 and prob_a is None:
+            above = top >= 0.5 if weights_all_positive else top > 0
+            best = torch.where(above, 1, best)
+        return class_labels(best, labels), (post_transform(scores, transform) if scores.shape[1] > 1 else
+                                            (post_transform(scores, _PROBIT) if transform == _PROBIT else scores))
+    kernels = svm_kernel(x, vectors, kernel, gamma, coef0, degree)
+    pair_scores = (kernels.to(torch.float64) @ weights.T + rho).to(torch.float32)  # [N, P]
+    winners = torch.where(pair_scores > 0, pairs[:, 0], pairs[:, 1])
+    votes = torch.nn.functional.one_hot(winners, classes).sum(1)
+    label = class_labels(votes.argmax(1), labels)
+    if prob_a is not None and prob_b is not None:
+        pairwise = (1 - torch.sigmoid(pair_scores * prob_a + prob_b)).clamp(1e-7, 1 - 1e-7)
+        r = torch.zeros(x.shape[0], classes, classes, dtype=torch.float32)
+        r[:, pairs[:, 0], pairs[:, 1]] = pairwise
+        r[:, pairs[:, 1], pairs[:, 0]] = 1 - pairwise
+        return label, post_transform(_pairwise_coupling(r, classes), transform)
+    if classes > 2:
+        return label, post_transform(pair_scores, transform)
+    s = pair_scores[:, 0]
+    if transform == _PROBIT:
+        return label, torch.stack([post_transform(s, _PROBIT), torch.zeros_like(s)], -1)
+    return label, torch.stack([-s, s], -1) if transform == _NONE else _complement_columns(s, transform)
 
 
 def normalize_rows(x: torch.Tensor, norm: str) -> torch.Tensor:
