@@ -649,3 +649,33 @@ def test_svm_regressor_matches_onnxruntime(case: str) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     if case == "one-class":
         assert set(np.unique(got)) <= {-1.0, 1.0}
+
+
+_IMPUTERS = {
+    "nan-per-column": (dict(imputed_value_floats=[0.5, -1.0, 2.0], replaced_value_float=float("nan")), "float32"),
+    "inf-one-value": (dict(imputed_value_floats=[7.0], replaced_value_float=float("inf")), "float32"),
+    "int64": (dict(imputed_value_int64s=[9, 8, 7], replaced_value_int64=-1), "int64"),
+}
+
+
+@pytest.mark.parametrize("case", list(_IMPUTERS))
+def test_imputer_matches_onnxruntime(case: str) -> None:
+    """scikit-learn's SimpleImputer (NaN) and PowerTransformer's guard (inf) through skl2onnx."""
+    attrs, dtype = _IMPUTERS[case]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    node = helper.make_node("Imputer", ["x"], ["y"], domain=ML, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem, ["n", 3])],
+                              [helper.make_tensor_value_info("y", elem, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    rng = np.random.default_rng(9)
+    if dtype == "int64":
+        x = rng.integers(-1, 3, (8, 3)).astype(np.int64)
+    else:
+        x = rng.standard_normal((8, 3)).astype(np.float32)
+        x[rng.random(x.shape) < 0.3] = np.nan
+        x[0, 1] = np.inf
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    got = convert(model)(torch.from_numpy(x)).numpy()
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

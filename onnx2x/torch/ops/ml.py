@@ -1,4 +1,4 @@
-"""Classic ML ops: ai.onnx.ml Binarizer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier,
+"""Classic ML ops: ai.onnx.ml Binarizer, Imputer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier,
 the support vector machines and the tree ensembles, and ai.onnx TfIdfVectorizer.
 
 The converters do the bookkeeping once, at conversion time (tree tables, n-gram pools as sorted
@@ -137,6 +137,28 @@ def one_hot_encoder(ctx: NodeContext) -> Handle:
     else:
         raise ctx.fail("OneHotEncoder has neither cats_int64s nor cats_strings")
     return ctx.call(rt.one_hot_categories, ctx.input(0), categories, bool(int(ctx.attr("zeros", 1))))
+
+
+@converter("Imputer", since=1, domain="ai.onnx.ml")
+def imputer(ctx: NodeContext) -> Handle:
+    """Replace one value (NaN by scikit-learn's SimpleImputer) by one value for all columns or one
+    per column (the last axis), in the input's type."""
+    dtype = ctx.dtype(0)  # unknown (no shape inference past a custom op): the attributes tell
+    if dtype.is_floating_point if dtype is not None else ctx.has_attr("imputed_value_floats"):
+        values = _floats(ctx, "imputed_value_floats")
+        replaced: float = float(ctx.attr("replaced_value_float", 0.0))
+        kind = "float"
+    else:
+        values = np.asarray(_ints(ctx, "imputed_value_int64s"), np.int64)
+        replaced = int(ctx.attr("replaced_value_int64", 0))
+        kind = "integer"
+    if values is None or values.size == 0:
+        raise ctx.fail(f"Imputer has no imputed values for its {kind} input")
+    width = (ctx.shape(0) or [None])[-1] if ctx.rank(0) else None
+    if values.size > 1 and width is not None and width != values.size:
+        raise ctx.fail(f"{values.size} imputed values for {width} columns")
+    fill = ctx.named(torch.from_numpy(values.astype(np.float32 if kind == "float" else np.int64)), "imputed_values")
+    return ctx.call(rt.impute, ctx.input(0), replaced, fill)
 
 
 @converter("Normalizer", since=1, domain="ai.onnx.ml")

@@ -331,6 +331,13 @@ def svm_classifier(x: torch.Tensor, vectors: Optional[torch.Tensor], weights: to
     return label, torch.stack([-s, s], -1) if transform == _NONE else _complement_columns(s, transform)
 
 
+def impute(x: torch.Tensor, replaced: float, values: torch.Tensor) -> torch.Tensor:
+    """ai.onnx.ml Imputer: entries equal to ``replaced`` (NaN entries when it is NaN) take
+    ``values`` (one, or one per column of the last axis), in ``x``'s type."""
+    missing = torch.isnan(x) if isinstance(replaced, float) and math.isnan(replaced) else x == replaced
+    return torch.where(missing, values.to(x.dtype), x)
+
+
 def normalize_rows(x: torch.Tensor, norm: str) -> torch.Tensor:
     """ai.onnx.ml Normalizer over the last axis of a [C] or [N, C] input, in float32: divide by
     the row's maximum (MAX), sum of magnitudes (L1) or Euclidean norm (L2); a row whose divisor is
