@@ -679,3 +679,63 @@ def test_imputer_matches_onnxruntime(case: str) -> None:
     got = convert(model)(torch.from_numpy(x)).numpy()
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+# --- text (skl2onnx's CountVectorizer / TfidfVectorizer: Reshape, Tokenizer, Flatten, TfIdfVectorizer) --
+_TOKENIZERS = {
+    "expression": dict(tokenexp="[a-zA-Z0-9_]+", mincharnum=1, mark=0, pad_value="#"),
+    "expression-long-words-marked": dict(tokenexp=r"\w+", mincharnum=3, mark=1, pad_value="_"),
+    "separators": dict(separators=[" ", ",", "ab"], mincharnum=1, mark=0, pad_value="#"),
+    "separators-min-length": dict(separators=[" +"], mincharnum=3, mark=0, pad_value="#"),
+    "characters": dict(separators=[""], mincharnum=1, mark=1, pad_value="#"),
+}
+
+
+@pytest.mark.parametrize("case", list(_TOKENIZERS))
+@pytest.mark.parametrize("rank", [1, 2])
+def test_tokenizer_matches_onnxruntime(case: str, rank: int) -> None:
+    texts = ["the cat sat, on  the mat", "grab a cab", "", "x,y z", "naïve café, ok"]
+    x = np.array(texts if rank == 1 else [texts[:2] + [""], texts[2:]], dtype=object)
+    node = helper.make_node("Tokenizer", ["x"], ["y"], domain="com.microsoft", **_TOKENIZERS[case])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.STRING, [None] * rank)],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=8)
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    got = np.asarray(convert(model, simplify=False)(x))
+    assert got.shape == want.shape
+    assert [str(v) for v in got.reshape(-1)] == [str(v) for v in want.reshape(-1)]
+
+
+def test_text_classifier_pipeline_converts_and_checks_through_the_cli(tmp_path) -> None:
+    """The graph skl2onnx writes for CountVectorizer + LogisticRegression (its StringNormalizer left
+    out: onnxruntime needs an installed en_US.UTF-8 locale for it): string reshapes, a contrib
+    Tokenizer whose output type nothing declares, n-gram counts and a linear classifier. The CLI
+    converts it with its check on; labels and probabilities are onnxruntime's."""
+    from onnx2x.cli import main
+    from onnx2x.torch.artifact import load
+
+    pool = ["cat", "dog", "fox", "quick", "the"]
+    nodes = [helper.make_node("Reshape", ["text", "flat_shape"], ["flat"]),
+             helper.make_node("Tokenizer", ["flat"], ["tokens"], domain="com.microsoft", tokenexp="[a-zA-Z0-9_]+",
+                              mincharnum=1, mark=0, pad_value="#"),
+             helper.make_node("Flatten", ["tokens"], ["rows"]),
+             helper.make_node("TfIdfVectorizer", ["rows"], ["counts"], mode="TF", min_gram_length=1, max_gram_length=1,
+                              max_skip_count=0, ngram_counts=[0], ngram_indexes=list(range(len(pool))), pool_strings=pool),
+             helper.make_node("LinearClassifier", ["counts"], ["label", "probabilities"], domain=ML,
+                              coefficients=[0.5, -0.4, 0.3, 0.8, -0.1, -0.5, 0.4, -0.3, -0.8, 0.1], intercepts=[0.1, -0.1],
+                              classlabels_strings=["animal", "other"], post_transform="SOFTMAX")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("text", TensorProto.STRING, [None, 1])],
+                              [helper.make_tensor_value_info("label", TensorProto.STRING, [None]),
+                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+                              [numpy_helper.from_array(np.array([-1], np.int64), "flat_shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1),
+                                                    helper.make_opsetid("com.microsoft", 1)], ir_version=8)
+    path, out = tmp_path / "text.onnx", tmp_path / "text.pt"
+    onnx.save(model, str(path))
+    assert main(["torch", str(path), "-o", str(out)]) == 0
+    x = np.array([["the quick fox"], ["a dog and the cat"], ["nothing here"], ["fox fox fox"]], dtype=object)
+    want_label, want_proba = reference_outputs(model, {"text": x}, "ort")
+    label, proba = load(str(out))(x)
+    assert [str(v) for v in label] == [str(v) for v in want_label]
+    np.testing.assert_allclose(proba.numpy(), want_proba, rtol=1e-6, atol=1e-7)

@@ -642,6 +642,14 @@ class NodeContext:
             raise ConversionFailure(f"required attribute {name!r} is missing")
         return default
 
+    def is_string(self, i: int) -> bool:
+        """Input ``i`` is a string tensor (declared STRING, or a known numpy string array): such
+        values are numpy object arrays at run time, which torch functions do not take."""
+        if not self.has_input(i):
+            return False
+        dtype = self.node.inputs[i].dtype
+        return (dtype is not None and dtype.name == "STRING") or is_string_array(self.input(i))
+
     def named(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
         """``tensor``, stored on the module as ``name`` (made unique) when it becomes an attribute,
         instead of after the node's output: constant tables read better as ``tree_split``."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..builder import Handle, NodeContext, is_string_array
+from ..builder import Handle, NodeContext
 from ..registry import converter
 from ..runtime import elementwise as rt
 from ..runtime import strings as rt_strings
@@ -22,18 +22,10 @@ _COMPARISONS = {
 }
 
 
-def _is_string(ctx: NodeContext, i: int) -> bool:
-    """Input ``i`` is a string tensor (declared STRING, or a known numpy string array)."""
-    if not ctx.has_input(i):
-        return False
-    dtype = ctx.node.inputs[i].dtype
-    return (dtype is not None and dtype.name == "STRING") or is_string_array(ctx.input(i))
-
-
 @converter(tuple(_COMPARISONS), since=1)
 def compare(ctx: NodeContext) -> Handle:
     """Element-wise comparison with numpy broadcasting; the result is bool."""
-    if _is_string(ctx, 0) or _is_string(ctx, 1):
+    if ctx.is_string(0) or ctx.is_string(1):
         if ctx.op_type != "Equal":
             raise ctx.unsupported("only Equal compares string tensors")
         return ctx.call(rt_strings.string_equal, ctx.input(0), ctx.input(1))
@@ -75,7 +67,7 @@ def bitwise_not(ctx: NodeContext) -> Handle:
 @converter("Where", since=9)
 def where(ctx: NodeContext) -> Handle:
     """Select from X where the condition holds, else from Y (all three broadcast)."""
-    if _is_string(ctx, 1) or _is_string(ctx, 2):
+    if ctx.is_string(1) or ctx.is_string(2):
         return ctx.call(rt_strings.string_where, ctx.input(0), ctx.input(1), ctx.input(2))
     if plain_dtype(ctx.dtype(1)):
         return ctx.call(torch.where, ctx.input(0), ctx.input(1), ctx.input(2))

@@ -20,6 +20,7 @@ from ..builder import NodeContext, numpy_to_torch
 from ..dtypes import torch_dtype
 from ..registry import converter
 from ..runtime import shape as rt
+from ..runtime import strings as rt_strings
 from ._shape_values import same_size, shape_values
 
 FOLD_LIMIT = 1 << 16  # constant results bigger than this are built at run time, not stored
@@ -95,6 +96,8 @@ def reshape(ctx: NodeContext) -> Any:
     x = ctx.input(0)
     allowzero = int(ctx.attr("allowzero", 0))
     target = [int(s) for s in ctx.attr("shape")] if ctx.opset < 5 else ctx.const_ints(1)
+    if ctx.is_string(0):  # a numpy object array at run time
+        return ctx.call(rt_strings.reshape_strings, x, target if target is not None else ctx.input(1), allowzero)
     if target is None:
         out = static_dims(ctx.output_shape(0))
         if out is not None:
@@ -120,6 +123,8 @@ def flatten(ctx: NodeContext) -> Any:
     x = ctx.input(0)
     shape = ctx.shape(0)
     axis = int(ctx.attr("axis", 1))
+    if ctx.is_string(0):
+        return ctx.call(rt_strings.flatten_strings, x, axis)
     if shape is None:
         return ctx.call(rt.flatten, x, axis)
     axis = norm_axis(axis, len(shape))

@@ -1,11 +1,14 @@
-"""String ops (StringNormalizer, StringConcat, StringSplit, RegexFullMatch) and ai.onnx.ml
-LabelEncoder. String values are numpy object arrays at run time (see ``runtime/strings.py``)."""
+"""String ops (StringNormalizer, StringConcat, StringSplit, RegexFullMatch, com.microsoft Tokenizer)
+and ai.onnx.ml LabelEncoder. String values are numpy object arrays at run time (see ``runtime/strings.py``)."""
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from common.ir import onnx_ir as ir
 
 from ..builder import NodeContext
 from ..dtypes import torch_dtype_of_numpy
@@ -41,6 +44,33 @@ def string_split(ctx: NodeContext) -> Any:
 @converter("RegexFullMatch", since=20)
 def regex_full_match(ctx: NodeContext) -> Any:
     return ctx.call(rt.regex_full_match, ctx.input(0), _text(ctx.attr("pattern")))
+
+
+@converter("Tokenizer", since=1, domain="com.microsoft")
+def tokenizer(ctx: NodeContext) -> Any:
+    """onnxruntime's Tokenizer (what skl2onnx writes for CountVectorizer / TfidfVectorizer):
+    ``runtime/strings.tokenize``; the patterns are checked here, at conversion."""
+    mincharnum = int(ctx.attr("mincharnum"))
+    if mincharnum < 1:
+        raise ctx.fail(f"mincharnum must be positive, not {mincharnum}")
+    separators = [_text(v) for v in ctx.attr("separators")] if ctx.has_attr("separators") else None
+    expression = _text(ctx.attr("tokenexp")) if separators is None and ctx.has_attr("tokenexp") else None
+    if separators is None and not expression:
+        raise ctx.fail("Tokenizer needs separators or a non-empty tokenexp")
+    if separators is not None and not separators:
+        raise ctx.fail("separators must not be empty")
+    patterns = separators if separators is not None else [expression]
+    for pattern in [p for p in patterns if p]:
+        try:
+            re.compile(pattern, re.ASCII)
+        except re.error as exc:
+            raise ctx.unsupported(f"pattern {pattern!r}, which Python's re cannot read ({exc})") from exc
+    if ((separators == [""] or expression == ".") and mincharnum > 1):
+        raise ctx.fail("mincharnum above 1 with character tokenization")
+    if ctx.node.outputs[0].dtype is None:  # no inference for this contrib op: later nodes must know
+        ctx.node.outputs[0].dtype = ir.DataType.STRING
+    return ctx.call(rt.tokenize, ctx.input(0), None if separators is None else tuple(separators), expression,
+                    mincharnum, bool(int(ctx.attr("mark"))), _text(ctx.attr("pad_value")))
 
 
 # --- LabelEncoder ------------------------------------------------------------------------------

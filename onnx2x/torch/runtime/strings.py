@@ -118,6 +118,109 @@ def regex_full_match(x: Any, pattern: str) -> torch.Tensor:
     return torch.tensor(hits, dtype=torch.bool).reshape(tuple(arr.shape))
 
 
+_START_MARK, _END_MARK = "\x02", "\x03"
+
+
+def _split_by(pieces: list[str], separator: "re.Pattern[str]", mincharnum: int) -> list[str]:
+    """The text between ``separator``'s matches in each piece, at least ``mincharnum`` long."""
+    tokens = []
+    for text in pieces:
+        start = 0
+        while True:
+            match = separator.search(text, start)
+            if match is None:
+                if len(text) - start >= mincharnum:
+                    tokens.append(text[start:])
+                break
+            if match.start() - start >= mincharnum:
+                tokens.append(text[start:match.start()])
+            start = match.end() if match.end() > match.start() else match.start() + 1
+    return tokens
+
+
+def _token_matches(text: str, expression: "re.Pattern[str]", mincharnum: int) -> list[str]:
+    """Successive matches of ``expression`` at least ``mincharnum`` long; a shorter match moves
+    the search one character past its start."""
+    tokens: list[str] = []
+    if len(text) < mincharnum:
+        return tokens
+    start = 0
+    while start <= len(text):
+        match = expression.search(text, start)
+        if match is None:
+            break
+        if match.end() - match.start() >= mincharnum:
+            tokens.append(match.group())
+            start = match.end()
+        else:
+            start = match.start() + 1
+    return tokens
+
+
+def tokenize(x: Any, separators: Optional[Sequence[str]], expression: Optional[str], mincharnum: int,
+             mark: bool, pad: str) -> Any:
+    """com.microsoft Tokenizer (skl2onnx's CountVectorizer / TfidfVectorizer): each string of a
+    [C] or [N, C] input -> its tokens on a new last axis, padded with ``pad``.
+
+    Tokens are the matches of ``expression``, or the text left between matches of each
+    ``separators`` pattern in turn; one empty separator, or the expression ".", gives characters.
+    Patterns are onnxruntime's RE2 ones read by Python's ``re`` with ASCII classes (RE2's ``\\w``,
+    ``\\b`` and ``\\d`` are ASCII). ``mark`` wraps each row's tokens in \\x02 ... \\x03.
+    """
+    arr = _strings(x)
+    texts = [str(v) for v in arr.reshape(-1)]
+    chars = (separators is not None and list(separators) == [""]) or expression == "."
+    if chars:
+        rows = [list(t) for t in texts]
+    elif expression is not None:
+        rx = re.compile(expression, re.ASCII)
+        rows = [_token_matches(t, rx, mincharnum) for t in texts]
+    else:
+        patterns = [re.compile(sep, re.ASCII) for sep in separators or ()]
+        rows = []
+        for t in texts:
+            row = [t]
+            for sep in patterns:
+                row = _split_by(row, sep, mincharnum)
+                if not row:
+                    break
+            rows.append(row)
+    width = max((len(r) for r in rows), default=0)
+    if width == 0:
+        return _object_array([], tuple(arr.shape) + (0,))
+    flat: list[str] = []
+    for row in rows:
+        marked = [_START_MARK, *row, _END_MARK] if mark else row
+        flat.extend(marked + [pad] * (width - len(row)))
+    return _object_array(flat, tuple(arr.shape) + (width + 2 * mark,))
+
+
+def reshape_strings(x: Any, shape: Any, allowzero: int) -> Any:
+    """ONNX Reshape of a string array (0 copies the input's size unless ``allowzero``)."""
+    arr = _strings(x)
+    dims = [int(d) for d in (shape.tolist() if isinstance(shape, torch.Tensor) else shape)]
+    if not allowzero:
+        dims = [arr.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return arr.reshape(dims)
+
+
+def flatten_strings(x: Any, axis: int) -> Any:
+    """ONNX Flatten of a string array: [prod(shape[:axis]), prod(shape[axis:])]."""
+    arr = _strings(x)
+    axis = axis + arr.ndim if axis < 0 else axis
+    outer = 1
+    for d in arr.shape[:axis]:
+        outer *= d
+    return arr.reshape(outer, -1) if outer else arr.reshape(0, int(np_prod(arr.shape[axis:])))
+
+
+def np_prod(dims: Sequence[int]) -> int:
+    total = 1
+    for d in dims:
+        total *= int(d)
+    return total
+
+
 def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and v != v
 
