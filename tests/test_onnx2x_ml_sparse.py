@@ -361,28 +361,67 @@ def test_tree_ensemble_with_a_cycle_is_refused() -> None:
         convert(model, simplify=False)
 
 
-def test_zipmap_output_is_refused_as_unsupported_naming_the_way_around(tmp_path, capsys) -> None:
-    """scikit-learn classifiers converted by skl2onnx with its defaults end in ZipMap, whose
-    seq(map(int64, tensor(float))) output onnx-ir cannot even represent: this was reported as a
-    malformed graph (exit 2) naming neither the op nor the output."""
-    from common.errors import UnsupportedOpError
-    from onnx2x.cli import main
-
+def _zipmap_model(labels: str) -> onnx.ModelProto:
+    """What skl2onnx writes for a classifier with its defaults: probabilities -> ZipMap."""
+    key = TensorProto.STRING if labels == "strings" else TensorProto.INT64
     seq_of_maps = helper.make_sequence_type_proto(
-        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
-    node = helper.make_node("ZipMap", ["probabilities"], ["output_probability"], name="ZipMap", domain=ML,
-                            classlabels_int64s=[0, 1, 2])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 3])],
-                              [helper.make_value_info("output_probability", seq_of_maps)])
+        helper.make_map_type_proto(key, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
+    attrs = dict(classlabels_strings=["ant", "bee", "cow"]) if labels == "strings" else dict(classlabels_int64s=[3, 7, 9])
+    nodes = [helper.make_node("Softmax", ["scores"], ["probabilities"]),
+             helper.make_node("ZipMap", ["probabilities"], ["output_probability"], name="ZipMap", domain=ML, **attrs)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 3]),
+                               helper.make_value_info("output_probability", seq_of_maps)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
                               ir_version=8)
     onnx.checker.check_model(model, full_check=True)  # a valid model
-    with pytest.raises(UnsupportedOpError, match=r"ZipMap.*'output_probability' is seq\(map\(int64,tensor\(float\)\)\)"):
+    return model
+
+
+@pytest.mark.parametrize("labels", ["ints", "strings"])
+def test_zipmap_output_gives_one_dict_per_row_as_onnxruntime(tmp_path, labels: str) -> None:
+    """scikit-learn classifiers converted by skl2onnx with its defaults end in ZipMap, whose
+    seq(map(label, float)) output onnx-ir cannot represent: this was refused. Now the module
+    returns onnxruntime's list of {label: probability} dicts, the CLI checks them against it, and
+    the caller's proto is left as it was."""
+    from onnx2x.cli import main
+    from onnx2x.torch.artifact import load
+
+    model = _zipmap_model(labels)
+    before = model.SerializeToString()
+    x = np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32)
+    _, want = reference_outputs(model, {"scores": x}, "ort")
+    probabilities, maps = convert(model)(torch.from_numpy(x))
+    assert model.SerializeToString() == before
+    assert isinstance(maps, list) and len(maps) == len(want)
+    for got_row, want_row, p in zip(maps, want, probabilities.numpy()):
+        assert list(got_row) == list(want_row)
+        np.testing.assert_allclose(list(got_row.values()), list(want_row.values()), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(list(got_row.values()), p)
+    path, out = tmp_path / "zipmap.onnx", tmp_path / "net.pt"
+    onnx.save(model, str(path))
+    assert main(["torch", str(path), "-o", str(out)]) == 0
+    _, maps = load(str(out))(torch.from_numpy(x))
+    assert [list(row) for row in maps] == [list(row) for row in want]
+
+
+def test_map_typed_graph_input_is_refused_naming_the_value(tmp_path, capsys) -> None:
+    """A map-typed graph input (what DictVectorizer reads) has no tensor form: refused, naming it."""
+    from common.errors import UnsupportedOpError
+    from onnx2x.cli import main
+
+    node = helper.make_node("DictVectorizer", ["features"], ["vector"], domain=ML, string_vocabulary=["a", "b"])
+    features = helper.make_value_info("features", helper.make_map_type_proto(
+        TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
+    graph = helper.make_graph([node], "g", [features], [helper.make_tensor_value_info("vector", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    with pytest.raises(UnsupportedOpError, match=r"'features' is map\(string,tensor\(float\)\)"):
         convert(model)
-    path = tmp_path / "zipmap.onnx"
+    path = tmp_path / "dict.onnx"
     onnx.save(model, str(path))
     assert main(["torch", str(path), "-o", str(tmp_path / "net.pt")]) == 3
-    assert "options={id(model): {'zipmap': False}}" in capsys.readouterr().err
+    assert "features" in capsys.readouterr().err
     assert not list(tmp_path.glob("net.*"))
 
 

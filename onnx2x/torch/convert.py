@@ -21,6 +21,7 @@ from common.symbolic_shapes import fill_unknown_shapes
 from . import fusion
 from .builder import GraphBuilder, channels_last_conv_weights
 from .sparse import densify_sparse
+from .zipmap import split_zipmaps, zip_outputs
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def prepare(
         proto, label = load_onnx(model, lazy=True), str(model)
     else:
         proto, label = as_model_proto(model)
-    proto = densify_sparse(proto, label=label)
     given = model if isinstance(model, onnx.ModelProto) else None
+    proto = densify_sparse(proto, label=label)
+    proto = split_zipmaps(proto, copy=proto is given)  # before anything loads the graph into onnx-ir
     if simplify and not input_shapes and nothing_to_simplify(proto, folds_constants=True):
         log.debug("%s: nothing for onnx-simplifier to do; not run", label)
     elif simplify:
@@ -235,6 +237,7 @@ def _convert_on_this_thread(box: list, label: str, *, fuse: bool, trainable: boo
     try:
         builder.convert_graph(model.graph)
         gm = builder.finish(list(model.graph.outputs), channels_last=False, generate_code=False)
+        zip_outputs(gm, model.metadata_props)
         _reshaped_upstream(gm, model)
         if trainable:
             _warn_tied(gm, model.graph, label)

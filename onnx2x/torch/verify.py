@@ -193,13 +193,20 @@ def to_numpy(obj: Any) -> Any:
 
 
 def _flat_outputs(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
-    """Outputs by name, ONNX sequences spread into ``name[k]`` entries (judged one by one)."""
+    """Outputs by name, ONNX sequences spread into ``name[k]`` entries (judged one by one), and
+    maps (ZipMap's rows) into their keys ``name[k]#keys`` and values ``name[k]``."""
     flat: dict[str, Any] = {}
     for name, value in zip(names, values):
         if isinstance(value, list):
             flat[f"{name}#length"] = np.asarray(len(value), dtype=np.int64)
             for k, item in enumerate(value):
-                flat[f"{name}[{k}]"] = item
+                if isinstance(item, dict):
+                    keys = list(item)
+                    flat[f"{name}[{k}]#keys"] = np.asarray(keys, dtype=object if keys and isinstance(keys[0], str)
+                                                           else np.int64)
+                    flat[f"{name}[{k}]"] = np.asarray(list(item.values()), dtype=np.float32)
+                else:
+                    flat[f"{name}[{k}]"] = item
         else:
             flat[name] = value
     return flat

@@ -338,6 +338,13 @@ def impute(x: torch.Tensor, replaced: float, values: torch.Tensor) -> torch.Tens
     return torch.where(missing, values.to(x.dtype), x)
 
 
+def zip_map(probabilities: torch.Tensor, labels: Sequence[Any]) -> list[dict[Any, float]]:
+    """ai.onnx.ml ZipMap: one {label: probability} dict per row of [N, C] probabilities (a [C]
+    input is one row), as onnxruntime returns seq(map(label, float))."""
+    rows = probabilities.reshape(-1, probabilities.shape[-1]).tolist()
+    return [dict(zip(labels, row)) for row in rows]
+
+
 def normalize_rows(x: torch.Tensor, norm: str) -> torch.Tensor:
     """ai.onnx.ml Normalizer over the last axis of a [C] or [N, C] input, in float32: divide by
     the row's maximum (MAX), sum of magnitudes (L1) or Euclidean norm (L2); a row whose divisor is
