@@ -778,3 +778,22 @@ def test_text_classifier_pipeline_converts_and_checks_through_the_cli(tmp_path) 
     label, proba = load(str(out))(x)
     assert [str(v) for v in label] == [str(v) for v in want_label]
     np.testing.assert_allclose(proba.numpy(), want_proba, rtol=1e-6, atol=1e-7)
+
+
+def test_array_feature_extractor_picks_string_labels_as_onnxruntime() -> None:
+    """skl2onnx's KNeighborsClassifier with string classes picks its labels from a string constant
+    by ArrayFeatureExtractor: that runtime helper took only tensors."""
+    nodes = [helper.make_node("Constant", [], ["classes"], value=helper.make_tensor("c", TensorProto.STRING, [3],
+                                                                                   [b"no", b"maybe", b"yes"])),
+             helper.make_node("ArgMax", ["scores"], ["best"], axis=1, keepdims=0),
+             helper.make_node("ArrayFeatureExtractor", ["classes", "best"], ["picked"], domain=ML),
+             helper.make_node("Reshape", ["picked", "flat"], ["label"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("label", TensorProto.STRING, ["n"])],
+                              [numpy_helper.from_array(np.array([-1], np.int64), "flat")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    x = np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32)
+    want = reference_outputs(model, {"scores": x}, "ort")[0]
+    got = convert(model, simplify=False)(torch.from_numpy(x))
+    assert [str(v) for v in np.asarray(got).reshape(-1)] == [str(v) for v in want.reshape(-1)]

@@ -100,6 +100,17 @@ def test_integers_compare_exactly():
     assert not compare_arrays(big, big - 1).ok  # float64 rounding would hide this
 
 
+def test_strings_compare_for_equality_and_say_so():
+    """String outputs (a classifier's labels) were compared, but a match read "not compared" and a
+    mismatch crashed while wording the failure."""
+    labels = np.array(["cat", "dog", "eel"], dtype=object)
+    same = compare_arrays(labels, labels.copy())
+    assert same.ok and same.figures() == "equal"
+    wrong = compare_arrays(labels, np.array(["cat", "dog", "cow"], dtype=object))
+    assert not wrong.ok
+    assert wrong.problem() == wrong.figures() == "1 of 3 elements differ"
+
+
 def test_nan_and_inf():
     ref = np.array([1.0, np.nan, np.inf, -np.inf], dtype=np.float32)
     assert compare_arrays(ref, ref.copy()).ok

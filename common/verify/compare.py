@@ -216,6 +216,8 @@ class OutputComparison:
         if self.within_tolerance:
             return ""
         what = "rows" if self.compared_as == "rows" else "elements"
+        if self.compared_as == "exact":
+            return f"{self.n_bad} of {self.n_elements} elements differ"
         if self.compared_as == "rows":
             return f"{self.n_bad} of {self.n_elements} detection rows have no match ({self.message})"
         size = f"{self.max_rel:.3g} of the output's scale" if self.max_rel is not None else f"max-abs {self.max_abs:.3g}"
@@ -224,10 +226,10 @@ class OutputComparison:
 
     def figures(self) -> str:
         """'max error 3.1e-06 of scale 12.4 (max-abs 3.8e-05)' — for one verification line."""
+        if self.compared_as == "exact" and self.n_bad is not None:  # integers, booleans, strings
+            return "equal" if self.n_bad == 0 else f"{self.n_bad} of {self.n_elements} elements differ"
         if self.max_abs is None:
             return self.problem() or "not compared"
-        if self.compared_as == "exact":
-            return "equal" if self.n_bad == 0 else f"{self.n_bad} of {self.n_elements} elements differ"
         if self.compared_as == "rows":
             return self.message
         else:

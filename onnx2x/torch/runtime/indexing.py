@@ -2,8 +2,9 @@
 ONNX reductions, clamped slices)."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 _SIGNED_VIEW = {torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}
@@ -243,8 +244,12 @@ def tensor_scatter(past: torch.Tensor, update: torch.Tensor, write_indices: Opti
     return torch.scatter(past, axis, index, update)
 
 
-def array_feature_extractor(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """ai.onnx.ml ArrayFeatureExtractor: pick entries of the last axis (a vector gives one row)."""
+def array_feature_extractor(x: Any, indices: torch.Tensor) -> Any:
+    """ai.onnx.ml ArrayFeatureExtractor: pick entries of the last axis (a vector gives one row);
+    ``x`` may be a string array (a numpy object array: scikit-learn's class labels)."""
     idx = indices.reshape(-1).to(torch.int64)
+    if not isinstance(x, torch.Tensor):
+        out = np.take(x, idx.numpy(), axis=x.ndim - 1)
+        return out.reshape(1, -1) if x.ndim == 1 else out
     out = torch.index_select(x, x.dim() - 1, idx)
     return out.reshape(1, -1) if x.dim() == 1 else out
