@@ -797,3 +797,40 @@ def test_array_feature_extractor_picks_string_labels_as_onnxruntime() -> None:
     want = reference_outputs(model, {"scores": x}, "ort")[0]
     got = convert(model, simplify=False)(torch.from_numpy(x))
     assert [str(v) for v in np.asarray(got).reshape(-1)] == [str(v) for v in want.reshape(-1)]
+
+
+@pytest.mark.parametrize("widths", [[2, 1, 3], [1, 2, 2], [3, 1, 4]])
+def test_feature_vectorizer_matches_onnxruntime(widths) -> None:
+    """Inputs side by side, each cut or zero-padded to its declared width."""
+    rng = np.random.default_rng(sum(widths))
+    xs = [rng.standard_normal((4, w)).astype(np.float32) for w in (2, 1, 3)]
+    names = ["a", "b", "c"]
+    node = helper.make_node("FeatureVectorizer", names, ["y"], domain=ML, inputdimensions=widths)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", x.shape[1]])
+                                            for n, x in zip(names, xs)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    want = reference_outputs(model, dict(zip(names, xs)), "ort")[0]
+    got = convert(model)(*[torch.from_numpy(x) for x in xs]).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("direction", ["strings-to-ints", "ints-to-strings"])
+def test_category_mapper_matches_onnxruntime(direction: str) -> None:
+    attrs = dict(cats_strings=["a", "b", "a", "c"], cats_int64s=[10, 20, 30, 40])  # "a" twice: the later wins
+    if direction == "strings-to-ints":
+        attrs["default_int64"] = 7
+        x, elem, out = np.array([["a", "b"], ["zz", "c"]], dtype=object), TensorProto.STRING, TensorProto.INT64
+    else:
+        attrs["default_string"] = "none"
+        x, elem, out = np.array([10, 40, 5, 30], dtype=np.int64), TensorProto.INT64, TensorProto.STRING
+    node = helper.make_node("CategoryMapper", ["x"], ["y"], domain=ML, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem, list(x.shape))],
+                              [helper.make_tensor_value_info("y", out, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)],
+                              ir_version=8)
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    got = np.asarray(convert(model, simplify=False)(x if x.dtype == object else torch.from_numpy(x)))
+    assert got.shape == want.shape
+    assert [str(v) for v in got.reshape(-1)] == [str(v) for v in want.reshape(-1)]

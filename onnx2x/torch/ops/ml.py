@@ -1,4 +1,4 @@
-"""Classic ML ops: ai.onnx.ml Binarizer, Imputer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier,
+"""Classic ML ops: ai.onnx.ml Binarizer, FeatureVectorizer, Imputer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier,
 the support vector machines and the tree ensembles, and ai.onnx TfIdfVectorizer.
 
 The converters do the bookkeeping once, at conversion time (tree tables, n-gram pools as sorted
@@ -159,6 +159,16 @@ def imputer(ctx: NodeContext) -> Handle:
         raise ctx.fail(f"{values.size} imputed values for {width} columns")
     fill = ctx.named(torch.from_numpy(values.astype(np.float32 if kind == "float" else np.int64)), "imputed_values")
     return ctx.call(rt.impute, ctx.input(0), replaced, fill)
+
+
+@converter("FeatureVectorizer", since=1, domain="ai.onnx.ml")
+def feature_vectorizer(ctx: NodeContext) -> Handle:
+    """Inputs' rows side by side as float32 [N, sum(inputdimensions)], each input cut or
+    zero-padded to its declared width."""
+    widths = _ints(ctx, "inputdimensions", [])
+    if len(widths) != ctx.num_inputs or any(w < 0 for w in widths):
+        raise ctx.fail(f"inputdimensions {widths} does not give a width to each of the {ctx.num_inputs} inputs")
+    return ctx.call(rt.feature_vectorize, [ctx.input(i) for i in range(ctx.num_inputs)], widths)
 
 
 @converter("Normalizer", since=1, domain="ai.onnx.ml")

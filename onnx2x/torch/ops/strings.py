@@ -1,5 +1,5 @@
 """String ops (StringNormalizer, StringConcat, StringSplit, RegexFullMatch, com.microsoft Tokenizer)
-and ai.onnx.ml LabelEncoder. String values are numpy object arrays at run time (see ``runtime/strings.py``)."""
+and ai.onnx.ml LabelEncoder and CategoryMapper. String values are numpy object arrays at run time (see ``runtime/strings.py``)."""
 from __future__ import annotations
 
 import re
@@ -120,3 +120,16 @@ def label_encoder(ctx: NodeContext) -> Any:
     else:
         default = float(ctx.attr("default_float", -0.0))
     return ctx.call(rt.label_encode, ctx.input(0), keys, values, default, dtype)
+
+
+@converter("CategoryMapper", since=1, domain="ai.onnx.ml")
+def category_mapper(ctx: NodeContext) -> Any:
+    """Strings to their int64 category, or int64 categories to their string (the later of equal
+    keys wins, as in onnxruntime); the input's type picks the direction."""
+    strings = tuple(_text(v) for v in ctx.attr("cats_strings", []))
+    ints = tuple(int(v) for v in ctx.attr("cats_int64s", []))
+    if len(strings) != len(ints):
+        raise ctx.fail(f"cats_strings has {len(strings)} entries, cats_int64s {len(ints)}")
+    if ctx.is_string(0):
+        return ctx.call(rt.label_encode, ctx.input(0), strings, ints, int(ctx.attr("default_int64", -1)), torch.int64)
+    return ctx.call(rt.label_encode, ctx.input(0), ints, strings, _text(ctx.attr("default_string", "_Unused")), None)

@@ -345,6 +345,19 @@ def zip_map(probabilities: torch.Tensor, labels: Sequence[Any]) -> list[dict[Any
     return [dict(zip(labels, row)) for row in rows]
 
 
+def feature_vectorize(inputs: Sequence[torch.Tensor], widths: Sequence[int]) -> torch.Tensor:
+    """ai.onnx.ml FeatureVectorizer: each input as rows ([C] is one row), cut or zero-padded to its
+    width, cast to float32, and concatenated along the columns."""
+    parts = []
+    for x, width in zip(inputs, widths):
+        rows = x.reshape(1, -1) if x.dim() < 2 else x.reshape(x.shape[0], -1)
+        rows = rows[:, :width].to(torch.float32)
+        if rows.shape[1] < width:
+            rows = torch.nn.functional.pad(rows, (0, width - rows.shape[1]))
+        parts.append(rows)
+    return torch.cat(parts, 1)
+
+
 def normalize_rows(x: torch.Tensor, norm: str) -> torch.Tensor:
     """ai.onnx.ml Normalizer over the last axis of a [C] or [N, C] input, in float32: divide by
     the row's maximum (MAX), sum of magnitudes (L1) or Euclidean norm (L2); a row whose divisor is
