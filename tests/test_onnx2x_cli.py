@@ -178,13 +178,13 @@ def test_cast_into_a_value_declared_of_another_type_is_refused_with_nothing_writ
     assert not list(tmp_path.glob("net.*"))
 
 
-def _pools(shape: list) -> onnx.ModelProto:
-    """Four 2x2/2 average pools: an 8x10 image reaches them at 1x1, which onnxruntime pools to 1x1
-    and PyTorch (as ONNX's output-size formula, 0) refuses."""
+def _pools(shape: list, count: int = 4) -> onnx.ModelProto:
+    """``count`` 2x2/2 average pools: an 8x10 image reaches the fourth at 1x1, which onnxruntime
+    pools to 1x1 and PyTorch (as ONNX's output-size formula, 0) refuses."""
     nodes = [helper.make_node("AveragePool", [f"x{i}"], [f"x{i + 1}"], kernel_shape=[2, 2], strides=[2, 2])
-             for i in range(4)]
+             for i in range(count)]
     graph = helper.make_graph(nodes, "pools", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("x4", TensorProto.FLOAT, None)])
+                              [helper.make_tensor_value_info(f"x{count}", TensorProto.FLOAT, None)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
 
 
@@ -212,7 +212,22 @@ def test_module_failing_at_every_size_onnxruntime_runs_is_refused_and_the_json_s
     assert "the converted module fails on inputs onnxruntime accepts (shapes 2x1x8x10: " in err, err
     written = json.loads(report.read_text())
     assert written["ok"] is False and "shapes 2x1x8x10" in written["error"]
+    assert "--input NAME=FILE.npy" not in err  # fixed sizes: no other size to suggest
     assert not list(tmp_path.glob("net.*"))
+
+
+def test_module_failing_at_every_drawn_size_says_how_to_check_at_real_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """PP-OCR's text recognizer (paddle2onnx, a symbolic height) runs only at height 48: every size
+    the check drew failed in PyTorch, and the error did not say how to check at a size that works."""
+    src = _save(_pools(["batch", 1, "height", "width"], count=11), tmp_path / "deep.onnx")
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt")]) == 3
+    err = capsys.readouterr().err
+    assert "it fails at every size the check drew that onnxruntime runs (2x1x8x10; " in err, err
+    assert "1x1x1024x1024)" in err and "--input NAME=FILE.npy" in err and "--input-shape NAME:D0,D1" in err
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((1, 1, 2048, 2048)).astype(np.float32))
+    assert main(["torch", str(src), "-o", str(tmp_path / "net.pt"), "--input", f"x0={x}"]) == 0
 
 
 def test_a_check_onnxruntime_runs_only_at_size_one_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -433,11 +433,13 @@ def _run_module_at_its_sizes(module: torch.nn.Module, proto: onnx.ModelProto, re
     first_error: Optional[BaseException] = None
     runner: Any = None  # one onnxruntime session for every later draw, made on the first failure
     current = reference
+    failed: list[str] = []  # the shapes the module failed at
     while True:
         try:
             out = _call(module, current.inputs)
         except Exception as exc:  # noqa: BLE001 - what the module raises is the report
             first_error = first_error or exc
+            failed.append(_shown(_input_shapes(current)))
             if current.draw < 0 or given:
                 break
             if runner is None:
@@ -455,8 +457,14 @@ def _run_module_at_its_sizes(module: torch.nn.Module, proto: onnx.ModelProto, re
                         "onnxruntime accepts, such as one smaller than a pooling window)",
                         where, _shown(_input_shapes(reference)), _short(first_error), _shown(_input_shapes(current)))
         return out, current
+    hint = ""
+    if not given and any(not d.HasField("dim_value") for v in graph_inputs(proto)
+                         for d in v.type.tensor_type.shape.dim):  # sizes the check chose
+        hint = (f"; it fails at every size the check drew that onnxruntime runs ({'; '.join(failed)}): if the model "
+                f"needs inputs of other sizes, check it on some with --input NAME=FILE.npy (the module stays "
+                f"dynamic) or fix them with --input-shape NAME:D0,D1,...")
     raise VerificationError(f"the converted module fails on inputs onnxruntime accepts (shapes "
-                            f"{_shown(_input_shapes(reference))}: {_short(first_error)})",
+                            f"{_shown(_input_shapes(reference))}: {_short(first_error)}){hint}",
                             file=label or None) from first_error
 
 
