@@ -23,6 +23,7 @@ verification can check nothing.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import json
 import logging
 import os
@@ -99,9 +100,22 @@ DENSE_TASKS = ("classification", "segmentation", "pose")  # outputs without NMS:
 
 # --- building (runs in the subprocess with torch hidden) -----------------------------------------
 
+class _HiddenTorch(importlib.abc.MetaPathFinder):
+    """Makes ``import torch`` fail. Why not ``sys.modules["torch"] = None``: libraries that look
+    for torch tensors by reading ``sys.modules["torch"].Tensor`` (SciPy's array API helpers, which
+    GluonCV reaches through scikit-learn) then fail on None instead of finding no torch."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is hidden while GluonCV builds models (it refuses torch >= 2.0)")
+        return None
+
+
 def import_gluoncv() -> Any:
     """``gluoncv`` with MXNet imported through the project's patches, torch hidden, portalocker stubbed."""
-    sys.modules["torch"] = None  # type: ignore[assignment]  # GluonCV refuses torch >= 2.0
+    for name in [m for m in sys.modules if m == "torch" or m.startswith("torch.")]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _HiddenTorch())
     sys.modules.setdefault("portalocker", types.ModuleType("portalocker"))  # download locking only
     from tests.support.zoo_models import _mx
 
