@@ -48,6 +48,19 @@ def from_proto(proto: onnx.ModelProto, *, file: str = "") -> ir.Model:
         raise ModelLoadError(f"malformed ONNX graph ({' '.join(str(exc).split())[:300]})", file=file or None) from exc
 
 
+def without_map_types(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``proto`` whose map-typed declared values (ZipMap's output, DictVectorizer's
+    input) have no type, so that onnx-ir loads it, and 'name: type' of each (for a summary)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    cleared = []
+    for info in list(out.graph.input) + list(out.graph.output) + list(out.graph.value_info):
+        if _has_map(info.type):
+            cleared.append(f"{info.name}: {_type_text(info.type)}")
+            info.ClearField("type")
+    return out, cleared
+
+
 def _has_map(tp: onnx.TypeProto) -> bool:
     kind = tp.WhichOneof("value")
     if kind == "map_type":

@@ -80,6 +80,7 @@ def onnx_summary(model: "onnx.ModelProto | PathLike") -> ModelSummary:
         proto, label = model, model.graph.name or "<model>"
     else:
         proto, label = load_onnx(model, load_external_data=False), str(model)
+    proto, maps = cir.without_map_types(proto)  # onnx-ir has no map type: summarize them untyped
     ir_model = cir.from_proto(proto, file=label)
     graph = ir_model.graph
     inits = graph.initializers
@@ -119,6 +120,7 @@ def onnx_summary(model: "onnx.ModelProto | PathLike") -> ModelSummary:
     summary.parameter_count, summary.parameter_bytes, summary.parameter_tensors = total, total_bytes, len(inits)
     if len(proto.graph.sparse_initializer):
         summary.notes.append(f"{len(proto.graph.sparse_initializer)} sparse initializers not counted")
+    summary.notes.extend(f"map-typed value {m}" for m in maps)
     return summary
 
 

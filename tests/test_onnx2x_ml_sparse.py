@@ -405,6 +405,22 @@ def test_zipmap_output_gives_one_dict_per_row_as_onnxruntime(tmp_path, labels: s
     assert [list(row) for row in maps] == [list(row) for row in want]
 
 
+def test_info_summarizes_a_zipmap_model_and_calls_it_supported(tmp_path, capsys) -> None:
+    """`onnx2x info` loaded the graph into onnx-ir, which has no map type: it refused the model
+    that the conversion takes."""
+    import json
+
+    from onnx2x.cli import main
+
+    path = tmp_path / "zipmap.onnx"
+    onnx.save(_zipmap_model("ints"), str(path))
+    assert main(["info", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["unsupported_ops"] == []
+    assert [o["name"] for o in data["outputs"]] == ["probabilities", "output_probability"]
+    assert "map-typed value output_probability: seq(map(int64,tensor(float)))" in data["notes"]
+
+
 def test_map_typed_graph_input_is_refused_naming_the_value(tmp_path, capsys) -> None:
     """A map-typed graph input (what DictVectorizer reads) has no tensor form: refused, naming it."""
     from common.errors import UnsupportedOpError

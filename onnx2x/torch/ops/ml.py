@@ -171,6 +171,14 @@ def feature_vectorizer(ctx: NodeContext) -> Handle:
     return ctx.call(rt.feature_vectorize, [ctx.input(i) for i in range(ctx.num_inputs)], widths)
 
 
+@converter("ZipMap", since=1, domain="ai.onnx.ml")
+def zip_map(ctx: NodeContext) -> Handle:
+    """A ZipMap at a graph output never gets here: ``onnx2x/torch/zipmap.py`` turns it into an
+    Identity before the build and its output back into dicts after. One whose maps feed other
+    nodes has no tensor form."""
+    raise ctx.unsupported("ZipMap whose output feeds other nodes (only a ZipMap at a graph output converts)")
+
+
 @converter("Normalizer", since=1, domain="ai.onnx.ml")
 def normalizer(ctx: NodeContext) -> Handle:
     """Each row divided by its MAX, L1 or L2 norm, in float32 (skl2onnx puts an L1 Normalizer
