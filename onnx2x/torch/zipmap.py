@@ -52,7 +52,8 @@ def split_zipmaps(proto: onnx.ModelProto, *, copy: bool) -> onnx.ModelProto:
         identity = onnx.helper.make_node("Identity", list(node.input), list(node.output), name=node.name)
         graph.node[i].CopyFrom(identity)
         declared = next(o for o in graph.output if o.name == node.output[0])
-        declared.type.CopyFrom(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [None, len(labels[node.output[0]])]))
+        classes = len(labels[node.output[0]])
+        declared.type.CopyFrom(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [None, classes]))
     set_json(proto, ZIPMAP_KEY, labels)
     log.info("ZipMap output(s) %s: the module returns one {label: probability} dict per row, as onnxruntime "
              "does", ", ".join(labels))

@@ -1,5 +1,6 @@
-"""Classic ML ops: ai.onnx.ml Binarizer, FeatureVectorizer, Imputer, Scaler, Normalizer, OneHotEncoder, LinearRegressor, LinearClassifier,
-the support vector machines and the tree ensembles, and ai.onnx TfIdfVectorizer.
+"""Classic ML ops (what skl2onnx and onnxmltools write): ai.onnx.ml Binarizer, Scaler, Imputer,
+Normalizer, OneHotEncoder, FeatureVectorizer, LinearRegressor, LinearClassifier, the support vector
+machines, the tree ensembles and ZipMap (see ``onnx2x/torch/zipmap.py``), and ai.onnx TfIdfVectorizer.
 
 The converters do the bookkeeping once, at conversion time (tree tables, n-gram pools as sorted
 keys); ``runtime/ml.py`` runs them as vectorized tensor code.

@@ -1,5 +1,6 @@
 """String ops (StringNormalizer, StringConcat, StringSplit, RegexFullMatch, com.microsoft Tokenizer)
-and ai.onnx.ml LabelEncoder and CategoryMapper. String values are numpy object arrays at run time (see ``runtime/strings.py``)."""
+and ai.onnx.ml LabelEncoder and CategoryMapper. String values are numpy object arrays at run time
+(see ``runtime/strings.py``)."""
 from __future__ import annotations
 
 import re
