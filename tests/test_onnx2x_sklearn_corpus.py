@@ -21,7 +21,8 @@ def _as_array(value):
     return np.asarray(value)
 
 
-@pytest.mark.parametrize("name", sklearn_corpus.CASES)
+@pytest.mark.parametrize("name", sklearn_corpus.CASES + tuple(
+    pytest.param(name, marks=pytest.mark.slow) for name in sklearn_corpus.SLOW_CASES))
 def test_converted_sklearn_model_predicts_what_sklearn_predicts(tmp_path, name: str) -> None:
     case = sklearn_corpus.build(name)
     path, out = tmp_path / f"{name}.onnx", tmp_path / f"{name}.pt"

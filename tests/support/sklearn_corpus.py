@@ -60,7 +60,7 @@ def _numeric(make: Callable[[], Any], kind: str, labels: str = "ints", zipmap: b
             estimator.fit(x)
         options = None if zipmap or kind != "classifier" else {id(estimator): {"zipmap": False}}
         model = to_onnx(estimator, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}, options=options)
-        predicted = estimator.predict(x_test) if kind != "transform" else estimator.transform(x_test)
+        predicted = estimator.transform(x_test) if kind == "transform" else estimator.predict(x_test)
         proba = estimator.predict_proba(x_test) if kind == "classifier" and hasattr(estimator, "predict_proba") else None
         return Case(model, {model.graph.input[0].name: x_test}, np.asarray(predicted), proba)
     return build
@@ -109,7 +109,8 @@ def _text() -> Case:
 
 
 def _estimators() -> dict[str, Callable[[], Case]]:
-    from sklearn import ensemble, linear_model, neighbors, svm, tree
+    from sklearn import (calibration, cluster, decomposition, discriminant_analysis, ensemble, linear_model,
+                         naive_bayes, neighbors, preprocessing, svm, tree)
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -134,12 +135,43 @@ def _estimators() -> dict[str, Callable[[], Case]]:
         "one-class-svm": _numeric(lambda: svm.OneClassSVM(gamma="scale"), "outliers"),
         "categories-forest": _categories,
         "text-tfidf-logistic": _text,
+        # the wider sweep (-m slow)
+        "svc-linear-kernel": _numeric(lambda: svm.SVC(kernel="linear", probability=True, random_state=0), "classifier",
+                                      "ints", zipmap=False),
+        "svc-sigmoid-kernel": _numeric(lambda: svm.SVC(kernel="sigmoid", coef0=0.5, random_state=0), "classifier",
+                                       "strings", zipmap=False),
+        "nu-svc": _numeric(lambda: svm.NuSVC(probability=True, nu=0.3, random_state=0), "classifier", "binary"),
+        "linear-svc": _numeric(lambda: svm.LinearSVC(random_state=0), "classifier", "strings"),
+        "extra-trees": _numeric(lambda: ensemble.ExtraTreesClassifier(10, max_depth=5, random_state=0), "classifier"),
+        "adaboost": _numeric(lambda: ensemble.AdaBoostClassifier(n_estimators=8, random_state=0), "classifier", "binary"),
+        "bagging": _numeric(lambda: ensemble.BaggingClassifier(tree.DecisionTreeClassifier(max_depth=3), n_estimators=5,
+                                                               random_state=0), "classifier"),
+        "calibrated": _numeric(lambda: calibration.CalibratedClassifierCV(linear_model.LogisticRegression(), cv=3),
+                               "classifier", "strings"),
+        "gaussian-nb": _numeric(naive_bayes.GaussianNB, "classifier"),
+        "lda": _numeric(discriminant_analysis.LinearDiscriminantAnalysis, "classifier", "strings"),
+        "forest-regressor": _numeric(lambda: ensemble.RandomForestRegressor(10, max_depth=5, random_state=0),
+                                     "regressor"),
+        "boosting-regressor": _numeric(lambda: ensemble.GradientBoostingRegressor(n_estimators=20, random_state=0),
+                                       "regressor"),
+        "kneighbors-regressor": _numeric(lambda: neighbors.KNeighborsRegressor(4), "regressor"),
+        "isolation-forest": _numeric(lambda: ensemble.IsolationForest(n_estimators=10, random_state=0), "outliers"),
+        "kmeans": _numeric(lambda: cluster.KMeans(4, n_init=3, random_state=0), "outliers"),
+        "pca": _numeric(lambda: decomposition.PCA(3), "transform"),
+        "power-transformer": _numeric(preprocessing.PowerTransformer, "transform"),
+        "kbins-onehot": _numeric(lambda: preprocessing.KBinsDiscretizer(4, encode="onehot-dense"), "transform"),
+        "polynomial": _numeric(lambda: preprocessing.PolynomialFeatures(2), "transform"),
     }
 
 
 CASES = ("forest-zipmap-strings", "logistic-zipmap-ints", "boosting-binary", "svc-probabilities", "svc-binary-decision",
          "kneighbors-strings", "imputed-logistic", "tree-regressor", "svr", "one-class-svm", "categories-forest",
          "text-tfidf-logistic")
+
+
+SLOW_CASES = ("svc-linear-kernel", "svc-sigmoid-kernel", "nu-svc", "linear-svc", "extra-trees", "adaboost", "bagging",
+              "calibrated", "gaussian-nb", "lda", "forest-regressor", "boosting-regressor", "kneighbors-regressor",
+              "isolation-forest", "kmeans", "pca", "power-transformer", "kbins-onehot", "polynomial")
 
 
 def build(name: str) -> Case:
