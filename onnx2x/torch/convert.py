@@ -123,7 +123,8 @@ def convert(
     vector) is computed in the forward from the parameter (:mod:`onnx2x.torch.builder`).
 
     The module's forward takes the ONNX graph inputs in order and returns one tensor, or a tuple
-    when the graph has several outputs. ``gm.onnx_input_names``, ``gm.onnx_output_names``,
+    when the graph has several outputs (string tensors are numpy object arrays, and a ZipMap
+    output is onnxruntime's list of one {label: probability} dict per row). ``gm.onnx_input_names``, ``gm.onnx_output_names``,
     ``gm.onnx_param_names`` (attribute -> initializer) and ``gm.onnx_value_to_fx`` (ONNX tensor
     name -> fx node name) tie the module back to the ONNX graph. ``gm.onnx_param_reshaped``
     (initializer -> shape) and ``gm.onnx_param_permuted`` (initializer -> dims) list the
