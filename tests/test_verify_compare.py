@@ -171,3 +171,20 @@ def test_to_dict_is_strict_json():
     text = json.dumps(rep.to_dict(), allow_nan=False)
     data = json.loads(text)["outputs"][0]
     assert data["max_abs"] == "inf" and data["ok"] is False and data["n_bad"] == 1
+
+
+def test_a_sequence_output_that_agrees_is_one_line_and_a_differing_item_is_named():
+    """A ZipMap output spread into NAME#length, NAME[k]#keys and NAME[k] entries printed one
+    clause per row in the CLI's line; agreeing items now make one clause, a differing one its own."""
+    from common.verify.verdict import judge_conversion
+
+    rows = [np.array([0.25, 0.75], np.float32), np.array([0.5, 0.5], np.float32)]
+    reference = {"label": np.array([1, 0]), "probs#length": np.asarray(2), "probs[0]#keys": np.array([3, 7]),
+                 "probs[0]": rows[0], "probs[1]#keys": np.array([3, 7]), "probs[1]": rows[1]}
+    ok = judge_conversion(reference, dict(reference), reference_name="onnxruntime", inputs={})
+    assert ok.ok and ok.lines() == ["label (2,): equal", "probs (2 items): worst max error 0 of scale 0.75 (max-abs 0)"]
+    wrong = dict(reference, **{"probs[1]": np.array([0.9, 0.1], np.float32)})
+    bad = judge_conversion(reference, wrong, reference_name="onnxruntime", inputs={})
+    assert not bad.ok
+    assert any(line.startswith("probs[1] (2,): ") for line in bad.lines())
+    assert "probs (1 item): max error 0 of scale 0.75" in " ".join(bad.lines())

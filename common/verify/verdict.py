@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -49,13 +50,29 @@ class Verdict:
         return list(self.comparison.notes)
 
     def lines(self) -> list[str]:
-        """One line per output: ``NAME (shape): figures`` (and why, when it failed)."""
-        out = []
+        """One line per output: ``NAME (shape): figures`` (and why, when it failed). The entries
+        of a sequence output (``NAME#length``, ``NAME[k]``, a map's ``NAME[k]#keys``) that agree
+        make one line, ``NAME (n items): figures of the worst``, instead of one each."""
+        out: list[str] = []
+        items: dict[str, list[OutputComparison]] = {}
         for o in self.comparison:
+            base = _sequence_base(o.name)
+            if base is not None and o.ok:
+                if base not in items:
+                    items[base] = []
+                    out.append(base)  # placeholder, filled below
+                items[base].append(o)
+                continue
             line = f"{o.name} {tuple(o.ref_shape)}: {o.figures()}"
             if not o.ok:
                 line += f" -- {o.problem()}"
             out.append(line)
+        for base, entries in items.items():
+            values = [e for e in entries if not e.name.endswith(("#length", "#keys"))]
+            worst = max(values, key=lambda e: (e.worst or 0.0, e.max_abs or 0.0), default=None)
+            figures = "equal" if worst is None else worst.figures()
+            count = f"{len(values)} item{'' if len(values) == 1 else 's'}"
+            out[out.index(base)] = f"{base} ({count}): {figures if len(values) < 2 else 'worst ' + figures}"
         return out
 
     def failure_message(self) -> str:
@@ -187,3 +204,12 @@ def _ask_second_opinion(verdict: Verdict, ask: Callable[[], tuple[str, Mapping[s
         verdict.accepted_because = f"matches {name}"
         verdict.warnings.append(verdict.overruled)
         verdict.comparison = other  # the figures the conversion is accepted on
+
+
+_SEQUENCE_ENTRY = re.compile(r"^(.*?)(?:\[\d+\](?:#keys)?|#length)$")
+
+
+def _sequence_base(name: str) -> Optional[str]:
+    """The output name behind a sequence entry (``NAME[3]``, ``NAME[3]#keys``, ``NAME#length``)."""
+    match = _SEQUENCE_ENTRY.match(name)
+    return match.group(1) if match else None
