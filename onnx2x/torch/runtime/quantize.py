@@ -48,11 +48,16 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Te
     else:
         v = x / s.to(x.dtype) if x.dtype == s.dtype else x.to(torch.float32) / s.to(torch.float32)
     if out_dtype in _INT_RANGES:
-        q = torch.round(v.to(torch.float64) if out_dtype == torch.int32 else v)
-        if zero_point is not None:
-            q = q + expand_param(zero_point, shape, axis, block_size).to(q.dtype)
+        q = v.to(torch.float64) if out_dtype == torch.int32 else v
+        zp = None if zero_point is None else expand_param(zero_point, shape, axis, block_size).to(q.dtype)
         lo, hi = _INT_RANGES[out_dtype]
-        return q.clamp(lo, hi).to(out_dtype)
+        if q.requires_grad:  # autograd (a trainable conversion): no step may overwrite its input
+            q = torch.round(q) if zp is None else torch.round(q) + zp
+            return q.clamp(lo, hi).to(out_dtype)
+        # in place on the fresh quotient: each new full-size tensor costs more than the arithmetic
+        # (a batch of 8 64x55x55 maps: 0.8 ms in place, 4.7 ms allocating one per step)
+        q = q.round_() if zp is None else q.round_().add_(zp)
+        return q.clamp_(lo, hi).to(out_dtype)
     # float8: the zero point is always 0
     if saturate:
         m = _float8_max(out_dtype)
@@ -65,10 +70,13 @@ def dequantize(x: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.
     shape = list(x.shape)
     work = torch.float64 if x.dtype == torch.int32 else torch.float32
     v = x.to(work)
+    fresh = v is not x and not v.requires_grad  # then the steps below may write into it (see quantize)
     if zero_point is not None and x.dtype in _INT_RANGES:
-        v = v - expand_param(zero_point, shape, axis, block_size).to(work)
-    y = v * expand_param(scale, shape, axis, block_size).to(work)
-    return y.to(out_dtype)
+        zp = expand_param(zero_point, shape, axis, block_size).to(work)
+        v = v.sub_(zp) if fresh else v - zp
+        fresh = not v.requires_grad
+    s = expand_param(scale, shape, axis, block_size).to(work)
+    return (v.mul_(s) if fresh else v * s).to(out_dtype)
 
 
 def quantize_dequantize(x: torch.Tensor, scale: float, zero_point: int, low: int, high: int) -> torch.Tensor:
@@ -554,7 +562,10 @@ def apply_table(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     inputs mostly are: the gather would read and write the whole tensor for nothing)."""
     if not _traced(x) and torch.equal(table, _byte_values(x.dtype).to(table.dtype)):
         return x
-    return table[(x.view(torch.uint8) if x.dtype == torch.int8 else x).to(torch.int64)]
+    # int32 indices through index_select: 3.7x faster than indexing with int64 ones (one thread,
+    # 194K bytes: 94 against 346 us), which first widen every byte to 8
+    codes = (x.view(torch.uint8) if x.dtype == torch.int8 else x).reshape(-1).to(torch.int32)
+    return torch.index_select(table, 0, codes).reshape(x.shape)
 
 
 def _traced(x: torch.Tensor) -> bool:
