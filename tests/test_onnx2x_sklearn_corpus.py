@@ -1,6 +1,7 @@
 """scikit-learn models exported by skl2onnx (tests/support/sklearn_corpus.py), converted by the CLI
-as a user would (default flags, the check against onnxruntime on), and compared with what
-scikit-learn itself predicts: labels exactly, probabilities and values to float32 rounding."""
+as a user would (default flags, the check against onnxruntime on: it must run, string inputs and
+StringNormalizer included), and compared with what scikit-learn itself predicts: labels exactly,
+probabilities and values to float32 rounding."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,11 +24,12 @@ def _as_array(value):
 
 @pytest.mark.parametrize("name", sklearn_corpus.CASES + tuple(
     pytest.param(name, marks=pytest.mark.slow) for name in sklearn_corpus.SLOW_CASES))
-def test_converted_sklearn_model_predicts_what_sklearn_predicts(tmp_path, name: str) -> None:
+def test_converted_sklearn_model_predicts_what_sklearn_predicts(tmp_path, capsys, name: str) -> None:
     case = sklearn_corpus.build(name)
     path, out = tmp_path / f"{name}.onnx", tmp_path / f"{name}.pt"
     onnx.save(case.model, str(path))
     assert main(["torch", str(path), "-o", str(out)]) == 0
+    assert "matches onnxruntime" in capsys.readouterr().out  # the check ran (string inputs included)
     module = load(str(out))
     args = [case.feeds[i.name] if case.feeds[i.name].dtype == object else torch.from_numpy(case.feeds[i.name])
             for i in case.model.graph.input]

@@ -135,3 +135,36 @@ def test_image_without_mxnet_is_a_clear_error(monkeypatch):
         load_image(photo, (1, 3, 12, 12))
     with pytest.raises(ShapeError, match="4-D"):
         load_image(photo, (3, 12, 12))
+
+
+def test_string_inputs_are_drawn_from_the_graphs_own_vocabulary():
+    """String inputs could not be drawn at all: the check was skipped for every scikit-learn
+    graph with a categorical or text input. Now a categorical input draws the graph's categories
+    (and, about one time in eight, a value it lacks), and a tokenized one several such words."""
+    from onnx import TensorProto, helper
+
+    from common.verify.inputs import random_inputs, specs_from_onnx
+
+    ml = helper.make_opsetid("ai.onnx.ml", 1)
+    encoder = helper.make_node("OneHotEncoder", ["colour"], ["hot"], domain="ai.onnx.ml", cats_strings=["red", "blue"])
+    words = helper.make_node("Tokenizer", ["text"], ["tokens"], domain="com.microsoft", tokenexp="\\\\w+", mincharnum=1,
+                             mark=0, pad_value="#")
+    counts = helper.make_node("TfIdfVectorizer", ["tokens"], ["counts"], mode="TF", min_gram_length=1,
+                              max_gram_length=1, max_skip_count=0, ngram_counts=[0], ngram_indexes=[0, 1],
+                              pool_strings=["cat", "dog"])
+    graph = helper.make_graph([encoder, words, counts], "g",
+                              [helper.make_tensor_value_info("colour", TensorProto.STRING, [40]),
+                               helper.make_tensor_value_info("text", TensorProto.STRING, [40])],
+                              [helper.make_tensor_value_info("hot", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("counts", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), ml,
+                                                    helper.make_opsetid("com.microsoft", 1)], ir_version=8)
+    specs = {s.name: s for s in specs_from_onnx(model)}
+    assert specs["colour"].words == ("blue", "cat", "dog", "red") and specs["text"].text
+    drawn = random_inputs(list(specs.values()), seed=3)
+    vocabulary = {"blue", "cat", "dog", "red", "zzunseen"}
+    assert drawn["colour"].dtype == object and set(drawn["colour"]) <= vocabulary
+    assert {"red", "blue"} & set(drawn["colour"]) and "zzunseen" in set(drawn["colour"])
+    assert all(set(t.split()) <= vocabulary for t in drawn["text"]) and max(len(t.split()) for t in drawn["text"]) > 1
+    again = random_inputs(list(specs_from_onnx(model)), seed=3)
+    assert list(again["text"]) == list(drawn["text"])  # seeded

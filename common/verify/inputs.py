@@ -46,6 +46,8 @@ class InputSpec:
     why: str = ""  # where the range comes from, e.g. "indices of Gather 'emb' (axis size 10)"
     integral: bool = False  # whole numbers in a float input (MXNet's Embedding takes float indices)
     fill: Optional[str] = None  # "ones" (attention masks) or "positions" (0, 1, 2... on the last axis)
+    words: tuple[str, ...] = ()  # strings to draw a string input from (the graph's own vocabulary)
+    text: bool = False  # a string input the graph tokenizes: several words per element
 
     def concrete_shape(self) -> tuple[int, ...]:
         if self.shape is None:
@@ -105,9 +107,44 @@ def specs_from_onnx(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, 
         if value.name in input_shapes:
             shape = tuple(int(d) for d in input_shapes[value.name])
         spec = InputSpec(value.name, shape, _onnx_dtype_name(value.type.tensor_type.elem_type))
-        _range_from_onnx_consumers(spec, value.name, graph)
+        if spec.dtype == "object":
+            _words_from_onnx(spec, model.graph)
+        else:
+            _range_from_onnx_consumers(spec, value.name, graph)
         specs.append(spec)
     return specs
+
+
+# String attributes that list what a string input may hold: categories, encoder keys, n-gram pools.
+_VOCABULARY_ATTRIBUTES = frozenset({"cats_strings", "keys_strings", "classes_strings", "pool_strings", "stopwords"})
+_TOKENIZING_OPS = frozenset({"Tokenizer", "StringSplit"})
+
+
+def _words_from_onnx(spec: InputSpec, graph: onnx.GraphProto) -> None:
+    """Draw a string input from the strings the graph itself compares against (a OneHotEncoder's
+    categories, a LabelEncoder's keys, a TfIdfVectorizer's pool), so that random inputs hit them;
+    several words per element where the input reaches a tokenizer (through reshapes and
+    StringNormalizer)."""
+    words: set[str] = set()
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+        for attr in node.attribute:
+            if attr.name in _VOCABULARY_ATTRIBUTES:
+                words.update(v.decode("utf-8", "replace") for v in attr.strings)
+    frontier, seen = [spec.name], set()
+    while frontier and not spec.text:
+        name = frontier.pop()
+        for node in readers.get(name, ()):
+            if node.op_type in _TOKENIZING_OPS:
+                spec.text = True
+            elif node.op_type in _VALUE_PRESERVING | {"StringNormalizer"} and node.output and node.output[0] not in seen:
+                seen.add(node.output[0])
+                frontier.append(node.output[0])
+    spec.words = tuple(sorted(w for w in words if w))
+    spec.why = (f"{len(spec.words)} strings of the graph's own vocabulary" if spec.words else "random words") + (
+        ", several per element" if spec.text else "")
 
 
 class _GraphView:
@@ -353,6 +390,8 @@ def random_array(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype).copy()
     if dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype == "object":
+        return _random_strings(spec, shape, rng)
     if dtype.startswith(("int", "uint")) or integral:
         low = int(spec.low) if spec.low is not None else 0
         high = int(spec.high) if spec.high is not None else 10
@@ -366,6 +405,21 @@ def random_array(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
 
         return values.astype(np.float32).astype(BFLOAT16)
     return values.astype(dtype)
+
+
+def _random_strings(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Strings for a string input: one vocabulary entry per element, or (``spec.text``) one to four
+    words; about one in eight is a word the vocabulary lacks, so unknown values are checked too."""
+    words = list(spec.words) or ["alpha", "beta", "gamma", "delta", "epsilon"]
+
+    def word() -> str:
+        return "zzunseen" if rng.random() < 0.125 else words[int(rng.integers(len(words)))]
+
+    count = int(np.prod(shape)) if shape else 1
+    values = [" ".join(word() for _ in range(int(rng.integers(1, 5)))) if spec.text else word() for _ in range(count)]
+    out = np.empty(count, dtype=object)
+    out[:] = values
+    return out.reshape(shape)
 
 
 # --- user data ------------------------------------------------------------------------------

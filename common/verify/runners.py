@@ -130,6 +130,12 @@ class OnnxRuntimeRunner(Runner):
             return _session_from_model(model, options, self.providers)
         except Exception as exc:
             text = " ".join(str(exc).split())
+            portable = with_portable_locale(model, text)
+            if portable is not None:
+                try:
+                    return _session_from_model(portable, options, self.providers)
+                except Exception as exc2:
+                    text = " ".join(str(exc2).split())
             found = re.search(r"max supported IR version: (\d+)", text)
             if found and model.ir_version > int(found.group(1)):
                 # onnx stamps its newest IR version even on models that use nothing new
@@ -260,6 +266,37 @@ def with_forced_values(model: onnx.ModelProto, values: Mapping[str, np.ndarray]
     return out, renamed
 
 
+# onnxruntime's StringNormalizer builds a C++ locale (en_US.UTF-8 unless the node names one) when the
+# session loads; machines without that locale installed (most containers) cannot load the model.
+_MISSING_LOCALE = "Failed to construct locale"
+PORTABLE_LOCALE = "C.UTF-8"
+
+
+def with_portable_locale(model: onnx.ModelProto, problem: str) -> Optional[onnx.ModelProto]:
+    """A copy of ``model`` whose StringNormalizers use the C.UTF-8 locale, when ``problem`` is
+    onnxruntime failing to build theirs; None otherwise. C.UTF-8 upper- and lower-cases letters
+    beyond ASCII too (É, Ü), as en_US.UTF-8 does."""
+    if _MISSING_LOCALE not in problem:
+        return None
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    changed = False
+    for node in copy.graph.node:
+        if node.op_type == "StringNormalizer" and node.domain in ("", "ai.onnx"):
+            kept = [a for a in node.attribute if a.name != "locale"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [onnx.helper.make_attribute("locale", PORTABLE_LOCALE)])
+            changed = True
+    if changed and not _LOCALE_WARNED:
+        _LOCALE_WARNED.append(True)  # once per process: the check may open several sessions
+        log.warning("onnxruntime cannot build StringNormalizer's locale on this machine (not installed); "
+                    "the reference runs it with %s", PORTABLE_LOCALE)
+    return copy if changed else None
+
+
+_LOCALE_WARNED: list[bool] = []
+
+
 def _session_from_model(model: onnx.ModelProto, options: Any, providers: list[str]):
     import onnxruntime as ort
 
@@ -377,6 +414,8 @@ def _to_torch(value: Any):
     if isinstance(value, torch.Tensor):
         return value
     arr = np.asarray(to_numpy(value), order="C")
+    if arr.dtype == object:  # strings: the converted string ops take numpy object arrays
+        return arr.copy()
     if arr.dtype.name == "bfloat16":
         return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(arr.copy())
