@@ -850,3 +850,17 @@ def test_category_mapper_matches_onnxruntime(direction: str) -> None:
     got = np.asarray(convert(model, simplify=False)(x if x.dtype == object else torch.from_numpy(x)))
     assert got.shape == want.shape
     assert [str(v) for v in got.reshape(-1)] == [str(v) for v in want.reshape(-1)]
+
+
+@pytest.mark.parametrize("action", ["LOWER", "UPPER"])
+def test_string_normalizer_changes_case_character_by_character_as_onnxruntime(action: str) -> None:
+    """Python's whole-string case mapping differed from onnxruntime's per-character one: ß -> SS,
+    İ -> i plus a combining dot, a final Σ -> ς. (The C.UTF-8 locale: en_US.UTF-8 is rarely
+    installed where tests run, and maps these characters the same way.)"""
+    x = np.array(["Straße ÉCOLE", "İstanbul ǅ ﬁne Σ", "plain"], dtype=object)
+    node = helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action=action, locale="C.UTF-8")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.STRING, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    want = reference_outputs(model, {"x": x}, "ort")[0]
+    assert [str(v) for v in np.asarray(convert(model, simplify=False)(x))] == [str(v) for v in want]

@@ -8,6 +8,7 @@ Results that are numbers or booleans are returned as torch tensors so they can f
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Optional, Sequence
 
 import torch
@@ -68,6 +69,19 @@ def string_where(condition: Any, x: Any, y: Any) -> Any:
     return _strings(out)
 
 
+def _change_case(text: str, upper: bool) -> str:
+    """Character by character, as onnxruntime's towupper/towlower: where Python maps a character
+    to several, the C library keeps one (İ -> i: the base letter without its combining dot) or
+    leaves it as it is (ß, whose upper case SS is two letters)."""
+    out = []
+    for c in text:
+        mapped = c.upper() if upper else c.lower()
+        if len(mapped) > 1:
+            mapped = mapped[0] if all(unicodedata.combining(m) for m in mapped[1:]) else c
+        out.append(mapped)
+    return "".join(out)
+
+
 def string_normalizer(x: Any, case_change: str, case_sensitive: int, stopwords: Sequence[str]) -> Any:
     """ONNX StringNormalizer: drop stopwords, then change case; keeps the [C] / [1, C] layout."""
     arr = _strings(x)
@@ -79,10 +93,8 @@ def string_normalizer(x: Any, case_change: str, case_sensitive: int, stopwords: 
         else:
             stop = {w.lower() for w in stopwords}
             items = [s for s in items if s.lower() not in stop]
-    if case_change == "LOWER":
-        items = [s.lower() for s in items]
-    elif case_change == "UPPER":
-        items = [s.upper() for s in items]
+    if case_change in ("LOWER", "UPPER"):
+        items = [_change_case(s, case_change == "UPPER") for s in items]
     if not items:
         items = [""]
     shape = (1, len(items)) if arr.ndim == 2 else (len(items),)
