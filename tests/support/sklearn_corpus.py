@@ -8,7 +8,7 @@ predicts there: labels or values, and class probabilities where the estimator ha
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -22,7 +22,6 @@ class Case:
     feeds: dict[str, np.ndarray]
     predicted: np.ndarray  # labels, values or transformed rows, as scikit-learn gives them
     probabilities: Optional[np.ndarray] = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _numbers(rows: int, seed: int) -> np.ndarray:
