@@ -108,7 +108,7 @@ def specs_from_onnx(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, 
             shape = tuple(int(d) for d in input_shapes[value.name])
         spec = InputSpec(value.name, shape, _onnx_dtype_name(value.type.tensor_type.elem_type))
         if spec.dtype == "object":
-            _words_from_onnx(spec, model.graph)
+            _words_from_onnx(spec, graph)
         else:
             _range_from_onnx_consumers(spec, value.name, graph)
         specs.append(spec)
@@ -120,23 +120,20 @@ _VOCABULARY_ATTRIBUTES = frozenset({"cats_strings", "keys_strings", "classes_str
 _TOKENIZING_OPS = frozenset({"Tokenizer", "StringSplit"})
 
 
-def _words_from_onnx(spec: InputSpec, graph: onnx.GraphProto) -> None:
+def _words_from_onnx(spec: InputSpec, graph: "_GraphView") -> None:
     """Draw a string input from the strings the graph itself compares against (a OneHotEncoder's
     categories, a LabelEncoder's keys, a TfIdfVectorizer's pool), so that random inputs hit them;
     several words per element where the input reaches a tokenizer (through reshapes and
     StringNormalizer)."""
     words: set[str] = set()
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    for node in graph.nodes:
         for attr in node.attribute:
             if attr.name in _VOCABULARY_ATTRIBUTES:
                 words.update(v.decode("utf-8", "replace") for v in attr.strings)
     frontier, seen = [spec.name], set()
     while frontier and not spec.text:
         name = frontier.pop()
-        for node in readers.get(name, ()):
+        for node, _ in graph.readers.get(name, ()):
             if node.op_type in _TOKENIZING_OPS:
                 spec.text = True
             elif node.op_type in _VALUE_PRESERVING | {"StringNormalizer"} and node.output and node.output[0] not in seen:
@@ -152,6 +149,7 @@ class _GraphView:
     (inferred value_info included) and small constants."""
 
     def __init__(self, graph: onnx.GraphProto) -> None:
+        self.nodes = list(graph.node)
         self.readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
         self.constant_nodes: dict[str, onnx.NodeProto] = {}
         for node in graph.node:

@@ -366,7 +366,7 @@ class TorchRunner(Runner):
         import torch
 
         self._check_inputs(inputs)
-        args = [_to_torch(inputs[n]) for n in self.input_names]
+        args = [to_torch(inputs[n]) for n in self.input_names]
         captured: dict[str, np.ndarray] = {}
         start = time.perf_counter()
         try:
@@ -396,7 +396,7 @@ class TorchRunner(Runner):
         import torch
 
         self._check_inputs(inputs)
-        args = [_to_torch(inputs[n]) for n in self.input_names]
+        args = [to_torch(inputs[n]) for n in self.input_names]
         values = forced_feeds(forced, like)
         local: dict[str, np.ndarray] = {}
         try:
@@ -408,7 +408,9 @@ class TorchRunner(Runner):
         return local
 
 
-def _to_torch(value: Any):
+def to_torch(value: Any):
+    """A module input as the converted module takes it: a torch tensor (a copy, bfloat16 kept),
+    or for strings a numpy object array."""
     import torch
 
     if isinstance(value, torch.Tensor):

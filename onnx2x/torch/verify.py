@@ -415,11 +415,11 @@ def locate_divergence(proto: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: 
 
 
 def _call(module: torch.nn.Module, inputs: Mapping[str, np.ndarray]) -> Any:
-    """The module on the check's inputs: tensors, and string inputs as the numpy object arrays the
-    converted string ops take."""
+    """The module on the check's inputs (tensors, strings as numpy object arrays)."""
+    from common.verify.runners import to_torch
+
     with torch.no_grad():
-        return module(*[np.array(f, copy=True) if np.asarray(f).dtype == object else torch.from_numpy(np.array(f, copy=True))
-                        for f in inputs.values()])
+        return module(*[to_torch(f) for f in inputs.values()])
 
 
 def _run_module_at_its_sizes(module: torch.nn.Module, proto: onnx.ModelProto, reference: Reference, *, where: str,

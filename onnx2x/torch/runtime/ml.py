@@ -328,7 +328,7 @@ def svm_classifier(x: torch.Tensor, vectors: Optional[torch.Tensor], weights: to
     s = pair_scores[:, 0]
     if transform == _PROBIT:
         return label, torch.stack([post_transform(s, _PROBIT), torch.zeros_like(s)], -1)
-    return label, torch.stack([-s, s], -1) if transform == _NONE else _complement_columns(s, transform)
+    return label, _binary_scores(s, _NONE, margin=True) if transform == _NONE else _complement_columns(s, transform)
 
 
 def impute(x: torch.Tensor, replaced: float, values: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ Results that are numbers or booleans are returned as torch tensors so they can f
 """
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from typing import Any, Optional, Sequence
@@ -220,17 +221,7 @@ def flatten_strings(x: Any, axis: int) -> Any:
     """ONNX Flatten of a string array: [prod(shape[:axis]), prod(shape[axis:])]."""
     arr = _strings(x)
     axis = axis + arr.ndim if axis < 0 else axis
-    outer = 1
-    for d in arr.shape[:axis]:
-        outer *= d
-    return arr.reshape(outer, -1) if outer else arr.reshape(0, int(np_prod(arr.shape[axis:])))
-
-
-def np_prod(dims: Sequence[int]) -> int:
-    total = 1
-    for d in dims:
-        total *= int(d)
-    return total
+    return arr.reshape(math.prod(arr.shape[:axis]), math.prod(arr.shape[axis:]))
 
 
 def _is_nan(v: Any) -> bool:
