@@ -33,9 +33,39 @@ def _torch_padding_ok(args) -> bool:
     return args.symmetric and all(0 <= p <= k // 2 for p, k in zip(args.begin, args.kernel))
 
 
+def _end_pads_as_ceil_mode(args, spatial, ceil_mode: bool) -> bool:
+    """Whether a max pool whose end pads exceed its begin pads is ``F.max_pool*d`` with padding =
+    the begin pads and ``ceil_mode=True`` (:func:`runtime.pool.ceil_mode_covers`), which needs no
+    padded copy of the input (1x64x112x112, 3x3 stride 2: 0.47 ms against 0.91 ms, one thread).
+    On an axis of unknown size, only when the end pad is the begin pad plus stride - 1 (the
+    output sizes agree for every size, floor((n + s - 1) / s) being ceil(n / s)) and smaller than
+    the window (the last window starts inside the input)."""
+    if not args.static:
+        return False
+    for i, (b, e, k, s, d) in enumerate(zip(args.begin, args.end, args.kernel, args.strides, args.dilations)):
+        n = spatial[i] if spatial is not None and i < len(spatial) else None
+        if isinstance(n, int):
+            if not rt.ceil_mode_covers(n, k, s, d, b, e, ceil_mode):
+                return False
+        elif not (e - b == s - 1 and not ceil_mode and b <= k // 2 and e < (k - 1) * d + 1):
+            return False
+    return True
+
+
 def _rt_pads(args):
     return (list(args.begin) if args.static else None, list(args.end) if args.static else None,
             args.auto_pad if not args.static else "NOTSET")
+
+
+def _channels_last_2d(ctx, x, args):
+    """``x`` channels-last for a 2-D pool over enough channels (:data:`runtime.pool.CHANNELS_LAST_MIN_CHANNELS`):
+    PyTorch's channels-last pooling kernels are vectorized over channels, its NCHW ones are not
+    (one thread, 3x3 average pooling of 1x192x28x28: 0.12 ms against 1.26 ms). Free where a
+    convolution's output is channels-last already (its weights are, after fusion)."""
+    shape = ctx.shape(0)
+    if args.rank == 2 and shape is not None and isinstance(shape[1], int) and shape[1] >= rt.CHANNELS_LAST_MIN_CHANNELS:
+        return ctx.method("contiguous", x, memory_format=torch.channels_last)
+    return x
 
 
 @converter("MaxPool", since=1)
@@ -48,12 +78,11 @@ def max_pool(ctx):
     float_input = dtype is not None and dtype.is_floating_point  # else the runtime (integers: exact, fast)
     spatial = pool_dims(ctx)
     static_spatial = spatial is not None and all(v is not None for v in spatial)
+    if not _torch_padding_ok(args) and _end_pads_as_ceil_mode(args, spatial, ceil_mode):
+        args.end, ceil_mode = list(args.begin), True
     if _torch_padding_ok(args) and float_input and (static_spatial or not want_indices):
-        shape = ctx.shape(0)
-        if args.rank == 2 and not want_indices and shape is not None and isinstance(shape[1], int) \
-                and shape[1] >= rt.CHANNELS_LAST_MIN_CHANNELS:
-            # free where a convolution's output is channels-last already (its weights are, after fusion)
-            x = ctx.method("contiguous", x, memory_format=torch.channels_last)
+        if not want_indices:
+            x = _channels_last_2d(ctx, x, args)
         res = ctx.call(_MAX[args.rank], x, args.kernel, args.strides, list(args.begin), args.dilations,
                        ceil_mode, want_indices)
         if not want_indices:
@@ -75,6 +104,7 @@ def average_pool(ctx):
     include_pad = bool(ctx.attr("count_include_pad", 0))
     x = ctx.input(0)
     if _torch_padding_ok(args) and all(d == 1 for d in args.dilations):
+        x = _channels_last_2d(ctx, x, args)
         return ctx.call(_AVG[args.rank], x, args.kernel, args.strides, list(args.begin), ceil_mode, include_pad)
     begin, end, auto_pad = _rt_pads(args)
     return ctx.call(rt.avg_pool, x, args.kernel, args.strides, args.dilations, begin, end, auto_pad,

@@ -49,6 +49,19 @@ def resolve(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int
     return b_out, e_out, e_full, sizes
 
 
+def ceil_mode_covers(n: int, kernel: int, stride: int, dilation: int, begin: int, end: int, ceil_mode: bool) -> bool:
+    """Whether max pooling ``n`` elements with pads ``begin``/``end`` (ONNX, -inf padding) takes the
+    windows of PyTorch's ceil-mode pooling with ``begin`` on both sides: same count, same starts,
+    each holding an input element (PyTorch clips what runs past its padding; a maximum gains
+    nothing from padding). Exporters write such end pads for TensorFlow's SAME padding and Caffe's
+    rounding up (``pads=[0, 0, 1, 1]`` with stride 2); pooling that way needs no padded copy."""
+    if end < begin or begin > kernel // 2:
+        return False
+    onnx_size = resolve([n], [kernel], [stride], [dilation], [begin], [end], "NOTSET", ceil_mode)[3][0]
+    torch_size = resolve([n], [kernel], [stride], [dilation], [begin], [begin], "NOTSET", True)[3][0]
+    return onnx_size == torch_size and (onnx_size - 1) * stride - begin < n
+
+
 def _pad_list(begin: Sequence[int], end: Sequence[int]) -> List[int]:
     out: List[int] = []
     for i in range(len(begin) - 1, -1, -1):
@@ -109,19 +122,26 @@ def max_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], dil
     """ONNX MaxPool with any padding and any dtype: pad with the lowest value, pool, then fix up the
     indices. Integers pool as floats that hold them exactly. Without indices, 2-D pooling runs on
     channels-last data: torch's channels-last kernel is vectorized over channels (one thread,
-    64x111x111: 0.3 ms, against 5-6 ms for its NCHW kernel); the result comes back in NCHW."""
+    64x111x111: 0.3 ms, against 5-6 ms for its NCHW kernel); a float result stays channels-last,
+    an integer one comes back in NCHW. End pads that PyTorch's ceil mode covers
+    (:func:`ceil_mode_covers`) are not padded."""
     r = len(kernel)
     spatial = [int(v) for v in x.shape[2:]]
-    b, _, e_full, _ = resolve(spatial, kernel, strides, dilations, begin, end, auto_pad, ceil_mode)
+    b, e, e_full, _ = resolve(spatial, kernel, strides, dilations, begin, end, auto_pad, ceil_mode)
     work_dtype = x.dtype if x.dtype.is_floating_point else (
         torch.float32 if x.dtype in _FLOAT32_EXACT_INTS else torch.float64)
     channels_last = r == 2 and not with_indices and x.is_cpu and x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS
     work = x.to(work_dtype, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    pads = _pad_list(b, e_full)
-    padded = F.pad(work, pads, value=float("-inf")) if any(pads) else work
-    res = _MAX[r](padded, list(kernel), list(strides), 0, list(dilations), False, with_indices)
+    if not with_indices and all(ceil_mode_covers(spatial[i], int(kernel[i]), int(strides[i]), int(dilations[i]),
+                                                 b[i], e[i], ceil_mode) for i in range(r)):
+        res = _MAX[r](work, list(kernel), list(strides), b, list(dilations), True, False)
+    else:
+        pads = _pad_list(b, e_full)
+        padded = F.pad(work, pads, value=float("-inf")) if any(pads) else work
+        res = _MAX[r](padded, list(kernel), list(strides), 0, list(dilations), False, with_indices)
     if not with_indices:
-        return res.to(x.dtype, memory_format=torch.contiguous_format) if channels_last else res.to(x.dtype)
+        # floats stay channels-last, as convolutions leave them; codes go back to their NCHW tensors
+        return res if res.dtype == x.dtype else res.to(x.dtype, memory_format=torch.contiguous_format)
     y, idx = res
     padded_spatial = [int(v) for v in padded.shape[2:]]
     return y.to(x.dtype), onnx_indices(idx, padded_spatial, b, spatial, storage_order)
