@@ -1,9 +1,10 @@
 """Forward latency of modules converted by onnx2x on real-size model-zoo graphs.
 
 (Conversion time and memory: ``benchmarks/bench_conversion.py``; small exported graphs against
-their eager modules: ``benchmarks/bench_small_graphs.py``.) For resnet50, vgg19, densenet121,
-inception_v1, squeezenet and shufflenet (onnx's light graphs with seeded random weights of the
-real size and a symbolic batch, see ``tests/support/light_weights.py``) it measures:
+their eager modules: ``benchmarks/bench_small_graphs.py``.) For the nine graphs of onnx's light
+model zoo (resnet50, vgg19, densenet121, inception_v1, inception_v2, squeezenet, shufflenet,
+bvlc_alexnet, zfnet512, with seeded random weights of the real size and a symbolic batch, see
+``tests/support/light_weights.py``) it measures:
 
 * forward latency of the converted module at batch 1 and 8 against onnxruntime with the same
   thread count (``torch.set_num_threads`` == ORT ``intra_op_num_threads``; targets: <= 1.2x on
@@ -11,7 +12,7 @@ real size and a symbolic batch, see ``tests/support/light_weights.py``) it measu
 
 Run from the repository root::
 
-    python benchmarks/bench_onnx2torch.py --threads 1 --repeat 20   # the six models, one thread
+    python benchmarks/bench_onnx2torch.py --threads 1 --repeat 20   # the nine models, one thread
     python benchmarks/bench_onnx2torch.py --models resnet50 --threads 1 --repeat 20
     python benchmarks/bench_onnx2torch.py --json reports/bench_onnx2torch.json --no-write
 
@@ -40,7 +41,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.report import add_output_flags, geomean, write_section_to  # noqa: E402
 
-MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "squeezenet", "shufflenet")
+MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "inception_v2", "squeezenet", "shufflenet",
+          "bvlc_alexnet", "zfnet512")
 BATCHES = (1, 8)
 
 

@@ -95,3 +95,20 @@ def test_quantized_benchmark_smoke_writes_its_section(tmp_path: Path) -> None:
         assert r["onnx2x_ms"] > 0 and r["onnxruntime_ms"] > 0
         diff, scale = (float(v.strip("()")) for v in r["max_abs_diff"].split())
         assert diff <= 1e-4 * max(1.0, scale)
+
+
+def test_floor_benchmark_smoke_writes_its_sections(tmp_path: Path) -> None:
+    """The floor benchmark times onnx.load, onnx-ir and the fx build of one light model, and the heavy
+    kernels of one light model and one small graph replayed alone (no threshold on the timings)."""
+    proc = subprocess.run([sys.executable, "benchmarks/bench_floors.py", "--smoke", "--out-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = json.loads((tmp_path / "BENCHMARKS.json").read_text())["sections"]
+    (conversion,) = sections["conversion_floor"]["rows"]
+    assert conversion["model"] == "squeezenet" and conversion["onnx_nodes"] == 66
+    assert 0 < conversion["load_ms"] < conversion["floor_ms"] and conversion["convert_ms"] > 0
+    light, small = sections["kernel_floor"]["rows"]
+    assert (light["graph"], small["graph"]) == ("squeezenet", "bert")
+    assert light["heavy_calls"] == 26 + 3 and small["heavy_calls"] > 0  # 26 convolutions and 3 max pools
+    for row in (light, small):
+        assert row["kernels_ms"] > 0 and row["onnx2x_ms"] > 0 and row["onnxruntime_ms"] > 0
