@@ -21,7 +21,9 @@ figures of ``bench_conversion.py``, for the reference and the conversion alike).
 ``bench_small_graphs.py`` at batch 1 and 16 tokens, one thread): the module's heavy kernels alone:
 each convolution, matrix product, attention, pooling and recurrent layer of the converted module is
 called again on the very inputs it received in a real forward, back to back, with nothing else
-in between (no element-wise op, no reshape, no graph code), against onnxruntime's whole forward.
+in between (no element-wise op, no reshape, no graph code); and every call of the forward replayed
+the same way (what is left without the generated code around the calls); against onnxruntime's
+whole forward.
 Targets: light models <= 1.2x onnxruntime each (<= 1.0 in geometric mean), small graphs <= 1.5x
 in geometric mean.
 
@@ -132,18 +134,24 @@ def is_heavy(node: Any) -> bool:
     return any(h in name for h in HEAVY_NAMES) or module.startswith(HEAVY_MODULES)
 
 
-def heavy_calls(gm: Any, inputs: tuple) -> list[tuple[Callable, tuple, dict]]:
-    """Each heavy call of ``gm``'s forward on ``inputs`` with the arguments it received."""
+def recorded_calls(gm: Any, inputs: tuple) -> list[tuple[Callable, tuple, dict, bool]]:
+    """Each call of ``gm``'s forward on ``inputs`` (functions, tensor methods, submodules) with the
+    arguments it received, and whether it is heavy (:func:`is_heavy`)."""
     import torch.fx as fx
 
-    calls: list[tuple[Callable, tuple, dict]] = []
+    calls: list[tuple[Callable, tuple, dict, bool]] = []
 
     class Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
-            if is_heavy(n):
-                # (a convolution that accumulates into its residual grows it on every replay, as
-                # fast as on the first: values do not change what a kernel costs)
-                calls.append((n.target, *self.fetch_args_kwargs_from_env(n)))
+            # (a convolution that accumulates into its residual grows it on every replay, as fast
+            # as on the first: values do not change what a kernel costs)
+            if n.op == "call_function":
+                calls.append((n.target, *self.fetch_args_kwargs_from_env(n), is_heavy(n)))
+            elif n.op == "call_method":
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                calls.append((getattr(args[0], n.target), args[1:], kwargs, False))
+            elif n.op == "call_module":
+                calls.append((self.fetch_attr(n.target), *self.fetch_args_kwargs_from_env(n), False))
             return super().run_node(n)
 
     Recorder(gm).run(*inputs)
@@ -156,18 +164,22 @@ def kernel_row(graph: str, kind: str, module: Any, inputs: tuple, sess: Any, fee
     from benchmarks.bench_onnx2torch import median_latency
 
     with torch.inference_mode():
-        calls = heavy_calls(module, inputs)
+        calls = recorded_calls(module, inputs)
+        heavy = [c for c in calls if c[3]]
 
-        def kernels() -> None:
-            for target, args, kwargs in calls:
-                target(*args, **kwargs)
+        def replay(selected: list) -> Callable[[], None]:
+            def run() -> None:
+                for target, args, kwargs, _ in selected:
+                    target(*args, **kwargs)
+            return run
 
         lat = median_latency({"onnxruntime": lambda: sess.run(None, feeds), "onnx2x": lambda: module(*inputs),
-                              "kernels": kernels}, repeat)
+                              "kernels": replay(heavy), "calls": replay(calls)}, repeat)
     ort = lat["onnxruntime"]
-    return {"graph": graph, "kind": kind, "heavy_calls": len(calls),
+    return {"graph": graph, "kind": kind, "heavy_calls": len(heavy), "calls": len(calls),
             **{f"{k}_ms": round(v * 1e3, 3) for k, v in lat.items()},
-            "kernels_vs_ort": round(lat["kernels"] / ort, 3), "onnx2x_vs_ort": round(lat["onnx2x"] / ort, 3)}
+            "kernels_vs_ort": round(lat["kernels"] / ort, 3), "calls_vs_ort": round(lat["calls"] / ort, 3),
+            "onnx2x_vs_ort": round(lat["onnx2x"] / ort, 3)}
 
 
 def light_kernel_row(name: str, folder: Path, repeat: int) -> dict[str, Any]:
@@ -212,20 +224,23 @@ def kernel_section(rows: list[dict[str, Any]], repeat: int) -> Section:
         if not mine:
             continue
         over = [r["graph"] for r in mine if r["kernels_vs_ort"] > limit]
-        notes.append(f"{kind}s: heavy kernels alone / onnxruntime, geometric mean "
-                     f"{geomean([r['kernels_vs_ort'] for r in mine])}; onnx2x / onnxruntime "
-                     f"{geomean([r['onnx2x_vs_ort'] for r in mine])} (target {target}); kernels alone above "
-                     f"{limit}x: {', '.join(over) or 'none'}")
+        notes.append(f"{kind}s (target {target}), geometric means against onnxruntime: heavy kernels alone "
+                     f"{geomean([r['kernels_vs_ort'] for r in mine])}, every call alone "
+                     f"{geomean([r['calls_vs_ort'] for r in mine])}, onnx2x {geomean([r['onnx2x_vs_ort'] for r in mine])}; "
+                     f"heavy kernels alone above {limit}x: {', '.join(over) or 'none'}")
     return Section(
         key="kernel_floor", title="onnx2x torch: the floor under forward latency",
         intro=("The converted module's heavy kernels alone (each convolution, matrix product, attention, pooling "
                "and recurrent layer called again on the inputs it received in a real forward, back to back, nothing "
-               "else) against onnxruntime's whole forward and the module's; batch 1, one thread, median of calls "
-               "interleaved. A ratio above the target in `kernels alone` is out of reach for any module running "
-               "those PyTorch kernels. `python benchmarks/bench_floors.py`."),
-        columns=[("graph", "graph"), ("kind", "kind"), ("heavy_calls", "heavy calls"),
-                 ("onnxruntime_ms", "onnxruntime ms"), ("kernels_ms", "kernels alone ms"),
-                 ("onnx2x_ms", "onnx2x ms"), ("kernels_vs_ort", "kernels alone / onnxruntime"),
+               "else), and every call of its forward alone (the same for all its calls: what remains without the "
+               "generated code around them), against onnxruntime's whole forward and the module's; batch 1, one "
+               "thread, median of calls interleaved. A ratio above the target in `heavy kernels alone` is out of "
+               "reach for any module running those PyTorch kernels; in `every call alone`, for any module making "
+               "those calls. `python benchmarks/bench_floors.py`."),
+        columns=[("graph", "graph"), ("kind", "kind"), ("heavy_calls", "heavy calls"), ("calls", "calls"),
+                 ("onnxruntime_ms", "onnxruntime ms"), ("kernels_ms", "heavy kernels alone ms"),
+                 ("calls_ms", "every call alone ms"), ("onnx2x_ms", "onnx2x ms"),
+                 ("kernels_vs_ort", "heavy kernels alone / onnxruntime"), ("calls_vs_ort", "every call alone / onnxruntime"),
                  ("onnx2x_vs_ort", "onnx2x / onnxruntime")],
         rows=rows, notes=notes, meta={"repeat": repeat, **machine()})
 

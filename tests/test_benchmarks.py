@@ -111,4 +111,5 @@ def test_floor_benchmark_smoke_writes_its_sections(tmp_path: Path) -> None:
     assert (light["graph"], small["graph"]) == ("squeezenet", "bert")
     assert light["heavy_calls"] == 26 + 3 and small["heavy_calls"] > 0  # 26 convolutions and 3 max pools
     for row in (light, small):
-        assert row["kernels_ms"] > 0 and row["onnx2x_ms"] > 0 and row["onnxruntime_ms"] > 0
+        assert row["calls"] > row["heavy_calls"]
+        assert row["kernels_ms"] > 0 and row["calls_ms"] > 0 and row["onnx2x_ms"] > 0 and row["onnxruntime_ms"] > 0
