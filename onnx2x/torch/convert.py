@@ -19,6 +19,7 @@ from common.simplify import simplify as run_onnxsim
 from common.symbolic_shapes import fill_unknown_shapes
 
 from . import fusion
+from .attribute_reads import speed_up_attribute_reads
 from .builder import GraphBuilder, channels_last_conv_weights
 from .sparse import densify_sparse
 from .zipmap import split_zipmaps, zip_outputs
@@ -208,6 +209,7 @@ def _convert_owned(box: list, label: str, *, fuse: bool, trainable: bool = False
         gm = _convert_on_this_thread(box, label, fuse=fuse, trainable=trainable)
     if generate_code:
         gm.recompile()  # the only code generation (``finish`` left ``forward`` to this point)
+        speed_up_attribute_reads(gm)
     gm.onnx2x_trainable = trainable
     if trainable:
         gm.eval()  # like a loaded artifact; train() switches statistics updates and dropout on
