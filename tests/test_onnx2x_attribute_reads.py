@@ -13,7 +13,7 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 from onnx2x.torch import convert
-from onnx2x.torch.attribute_reads import _StoredAttribute
+from onnx2x.torch.runtime.attributes import StoredAttribute as _StoredAttribute
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((4, 3)).astype(np.float32)
@@ -88,3 +88,18 @@ def test_copies_and_training_work_as_on_any_module(gm) -> None:
     loss.backward()
     want = 2 * X.T @ (X @ W + B)  # d/dW of sum((XW + b)^2)
     np.testing.assert_allclose(trainable.w.grad.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_saved_model_reads_its_weights_through_its_own_class(gm, tmp_path) -> None:
+    """The saved ``model.py`` carries the helper (it needs only torch) and ``load()`` runs it on the
+    file's own classes; the loaded module computes the graph and takes a new weight as any module."""
+    from onnx2x.torch import artifact
+
+    _, source = artifact.save(gm, tmp_path / "affine.pt")
+    text = source.read_text()
+    assert "import onnx2x" not in text and "# --- what load() uses besides torch" in text
+    loaded = artifact.load(tmp_path / "affine.pt")
+    assert {k for k, v in vars(type(loaded)).items() if type(v).__name__ == "StoredAttribute"} == {"w", "b"}
+    np.testing.assert_allclose(_run(loaded), X @ W + B, rtol=1e-6, atol=1e-6)
+    loaded.b = torch.nn.Parameter(torch.zeros(3))
+    np.testing.assert_allclose(_run(loaded), X @ W, rtol=1e-6, atol=1e-6)

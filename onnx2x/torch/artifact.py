@@ -280,8 +280,13 @@ def load(weights_path=None, map_location="cpu", mmap=False):
     with torch.device("meta"):  # declare shapes without allocating, then take the loaded tensors
         model = Model()
     model.load_state_dict(state, assign=True)
+    # the forward's ``self.<weight>`` reads through this file's classes, not nn.Module.__getattr__
+    read_attributes_through_classes(model, {type(m) for m in model.modules() if type(m).__module__ == __name__})
     return model.eval()
 '''
+# What load() calls besides torch: a runtime helper that travels with every saved model.
+_ATTRIBUTES_MODULE = RUNTIME_PACKAGE + ".attributes"
+_ATTRIBUTES_READER = "read_attributes_through_classes"
 
 
 def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", source_label: str = "") -> tuple[str, dict[str, torch.Tensor]]:
@@ -303,6 +308,8 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
     for module, qualname in helpers.values():
         wanted.setdefault(module, set()).add(qualname)
     merged = runtime_source.extract(wanted, _RESERVED | plain_globals | imports)
+    load_uses, reader = _attribute_reader(gm, merged, _RESERVED | plain_globals | imports | set(helpers)
+                                          | {spec.name for spec in collected.classes}, runtime)
     words = set().union(*(_identifiers(spec.forward) for spec in collected.classes))
     renames: dict[str, str] = {}
     short_owner: dict[str, str] = {}
@@ -331,7 +338,7 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
     ]
     if runtime:
         imports.add("types")
-    parts += _import_block({f"import {m}" for m in imports} | set(merged.imports))
+    parts += _import_block({f"import {m}" for m in imports} | set(merged.imports) | set(load_uses.imports))
     parts += ["", f"WEIGHTS_FILE = {weights_file!r}", ""]
     if merged.body:
         parts.append("")
@@ -375,7 +382,16 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
         parts.append(_indent(spec.forward))
         parts.append("")
         parts.append("")
-    parts.append(_LOAD_FN.strip("\n"))
+    if load_uses.body:
+        parts.append(f"# --- what load() uses besides torch (its source: {_ATTRIBUTES_MODULE.replace('.', '/')}.py) ---")
+        for block in load_uses.body:
+            parts += ["", block, ""]
+        parts.append("")
+    load_fn = _LOAD_FN.strip("\n")
+    if reader is None:  # no weights, no submodules: nothing to read faster
+        load_fn = "\n".join(line for line in load_fn.splitlines() if _ATTRIBUTES_READER not in line
+                            and "reads through this file's classes" not in line)
+    parts.append(load_fn.replace(_ATTRIBUTES_READER, reader or _ATTRIBUTES_READER))
     source = re.sub(r"\n{3,}", "\n\n\n", "\n".join(parts)).rstrip() + "\n"
     try:
         compile(source, weights_file[:-3] + ".py", "exec")
@@ -384,6 +400,21 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
     state = dict(gm.state_dict())
     state.update(collected.extra_state)
     return source, state
+
+
+def _attribute_reader(gm: fx.GraphModule, merged: runtime_source.RuntimeSource, reserved: set[str],
+                      runtime: dict[str, str]) -> tuple[runtime_source.RuntimeSource, Optional[str]]:
+    """The source of :func:`runtime.attributes.read_attributes_through_classes`, which ``load()``
+    runs, and the name ``load()`` calls it by (None: the model has no weight or submodule to read);
+    embedded whole (``runtime``) if its names clash with the file's."""
+    if not any(m._parameters or m._buffers or m._modules for m in gm.modules()):
+        return runtime_source.RuntimeSource(), None
+    found = runtime_source.extract({_ATTRIBUTES_MODULE: {_ATTRIBUTES_READER}}, reserved | merged.bound)
+    if _ATTRIBUTES_MODULE not in found.unmerged:
+        return found, _ATTRIBUTES_READER
+    short = _ATTRIBUTES_MODULE[len(RUNTIME_PACKAGE) + 1:]
+    runtime[short] = _ATTRIBUTES_MODULE
+    return runtime_source.RuntimeSource(), f"_rt_{short}.{_ATTRIBUTES_READER}"
 
 
 def _import_block(lines: set[str]) -> list[str]:
