@@ -280,13 +280,16 @@ def load(weights_path=None, map_location="cpu", mmap=False):
     with torch.device("meta"):  # declare shapes without allocating, then take the loaded tensors
         model = Model()
     model.load_state_dict(state, assign=True)
-    # the forward's ``self.<weight>`` reads through this file's classes, not nn.Module.__getattr__
-    read_attributes_through_classes(model, {type(m) for m in model.modules() if type(m).__module__ == __name__})
+    __READ_ATTRIBUTES__
     return model.eval()
 '''
-# What load() calls besides torch: a runtime helper that travels with every saved model.
+# What load() runs besides torch when the model has weights or submodules: a runtime helper that
+# travels with the saved model (its own section of the file).
 _ATTRIBUTES_MODULE = RUNTIME_PACKAGE + ".attributes"
 _ATTRIBUTES_READER = "read_attributes_through_classes"
+_READ_ATTRIBUTES = (
+    "    # the forward's ``self.<weight>`` reads through this file's classes, not nn.Module.__getattr__\n"
+    "    {reader}(model, {{type(m) for m in model.modules() if type(m).__module__ == __name__}})\n")
 
 
 def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", source_label: str = "") -> tuple[str, dict[str, torch.Tensor]]:
@@ -387,11 +390,8 @@ def generate_source(gm: fx.GraphModule, *, weights_file: str = "model.pt", sourc
         for block in load_uses.body:
             parts += ["", block, ""]
         parts.append("")
-    load_fn = _LOAD_FN.strip("\n")
-    if reader is None:  # no weights, no submodules: nothing to read faster
-        load_fn = "\n".join(line for line in load_fn.splitlines() if _ATTRIBUTES_READER not in line
-                            and "reads through this file's classes" not in line)
-    parts.append(load_fn.replace(_ATTRIBUTES_READER, reader or _ATTRIBUTES_READER))
+    parts.append(_LOAD_FN.strip("\n").replace("    __READ_ATTRIBUTES__\n",
+                                                _READ_ATTRIBUTES.format(reader=reader) if reader else ""))
     source = re.sub(r"\n{3,}", "\n\n\n", "\n".join(parts)).rstrip() + "\n"
     try:
         compile(source, weights_file[:-3] + ".py", "exec")
