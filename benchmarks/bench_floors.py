@@ -75,17 +75,25 @@ def best_ms(fn: Callable[[], Any], repeat: int) -> float:
 
 
 # --- conversion ---------------------------------------------------------------------------------
-def conversion_row(name: str, folder: Path, repeat: int) -> dict[str, Any]:
+def save_light(name: str, folder: Path) -> str:
+    """The light graph ``name`` with its seeded weights, written once for both floors."""
+    import onnx
+
+    from tests.support.light_weights import load_light
+
+    path = str(folder / f"{name}.onnx")
+    onnx.save(load_light(name, dynamic_batch=True), path)
+    return path
+
+
+def conversion_row(name: str, path: str, repeat: int) -> dict[str, Any]:
     import onnx
     import onnx_ir
     import torch.fx as fx
 
     from common.model_io import load_onnx
     from onnx2x.torch import convert
-    from tests.support.light_weights import load_light
 
-    path = str(folder / f"{name}.onnx")
-    onnx.save(load_light(name, dynamic_batch=True), path)
     gm = convert(path)
     skeleton = load_onnx(path, lazy=True)  # the graph; the weights stay in the file
 
@@ -182,22 +190,17 @@ def kernel_row(graph: str, kind: str, module: Any, inputs: tuple, sess: Any, fee
             "onnx2x_vs_ort": round(lat["onnx2x"] / ort, 3)}
 
 
-def light_kernel_row(name: str, folder: Path, repeat: int) -> dict[str, Any]:
+def light_kernel_row(name: str, path: str, repeat: int) -> dict[str, Any]:
     import torch
 
     from benchmarks.bench_onnx2torch import onnxruntime_session
+    from common.model_io import load_onnx
     from onnx2x.torch import convert
-    from tests.support.light_weights import light_feed, load_light
+    from tests.support.light_weights import light_feed
 
-    model = load_light(name, dynamic_batch=True)
-    path = folder / f"{name}.onnx"
-    if not path.is_file():
-        import onnx
-
-        onnx.save(model, str(path))
-    sess = onnxruntime_session(str(path), 1)
-    x = light_feed(model, batch=1, seed=1)
-    return kernel_row(name, "light model", convert(str(path)).eval(), (torch.from_numpy(x),), sess,
+    sess = onnxruntime_session(path, 1)
+    x = light_feed(load_onnx(path, lazy=True), batch=1, seed=1)  # the graph is enough for the feed
+    return kernel_row(name, "light model", convert(path).eval(), (torch.from_numpy(x),), sess,
                       {sess.get_inputs()[0].name: x}, repeat)
 
 
@@ -267,11 +270,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     kernels: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name in args.light:
-            conversion.append(conversion_row(name, folder, args.repeat))
+        light = {name: save_light(name, folder) for name in args.light}
+        for name, path in light.items():
+            conversion.append(conversion_row(name, path, args.repeat))
             print(json.dumps(conversion[-1]), flush=True)
-        for name in args.light:
-            kernels.append(light_kernel_row(name, folder, args.repeat))
+        for name, path in light.items():
+            kernels.append(light_kernel_row(name, path, args.repeat))
             print(json.dumps(kernels[-1]), flush=True)
         for name in args.small:
             kernels.append(small_kernel_row(name, folder, args.repeat))
